@@ -1,0 +1,153 @@
+//! Command-line interface: clap definitions and dispatch to the headless
+//! commands (SPEC §8).
+//!
+//! Each command returns an exit code; nothing here panics on user input.
+//! Commands print through stdout/stderr only; the engine and store do the work.
+
+mod inspect;
+mod printer;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::dag::export::GraphFormat;
+
+/// Exit codes (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Succeeded = 0,
+    RunFailed = 1,
+    InvalidInput = 2,
+    Internal = 3,
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  plandeck validate plans/*.json          check plans, print a summary of each
+  plandeck graph plans/demo.json --format dot | dot -Tsvg > demo.svg
+  plandeck completions bash > /etc/bash_completion.d/plandeck
+
+Exit codes: 0 succeeded, 1 run failed or canceled, 2 invalid input,
+3 store or internal error, 130 interrupted.";
+
+/// Review, approve, run and steer plans of shell-command steps.
+#[derive(Debug, Parser)]
+#[command(name = "plandeck", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check plan files and print a summary of each (steps, waves, critical path, conflicts).
+    #[command(after_help = "Exit code 2 when any plan is invalid; every error names file:line:col.")]
+    Validate {
+        /// Plan files (JSON).
+        #[arg(required = true)]
+        plans: Vec<PathBuf>,
+    },
+    /// Print a plan's dependency graph.
+    Graph {
+        /// Plan file (JSON).
+        plan: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: GraphFormat,
+    },
+    /// Run a plan headless: approve, run, print state changes (or JSON events).
+    #[command(after_help = "Without --yes plandeck shows the plan and asks; with no terminal it refuses.\nCtrl-C stops the steps and leaves the run resumable (exit 130).")]
+    Run {
+        /// Plan file (JSON).
+        plan: PathBuf,
+        /// Approve without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print the event stream as JSON lines (SPEC §9).
+        #[arg(long)]
+        json: bool,
+        /// An input value (repeatable).
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Override `globals.max_concurrency`.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_concurrency: Option<u32>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Continue an interrupted or paused run where it stopped.
+    Resume {
+        /// Run id or a unique prefix of it.
+        run: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_concurrency: Option<u32>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the plan format's JSON Schema.
+    Schema,
+}
+
+/// The store location option every store-using command takes.
+#[derive(Debug, clap::Args)]
+pub struct DbArg {
+    /// SQLite database (default: $PLANDECK_DB, else $XDG_DATA_HOME/plandeck/plandeck.db); `:memory:` keeps nothing.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+/// Parse the arguments and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Some(Command::Validate { plans }) => inspect::validate(&plans),
+        Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
+        Some(Command::Run {
+            plan,
+            yes,
+            json,
+            inputs,
+            max_concurrency,
+            db,
+        }) => run::run(&plan, &inputs, &run::RunOptions { yes, json, max_concurrency, db: db.db }),
+        Some(Command::Resume {
+            run,
+            yes,
+            json,
+            max_concurrency,
+            db,
+        }) => run::resume(&run, &run::RunOptions { yes, json, max_concurrency, db: db.db }),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "plandeck", &mut std::io::stdout());
+            Exit::Succeeded
+        }
+        Some(Command::Schema) => {
+            print!("{}", crate::plan::schema::plan_schema_json());
+            Exit::Succeeded
+        }
+        None => {
+            let _ = Cli::command().print_help();
+            Exit::InvalidInput
+        }
+    };
+    exit.into()
+}

@@ -1,0 +1,278 @@
+//! `plandeck run` and `plandeck resume`: approve (flag or prompt), start the
+//! engine headless, print its committed events, map the outcome to an exit code.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::Exit;
+use super::printer::Printer;
+use crate::dag::Schedule;
+use crate::engine::api::RunState;
+use crate::engine::{self, RunRequest};
+use crate::plan::{self, ValidPlan};
+use crate::store::writer::Approval;
+use crate::store::{self, Location, queries};
+
+/// Options shared by `run` and `resume`.
+pub struct RunOptions {
+    pub yes: bool,
+    pub json: bool,
+    pub max_concurrency: Option<u32>,
+    pub db: Option<PathBuf>,
+}
+
+fn fail(msg: impl std::fmt::Display, exit: Exit) -> Exit {
+    eprintln!("plandeck: {msg}");
+    exit
+}
+
+/// Parse `--input k=v` values against the plan's inputs, with defaults and
+/// `PLANDECK_INPUT_<NAME>` from the environment for anything not given.
+pub fn resolve_inputs(plan: &ValidPlan, given: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut values = BTreeMap::new();
+    for item in given {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("--input '{item}' must be NAME=VALUE"));
+        };
+        if !plan.plan.inputs.contains_key(k) {
+            let hint = plan::diagnostic::did_you_mean(k, plan.plan.inputs.keys().map(String::as_str))
+                .map(|m| format!(" (did you mean '{m}'?)"))
+                .unwrap_or_default();
+            let known: Vec<&str> = plan.plan.inputs.keys().map(String::as_str).collect();
+            return Err(format!(
+                "--input '{k}': the plan has no such input{hint}; its inputs are: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!("--input '{k}': the value contains a NUL byte"));
+        }
+        values.insert(k.to_string(), v.to_string());
+    }
+    for (name, def) in &plan.plan.inputs {
+        if values.contains_key(name) {
+            continue;
+        }
+        let from_env = std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name))).ok();
+        match from_env.or_else(|| def.default.clone()) {
+            Some(v) => {
+                values.insert(name.clone(), v);
+            }
+            None if def.required => {
+                return Err(format!(
+                    "input '{name}' is required: pass --input {name}=VALUE{}",
+                    if def.secret {
+                        format!(" or set PLANDECK_INPUT_{} in the environment", plan::model::env_name(name))
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(values)
+}
+
+/// Ask on the terminal; refuse without one.
+fn approve(opts: &RunOptions, summary: &str, question: &str, hash: &str) -> Result<Option<Approval>, Exit> {
+    if opts.yes {
+        return Ok(Some(Approval {
+            by: engine::current_user(),
+            at: chrono::Utc::now(),
+            hash: hash.to_string(),
+        }));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            "no terminal to ask for approval; review the plan (`plandeck validate`) and pass --yes to run it",
+            Exit::InvalidInput,
+        ));
+    }
+    eprint!("{summary}{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        Ok(Some(Approval {
+            by: engine::current_user(),
+            at: chrono::Utc::now(),
+            hash: hash.to_string(),
+        }))
+    } else {
+        Err(fail("not approved; nothing ran", Exit::RunFailed))
+    }
+}
+
+fn estimates(location: &Location, plan: &ValidPlan) -> Vec<Option<f64>> {
+    let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
+    match location {
+        Location::File(p) if p.exists() => store::open(location)
+            .ok()
+            .and_then(|c| queries::estimates(&c, &plan.plan.name, &ids).ok())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// `plandeck run PLAN`.
+pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
+    let plan = match plan::load_file(path) {
+        Ok(p) => p,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            return Exit::InvalidInput;
+        }
+    };
+    for w in &plan.warnings {
+        eprintln!("{w}");
+    }
+    let inputs = match resolve_inputs(&plan, inputs) {
+        Ok(i) => i,
+        Err(e) => return fail(e, Exit::InvalidInput),
+    };
+    let location = Location::from_arg(opts.db.as_deref());
+    let estimates = estimates(&location, &plan);
+    let summary = super::inspect::summary(&plan, &Schedule::build(&plan, &estimates));
+    let approval = match approve(opts, &summary, "Run this plan?", &plan.hash) {
+        Ok(a) => a,
+        Err(exit) => return exit,
+    };
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+    let req = RunRequest {
+        plan: Arc::new(plan),
+        plan_path: Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
+        base_dir,
+        inputs,
+        approval,
+        max_concurrency: opts.max_concurrency,
+        estimates,
+        stream_logs: opts.json,
+        keep_alive: false,
+        handle_signals: true,
+        store: location,
+        resume: None,
+    };
+    drive(req, opts)
+}
+
+/// Start the engine and print until it ends.
+pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
+    let mut handle = match engine::spawn(req) {
+        Ok(h) => h,
+        Err(e) => return fail(e, Exit::Internal),
+    };
+    let color = !opts.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut printer = Printer::new(opts.json, color);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    while let Some(event) = handle.events.blocking_recv() {
+        printer.print(&mut out, &event);
+        if handle.events.is_empty() {
+            let _ = out.flush();
+        }
+    }
+    let _ = out.flush();
+    let run_id = handle.run_id.clone();
+    match handle.join() {
+        Ok(exit) if exit.interrupted => {
+            eprintln!("plandeck: interrupted; resume with `plandeck resume {run_id}`");
+            Exit::Interrupted
+        }
+        Ok(exit) => match exit.state {
+            RunState::Succeeded => Exit::Succeeded,
+            _ => Exit::RunFailed,
+        },
+        Err(e) => fail(format!("{e}; the run is left resumable"), Exit::Internal),
+    }
+}
+
+/// `plandeck resume RUN`.
+pub fn resume(run: &str, opts: &RunOptions) -> Exit {
+    let location = Location::from_arg(opts.db.as_deref());
+    let conn = match store::open_existing(&location) {
+        Ok(c) => c,
+        Err(e) => return fail(e, Exit::Internal),
+    };
+    let row = match queries::find_run(&conn, run) {
+        Ok(r) => r,
+        Err(e) => return fail(e, Exit::InvalidInput),
+    };
+    if row.state.is_terminal() {
+        return fail(
+            format!("run {} already ended ({}); start a new one with `plandeck run`", row.id, row.state),
+            Exit::InvalidInput,
+        );
+    }
+    if let Some(owner) = crate::engine::ownership::live_owner(&row) {
+        return fail(format!("run {} is being driven by {owner}; it cannot be resumed twice", row.id), Exit::InvalidInput);
+    }
+    let source = match queries::plan_source(&conn, &row.plan_hash) {
+        Ok(s) => s,
+        Err(e) => return fail(e, Exit::Internal),
+    };
+    let file = row.plan_path.clone().unwrap_or_else(|| format!("run {}", row.id));
+    let plan = match plan::from_text(&file, &source) {
+        Ok(p) => p,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            return fail("the plan stored with this run no longer validates", Exit::Internal);
+        }
+    };
+    if let Some(p) = &row.plan_path
+        && let Ok(now) = std::fs::read_to_string(p)
+        && plan::validate::content_hash(&now) != row.plan_hash
+    {
+        eprintln!("plandeck: note: {p} changed since this run started; resuming the plan as stored with the run");
+    }
+    let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
+    let resume = match queries::load_resume(&conn, &row, &ids) {
+        Ok(r) => r,
+        Err(e) => return fail(e, Exit::Internal),
+    };
+    let killed = crate::engine::ownership::kill_orphans(&row.id);
+    if killed > 0 {
+        eprintln!("plandeck: stopped {killed} process group(s) left running by the previous owner");
+    }
+    let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
+    drop(conn);
+    let summary = format!("Resuming run {} of \"{}\"\n", row.id, plan.plan.name);
+    let approval = match approve(opts, &summary, "Resume this run?", &plan.hash) {
+        Ok(a) => a,
+        Err(exit) => return exit,
+    };
+    let mut inputs: BTreeMap<String, String> = serde_json::from_str(&row.inputs_json).unwrap_or_default();
+    for (name, def) in &plan.plan.inputs {
+        if def.secret
+            && let Ok(v) = std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name)))
+        {
+            inputs.insert(name.clone(), v);
+        }
+    }
+    let req = RunRequest {
+        plan: Arc::new(plan),
+        plan_path: row.plan_path.as_ref().map(PathBuf::from),
+        base_dir: PathBuf::from(&row.base_dir),
+        inputs,
+        approval,
+        max_concurrency: opts.max_concurrency.or(row.max_concurrency),
+        estimates,
+        stream_logs: opts.json,
+        keep_alive: false,
+        handle_signals: true,
+        store: location,
+        resume: Some(resume),
+    };
+    drive(req, opts)
+}

@@ -1,0 +1,141 @@
+//! Render a validated plan's graph as text, Graphviz `dot` or Mermaid.
+//!
+//! Pure string building; the caller decides where it goes.
+
+use std::fmt::Write;
+
+use super::Schedule;
+use crate::plan::ValidPlan;
+
+/// Output formats of `plandeck graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+/// Render the graph in `format`.
+pub fn render(plan: &ValidPlan, schedule: &Schedule, format: GraphFormat) -> String {
+    match format {
+        GraphFormat::Text => text(plan, schedule),
+        GraphFormat::Dot => dot(plan),
+        GraphFormat::Mermaid => mermaid(plan),
+    }
+}
+
+fn is_implicit(plan: &ValidPlan, step: usize, dep: usize) -> bool {
+    plan.plan.steps[step].depends_on.is_none() && plan.implicit_deps.contains(&(step, dep))
+}
+
+fn text(plan: &ValidPlan, schedule: &Schedule) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} steps in {} waves",
+        plan.plan.name,
+        plan.len(),
+        schedule.waves.len()
+    );
+    for (w, steps) in schedule.waves.iter().enumerate() {
+        let _ = writeln!(out, "wave {}", w + 1);
+        for &i in steps {
+            let step = &plan.plan.steps[i];
+            let mut line = format!("  {}", step.id());
+            let deps: Vec<String> = plan.deps[i]
+                .iter()
+                .map(|&d| {
+                    let id = plan.id(d);
+                    if is_implicit(plan, i, d) {
+                        format!("{id} (implicit)")
+                    } else {
+                        id.to_string()
+                    }
+                })
+                .collect();
+            if !deps.is_empty() {
+                let _ = write!(line, "  <- {}", deps.join(", "));
+            }
+            if let Some(fb) = step.fallback() {
+                let _ = write!(line, "  [fallback: {fb}]");
+            }
+            if plan.fallback_only[i] {
+                line.push_str("  [runs only as a fallback]");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+fn dot_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn dot(plan: &ValidPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", dot_quote(&plan.plan.name));
+    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded];");
+    let mut lanes: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, s) in plan.plan.steps.iter().enumerate() {
+        if let Some(lane) = &s.lane {
+            lanes.entry(lane).or_default().push(i);
+        }
+    }
+    for (n, (lane, members)) in lanes.iter().enumerate() {
+        let _ = writeln!(out, "  subgraph cluster_{n} {{\n    label={};", dot_quote(lane));
+        for &i in members {
+            let _ = writeln!(out, "    {};", dot_quote(plan.id(i)));
+        }
+        out.push_str("  }\n");
+    }
+    for (i, s) in plan.plan.steps.iter().enumerate() {
+        let label = s.name.as_deref().unwrap_or(s.id());
+        let style = if plan.fallback_only[i] { ", style=\"rounded,dashed\"" } else { "" };
+        let _ = writeln!(out, "  {} [label={}{style}];", dot_quote(s.id()), dot_quote(label));
+    }
+    for (i, deps) in plan.deps.iter().enumerate() {
+        for &d in deps {
+            let attrs = if is_implicit(plan, i, d) { " [style=dotted]" } else { "" };
+            let _ = writeln!(out, "  {} -> {}{attrs};", dot_quote(plan.id(d)), dot_quote(plan.id(i)));
+        }
+    }
+    for (i, s) in plan.plan.steps.iter().enumerate() {
+        if let Some(fb) = s.fallback() {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [style=dashed, label=\"on failure\"];",
+                dot_quote(plan.id(i)),
+                dot_quote(fb)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn mermaid(plan: &ValidPlan) -> String {
+    let node = |i: usize| format!("s{i}");
+    let label = |s: &str| s.replace('"', "#quot;");
+    let mut out = String::from("flowchart LR\n");
+    for (i, s) in plan.plan.steps.iter().enumerate() {
+        let text = label(s.name.as_deref().unwrap_or(s.id()));
+        if plan.fallback_only[i] {
+            let _ = writeln!(out, "  {}([\"{text}\"])", node(i));
+        } else {
+            let _ = writeln!(out, "  {}[\"{text}\"]", node(i));
+        }
+    }
+    for (i, deps) in plan.deps.iter().enumerate() {
+        for &d in deps {
+            let arrow = if is_implicit(plan, i, d) { "-.->" } else { "-->" };
+            let _ = writeln!(out, "  {} {arrow} {}", node(d), node(i));
+        }
+    }
+    for (i, _) in plan.plan.steps.iter().enumerate() {
+        if let Some(f) = plan.fallback_of(i) {
+            let _ = writeln!(out, "  {} -. on failure .-> {}", node(i), node(f));
+        }
+    }
+    out
+}

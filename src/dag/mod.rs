@@ -1,0 +1,370 @@
+//! Planning over a validated plan's dependency graph (SPEC §2): cycles,
+//! ancestors, waves (Kahn layers), the critical path, and the conflicts that
+//! force steps apart — gathered in one `Schedule` the engine and the UI read.
+//!
+//! Pure functions over indices; no I/O, no clock, no processes.
+
+pub mod export;
+
+use std::collections::HashSet;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::plan::ValidPlan;
+
+/// Build a petgraph graph with an edge dependency → dependent.
+fn graph(deps: &[Vec<usize>]) -> DiGraph<(), ()> {
+    let mut g = DiGraph::with_capacity(deps.len(), deps.iter().map(Vec::len).sum());
+    for _ in deps {
+        g.add_node(());
+    }
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            g.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+        }
+    }
+    g
+}
+
+/// A dependency cycle as a path of indices that starts and ends on the same
+/// step (in the direction work flows), or `None` when the graph is acyclic.
+pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let g = graph(deps);
+    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&g)
+        .into_iter()
+        .map(|c| c.into_iter().map(NodeIndex::index).collect::<Vec<_>>())
+        .filter(|c| c.len() > 1 || deps[c[0]].contains(&c[0]))
+        .collect();
+    for c in &mut sccs {
+        c.sort_unstable();
+    }
+    sccs.sort();
+    let scc = sccs.into_iter().next()?;
+    let members: HashSet<usize> = scc.iter().copied().collect();
+    let start = scc[0];
+    // Breadth-first from `start` along dependency → dependent edges inside the
+    // component, until an edge leads back to `start`.
+    let mut dependents = vec![Vec::new(); deps.len()];
+    for &i in &scc {
+        for &d in &deps[i] {
+            if members.contains(&d) {
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut prev = vec![usize::MAX; deps.len()];
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(at) = queue.pop_front() {
+        for &next in &dependents[at] {
+            if next == start {
+                // Walk back from `at` to `start`, then read it forwards.
+                let mut path = Vec::new();
+                let mut cur = at;
+                while cur != start {
+                    path.push(cur);
+                    cur = prev[cur];
+                }
+                path.push(start);
+                path.reverse();
+                path.push(start);
+                return Some(path);
+            }
+            if prev[next] == usize::MAX && next != start {
+                prev[next] = at;
+                queue.push_back(next);
+            }
+        }
+    }
+    Some(vec![start, start])
+}
+
+/// Every step `i` transitively depends on.
+pub fn ancestors(deps: &[Vec<usize>], i: usize) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<usize> = deps[i].clone();
+    while let Some(d) = stack.pop() {
+        if seen.insert(d) {
+            stack.extend(&deps[d]);
+        }
+    }
+    seen
+}
+
+/// Kahn layers: wave k holds the steps whose longest dependency chain has k links.
+pub fn waves(deps: &[Vec<usize>]) -> Vec<usize> {
+    let order = topo_order(deps);
+    let mut wave = vec![0usize; deps.len()];
+    for &i in &order {
+        wave[i] = deps[i].iter().map(|&d| wave[d] + 1).max().unwrap_or(0);
+    }
+    wave
+}
+
+/// A topological order (dependencies first, file order among equals).
+/// The graph must be acyclic.
+pub fn topo_order(deps: &[Vec<usize>]) -> Vec<usize> {
+    let n = deps.len();
+    let mut indegree: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(std::cmp::Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &j in &dependents[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(std::cmp::Reverse(j));
+            }
+        }
+    }
+    order
+}
+
+/// Why some steps may never run at the same time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// They modify the same path, or one modifies a directory the other's path is in.
+    File(String),
+    /// They share a resource pool of capacity 1.
+    Mutex(String),
+}
+
+/// A group of steps kept apart, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: ConflictKind,
+    pub steps: Vec<usize>,
+}
+
+/// Everything planning derives from a plan (SPEC §2).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Wave (Kahn layer) of each step; a fallback-only step shares the wave
+    /// of the first step it stands in for.
+    pub wave: Vec<usize>,
+    /// Steps per wave, in file order.
+    pub waves: Vec<Vec<usize>>,
+    /// The longest chain by estimated duration (unknown counts as one unit).
+    pub critical_path: Vec<usize>,
+    /// Length of the longest remaining chain starting at each step: the
+    /// scheduler starts higher values first.
+    pub priority: Vec<f64>,
+    /// Sum of known estimates along the critical path, when all are known.
+    pub estimate_sec: Option<f64>,
+    /// Steps on the critical path with no estimate.
+    pub unknown_on_path: usize,
+    pub conflicts: Vec<Conflict>,
+    /// Each step's `files`, normalised.
+    pub files: Vec<Vec<String>>,
+}
+
+impl Schedule {
+    /// Plan `plan` with per-step duration estimates in seconds (`None`: unknown).
+    pub fn build(plan: &ValidPlan, estimates: &[Option<f64>]) -> Schedule {
+        let n = plan.len();
+        let deps = &plan.deps;
+        let mut wave = waves(deps);
+        for i in 0..n {
+            if let Some(f) = plan.fallback_of(i)
+                && plan.fallback_only[f]
+                && plan.plan.steps[f].depends_on.is_none()
+            {
+                wave[f] = wave[f].max(wave[i]);
+            }
+        }
+        let depth = wave.iter().copied().max().map_or(0, |m| m + 1);
+        let mut waves = vec![Vec::new(); depth];
+        for (i, &w) in wave.iter().enumerate() {
+            waves[w].push(i);
+        }
+
+        let weight = |i: usize| -> f64 {
+            if plan.fallback_only[i] {
+                0.0
+            } else {
+                estimates.get(i).copied().flatten().unwrap_or(1.0)
+            }
+        };
+        let order = topo_order(deps);
+        // Longest chain ending at each step, and where it came from.
+        let mut dist = vec![0.0f64; n];
+        let mut from = vec![usize::MAX; n];
+        for &i in &order {
+            let best = deps[i]
+                .iter()
+                .copied()
+                .max_by(|&a, &b| dist[a].total_cmp(&dist[b]).then(b.cmp(&a)));
+            dist[i] = weight(i) + best.map_or(0.0, |b| dist[b]);
+            from[i] = best.unwrap_or(usize::MAX);
+        }
+        // Longest chain starting at each step.
+        let mut priority = vec![0.0f64; n];
+        for &i in order.iter().rev() {
+            let down = plan.dependents[i]
+                .iter()
+                .map(|&j| priority[j])
+                .fold(0.0f64, f64::max);
+            priority[i] = weight(i) + down;
+        }
+        let mut critical_path = Vec::new();
+        if let Some(end) = (0..n).max_by(|&a, &b| dist[a].total_cmp(&dist[b]).then(b.cmp(&a))) {
+            let mut cur = end;
+            while cur != usize::MAX {
+                critical_path.push(cur);
+                cur = from[cur];
+            }
+            critical_path.reverse();
+        }
+        let unknown_on_path = critical_path
+            .iter()
+            .filter(|&&i| estimates.get(i).copied().flatten().is_none())
+            .count();
+        let estimate_sec = (unknown_on_path == 0 && !critical_path.is_empty())
+            .then(|| critical_path.iter().map(|&i| weight(i)).sum());
+
+        let files: Vec<Vec<String>> = plan
+            .plan
+            .steps
+            .iter()
+            .map(|s| s.files.iter().map(|f| normalize_path(f)).collect())
+            .collect();
+        let mut conflicts = file_conflicts(&files);
+        for (pool, &cap) in &plan.plan.resources {
+            if cap != 1 {
+                continue;
+            }
+            let users: Vec<usize> = (0..n)
+                .filter(|&i| plan.plan.steps[i].resources.iter().any(|r| r.name() == pool))
+                .collect();
+            if users.len() > 1 {
+                conflicts.push(Conflict {
+                    kind: ConflictKind::Mutex(pool.clone()),
+                    steps: users,
+                });
+            }
+        }
+        Schedule {
+            wave,
+            waves,
+            critical_path,
+            priority,
+            estimate_sec,
+            unknown_on_path,
+            conflicts,
+            files,
+        }
+    }
+}
+
+/// Lexically normalise a path: no `.`, no empty or trailing components.
+pub fn normalize_path(p: &str) -> String {
+    let absolute = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// Whether `inner` is `outer` or lies inside it (both normalised).
+pub fn path_within(inner: &str, outer: &str) -> bool {
+    outer == "."
+        || inner == outer
+        || (inner.starts_with(outer) && (outer.ends_with('/') || inner.as_bytes().get(outer.len()) == Some(&b'/')))
+}
+
+/// Groups of steps whose `files` overlap.
+fn file_conflicts(files: &[Vec<String>]) -> Vec<Conflict> {
+    let mut uses: Vec<(Vec<&str>, &str, usize)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, fs)| fs.iter().map(move |f| (f.split('/').collect::<Vec<_>>(), f.as_str(), i)))
+        .collect();
+    uses.sort();
+    let mut out: Vec<Conflict> = Vec::new();
+    let mut group: Option<(Vec<&str>, &str, Vec<usize>)> = None;
+    let flush = |g: Option<(Vec<&str>, &str, Vec<usize>)>, out: &mut Vec<Conflict>| {
+        if let Some((_, root, mut steps)) = g {
+            steps.sort_unstable();
+            steps.dedup();
+            if steps.len() > 1 {
+                out.push(Conflict {
+                    kind: ConflictKind::File(root.to_string()),
+                    steps,
+                });
+            }
+        }
+    };
+    for (parts, path, step) in uses {
+        match &mut group {
+            Some((root, _, steps)) if parts.starts_with(root) || root.as_slice() == ["."] => steps.push(step),
+            _ => {
+                flush(group.take(), &mut out);
+                group = Some((parts, path, vec![step]));
+            }
+        }
+    }
+    flush(group, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_cycle_in_work_order() {
+        // 0 fetch <- 2 verify, 1 build <- 0, 2 verify <- 1
+        let deps = vec![vec![2], vec![0], vec![1], vec![]];
+        assert_eq!(find_cycle(&deps), Some(vec![0, 1, 2, 0]));
+        assert_eq!(find_cycle(&[vec![], vec![0]]), None);
+    }
+
+    #[test]
+    fn waves_are_kahn_layers() {
+        let deps = vec![vec![], vec![0], vec![0], vec![1, 2], vec![]];
+        assert_eq!(waves(&deps), vec![0, 1, 1, 2, 0]);
+    }
+
+    #[test]
+    fn paths_normalise_and_nest() {
+        assert_eq!(normalize_path("./a//b/"), "a/b");
+        assert_eq!(normalize_path("a/../b"), "b");
+        assert!(path_within("a/b", "a"));
+        assert!(!path_within("a-b", "a"));
+        assert!(path_within("/etc/x", "/etc"));
+    }
+
+    #[test]
+    fn overlapping_files_form_groups() {
+        let files = vec![
+            vec!["src".to_string()],
+            vec!["src/main.rs".to_string()],
+            vec!["src-old".to_string()],
+            vec!["docs/a".to_string()],
+            vec!["docs/b".to_string()],
+        ];
+        let c = file_conflicts(&files);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].steps, vec![0, 1]);
+        assert_eq!(c[0].kind, ConflictKind::File("src".into()));
+    }
+}

@@ -1,0 +1,324 @@
+//! The engine's public vocabulary: the commands a front end sends, the events
+//! it receives, and the run and step states (SPEC §3, §9).
+//!
+//! Plain serde data shared by the engine, the store, the headless printer and
+//! the TUI. Nothing here does anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::remediation::ErrorClass;
+
+/// State of a step (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Ready,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Skipped,
+    Canceled,
+    Interrupted,
+}
+
+impl StepState {
+    pub const ALL: [StepState; 9] = [
+        StepState::Pending,
+        StepState::Ready,
+        StepState::Running,
+        StepState::Retrying,
+        StepState::Succeeded,
+        StepState::Failed,
+        StepState::Skipped,
+        StepState::Canceled,
+        StepState::Interrupted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Ready => "ready",
+            StepState::Running => "running",
+            StepState::Retrying => "retrying",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::Canceled => "canceled",
+            StepState::Interrupted => "interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<StepState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+    /// The step has ended (for now: a failed step may be retried by a person).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Canceled
+        )
+    }
+}
+
+impl fmt::Display for StepState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// State of a run (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Created,
+    AwaitingApproval,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    Canceled,
+    Interrupted,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 8] = [
+        RunState::Created,
+        RunState::AwaitingApproval,
+        RunState::Running,
+        RunState::Paused,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Canceled,
+        RunState::Interrupted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Created => "created",
+            RunState::AwaitingApproval => "awaiting_approval",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Canceled => "canceled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RunState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Canceled)
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Why an attempt ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The step itself.
+    #[default]
+    Step,
+    /// Standing in for a failed step.
+    Fallback,
+    /// A person's fix command, run before retrying the step.
+    Fix,
+}
+
+/// What a front end asks the engine to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start a run that awaits approval.
+    Approve,
+    /// No new step starts; running steps go on.
+    Pause,
+    /// Undo pause or freeze; continue past a `restart_required` pause.
+    Resume,
+    /// Pause and stop (SIGSTOP) the running steps.
+    Freeze,
+    /// Stop every running step and end the run as canceled.
+    Cancel,
+    /// Run a failed, canceled or skipped step again.
+    RetryStep(String),
+    /// Mark a step skipped; its dependents may run.
+    SkipStep(String),
+    /// Let an `approval` gated step start.
+    ApproveStep(String),
+    /// Set an input's value before the run starts.
+    ProvideInput { name: String, value: String },
+    /// Run a fix command as an attempt of the step, then retry the step.
+    FixAndRetry { step: String, command: String },
+}
+
+/// The result of one ended attempt, as shown and stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptEnd {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+}
+
+/// What happened (SPEC §9). Serialised flat: `{"seq":..,"run_id":..,"ts":..,"type":..}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per run, from 1, without gaps for stored events. A `log` event repeats
+    /// the seq of the last stored event (log lines are kept per attempt, not as events).
+    pub seq: u64,
+    pub run_id: String,
+    pub ts: DateTime<Utc>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunCreated {
+        plan: String,
+        plan_hash: String,
+        steps: usize,
+    },
+    RunState {
+        state: RunState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    StepState {
+        step: String,
+        attempt: u32,
+        state: StepState,
+        #[serde(skip_serializing_if = "is_step_role")]
+        #[serde(default)]
+        role: Role,
+        /// Process group of a running attempt.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pgid: Option<i32>,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        end: Option<AttemptEnd>,
+        /// Why: a skip's cause, a failure's summary, a retry's delay.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The last lines of stderr of a failed attempt (secrets masked).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        stderr_tail: Option<String>,
+        /// Outputs the attempt wrote (succeeded attempts).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+        outputs: BTreeMap<String, String>,
+    },
+    Log {
+        step: String,
+        attempt: u32,
+        stream: Stream,
+        line: String,
+    },
+    Remediation {
+        step: String,
+        attempt: u32,
+        error_class: ErrorClass,
+        explanation: String,
+        cause: String,
+        actions: Vec<crate::remediation::Action>,
+    },
+    /// A person's command, recorded (approve, pause, skip ...).
+    Command {
+        command: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
+}
+
+fn is_step_role(r: &Role) -> bool {
+    *r == Role::Step
+}
+
+impl EventKind {
+    /// The `type` name of the event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::RunCreated { .. } => "run_created",
+            EventKind::RunState { .. } => "run_state",
+            EventKind::StepState { .. } => "step_state",
+            EventKind::Log { .. } => "log",
+            EventKind::Remediation { .. } => "remediation",
+            EventKind::Command { .. } => "command",
+        }
+    }
+    /// The step the event is about.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            EventKind::StepState { step, .. }
+            | EventKind::Log { step, .. }
+            | EventKind::Remediation { step, .. } => Some(step),
+            EventKind::Command { step, .. } => step.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Captured output of one attempt, bounded (head and tail kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_flat_with_type() {
+        let e = Event {
+            seq: 3,
+            run_id: "r".into(),
+            ts: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            kind: EventKind::StepState {
+                step: "a".into(),
+                attempt: 1,
+                state: StepState::Failed,
+                role: Role::Step,
+                pgid: None,
+                end: Some(AttemptEnd {
+                    exit_code: Some(2),
+                    signal: None,
+                    duration_ms: 5,
+                    error_class: Some(ErrorClass::ExitCode),
+                }),
+                reason: None,
+                stderr_tail: None,
+                outputs: BTreeMap::new(),
+            },
+        };
+        let json = serde_json::to_string(&e).expect("serialises");
+        assert_eq!(
+            json,
+            r#"{"seq":3,"run_id":"r","ts":"1970-01-01T00:00:00Z","type":"step_state","step":"a","attempt":1,"state":"failed","exit_code":2,"duration_ms":5,"error_class":"exit_code"}"#
+        );
+        let back: Event = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, e);
+    }
+}

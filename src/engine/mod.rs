@@ -1,0 +1,375 @@
+//! The engine: runs a validated plan on a tokio runtime of its own thread.
+//! Front ends (the TUI, the headless CLI) talk to it only through channels:
+//! `Command`s in, committed `Event`s out.
+//!
+//! The driver here performs the effects the pure `core` asks for: it spawns
+//! attempts (`runner`), persists events through the store's single writer,
+//! and publishes an event only after the writer reports it committed. It
+//! never draws and never decides policy itself.
+
+pub mod api;
+pub mod capture;
+pub mod core;
+pub mod files;
+pub mod ownership;
+pub mod policy;
+pub mod runner;
+pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use self::api::{Command, Event, EventKind, RunState};
+use self::capture::Masker;
+use self::core::{Core, CoreConfig, Effect, Input, StepSnapshot};
+use self::runner::{Control, RunnerMsg};
+use self::spec::RunContext;
+use crate::dag::Schedule;
+use crate::plan::ValidPlan;
+use crate::remediation::Rules;
+use crate::store::writer::{Approval, Committed, NewRun, Owner, WriteOp, Writer};
+use crate::store::{Location, StoreError};
+
+/// A stored run to continue.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub run_id: String,
+    pub next_seq: u64,
+    pub steps: Vec<StepSnapshot>,
+}
+
+/// Everything needed to start (or resume) a run.
+pub struct RunRequest {
+    pub plan: Arc<ValidPlan>,
+    pub plan_path: Option<PathBuf>,
+    /// The directory step working directories are relative to.
+    pub base_dir: PathBuf,
+    /// Input values (secrets included; they are never stored).
+    pub inputs: BTreeMap<String, String>,
+    /// Set when a person approved the plan; otherwise the run awaits `Command::Approve`.
+    pub approval: Option<Approval>,
+    pub max_concurrency: Option<u32>,
+    /// Per-step duration estimates in seconds, for the critical path.
+    pub estimates: Vec<Option<f64>>,
+    /// Publish every output line as a `log` event.
+    pub stream_logs: bool,
+    /// Stay after the run ends, for retries from the UI, until commands close.
+    pub keep_alive: bool,
+    /// Treat SIGINT, SIGTERM and SIGHUP as "stop, leave the run resumable".
+    pub handle_signals: bool,
+    pub store: Location,
+    pub resume: Option<Resume>,
+}
+
+/// How the engine ended.
+#[derive(Debug)]
+pub struct EngineExit {
+    pub state: RunState,
+    /// The run was stopped by a signal (exit code 130).
+    pub interrupted: bool,
+}
+
+/// The front end's side of a running engine.
+pub struct EngineHandle {
+    pub run_id: String,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub events: mpsc::Receiver<Event>,
+    thread: std::thread::JoinHandle<Result<EngineExit, StoreError>>,
+}
+
+impl EngineHandle {
+    /// Wait for the engine thread to end.
+    pub fn join(self) -> Result<EngineExit, StoreError> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(StoreError("the engine thread panicked".into())))
+    }
+}
+
+/// The user name recorded with approvals.
+pub fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()))
+}
+
+/// Start the engine on a thread of its own. Fails early if the store cannot be opened.
+pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
+    let (writer, committed) = Writer::spawn(&req.store)?;
+    let run_id = req
+        .resume
+        .as_ref()
+        .map(|r| r.run_id.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(4096);
+    let id = run_id.clone();
+    let thread = std::thread::Builder::new()
+        .name("plandeck-engine".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError(format!("cannot start the engine runtime: {e}")))?;
+            rt.block_on(drive(req, id, writer, committed, cmd_rx, out_tx))
+        })
+        .map_err(|e| StoreError(format!("cannot start the engine thread: {e}")))?;
+    Ok(EngineHandle {
+        run_id,
+        commands: cmd_tx,
+        events: out_rx,
+        thread,
+    })
+}
+
+struct Driver {
+    tx: mpsc::Sender<WriteOp>,
+    ctx: RunContext,
+    plan: Arc<ValidPlan>,
+    runner_tx: mpsc::Sender<RunnerMsg>,
+    timer_tx: mpsc::UnboundedSender<(usize, u32)>,
+    controls: HashMap<usize, mpsc::UnboundedSender<Control>>,
+    tasks: JoinSet<()>,
+}
+
+impl Driver {
+    async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| StoreError("the store writer stopped".into()))
+    }
+
+    async fn perform(&mut self, core: &mut Core) -> Result<(), StoreError> {
+        for effect in core.take_effects() {
+            match effect {
+                Effect::Emit(event, capture) => self.write(WriteOp::Event(event, capture)).await?,
+                Effect::Spawn { step, attempt, role, fix } => {
+                    let deps = self.plan.deps[step].iter().map(|&d| (self.plan.id(d), &core.steps[d].outputs));
+                    let spec = spec::spawn_spec(&self.plan, &self.ctx, step, attempt, role, fix.as_deref(), deps);
+                    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+                    self.controls.insert(step, ctl_tx);
+                    self.tasks.spawn(runner::run_attempt(spec, self.runner_tx.clone(), ctl_rx));
+                }
+                Effect::Control { step, control } => {
+                    if let Some(c) = self.controls.get(&step) {
+                        let _ = c.send(control);
+                    }
+                }
+                Effect::RetryAfter { step, attempt, delay } => {
+                    let timer = self.timer_tx.clone();
+                    self.tasks.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = timer.send((step, attempt));
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn terminate_all(&self) {
+        for c in self.controls.values() {
+            let _ = c.send(Control::Terminate);
+        }
+    }
+}
+
+async fn drive(
+    req: RunRequest,
+    run_id: String,
+    writer: Writer,
+    mut committed: mpsc::UnboundedReceiver<Committed>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    out: mpsc::Sender<Event>,
+) -> Result<EngineExit, StoreError> {
+    let plan = Arc::clone(&req.plan);
+    let schedule = Arc::new(Schedule::build(&plan, &req.estimates));
+    let process_env: BTreeMap<String, String> = std::env::vars().collect();
+    let masker = Arc::new(Masker::new(spec::secrets(&plan, &req.inputs, &process_env)));
+    let scratch_dir = std::env::temp_dir().join(format!("plandeck-{run_id}"));
+    std::fs::create_dir_all(&scratch_dir).map_err(|e| StoreError(format!("cannot create {}: {e}", scratch_dir.display())))?;
+    let rules = match Rules::with_plan_rules(&plan.plan.remediation) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return Err(StoreError(format!("plan remediation rules: {e}"))),
+    };
+    let max_concurrency = req.max_concurrency.unwrap_or(plan.plan.globals.max_concurrency);
+    let cfg = CoreConfig {
+        run_id: run_id.clone(),
+        plan: Arc::clone(&plan),
+        schedule,
+        rules,
+        max_concurrency,
+        inputs: req.inputs.clone(),
+        env: process_env,
+        seed: uuid::Uuid::new_v4().as_u64_pair().0,
+    };
+    let (runner_tx, mut runner_rx) = mpsc::channel(256);
+    let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
+    let mut d = Driver {
+        tx: writer.tx.clone(),
+        ctx: RunContext {
+            run_id: run_id.clone(),
+            base_dir: req.base_dir.clone(),
+            inputs: req.inputs.clone(),
+            scratch_dir: scratch_dir.clone(),
+            stream_lines: req.stream_logs,
+            masker,
+        },
+        plan: Arc::clone(&plan),
+        runner_tx,
+        timer_tx,
+        controls: HashMap::new(),
+        tasks: JoinSet::new(),
+    };
+
+    let owner = Owner::this_process();
+    let mut core = match &req.resume {
+        None => {
+            let secret: Vec<&String> = plan.plan.inputs.iter().filter(|(_, d)| d.secret).map(|(n, _)| n).collect();
+            let stored_inputs: BTreeMap<&String, &String> = req.inputs.iter().filter(|(k, _)| !secret.contains(k)).collect();
+            let new = NewRun {
+                id: run_id.clone(),
+                plan_hash: plan.hash.clone(),
+                plan_name: plan.plan.name.clone(),
+                plan_source: plan.source.clone(),
+                plan_path: req.plan_path.as_ref().map(|p| p.display().to_string()),
+                base_dir: req.base_dir.display().to_string(),
+                inputs_json: serde_json::to_string(&stored_inputs).unwrap_or_else(|_| "{}".into()),
+                max_concurrency,
+                approval: req.approval.clone(),
+                owner: owner.clone(),
+                created_at: chrono::Utc::now(),
+            };
+            d.write(WriteOp::CreateRun(Box::new(new))).await?;
+            Core::new(cfg)
+        }
+        Some(r) => {
+            d.write(WriteOp::Own { run_id: run_id.clone(), owner: owner.clone() }).await?;
+            if let Some(a) = &req.approval {
+                d.write(WriteOp::Approve { run_id: run_id.clone(), approval: a.clone() }).await?;
+            }
+            Core::restore(cfg, r.next_seq, &r.steps)
+        }
+    };
+    core.start(req.approval.is_some());
+    d.perform(&mut core).await?;
+
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    let mut interrupted = false;
+    let mut signals = Signals::new(req.handle_signals);
+    let mut commands_open = true;
+    let result: Result<(), StoreError> = loop {
+        if core.is_finished() && core.all_durable() && (!req.keep_alive || !commands_open) {
+            break Ok(());
+        }
+        tokio::select! {
+            c = commands.recv(), if commands_open => match c {
+                Some(c) => core.handle(Input::Command(c)),
+                None => commands_open = false,
+            },
+            Some(m) = runner_rx.recv() => match m {
+                RunnerMsg::Started { step, attempt, pgid } => core.handle(Input::Started { step, attempt, pgid }),
+                RunnerMsg::Lines { step, attempt, stream, lines } => {
+                    let seq = core.last_seq();
+                    for line in lines {
+                        let event = Event {
+                            seq,
+                            run_id: run_id.clone(),
+                            ts: chrono::Utc::now(),
+                            kind: EventKind::Log { step: plan.id(step).to_string(), attempt, stream, line },
+                        };
+                        if d.write(WriteOp::Event(Box::new(event), None)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                RunnerMsg::Exited(o) => {
+                    if core.steps[o.step].attempt == o.attempt {
+                        d.controls.remove(&o.step);
+                    }
+                    core.handle(Input::Exited(o));
+                }
+            },
+            Some((step, attempt)) = timer_rx.recv() => core.handle(Input::RetryDue { step, attempt }),
+            c = committed.recv() => match c {
+                Some(Committed::Events { events, last_seq }) => {
+                    for e in events {
+                        let _ = out.send(e).await;
+                    }
+                    core.handle(Input::Committed { last_seq });
+                }
+                Some(Committed::Failed(e)) => break Err(e),
+                None => break Err(StoreError("the store writer stopped".into())),
+            },
+            _ = signals.recv() => {
+                interrupted = true;
+                core.handle(Input::Interrupt);
+            }
+            _ = heartbeat.tick() => {
+                let _ = d.tx.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
+            }
+        }
+        if let Err(e) = d.perform(&mut core).await {
+            break Err(e);
+        }
+    };
+    if result.is_err() {
+        // The store failed: stop every step; the run stays resumable.
+        d.terminate_all();
+    }
+    drop(d.runner_tx);
+    // Let attempts finish their leftover kills; drop their last reports.
+    while d.tasks.join_next().await.is_some() {}
+    if result.is_ok() {
+        let _ = d.tx.send(WriteOp::Release { run_id: run_id.clone() }).await;
+    }
+    drop(d.tx);
+    tokio::task::spawn_blocking(move || writer.finish()).await.ok();
+    while let Some(c) = committed.recv().await {
+        if let Committed::Events { events, .. } = c {
+            for e in events {
+                let _ = out.send(e).await;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    result.map(|()| EngineExit {
+        state: core.state,
+        interrupted,
+    })
+}
+
+/// SIGINT, SIGTERM and SIGHUP as one stream, when asked for.
+struct Signals {
+    streams: Vec<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new(enabled: bool) -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = if enabled {
+            [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()]
+                .into_iter()
+                .filter_map(|k| signal(k).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Signals { streams }
+    }
+
+    async fn recv(&mut self) {
+        if self.streams.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let futures = self.streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures::future::select_all(futures).await;
+    }
+}

@@ -1,0 +1,369 @@
+//! One attempt of one step as a local process: spawn it in a new session and
+//! process group (no controlling terminal, stdin from /dev/null), stream its
+//! output, enforce its timeout (active time only), freeze and thaw it, and
+//! stop it: SIGTERM to the group, SIGKILL after the grace period.
+//!
+//! This is the only place that starts or signals step processes. It knows
+//! nothing of plans or the store: it runs a `SpawnSpec` and reports
+//! `RunnerMsg`s. Invariant: when an attempt is reported ended, its main
+//! process has exited; leftover group members are terminated right after.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+
+use super::api::{CapturedOutput, Stream};
+use super::capture::{HeadTail, LineSplitter, Masker};
+
+/// Everything needed to run one attempt.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub step: usize,
+    pub attempt: u32,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Active-time budget; frozen time does not count.
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    /// Bytes kept per stream (head + tail).
+    pub log_limit: usize,
+    /// Send each line as it comes (for the UI or `--json`).
+    pub stream_lines: bool,
+    pub masker: Arc<Masker>,
+    /// The file the step writes `key=value` outputs to.
+    pub output_file: PathBuf,
+}
+
+/// What the engine may tell a running attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Terminate,
+    Freeze,
+    Thaw,
+}
+
+/// What a runner reports.
+#[derive(Debug)]
+pub enum RunnerMsg {
+    Started { step: usize, attempt: u32, pgid: i32 },
+    Lines { step: usize, attempt: u32, stream: Stream, lines: Vec<String> },
+    Exited(Box<Outcome>),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub step: usize,
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// Stopped on the engine's request (cancel, skip, interrupt).
+    pub terminated: bool,
+    pub spawn_error: Option<String>,
+    pub duration_ms: u64,
+    pub capture: CapturedOutput,
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.terminated && self.spawn_error.is_none()
+    }
+
+    /// One line saying how it ended, with the last line of stderr.
+    pub fn summary(&self) -> String {
+        let how = if let Some(e) = &self.spawn_error {
+            format!("could not start: {e}")
+        } else if self.timed_out {
+            format!("timed out after {:.1} s", self.duration_ms as f64 / 1000.0)
+        } else if let Some(sig) = self.signal {
+            format!("killed by signal {sig} ({})", signal_name(sig))
+        } else {
+            format!("exit code {}", self.exit_code.unwrap_or(-1))
+        };
+        match self.capture.stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(last) if self.spawn_error.is_none() => {
+                let last: String = last.chars().take(200).collect();
+                format!("{how}: {last}")
+            }
+            _ => how,
+        }
+    }
+}
+
+/// The name of a signal number, e.g. `SIGKILL`.
+pub fn signal_name(sig: i32) -> &'static str {
+    Signal::try_from(sig).map(Signal::as_str).unwrap_or("unknown signal")
+}
+
+fn signal_group(pgid: i32, sig: Signal) -> bool {
+    killpg(Pid::from_raw(pgid), sig).is_ok()
+}
+
+/// Whether any process of the group is still alive.
+pub fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// Run one attempt to its end, reporting on `tx`. Returns once the main
+/// process has exited and leftover group members have been dealt with.
+pub async fn run_attempt(spec: SpawnSpec, tx: mpsc::Sender<RunnerMsg>, mut control: mpsc::UnboundedReceiver<Control>) {
+    let started = Instant::now();
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let program = spec.program.clone();
+            let outcome = Outcome {
+                step: spec.step,
+                attempt: spec.attempt,
+                spawn_error: Some(format!("{program}: {e}")),
+                capture: CapturedOutput {
+                    stderr: format!("{program}: {e}\n"),
+                    ..CapturedOutput::default()
+                },
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..Outcome::default()
+            };
+            let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
+            return;
+        }
+    };
+    let pgid = child.id().map_or(0, |p| p as i32);
+    let _ = tx
+        .send(RunnerMsg::Started {
+            step: spec.step,
+            attempt: spec.attempt,
+            pgid,
+        })
+        .await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readers = [
+        child.stdout.take().map(|r| tokio::spawn(read_stream(r, Stream::Stdout, spec.clone(), tx.clone(), stop_rx.clone()))),
+        child.stderr.take().map(|r| tokio::spawn(read_stream(r, Stream::Stderr, spec.clone(), tx.clone(), stop_rx.clone()))),
+    ];
+
+    let mut budget = spec.timeout;
+    let mut clock_from = Instant::now();
+    let mut frozen = false;
+    let mut timed_out = false;
+    let mut terminated = false;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let status = loop {
+        let deadline = match budget {
+            Some(b) if !frozen && kill_at.is_none() => tokio::time::Instant::from_std(clock_from + b),
+            _ => far,
+        };
+        tokio::select! {
+            st = child.wait() => break st,
+            _ = tokio::time::sleep_until(deadline), if deadline != far => {
+                timed_out = true;
+                kill_at = Some(begin_stop(pgid, spec.kill_grace));
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                signal_group(pgid, Signal::SIGKILL);
+                kill_at = Some(far);
+            }
+            c = control.recv() => match c {
+                Some(Control::Terminate) | None => {
+                    if kill_at.is_none() {
+                        terminated = true;
+                        kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                    }
+                }
+                Some(Control::Freeze) if !frozen => {
+                    signal_group(pgid, Signal::SIGSTOP);
+                    frozen = true;
+                    budget = budget.map(|b| b.saturating_sub(clock_from.elapsed()));
+                }
+                Some(Control::Thaw) if frozen => {
+                    signal_group(pgid, Signal::SIGCONT);
+                    frozen = false;
+                    clock_from = Instant::now();
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+
+    // The main process is gone. Leftover group members: stop them now.
+    let leftovers = group_alive(pgid);
+    if leftovers {
+        signal_group(pgid, Signal::SIGTERM);
+        signal_group(pgid, Signal::SIGCONT);
+    }
+    // Give the readers a moment to drain what is already in the pipes, then stop them.
+    let drain = tokio::time::sleep(Duration::from_millis(if leftovers { 100 } else { 1000 }));
+    tokio::pin!(drain);
+    let mut captures = Vec::new();
+    for reader in readers.into_iter().flatten() {
+        tokio::pin!(reader);
+        let result = tokio::select! {
+            r = &mut reader => r,
+            _ = &mut drain => {
+                let _ = stop_tx.send(true);
+                reader.await
+            }
+        };
+        captures.push(result.ok());
+    }
+    let (mut exit_code, mut signal) = (None, None);
+    if let Ok(st) = &status {
+        use std::os::unix::process::ExitStatusExt;
+        exit_code = st.code();
+        signal = st.signal();
+    }
+    let mut capture = CapturedOutput::default();
+    for (stream, text, truncated) in captures.into_iter().flatten() {
+        match stream {
+            Stream::Stdout => (capture.stdout, capture.stdout_truncated) = (text, truncated),
+            Stream::Stderr => (capture.stderr, capture.stderr_truncated) = (text, truncated),
+        }
+    }
+    let outputs = read_outputs(&spec.output_file, &spec.masker);
+    let outcome = Outcome {
+        step: spec.step,
+        attempt: spec.attempt,
+        exit_code,
+        signal,
+        timed_out,
+        terminated,
+        spawn_error: status.err().map(|e| e.to_string()),
+        duration_ms,
+        capture,
+        outputs,
+    };
+    let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
+
+    if group_alive(pgid) {
+        tokio::time::sleep(spec.kill_grace).await;
+        signal_group(pgid, Signal::SIGKILL);
+    }
+}
+
+/// SIGTERM (and SIGCONT, in case it is frozen) to the group; when to SIGKILL.
+fn begin_stop(pgid: i32, grace: Duration) -> tokio::time::Instant {
+    signal_group(pgid, Signal::SIGTERM);
+    signal_group(pgid, Signal::SIGCONT);
+    tokio::time::Instant::now() + grace
+}
+
+/// Read one stream to its end (or until told to stop), keeping head and tail
+/// and, when asked, sending lines as they come.
+async fn read_stream<R: AsyncRead + Unpin>(
+    mut reader: R,
+    stream: Stream,
+    spec: SpawnSpec,
+    tx: mpsc::Sender<RunnerMsg>,
+    mut stop: watch::Receiver<bool>,
+) -> (Stream, String, bool) {
+    let mut keep = HeadTail::new(spec.log_limit);
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = reader.read(&mut buf) => match r { Ok(n) => n, Err(_) => 0 },
+            _ = stop.changed() => 0,
+        };
+        if n == 0 {
+            break;
+        }
+        keep.push(&buf[..n]);
+        if spec.stream_lines {
+            let mut lines = Vec::new();
+            splitter.push(&buf[..n], &mut lines);
+            send_lines(&spec, &tx, stream, lines).await;
+        }
+    }
+    if spec.stream_lines {
+        let mut lines = Vec::new();
+        splitter.finish(&mut lines);
+        send_lines(&spec, &tx, stream, lines).await;
+    }
+    let text = spec.masker.mask_owned(keep.text());
+    (stream, text, keep.truncated())
+}
+
+async fn send_lines(spec: &SpawnSpec, tx: &mpsc::Sender<RunnerMsg>, stream: Stream, mut lines: Vec<String>) {
+    if lines.is_empty() {
+        return;
+    }
+    if !spec.masker.is_empty() {
+        lines = lines.into_iter().map(|l| spec.masker.mask_owned(l)).collect();
+    }
+    let _ = tx
+        .send(RunnerMsg::Lines {
+            step: spec.step,
+            attempt: spec.attempt,
+            stream,
+            lines,
+        })
+        .await;
+}
+
+/// Parse `key=value` lines the step wrote; the file is removed afterwards.
+fn read_outputs(path: &std::path::Path, masker: &Masker) -> BTreeMap<String, String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return BTreeMap::new();
+    };
+    let _ = std::fs::remove_file(path);
+    parse_outputs(&String::from_utf8_lossy(&bytes), masker)
+}
+
+/// `key=value` lines; later keys win; blank lines and lines without `=` are ignored.
+pub fn parse_outputs(text: &str, masker: &Masker) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.trim().is_empty())
+        .map(|(k, v)| (k.trim().to_string(), masker.mask_owned(v.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_key_value_lines() {
+        let m = Masker::default();
+        let o = parse_outputs("a=1\nnoise\nb = x=y\n\na=2\n", &m);
+        assert_eq!(o.get("a").map(String::as_str), Some("2"));
+        assert_eq!(o.get("b").map(String::as_str), Some(" x=y"));
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn summaries_say_how_it_ended() {
+        let mut o = Outcome {
+            exit_code: Some(2),
+            ..Outcome::default()
+        };
+        o.capture.stderr = "first\nlast words\n".into();
+        assert_eq!(o.summary(), "exit code 2: last words");
+        o.signal = Some(9);
+        assert!(o.summary().starts_with("killed by signal 9 (SIGKILL)"));
+    }
+}

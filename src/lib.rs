@@ -1,0 +1,12 @@
+//! plandeck: review, approve, run and steer plans — DAGs of shell-command
+//! steps — from the terminal, with every run recorded in SQLite.
+//!
+//! Layers point one way: `cli` → `engine` → `plan`/`dag`; `store` → `plan`.
+//! `plan`, `dag` and `remediation` are pure.
+
+pub mod cli;
+pub mod dag;
+pub mod plan;
+pub mod remediation;
+pub mod engine;
+pub mod store;

@@ -1,0 +1,444 @@
+//! The plan file's data types, exactly as written in JSON (SPEC §1).
+//!
+//! These types are plain serde data: they derive the JSON Schema shipped in
+//! `assets/plan.schema.json`. They never touch the file system, processes or
+//! the terminal, and they hold no derived facts (those live in `ValidPlan`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A plan: a named DAG of shell-command steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Short name of the plan, shown in the UI and used to match run history.
+    pub name: String,
+    /// What the plan does, in a sentence or two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Settings that apply to every step.
+    #[serde(default)]
+    pub globals: Globals,
+    /// Values the person supplies at run time (`--input k=v` or the review screen).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputDef>,
+    /// Named resource pools and their capacities; capacity 1 is a mutex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, u32>,
+    /// The steps, in file order.
+    pub steps: Vec<Step>,
+    /// Extra failure-classification rules; they take precedence over the built-in ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remediation: Vec<crate::remediation::Rule>,
+}
+
+/// Plan-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Globals {
+    /// How many steps may run at once.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Per-attempt timeout for steps that set none; no timeout when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_timeout_sec: Option<u64>,
+    /// Upper bound for any step's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_duration_sec: Option<u64>,
+    /// Environment added to every step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Names of environment variables whose values are masked in logs and events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
+    /// Working directory of steps, relative to the plan file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// A step without `depends_on` depends on the previous step in the file.
+    #[serde(default = "default_true")]
+    pub implicit_deps: bool,
+    /// Bytes of stdout and of stderr kept in the store per attempt (head and tail).
+    #[serde(default = "default_log_limit")]
+    pub log_limit_bytes: u64,
+    /// Seconds between SIGTERM and SIGKILL when a step is stopped.
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace_sec: f64,
+}
+
+impl Default for Globals {
+    fn default() -> Self {
+        Globals {
+            max_concurrency: default_max_concurrency(),
+            default_timeout_sec: None,
+            max_step_duration_sec: None,
+            env: BTreeMap::new(),
+            secret_env: Vec::new(),
+            cwd: None,
+            implicit_deps: true,
+            log_limit_bytes: default_log_limit(),
+            kill_grace_sec: default_kill_grace(),
+        }
+    }
+}
+
+fn default_max_concurrency() -> u32 {
+    4
+}
+fn default_true() -> bool {
+    true
+}
+fn default_log_limit() -> u64 {
+    1024 * 1024
+}
+fn default_kill_grace() -> f64 {
+    5.0
+}
+
+/// A plan input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputDef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The run cannot start without a value.
+    #[serde(default)]
+    pub required: bool,
+    /// Asked without echo, passed only as environment, masked everywhere, never stored.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique id, `[A-Za-z0-9_.-]+`; `step-N` (1-based file position) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A shell string, run by `sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// A program run without a shell, with `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Ids of the steps this one waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+    /// Per-attempt timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_sec: Option<u64>,
+    /// Extra attempts after a retryable failure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<Backoff>,
+    /// Which failures are retried: `timeout`, `exit:N`, or an error class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<RetryOn>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+    /// A failure fails the whole run.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub critical: bool,
+    /// Condition; when false the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceUse>,
+    /// Paths the step modifies; steps sharing a path never run at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Output keys the step writes as `key=value` lines to `$PLANDECK_OUTPUT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The run pauses before this step until a person approves it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub approval: bool,
+    /// After success the run pauses with reason `restart_required`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub restart_required: bool,
+    /// Free label (`packages`, `verify`, ...), usable by remediation rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Grouping label (an epic, a worktree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Exponential backoff between attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "default_initial")]
+    pub initial_sec: f64,
+    #[serde(default = "default_max")]
+    pub max_sec: f64,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Full jitter: wait a uniform random time up to the computed delay.
+    #[serde(default = "default_true")]
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_sec: default_initial(),
+            max_sec: default_max(),
+            multiplier: default_multiplier(),
+            jitter: true,
+        }
+    }
+}
+
+fn default_initial() -> f64 {
+    1.0
+}
+fn default_max() -> f64 {
+    60.0
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+/// What follows a step's final failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Cancel running steps and fail the run.
+    Abort,
+    /// Skip everything downstream; other branches go on.
+    SkipDependents,
+    /// Treat the failure as an ending that lets dependents run.
+    Continue,
+    /// Run this step in its place; its success stands for the failed step.
+    #[serde(untagged)]
+    Fallback {
+        /// The id of the stand-in step.
+        fallback: String,
+    },
+}
+
+/// A step's claim on a resource pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ResourceUse {
+    /// One unit of the named pool.
+    Name(String),
+    /// Several units of a pool.
+    Units {
+        name: String,
+        #[serde(default = "one")]
+        units: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ResourceUse {
+    pub fn name(&self) -> &str {
+        match self {
+            ResourceUse::Name(n) | ResourceUse::Units { name: n, .. } => n,
+        }
+    }
+    pub fn units(&self) -> u32 {
+        match self {
+            ResourceUse::Name(_) => 1,
+            ResourceUse::Units { units, .. } => *units,
+        }
+    }
+}
+
+/// One entry of `retry_on`: `timeout`, `exit:N`, or an error class name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub enum RetryOn {
+    Timeout,
+    Exit(i32),
+    Class(crate::remediation::ErrorClass),
+}
+
+impl TryFrom<String> for RetryOn {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "timeout" {
+            return Ok(RetryOn::Timeout);
+        }
+        if let Some(code) = s.strip_prefix("exit:") {
+            return code
+                .parse()
+                .map(RetryOn::Exit)
+                .map_err(|_| format!("`{s}`: exit:N needs a whole number, as in exit:75"));
+        }
+        crate::remediation::ErrorClass::parse(&s)
+            .map(RetryOn::Class)
+            .ok_or_else(|| {
+                let names: Vec<&str> = crate::remediation::ErrorClass::ALL
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect();
+                format!(
+                    "unknown retry_on entry `{s}`; use timeout, exit:N or one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl From<RetryOn> for String {
+    fn from(r: RetryOn) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryOn::Timeout => f.write_str("timeout"),
+            RetryOn::Exit(n) => write!(f, "exit:{n}"),
+            RetryOn::Class(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl Step {
+    /// The step's id; always set once the plan is validated.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or("")
+    }
+
+    /// The command line as a person reads it.
+    pub fn command_line(&self) -> String {
+        match (&self.run, &self.command) {
+            (Some(run), _) => run.clone(),
+            (None, Some(cmd)) => {
+                let mut parts = vec![cmd.clone()];
+                parts.extend(self.args.iter().flatten().map(|a| shell_quote(a)));
+                parts.join(" ")
+            }
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The program name: argv[0]'s basename, or the first word of a `run` string.
+    pub fn program(&self) -> Option<&str> {
+        let word = match (&self.run, &self.command) {
+            (Some(run), _) => run.split_whitespace().next()?,
+            (None, Some(cmd)) => cmd.as_str(),
+            (None, None) => return None,
+        };
+        Some(word.rsplit('/').next().unwrap_or(word))
+    }
+
+    /// The fallback step named by `on_failure`, if any.
+    pub fn fallback(&self) -> Option<&str> {
+        match &self.on_failure {
+            Some(OnFailure::Fallback { fallback }) => Some(fallback),
+            _ => None,
+        }
+    }
+
+    /// The failure policy in force: `abort` for critical steps, else `skip_dependents`.
+    pub fn failure_policy(&self) -> OnFailure {
+        match &self.on_failure {
+            Some(p) => p.clone(),
+            None if self.critical => OnFailure::Abort,
+            None => OnFailure::SkipDependents,
+        }
+    }
+}
+
+/// Quote a word for display in a shell-like command line.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Environment variable name for a label: upper-cased, non-alphanumerics as `_`.
+pub fn env_name(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_failure_forms_round_trip() {
+        for text in [
+            r#""abort""#,
+            r#""skip_dependents""#,
+            r#""continue""#,
+            r#"{"fallback":"x"}"#,
+        ] {
+            let p: OnFailure = serde_json::from_str(text).expect("parses");
+            assert_eq!(serde_json::to_string(&p).expect("serializes"), text);
+        }
+        assert!(serde_json::from_str::<OnFailure>(r#""explode""#).is_err());
+    }
+
+    #[test]
+    fn retry_on_parses_each_form() {
+        let r: Vec<RetryOn> =
+            serde_json::from_str(r#"["timeout","exit:75","network"]"#).expect("parses");
+        assert_eq!(r[1], RetryOn::Exit(75));
+        assert_eq!(r[2].to_string(), "network");
+        let err = serde_json::from_str::<RetryOn>(r#""netwrok""#).expect_err("rejects");
+        assert!(err.to_string().contains("unknown retry_on entry"));
+    }
+
+    #[test]
+    fn resource_use_forms() {
+        let r: Vec<ResourceUse> =
+            serde_json::from_str(r#"["apt",{"name":"net","units":2}]"#).expect("parses");
+        assert_eq!((r[0].name(), r[0].units()), ("apt", 1));
+        assert_eq!((r[1].name(), r[1].units()), ("net", 2));
+    }
+
+    #[test]
+    fn env_names_and_quoting() {
+        assert_eq!(env_name("build.v2-x"), "BUILD_V2_X");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("-y"), "-y");
+    }
+}

@@ -1,0 +1,514 @@
+//! Semantic validation of a parsed plan: ids, references, policies, resources,
+//! implicit dependencies, cycles and `when` conditions (SPEC §1, §4).
+//!
+//! Reports every error at once, each at the offending step's position with a
+//! fix hint. Pure: takes the text and the parsed plan, returns a `ValidPlan`
+//! or diagnostics; no I/O, never panics on any plan.
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use super::diagnostic::{Diagnostic, Severity, did_you_mean};
+use super::expr::{self, Expr, Reference};
+use super::load::{Parsed, Reporter, element_offset, key_offset, member_offset};
+use super::model::{OnFailure, Plan};
+use crate::dag;
+
+/// A plan that passed validation, with everything derived from it.
+#[derive(Debug, Clone)]
+pub struct ValidPlan {
+    pub plan: Plan,
+    /// The file's text, exactly as read; stored with each run.
+    pub source: String,
+    /// SHA-256 of `source`, hex; approvals are pinned to it.
+    pub hash: String,
+    /// The name the file is reported under.
+    pub file: String,
+    /// Step id → index.
+    pub index: HashMap<String, usize>,
+    /// Each step's dependencies (explicit and implicit), as indices.
+    pub deps: Vec<Vec<usize>>,
+    /// Each step's dependents.
+    pub dependents: Vec<Vec<usize>>,
+    /// The dependencies plandeck added (`implicit_deps`): (step, dependency).
+    pub implicit_deps: Vec<(usize, usize)>,
+    /// Steps that run only as some other step's fallback.
+    pub fallback_only: Vec<bool>,
+    /// Parsed `when` conditions.
+    pub conditions: Vec<Option<Expr>>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl ValidPlan {
+    pub fn len(&self) -> usize {
+        self.plan.steps.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.plan.steps.is_empty()
+    }
+    pub fn id(&self, i: usize) -> &str {
+        self.plan.steps[i].id()
+    }
+    /// The index of the step a fallback stands in for is not unique; this is
+    /// the fallback of step `i`, as an index.
+    pub fn fallback_of(&self, i: usize) -> Option<usize> {
+        self.plan.steps[i].fallback().and_then(|f| self.index.get(f).copied())
+    }
+}
+
+/// A step id's allowed characters.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Validate a parsed plan.
+pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<Diagnostic>> {
+    let mut r = Reporter::new(file, src);
+    let Parsed {
+        mut plan,
+        step_offsets,
+        top_offsets,
+    } = parsed;
+    let v = Checker {
+        src,
+        offsets: &step_offsets,
+        top: &top_offsets,
+    };
+    assign_ids(&mut plan);
+    let index = check_ids(&mut r, &v, &plan);
+    check_globals(&mut r, &v, &plan);
+    let fallback_only = check_steps(&mut r, &v, &plan, &index);
+    let (deps, implicit_deps) = resolve_deps(&mut r, &v, &plan, &index, &fallback_only);
+    if !r.has_errors()
+        && let Some(cycle) = dag::find_cycle(&deps)
+    {
+        let path: Vec<&str> = cycle.iter().map(|&i| plan.steps[i].id()).collect();
+        let first = cycle[0];
+        r.error(
+            v.field(first, "depends_on"),
+            Some(plan.steps[first].id()),
+            format!("dependency cycle: {}", path.join(" -> ")),
+            Some("remove one of these dependencies to break the cycle".into()),
+        );
+    }
+    let conditions = if r.has_errors() {
+        Vec::new()
+    } else {
+        check_conditions(&mut r, &v, &plan, &index, &deps)
+    };
+    if r.has_errors() {
+        return Err(r.diags);
+    }
+    let mut dependents = vec![Vec::new(); deps.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    Ok(ValidPlan {
+        plan,
+        source: src.to_string(),
+        hash: content_hash(src),
+        file: file.to_string(),
+        index,
+        deps,
+        dependents,
+        implicit_deps,
+        fallback_only,
+        conditions,
+        warnings: r.diags,
+    })
+}
+
+/// SHA-256 of a plan's text, hex.
+pub fn content_hash(src: &str) -> String {
+    Sha256::digest(src.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Positions of the parts of the plan.
+struct Checker<'a> {
+    src: &'a str,
+    offsets: &'a [usize],
+    top: &'a HashMap<String, usize>,
+}
+
+impl Checker<'_> {
+    fn step(&self, i: usize) -> usize {
+        self.offsets.get(i).copied().unwrap_or(0)
+    }
+    /// The value of a step's field, else the step itself.
+    fn field(&self, i: usize, key: &str) -> usize {
+        member_offset(self.src, self.step(i), key).unwrap_or(self.step(i))
+    }
+    /// Element `j` of a step's list field.
+    fn element(&self, i: usize, key: &str, j: usize) -> usize {
+        let at = self.field(i, key);
+        element_offset(self.src, at, j).unwrap_or(at)
+    }
+    /// A top-level field, or member `key` of it.
+    fn top(&self, field: &str, key: Option<&str>) -> usize {
+        let at = self.top.get(field).copied().unwrap_or(0);
+        key.and_then(|k| key_offset(self.src, at, k)).unwrap_or(at)
+    }
+}
+
+fn assign_ids(plan: &mut Plan) {
+    for (i, step) in plan.steps.iter_mut().enumerate() {
+        if step.id.is_none() {
+            step.id = Some(format!("step-{}", i + 1));
+        }
+    }
+}
+
+fn check_ids(r: &mut Reporter, v: &Checker, plan: &Plan) -> HashMap<String, usize> {
+    let mut index = HashMap::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        let id = step.id();
+        if !valid_id(id) {
+            r.error(
+                v.field(i, "id"),
+                Some(id),
+                format!("invalid step id '{id}'"),
+                Some("ids use only letters, digits, '_', '.' and '-'".into()),
+            );
+        }
+        if let Some(&first) = index.get(id) {
+            let (line, _) = r.map.position(v.step(first));
+            r.error(
+                v.field(i, "id"),
+                Some(id),
+                format!("duplicate step id '{id}' (first used by step {} at line {line})", first + 1),
+                Some("give each step a unique id".into()),
+            );
+        } else {
+            index.insert(id.to_string(), i);
+        }
+    }
+    index
+}
+
+fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
+    let g = &plan.globals;
+    let at = |k: &str| member_offset(v.src, v.top("globals", None), k).unwrap_or(v.top("globals", None));
+    if g.max_concurrency == 0 {
+        r.error(at("max_concurrency"), None, "`globals.max_concurrency` must be at least 1", None);
+    }
+    for (key, value) in [
+        ("default_timeout_sec", g.default_timeout_sec),
+        ("max_step_duration_sec", g.max_step_duration_sec),
+    ] {
+        if value == Some(0) {
+            r.error(at(key), None, format!("`globals.{key}` must be at least 1 second"), None);
+        }
+    }
+    if g.log_limit_bytes < 1024 {
+        r.error(at("log_limit_bytes"), None, "`globals.log_limit_bytes` must be at least 1024", None);
+    }
+    if !(g.kill_grace_sec >= 0.0 && g.kill_grace_sec <= 3600.0) {
+        r.error(at("kill_grace_sec"), None, "`globals.kill_grace_sec` must be between 0 and 3600", None);
+    }
+    for name in g.env.keys().chain(&g.secret_env) {
+        if !valid_env_name(name) {
+            r.error(at("env"), None, format!("invalid environment variable name '{name}'"), None);
+        }
+    }
+    for (pool, &cap) in &plan.resources {
+        if cap == 0 {
+            r.error(
+                v.top("resources", Some(pool)),
+                None,
+                format!("resource pool '{pool}' has capacity 0: no step could ever take it"),
+                Some("give it a capacity of at least 1 (1 makes it a mutex)".into()),
+            );
+        }
+    }
+    for (name, input) in &plan.inputs {
+        if !valid_id(name) {
+            r.error(v.top("inputs", Some(name)), None, format!("invalid input name '{name}'"), None);
+        }
+        if input.secret && input.default.is_some() {
+            r.at(
+                Severity::Warning,
+                Some(v.top("inputs", Some(name))),
+                None,
+                format!("secret input '{name}' has a default written in the plan file"),
+                Some("leave secrets out of plan files; give them at run time".into()),
+            );
+        }
+    }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+/// Per-step checks; returns which steps are fallback-only.
+fn check_steps(r: &mut Reporter, v: &Checker, plan: &Plan, index: &HashMap<String, usize>) -> Vec<bool> {
+    let mut fallback_only = vec![false; plan.steps.len()];
+    let ids = || plan.steps.iter().map(|s| s.id());
+    for (i, s) in plan.steps.iter().enumerate() {
+        let id = Some(s.id());
+        match (&s.run, &s.command) {
+            (Some(_), Some(_)) => r.error(
+                v.field(i, "command"),
+                id,
+                "has both `run` and `command`",
+                Some("use `run` for a shell string, or `command` + `args` for a program, not both".into()),
+            ),
+            (None, None) => r.error(
+                v.step(i),
+                id,
+                "has neither `run` nor `command`",
+                Some("add \"run\": \"<shell command>\" or \"command\": \"<program>\"".into()),
+            ),
+            (Some(_), None) if s.args.is_some() => r.error(
+                v.field(i, "args"),
+                id,
+                "`args` without `command`",
+                Some("`args` go with `command`; put them in the `run` string instead".into()),
+            ),
+            _ => {}
+        }
+        if matches!(&s.run, Some(run) if run.trim().is_empty()) || matches!(&s.command, Some(c) if c.is_empty()) {
+            r.error(v.step(i), id, "the command is empty", None);
+        }
+        if s.timeout_sec == Some(0) {
+            r.error(v.field(i, "timeout_sec"), id, "`timeout_sec` must be at least 1", None);
+        }
+        if let (Some(t), Some(cap)) = (s.timeout_sec, plan.globals.max_step_duration_sec)
+            && t > cap
+        {
+            r.at(
+                Severity::Warning,
+                Some(v.field(i, "timeout_sec")),
+                id,
+                format!("`timeout_sec` {t} is above `globals.max_step_duration_sec` {cap}; {cap} applies"),
+                None,
+            );
+        }
+        if let Some(b) = &s.retry_backoff {
+            let bad = if !(b.initial_sec >= 0.0 && b.initial_sec.is_finite()) {
+                Some("`initial_sec` must be 0 or more")
+            } else if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
+                Some("`multiplier` must be at least 1")
+            } else if !(b.max_sec >= b.initial_sec && b.max_sec.is_finite()) {
+                Some("`max_sec` must be at least `initial_sec`")
+            } else {
+                None
+            };
+            if let Some(msg) = bad {
+                r.error(v.field(i, "retry_backoff"), id, format!("`retry_backoff`: {msg}"), None);
+            }
+        }
+        for (name, _) in &s.env {
+            if !valid_env_name(name) {
+                r.error(v.field(i, "env"), id, format!("invalid environment variable name '{name}'"), None);
+            }
+        }
+        for (j, key) in s.outputs.iter().enumerate() {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                r.error(
+                    v.element(i, "outputs", j),
+                    id,
+                    format!("invalid output key '{key}'"),
+                    Some("output keys use only letters, digits and '_'".into()),
+                );
+            }
+        }
+        for (j, res) in s.resources.iter().enumerate() {
+            let at = v.element(i, "resources", j);
+            match plan.resources.get(res.name()) {
+                None => {
+                    let hint = match did_you_mean(res.name(), plan.resources.keys().map(String::as_str)) {
+                        Some(m) => format!("did you mean '{m}'?"),
+                        None => format!(
+                            "declare it in the plan's \"resources\": {{\"{}\": 1}}",
+                            res.name()
+                        ),
+                    };
+                    r.error(at, id, format!("unknown resource '{}'", res.name()), Some(hint));
+                }
+                Some(&cap) if res.units() > cap && cap > 0 => r.error(
+                    at,
+                    id,
+                    format!(
+                        "uses {} units of resource '{}' whose capacity is {cap}: it could never start",
+                        res.units(),
+                        res.name()
+                    ),
+                    Some(format!("lower the units to at most {cap} or raise the pool's capacity")),
+                ),
+                Some(_) if res.units() == 0 => r.error(at, id, "resource units must be at least 1", None),
+                Some(_) => {}
+            }
+        }
+        if let Some(fb) = s.fallback() {
+            let at = v.field(i, "on_failure");
+            match index.get(fb) {
+                None => {
+                    let hint = did_you_mean(fb, ids()).map(|m| format!("did you mean '{m}'?"));
+                    r.error(at, id, format!("unknown fallback step '{fb}'"), hint);
+                }
+                Some(&f) if f == i => r.error(
+                    at,
+                    id,
+                    "names itself as its own fallback",
+                    Some("name a different step, or use \"on_failure\": \"continue\"".into()),
+                ),
+                Some(&f) => fallback_only[f] = true,
+            }
+        }
+        if s.critical && matches!(s.on_failure, Some(OnFailure::Continue)) {
+            r.at(
+                Severity::Warning,
+                Some(v.field(i, "on_failure")),
+                id,
+                "is critical but says `on_failure: continue`; a failure still fails the run",
+                None,
+            );
+        }
+    }
+    fallback_only
+}
+
+type Deps = (Vec<Vec<usize>>, Vec<(usize, usize)>);
+
+fn resolve_deps(
+    r: &mut Reporter,
+    v: &Checker,
+    plan: &Plan,
+    index: &HashMap<String, usize>,
+    fallback_only: &[bool],
+) -> Deps {
+    let n = plan.steps.len();
+    let mut deps = vec![Vec::new(); n];
+    let mut implicit = Vec::new();
+    let mut previous: Option<usize> = None;
+    for (i, s) in plan.steps.iter().enumerate() {
+        let id = Some(s.id());
+        match &s.depends_on {
+            Some(list) => {
+                let mut seen = HashSet::new();
+                for (j, dep) in list.iter().enumerate() {
+                    let at = v.element(i, "depends_on", j);
+                    match index.get(dep.as_str()) {
+                        None => {
+                            let hint = did_you_mean(dep, plan.steps.iter().map(|s| s.id()))
+                                .map(|m| format!("did you mean '{m}'?"))
+                                .or_else(|| Some("depends_on lists ids of steps in this plan".into()));
+                            r.error(at, id, format!("unknown dependency '{dep}'"), hint);
+                        }
+                        Some(&d) if d == i => r.error(
+                            at,
+                            id,
+                            "depends on itself",
+                            Some("remove its own id from depends_on".into()),
+                        ),
+                        Some(&d) if fallback_only[d] => r.error(
+                            at,
+                            id,
+                            format!("depends on '{dep}', which runs only as a fallback"),
+                            Some(format!("depend on the step that '{dep}' stands in for instead")),
+                        ),
+                        Some(&d) => {
+                            if seen.insert(d) {
+                                deps[i].push(d);
+                            } else {
+                                r.at(
+                                    Severity::Warning,
+                                    Some(at),
+                                    id,
+                                    format!("lists dependency '{dep}' twice"),
+                                    None,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            None if plan.globals.implicit_deps && !fallback_only[i] => {
+                if let Some(p) = previous {
+                    deps[i].push(p);
+                    implicit.push((i, p));
+                }
+            }
+            None => {}
+        }
+        if !fallback_only[i] {
+            previous = Some(i);
+        }
+    }
+    (deps, implicit)
+}
+
+fn check_conditions(
+    r: &mut Reporter,
+    v: &Checker,
+    plan: &Plan,
+    index: &HashMap<String, usize>,
+    deps: &[Vec<usize>],
+) -> Vec<Option<Expr>> {
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for (i, s) in plan.steps.iter().enumerate() {
+        let Some(text) = &s.when else {
+            out.push(None);
+            continue;
+        };
+        let id = Some(s.id());
+        let at = v.field(i, "when");
+        let col_at = |col: usize| at + 1 + text.char_indices().nth(col.saturating_sub(1)).map_or(text.len(), |(b, _)| b);
+        let parsed = match expr::parse(text) {
+            Ok(e) => e,
+            Err(e) => {
+                r.error(col_at(e.col), id, format!("bad `when` condition: {}", e.message), None);
+                out.push(None);
+                continue;
+            }
+        };
+        let ancestors = dag::ancestors(deps, i);
+        for (reference, col) in parsed.references() {
+            let pos = col_at(col);
+            if let Reference::Input(name) = &reference {
+                if !plan.inputs.contains_key(name) {
+                    let hint = did_you_mean(name, plan.inputs.keys().map(String::as_str))
+                        .map(|m| format!("did you mean '{m}'?"))
+                        .or_else(|| Some(format!("declare it under \"inputs\": {{\"{name}\": {{}}}}")));
+                    r.error(pos, id, format!("`when` names undeclared input '{name}'"), hint);
+                }
+                continue;
+            }
+            let Some(step) = reference.step() else { continue };
+            match index.get(step) {
+                None => {
+                    let hint = did_you_mean(step, plan.steps.iter().map(|s| s.id())).map(|m| format!("did you mean '{m}'?"));
+                    r.error(pos, id, format!("`when` names unknown step '{step}'"), hint);
+                }
+                Some(&t) if !ancestors.contains(&t) => r.error(
+                    pos,
+                    id,
+                    format!("`when` names step '{step}', which is not upstream of this step"),
+                    Some(format!("add '{step}' to depends_on, or test a step this one depends on")),
+                ),
+                Some(&t) => {
+                    if let Reference::StepOutput { key, .. } = &reference
+                        && !plan.steps[t].outputs.contains(key)
+                    {
+                        r.at(
+                            Severity::Warning,
+                            Some(pos),
+                            id,
+                            format!("`when` reads output '{key}' that step '{step}' does not declare in `outputs`"),
+                            Some(format!("add \"{key}\" to the outputs of '{step}'")),
+                        );
+                    }
+                }
+            }
+        }
+        out.push(Some(parsed));
+    }
+    out
+}

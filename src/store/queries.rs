@@ -1,0 +1,220 @@
+//! Read queries: find a run by id prefix, list runs, load a run's steps for
+//! resume and reports, and duration estimates from history.
+//!
+//! Read-only: every function takes a connection and changes nothing.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::engine::Resume;
+use crate::engine::api::{RunState, StepState};
+use crate::engine::core::StepSnapshot;
+
+/// One row of `runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub plan_hash: String,
+    pub plan_name: String,
+    pub plan_path: Option<String>,
+    pub base_dir: String,
+    pub state: RunState,
+    pub reason: Option<String>,
+    pub inputs_json: String,
+    pub max_concurrency: Option<u32>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<String>,
+    pub owner_pid: Option<u32>,
+    pub owner_host: Option<String>,
+    pub owner_started_at: Option<String>,
+    pub heartbeat_at: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "id, plan_hash, plan_name, plan_path, base_dir, state, reason, inputs, max_concurrency,
+    approved_by, approved_at, owner_pid, owner_host, owner_started_at, heartbeat_at, created_at, started_at, ended_at";
+
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    let state: String = r.get(5)?;
+    Ok(RunRow {
+        id: r.get(0)?,
+        plan_hash: r.get(1)?,
+        plan_name: r.get(2)?,
+        plan_path: r.get(3)?,
+        base_dir: r.get(4)?,
+        state: RunState::parse(&state).unwrap_or(RunState::Interrupted),
+        reason: r.get(6)?,
+        inputs_json: r.get(7)?,
+        max_concurrency: r.get(8)?,
+        approved_by: r.get(9)?,
+        approved_at: r.get(10)?,
+        owner_pid: r.get(11)?,
+        owner_host: r.get(12)?,
+        owner_started_at: r.get(13)?,
+        heartbeat_at: r.get(14)?,
+        created_at: r.get(15)?,
+        started_at: r.get(16)?,
+        ended_at: r.get(17)?,
+    })
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    StoreError(format!("store query failed: {e}"))
+}
+
+/// The run whose id is `prefix` or starts with it; an error names the ambiguity.
+pub fn find_run(conn: &Connection, prefix: &str) -> Result<RunRow, StoreError> {
+    let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+    let mut stmt = conn
+        .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id LIKE ?1 ORDER BY created_at DESC LIMIT 6"))
+        .map_err(sql_err)?;
+    let rows: Vec<RunRow> = stmt
+        .query_map(params![pattern], run_row)
+        .and_then(|r| r.collect())
+        .map_err(sql_err)?;
+    match rows.len() {
+        0 => Err(StoreError(format!("no run matches '{prefix}' (see `plandeck runs --all`)"))),
+        1 => Ok(rows.into_iter().next().unwrap_or_else(|| unreachable_row())),
+        _ => {
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            Err(StoreError(format!(
+                "run id prefix '{prefix}' is ambiguous: {} — give more characters",
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+fn unreachable_row() -> RunRow {
+    RunRow {
+        id: String::new(),
+        plan_hash: String::new(),
+        plan_name: String::new(),
+        plan_path: None,
+        base_dir: String::new(),
+        state: RunState::Interrupted,
+        reason: None,
+        inputs_json: String::new(),
+        max_concurrency: None,
+        approved_by: None,
+        approved_at: None,
+        owner_pid: None,
+        owner_host: None,
+        owner_started_at: None,
+        heartbeat_at: None,
+        created_at: String::new(),
+        started_at: None,
+        ended_at: None,
+    }
+}
+
+/// Every run, newest first.
+pub fn list_runs(conn: &Connection) -> Result<Vec<RunRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC"))
+        .map_err(sql_err)?;
+    stmt.query_map([], run_row).and_then(|r| r.collect()).map_err(sql_err)
+}
+
+/// The plan text stored with a run.
+pub fn plan_source(conn: &Connection, hash: &str) -> Result<String, StoreError> {
+    conn.query_row("SELECT source FROM plans WHERE hash = ?1", params![hash], |r| r.get(0))
+        .map_err(sql_err)
+}
+
+/// What resuming a run needs: each step's state, attempt count and outputs.
+pub fn load_resume(conn: &Connection, run: &RunRow, step_ids: &[&str]) -> Result<Resume, StoreError> {
+    let next_seq: u64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", params![run.id], |r| r.get(0))
+        .map_err(sql_err)?;
+    let mut states: BTreeMap<String, (StepState, u32)> = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT step_id, state, attempts FROM steps WHERE run_id = ?1")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![run.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        .map_err(sql_err)?;
+    for (id, state, attempts) in rows {
+        states.insert(id, (StepState::parse(&state).unwrap_or(StepState::Pending), attempts));
+    }
+    let mut attempt_stmt = conn
+        .prepare(
+            "SELECT step_id, MAX(attempt) FROM step_attempts WHERE run_id = ?1 GROUP BY step_id",
+        )
+        .map_err(sql_err)?;
+    let max_attempts: BTreeMap<String, u32> = attempt_stmt
+        .query_map(params![run.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .and_then(|r| r.collect())
+        .map_err(sql_err)?;
+    let mut out_stmt = conn
+        .prepare(
+            "SELECT step_id, outputs, exit_code FROM step_attempts
+             WHERE run_id = ?1 AND state = 'succeeded' ORDER BY attempt",
+        )
+        .map_err(sql_err)?;
+    let outputs: BTreeMap<String, (Option<String>, Option<i32>)> = out_stmt
+        .query_map(params![run.id], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))
+        .and_then(|r| r.collect())
+        .map_err(sql_err)?;
+    let steps = step_ids
+        .iter()
+        .map(|id| {
+            let (state, attempts) = states.get(*id).copied().unwrap_or((StepState::Pending, 0));
+            let attempts = attempts.max(max_attempts.get(*id).copied().unwrap_or(0));
+            let (outs, exit_code) = outputs.get(*id).cloned().unwrap_or((None, None));
+            StepSnapshot {
+                state,
+                attempts,
+                exit_code,
+                outputs: outs.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(Resume {
+        run_id: run.id.clone(),
+        next_seq,
+        steps,
+    })
+}
+
+/// Median duration in seconds of past successful attempts of each step of a plan (by name).
+pub fn estimates(conn: &Connection, plan_name: &str, step_ids: &[&str]) -> Result<Vec<Option<f64>>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT a.step_id, a.duration_ms FROM step_attempts a JOIN runs r ON r.id = a.run_id
+             WHERE r.plan_name = ?1 AND a.state = 'succeeded' AND a.role = 'step' AND a.duration_ms IS NOT NULL",
+        )
+        .map_err(sql_err)?;
+    let mut by_step: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let rows = stmt
+        .query_map(params![plan_name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        .map_err(sql_err)?;
+    for (id, ms) in rows {
+        by_step.entry(id).or_default().push(ms);
+    }
+    Ok(step_ids
+        .iter()
+        .map(|id| {
+            by_step.get_mut(*id).map(|v| {
+                v.sort_unstable();
+                let mid = v.len() / 2;
+                let ms = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) as f64 / 2.0 } else { v[mid] as f64 };
+                ms / 1000.0
+            })
+        })
+        .collect())
+}
+
+/// Whether a run id exists (used before taking ownership).
+pub fn run_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    conn.query_row("SELECT 1 FROM runs WHERE id = ?1", params![id], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(sql_err)
+}

@@ -1,0 +1,309 @@
+//! The single writer: one thread owns the write connection, takes operations
+//! from a channel, applies everything queued in one transaction (group
+//! commit), and only then hands the committed events on.
+//!
+//! Invariant: an event leaves this module only after the transaction that
+//! stored it committed ("durable before shown"). `log` events are not stored
+//! (attempt output is kept per attempt) but keep their place in the order.
+
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, params};
+use tokio::sync::mpsc;
+
+use super::{Location, StoreError};
+use crate::engine::api::{CapturedOutput, Event, EventKind, StepState};
+
+/// Who drives a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Owner {
+    /// This process.
+    pub fn this_process() -> Owner {
+        Owner {
+            pid: std::process::id(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+/// A person's approval of a plan version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub hash: String,
+}
+
+/// A run to record.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub plan_hash: String,
+    pub plan_name: String,
+    pub plan_source: String,
+    pub plan_path: Option<String>,
+    pub base_dir: String,
+    /// Input values without secrets, as JSON.
+    pub inputs_json: String,
+    pub max_concurrency: u32,
+    pub approval: Option<Approval>,
+    pub owner: Owner,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One thing to write.
+#[derive(Debug)]
+pub enum WriteOp {
+    CreateRun(Box<NewRun>),
+    /// Store an event (and, on an ended attempt, its captured output).
+    Event(Box<Event>, Option<Box<CapturedOutput>>),
+    Approve { run_id: String, approval: Approval },
+    Heartbeat { run_id: String },
+    /// Take ownership of an existing run.
+    Own { run_id: String, owner: Owner },
+    /// Give up ownership (the run can be resumed by anyone).
+    Release { run_id: String },
+}
+
+/// What the writer reports back.
+#[derive(Debug)]
+pub enum Committed {
+    /// These events are durable, in this order; the last stored seq is `last_seq`.
+    Events { events: Vec<Event>, last_seq: u64 },
+    /// A write failed; nothing after it was written.
+    Failed(StoreError),
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    pub tx: mpsc::Sender<WriteOp>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Start the writer on its own thread over a connection to `location`.
+    pub fn spawn(location: &Location) -> Result<(Writer, mpsc::UnboundedReceiver<Committed>), StoreError> {
+        let conn = super::open(location)?;
+        Ok(Self::spawn_on(conn, location.display()))
+    }
+
+    /// Start the writer over an open connection.
+    pub fn spawn_on(conn: Connection, name: String) -> (Writer, mpsc::UnboundedReceiver<Committed>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let join = std::thread::Builder::new()
+            .name("plandeck-store".into())
+            .spawn(move || run(conn, name, rx, out_tx))
+            .ok();
+        (Writer { tx, join }, out_rx)
+    }
+
+    /// Close the channel and wait until everything queued is written.
+    pub fn finish(mut self) {
+        let Writer { tx, join } = &mut self;
+        drop(std::mem::replace(tx, mpsc::channel(1).0));
+        if let Some(j) = join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+const MAX_BATCH: usize = 4096;
+
+fn run(
+    mut conn: Connection,
+    name: String,
+    mut rx: mpsc::Receiver<WriteOp>,
+    out: mpsc::UnboundedSender<Committed>,
+) {
+    let mut last_seq = 0;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&mut conn, &batch) {
+            Ok(()) => {
+                let mut events = Vec::new();
+                for op in batch {
+                    if let WriteOp::Event(e, _) = op {
+                        if !matches!(e.kind, EventKind::Log { .. }) {
+                            last_seq = e.seq;
+                        }
+                        events.push(*e);
+                    }
+                }
+                if !events.is_empty() && out.send(Committed::Events { events, last_seq }).is_err() {
+                    // Nobody listens any more; keep writing what comes.
+                }
+            }
+            Err(e) => {
+                let _ = out.send(Committed::Failed(StoreError(format!("store {name}: write failed: {e}"))));
+                return;
+            }
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for op in batch {
+        apply(&tx, op)?;
+    }
+    tx.commit()
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::CreateRun(run) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO plans (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![run.plan_hash, run.plan_name, run.plan_source, ts(&run.created_at)])?;
+            let (by, at, hash) = match &run.approval {
+                Some(a) => (Some(a.by.clone()), Some(ts(&a.at)), Some(a.hash.clone())),
+                None => (None, None, None),
+            };
+            tx.prepare_cached(
+                "INSERT INTO runs (id, plan_hash, plan_name, plan_path, base_dir, state, inputs,
+                   max_concurrency, approved_by, approved_at, approved_hash,
+                   owner_pid, owner_host, owner_started_at, heartbeat_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'created', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+            )?
+            .execute(params![
+                run.id,
+                run.plan_hash,
+                run.plan_name,
+                run.plan_path,
+                run.base_dir,
+                run.inputs_json,
+                run.max_concurrency,
+                by,
+                at,
+                hash,
+                run.owner.pid,
+                run.owner.host,
+                ts(&run.owner.started_at),
+                ts(&run.created_at),
+            ])?;
+        }
+        WriteOp::Event(event, capture) => write_event(tx, event, capture.as_deref())?,
+        WriteOp::Approve { run_id, approval } => {
+            tx.prepare_cached("UPDATE runs SET approved_by = ?2, approved_at = ?3, approved_hash = ?4 WHERE id = ?1")?
+                .execute(params![run_id, approval.by, ts(&approval.at), approval.hash])?;
+        }
+        WriteOp::Heartbeat { run_id } => {
+            tx.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?
+                .execute(params![run_id, ts(&Utc::now())])?;
+        }
+        WriteOp::Own { run_id, owner } => {
+            tx.prepare_cached(
+                "UPDATE runs SET owner_pid = ?2, owner_host = ?3, owner_started_at = ?4, heartbeat_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![run_id, owner.pid, owner.host, ts(&owner.started_at), ts(&Utc::now())])?;
+        }
+        WriteOp::Release { run_id } => {
+            tx.prepare_cached("UPDATE runs SET owner_pid = NULL, heartbeat_at = NULL WHERE id = ?1")?
+                .execute(params![run_id])?;
+        }
+    }
+    Ok(())
+}
+
+fn write_event(tx: &Transaction, e: &Event, capture: Option<&CapturedOutput>) -> rusqlite::Result<()> {
+    if matches!(e.kind, EventKind::Log { .. }) {
+        return Ok(());
+    }
+    let payload = serde_json::to_string(e).unwrap_or_default();
+    let when = ts(&e.ts);
+    tx.prepare_cached("INSERT INTO events (run_id, seq, ts, type, step_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![e.run_id, e.seq, when, e.kind.type_name(), e.kind.step(), payload])?;
+    match &e.kind {
+        EventKind::RunState { state, reason } => {
+            tx.prepare_cached(
+                "UPDATE runs SET state = ?2, reason = ?3,
+                   started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?4 ELSE started_at END,
+                   ended_at = CASE WHEN ?5 THEN ?4 ELSE NULL END
+                 WHERE id = ?1",
+            )?
+            .execute(params![e.run_id, state.as_str(), reason, when, state.is_terminal()])?;
+        }
+        EventKind::StepState {
+            step,
+            attempt,
+            state,
+            role,
+            pgid,
+            end,
+            reason,
+            outputs,
+            ..
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO steps (run_id, step_id, state, attempts, reason) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, step_id) DO UPDATE SET state = ?3, attempts = max(attempts, ?4), reason = ?5",
+            )?
+            .execute(params![e.run_id, step, state.as_str(), attempt, reason])?;
+            if *state == StepState::Running {
+                let role = serde_json::to_value(role).ok().and_then(|v| v.as_str().map(str::to_string));
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO step_attempts (run_id, step_id, attempt, role, state, pgid, started_at)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                )?
+                .execute(params![e.run_id, step, attempt, role, pgid, when])?;
+            } else if let Some(end) = end {
+                let attempt_state = match state {
+                    StepState::Retrying => StepState::Failed,
+                    s => *s,
+                };
+                let outputs = (!outputs.is_empty()).then(|| serde_json::to_string(outputs).unwrap_or_default());
+                let cap = capture.cloned().unwrap_or_default();
+                tx.prepare_cached(
+                    "UPDATE step_attempts SET state = ?4, ended_at = ?5, duration_ms = ?6, exit_code = ?7,
+                       signal = ?8, error_class = ?9, message = ?10, outputs = ?11,
+                       stdout = ?12, stderr = ?13, stdout_truncated = ?14, stderr_truncated = ?15
+                     WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                )?
+                .execute(params![
+                    e.run_id,
+                    step,
+                    attempt,
+                    attempt_state.as_str(),
+                    when,
+                    end.duration_ms,
+                    end.exit_code,
+                    end.signal,
+                    end.error_class.map(|c| c.as_str()),
+                    reason,
+                    outputs,
+                    cap.stdout,
+                    cap.stderr,
+                    cap.stdout_truncated,
+                    cap.stderr_truncated,
+                ])?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
