@@ -6,7 +6,7 @@
 
 pub mod cli;
 pub mod dag;
+pub mod engine;
 pub mod plan;
 pub mod remediation;
-pub mod engine;
 pub mod store;

@@ -26,8 +26,15 @@ pub fn validate(paths: &[std::path::PathBuf]) -> Exit {
             }
             Err(diags) => {
                 print_diagnostics(&diags);
-                let errors = diags.iter().filter(|d| d.severity == plan::Severity::Error).count();
-                eprintln!("{}: invalid ({errors} error{})", path.display(), plural(errors));
+                let errors = diags
+                    .iter()
+                    .filter(|d| d.severity == plan::Severity::Error)
+                    .count();
+                eprintln!(
+                    "{}: invalid ({errors} error{})",
+                    path.display(),
+                    plural(errors)
+                );
                 exit = Exit::InvalidInput;
             }
         }
@@ -76,11 +83,18 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule) -> String {
     ));
     let estimate = match schedule.estimate_sec {
         Some(s) => format!("about {s:.0} s"),
-        None => format!("{} steps long, no history yet", schedule.critical_path.len()),
+        None => format!(
+            "{} steps long, no history yet",
+            schedule.critical_path.len()
+        ),
     };
     let path: Vec<&str> = schedule.critical_path.iter().map(|&i| plan.id(i)).collect();
     let path = if path.len() > 8 {
-        format!("{} -> … -> {}", path[..4].join(" -> "), path[path.len() - 3..].join(" -> "))
+        format!(
+            "{} -> … -> {}",
+            path[..4].join(" -> "),
+            path[path.len() - 3..].join(" -> ")
+        )
     } else {
         path.join(" -> ")
     };
@@ -94,7 +108,10 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule) -> String {
                 ConflictKind::File(p) => format!("files under {p}"),
                 ConflictKind::Mutex(r) => format!("mutex '{r}'"),
             };
-            out.push_str(&format!("    {why}: {}\n", id_list(plan, c.steps.iter().copied(), 6)));
+            out.push_str(&format!(
+                "    {why}: {}\n",
+                id_list(plan, c.steps.iter().copied(), 6)
+            ));
         }
     }
     let implicit = plan.implicit_deps.len();
@@ -107,12 +124,22 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule) -> String {
             .take(4)
             .map(|&(s, d)| format!("{} <- {}", plan.id(s), plan.id(d)))
             .collect();
-        let more = if implicit > 4 { format!(", … (+{})", implicit - 4) } else { String::new() };
-        out.push_str(&format!("  implicit deps: {implicit} ({}{more})\n", shown.join(", ")));
+        let more = if implicit > 4 {
+            format!(", … (+{})", implicit - 4)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  implicit deps: {implicit} ({}{more})\n",
+            shown.join(", ")
+        ));
     }
     let fallbacks: Vec<usize> = (0..plan.len()).filter(|&i| plan.fallback_only[i]).collect();
     if !fallbacks.is_empty() {
-        out.push_str(&format!("  fallbacks:     {}\n", id_list(plan, fallbacks, 6)));
+        out.push_str(&format!(
+            "  fallbacks:     {}\n",
+            id_list(plan, fallbacks, 6)
+        ));
     }
     if !plan.warnings.is_empty() {
         out.push_str(&format!("  warnings:      {}\n", plan.warnings.len()));

@@ -51,7 +51,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check plan files and print a summary of each (steps, waves, critical path, conflicts).
-    #[command(after_help = "Exit code 2 when any plan is invalid; every error names file:line:col.")]
+    #[command(
+        after_help = "Exit code 2 when any plan is invalid; every error names file:line:col."
+    )]
     Validate {
         /// Plan files (JSON).
         #[arg(required = true)]
@@ -66,7 +68,9 @@ pub enum Command {
         format: GraphFormat,
     },
     /// Run a plan headless: approve, run, print state changes (or JSON events).
-    #[command(after_help = "Without --yes plandeck shows the plan and asks; with no terminal it refuses.\nCtrl-C stops the steps and leaves the run resumable (exit 130).")]
+    #[command(
+        after_help = "Without --yes plandeck shows the plan and asks; with no terminal it refuses.\nCtrl-C stops the steps and leaves the run resumable (exit 130)."
+    )]
     Run {
         /// Plan file (JSON).
         plan: PathBuf,
@@ -128,16 +132,38 @@ pub fn main() -> ExitCode {
             inputs,
             max_concurrency,
             db,
-        }) => run::run(&plan, &inputs, &run::RunOptions { yes, json, max_concurrency, db: db.db }),
+        }) => run::run(
+            &plan,
+            &inputs,
+            &run::RunOptions {
+                yes,
+                json,
+                max_concurrency,
+                db: db.db,
+            },
+        ),
         Some(Command::Resume {
             run,
             yes,
             json,
             max_concurrency,
             db,
-        }) => run::resume(&run, &run::RunOptions { yes, json, max_concurrency, db: db.db }),
+        }) => run::resume(
+            &run,
+            &run::RunOptions {
+                yes,
+                json,
+                max_concurrency,
+                db: db.db,
+            },
+        ),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut Cli::command(), "plandeck", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "plandeck",
+                &mut std::io::stdout(),
+            );
             Exit::Succeeded
         }
         Some(Command::Schema) => {

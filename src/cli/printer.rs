@@ -50,23 +50,39 @@ impl Printer {
 
     fn human(&mut self, e: &Event) -> Option<String> {
         match &e.kind {
-            EventKind::RunCreated { plan, steps, .. } => {
-                Some(format!("{} run {} of \"{plan}\" ({steps} steps)", self.paint("1", "plandeck"), e.run_id))
-            }
+            EventKind::RunCreated { plan, steps, .. } => Some(format!(
+                "{} run {} of \"{plan}\" ({steps} steps)",
+                self.paint("1", "plandeck"),
+                e.run_id
+            )),
             EventKind::RunState { state, reason } => {
                 if *state == RunState::Running && self.started.is_none() {
                     self.started = Some(e.ts);
                 }
-                let reason = reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
+                let reason = reason
+                    .as_deref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default();
                 let text = match state {
-                    RunState::Succeeded | RunState::Failed | RunState::Canceled | RunState::Interrupted => {
-                        let elapsed = self.started.map(|s| (e.ts - s).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0);
-                        let color = if *state == RunState::Succeeded { "1;32" } else { "1;31" };
+                    RunState::Succeeded
+                    | RunState::Failed
+                    | RunState::Canceled
+                    | RunState::Interrupted => {
+                        let elapsed = self
+                            .started
+                            .map(|s| (e.ts - s).num_milliseconds() as f64 / 1000.0)
+                            .unwrap_or(0.0);
+                        let color = if *state == RunState::Succeeded {
+                            "1;32"
+                        } else {
+                            "1;31"
+                        };
                         let mut per_state: BTreeMap<&str, usize> = BTreeMap::new();
                         for st in self.final_states.values() {
                             *per_state.entry(st.as_str()).or_default() += 1;
                         }
-                        let counts: Vec<String> = per_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                        let counts: Vec<String> =
+                            per_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
                         format!(
                             "{} in {elapsed:.1} s ({}){reason}",
                             self.paint(color, &format!("run {state}")),
@@ -118,9 +134,17 @@ impl Printer {
                     .and_then(|e| e.error_class)
                     .map(|c| format!(" [{c}]"))
                     .unwrap_or_default();
-                let why = reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default();
+                let attempt = if *attempt > 0 {
+                    format!(" #{attempt}")
+                } else {
+                    String::new()
+                };
                 let mut line = format!(
-                    "  {} {step}{role} #{attempt} {state}{dur}{class}{why}",
+                    "  {} {step}{role}{attempt} {state}{dur}{class}{why}",
                     self.paint(color, glyph)
                 );
                 if *state == StepState::Failed
@@ -138,9 +162,16 @@ impl Printer {
                 actions,
                 ..
             } => {
-                let mut text = format!("      {} {error_class}: {explanation}", self.paint("33", "remediation"));
+                let mut text = format!(
+                    "      {} {error_class}: {explanation}",
+                    self.paint("33", "remediation")
+                );
                 for (n, a) in actions.iter().enumerate() {
-                    text.push_str(&format!("\n        {}. {}", n + 1, crate::remediation::action_text(a)));
+                    text.push_str(&format!(
+                        "\n        {}. {}",
+                        n + 1,
+                        crate::remediation::action_text(a)
+                    ));
                 }
                 Some(text)
             }

@@ -30,20 +30,28 @@ fn fail(msg: impl std::fmt::Display, exit: Exit) -> Exit {
 
 /// Parse `--input k=v` values against the plan's inputs, with defaults and
 /// `PLANDECK_INPUT_<NAME>` from the environment for anything not given.
-pub fn resolve_inputs(plan: &ValidPlan, given: &[String]) -> Result<BTreeMap<String, String>, String> {
+pub fn resolve_inputs(
+    plan: &ValidPlan,
+    given: &[String],
+) -> Result<BTreeMap<String, String>, String> {
     let mut values = BTreeMap::new();
     for item in given {
         let Some((k, v)) = item.split_once('=') else {
             return Err(format!("--input '{item}' must be NAME=VALUE"));
         };
         if !plan.plan.inputs.contains_key(k) {
-            let hint = plan::diagnostic::did_you_mean(k, plan.plan.inputs.keys().map(String::as_str))
-                .map(|m| format!(" (did you mean '{m}'?)"))
-                .unwrap_or_default();
+            let hint =
+                plan::diagnostic::did_you_mean(k, plan.plan.inputs.keys().map(String::as_str))
+                    .map(|m| format!(" (did you mean '{m}'?)"))
+                    .unwrap_or_default();
             let known: Vec<&str> = plan.plan.inputs.keys().map(String::as_str).collect();
             return Err(format!(
                 "--input '{k}': the plan has no such input{hint}; its inputs are: {}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ));
         }
         if v.contains('\0') {
@@ -55,7 +63,8 @@ pub fn resolve_inputs(plan: &ValidPlan, given: &[String]) -> Result<BTreeMap<Str
         if values.contains_key(name) {
             continue;
         }
-        let from_env = std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name))).ok();
+        let from_env =
+            std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name))).ok();
         match from_env.or_else(|| def.default.clone()) {
             Some(v) => {
                 values.insert(name.clone(), v);
@@ -64,7 +73,10 @@ pub fn resolve_inputs(plan: &ValidPlan, given: &[String]) -> Result<BTreeMap<Str
                 return Err(format!(
                     "input '{name}' is required: pass --input {name}=VALUE{}",
                     if def.secret {
-                        format!(" or set PLANDECK_INPUT_{} in the environment", plan::model::env_name(name))
+                        format!(
+                            " or set PLANDECK_INPUT_{} in the environment",
+                            plan::model::env_name(name)
+                        )
                     } else {
                         String::new()
                     }
@@ -77,7 +89,12 @@ pub fn resolve_inputs(plan: &ValidPlan, given: &[String]) -> Result<BTreeMap<Str
 }
 
 /// Ask on the terminal; refuse without one.
-fn approve(opts: &RunOptions, summary: &str, question: &str, hash: &str) -> Result<Option<Approval>, Exit> {
+fn approve(
+    opts: &RunOptions,
+    summary: &str,
+    question: &str,
+    hash: &str,
+) -> Result<Option<Approval>, Exit> {
     if opts.yes {
         return Ok(Some(Approval {
             by: engine::current_user(),
@@ -171,7 +188,9 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
         Ok(h) => h,
         Err(e) => return fail(e, Exit::Internal),
     };
-    let color = !opts.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = !opts.json
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut printer = Printer::new(opts.json, color);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -209,32 +228,49 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
     };
     if row.state.is_terminal() {
         return fail(
-            format!("run {} already ended ({}); start a new one with `plandeck run`", row.id, row.state),
+            format!(
+                "run {} already ended ({}); start a new one with `plandeck run`",
+                row.id, row.state
+            ),
             Exit::InvalidInput,
         );
     }
     if let Some(owner) = crate::engine::ownership::live_owner(&row) {
-        return fail(format!("run {} is being driven by {owner}; it cannot be resumed twice", row.id), Exit::InvalidInput);
+        return fail(
+            format!(
+                "run {} is being driven by {owner}; it cannot be resumed twice",
+                row.id
+            ),
+            Exit::InvalidInput,
+        );
     }
     let source = match queries::plan_source(&conn, &row.plan_hash) {
         Ok(s) => s,
         Err(e) => return fail(e, Exit::Internal),
     };
-    let file = row.plan_path.clone().unwrap_or_else(|| format!("run {}", row.id));
+    let file = row
+        .plan_path
+        .clone()
+        .unwrap_or_else(|| format!("run {}", row.id));
     let plan = match plan::from_text(&file, &source) {
         Ok(p) => p,
         Err(diags) => {
             for d in &diags {
                 eprintln!("{d}");
             }
-            return fail("the plan stored with this run no longer validates", Exit::Internal);
+            return fail(
+                "the plan stored with this run no longer validates",
+                Exit::Internal,
+            );
         }
     };
     if let Some(p) = &row.plan_path
         && let Ok(now) = std::fs::read_to_string(p)
         && plan::validate::content_hash(&now) != row.plan_hash
     {
-        eprintln!("plandeck: note: {p} changed since this run started; resuming the plan as stored with the run");
+        eprintln!(
+            "plandeck: note: {p} changed since this run started; resuming the plan as stored with the run"
+        );
     }
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
     let resume = match queries::load_resume(&conn, &row, &ids) {
@@ -252,7 +288,8 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
         Ok(a) => a,
         Err(exit) => return exit,
     };
-    let mut inputs: BTreeMap<String, String> = serde_json::from_str(&row.inputs_json).unwrap_or_default();
+    let mut inputs: BTreeMap<String, String> =
+        serde_json::from_str(&row.inputs_json).unwrap_or_default();
     for (name, def) in &plan.plan.inputs {
         if def.secret
             && let Ok(v) = std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name)))

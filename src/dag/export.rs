@@ -83,7 +83,11 @@ fn dot(plan: &ValidPlan) -> String {
         }
     }
     for (n, (lane, members)) in lanes.iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_{n} {{\n    label={};", dot_quote(lane));
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{n} {{\n    label={};",
+            dot_quote(lane)
+        );
         for &i in members {
             let _ = writeln!(out, "    {};", dot_quote(plan.id(i)));
         }
@@ -91,13 +95,31 @@ fn dot(plan: &ValidPlan) -> String {
     }
     for (i, s) in plan.plan.steps.iter().enumerate() {
         let label = s.name.as_deref().unwrap_or(s.id());
-        let style = if plan.fallback_only[i] { ", style=\"rounded,dashed\"" } else { "" };
-        let _ = writeln!(out, "  {} [label={}{style}];", dot_quote(s.id()), dot_quote(label));
+        let style = if plan.fallback_only[i] {
+            ", style=\"rounded,dashed\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {} [label={}{style}];",
+            dot_quote(s.id()),
+            dot_quote(label)
+        );
     }
     for (i, deps) in plan.deps.iter().enumerate() {
         for &d in deps {
-            let attrs = if is_implicit(plan, i, d) { " [style=dotted]" } else { "" };
-            let _ = writeln!(out, "  {} -> {}{attrs};", dot_quote(plan.id(d)), dot_quote(plan.id(i)));
+            let attrs = if is_implicit(plan, i, d) {
+                " [style=dotted]"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {} -> {}{attrs};",
+                dot_quote(plan.id(d)),
+                dot_quote(plan.id(i))
+            );
         }
     }
     for (i, s) in plan.plan.steps.iter().enumerate() {
@@ -128,7 +150,11 @@ fn mermaid(plan: &ValidPlan) -> String {
     }
     for (i, deps) in plan.deps.iter().enumerate() {
         for &d in deps {
-            let arrow = if is_implicit(plan, i, d) { "-.->" } else { "-->" };
+            let arrow = if is_implicit(plan, i, d) {
+                "-.->"
+            } else {
+                "-->"
+            };
             let _ = writeln!(out, "  {} {arrow} {}", node(d), node(i));
         }
     }

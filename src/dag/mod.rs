@@ -112,8 +112,10 @@ pub fn topo_order(deps: &[Vec<usize>]) -> Vec<usize> {
             dependents[d].push(i);
         }
     }
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
-        (0..n).filter(|&i| indegree[i] == 0).map(std::cmp::Reverse).collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+        .filter(|&i| indegree[i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
     let mut order = Vec::with_capacity(n);
     while let Some(std::cmp::Reverse(i)) = ready.pop() {
         order.push(i);
@@ -241,7 +243,12 @@ impl Schedule {
                 continue;
             }
             let users: Vec<usize> = (0..n)
-                .filter(|&i| plan.plan.steps[i].resources.iter().any(|r| r.name() == pool))
+                .filter(|&i| {
+                    plan.plan.steps[i]
+                        .resources
+                        .iter()
+                        .any(|r| r.name() == pool)
+                })
                 .collect();
             if users.len() > 1 {
                 conflicts.push(Conflict {
@@ -288,7 +295,8 @@ pub fn normalize_path(p: &str) -> String {
 pub fn path_within(inner: &str, outer: &str) -> bool {
     outer == "."
         || inner == outer
-        || (inner.starts_with(outer) && (outer.ends_with('/') || inner.as_bytes().get(outer.len()) == Some(&b'/')))
+        || (inner.starts_with(outer)
+            && (outer.ends_with('/') || inner.as_bytes().get(outer.len()) == Some(&b'/')))
 }
 
 /// Groups of steps whose `files` overlap.
@@ -296,7 +304,10 @@ fn file_conflicts(files: &[Vec<String>]) -> Vec<Conflict> {
     let mut uses: Vec<(Vec<&str>, &str, usize)> = files
         .iter()
         .enumerate()
-        .flat_map(|(i, fs)| fs.iter().map(move |f| (f.split('/').collect::<Vec<_>>(), f.as_str(), i)))
+        .flat_map(|(i, fs)| {
+            fs.iter()
+                .map(move |f| (f.split('/').collect::<Vec<_>>(), f.as_str(), i))
+        })
         .collect();
     uses.sort();
     let mut out: Vec<Conflict> = Vec::new();
@@ -315,7 +326,9 @@ fn file_conflicts(files: &[Vec<String>]) -> Vec<Conflict> {
     };
     for (parts, path, step) in uses {
         match &mut group {
-            Some((root, _, steps)) if parts.starts_with(root) || root.as_slice() == ["."] => steps.push(step),
+            Some((root, _, steps)) if parts.starts_with(root) || root.as_slice() == ["."] => {
+                steps.push(step)
+            }
             _ => {
                 flush(group.take(), &mut out);
                 group = Some((parts, path, vec![step]));

@@ -111,7 +111,10 @@ impl RunState {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Canceled)
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Canceled
+        )
     }
 }
 

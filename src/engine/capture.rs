@@ -136,7 +136,11 @@ fn utf8_cut(bytes: &[u8], max: usize) -> usize {
     while cut > floor && cut < bytes.len() && (bytes[cut] & 0b1100_0000) == 0b1000_0000 {
         cut -= 1;
     }
-    if cut == floor && floor > 0 { max.min(bytes.len()) } else { cut }
+    if cut == floor && floor > 0 {
+        max.min(bytes.len())
+    } else {
+        cut
+    }
 }
 
 /// Replaces every occurrence of a secret with `****`.
@@ -214,7 +218,10 @@ mod tests {
         let mut long = Vec::new();
         s.push(&vec![b'a'; MAX_LINE * 2 + 5], &mut long);
         s.finish(&mut long);
-        assert_eq!(long.iter().map(String::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 5]);
+        assert_eq!(
+            long.iter().map(String::len).collect::<Vec<_>>(),
+            vec![MAX_LINE, MAX_LINE, 5]
+        );
     }
 
     #[test]

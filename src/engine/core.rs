@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::api::{AttemptEnd, CapturedOutput, Command, Event, EventKind, Role, RunState, StepState};
+use super::api::{
+    AttemptEnd, CapturedOutput, Command, Event, EventKind, Role, RunState, StepState,
+};
 use super::files::FileLocks;
 use super::policy;
 use super::runner::{Control, Outcome};
@@ -104,11 +106,20 @@ impl StepRun {
 #[derive(Debug)]
 pub enum Input {
     Command(Command),
-    Started { step: usize, attempt: u32, pgid: i32 },
+    Started {
+        step: usize,
+        attempt: u32,
+        pgid: i32,
+    },
     Exited(Box<Outcome>),
-    RetryDue { step: usize, attempt: u32 },
+    RetryDue {
+        step: usize,
+        attempt: u32,
+    },
     /// Everything up to this sequence number is durable.
-    Committed { last_seq: u64 },
+    Committed {
+        last_seq: u64,
+    },
     /// plandeck is stopping; leave the run resumable.
     Interrupt,
 }
@@ -117,9 +128,21 @@ pub enum Input {
 #[derive(Debug)]
 pub enum Effect {
     Emit(Box<Event>, Option<Box<CapturedOutput>>),
-    Spawn { step: usize, attempt: u32, role: Role, fix: Option<String> },
-    Control { step: usize, control: Control },
-    RetryAfter { step: usize, attempt: u32, delay: Duration },
+    Spawn {
+        step: usize,
+        attempt: u32,
+        role: Role,
+        fix: Option<String>,
+    },
+    Control {
+        step: usize,
+        control: Control,
+    },
+    RetryAfter {
+        step: usize,
+        attempt: u32,
+        delay: Duration,
+    },
 }
 
 /// A step's state restored from the store.
@@ -190,7 +213,11 @@ impl Core {
     fn blank(cfg: CoreConfig, next_seq: u64) -> Core {
         let n = cfg.plan.len();
         let mut by_rank: Vec<usize> = (0..n).collect();
-        by_rank.sort_by(|&a, &b| cfg.schedule.priority[b].total_cmp(&cfg.schedule.priority[a]).then(a.cmp(&b)));
+        by_rank.sort_by(|&a, &b| {
+            cfg.schedule.priority[b]
+                .total_cmp(&cfg.schedule.priority[a])
+                .then(a.cmp(&b))
+        });
         let mut rank = vec![0; n];
         for (r, &i) in by_rank.iter().enumerate() {
             rank[i] = r;
@@ -242,30 +269,54 @@ impl Core {
         }
         // Interrupted attempts first, so their events precede the rest.
         for (i, snap) in snapshot.iter().enumerate().take(core.plan.len()) {
-            if matches!(snap.state, StepState::Running | StepState::Retrying | StepState::Ready) && snap.attempts > 0 {
+            if matches!(
+                snap.state,
+                StepState::Running | StepState::Retrying | StepState::Ready
+            ) && snap.attempts > 0
+            {
                 core.steps[i].state = StepState::Interrupted;
                 let attempt = core.steps[i].attempt;
-                core.emit_step(i, StepState::Interrupted, Some(AttemptEnd::default()), Some("plandeck stopped while it ran".into()), None);
+                core.emit_step(
+                    i,
+                    StepState::Interrupted,
+                    Some(AttemptEnd::default()),
+                    Some("plandeck stopped while it ran".into()),
+                    None,
+                );
                 core.steps[i].attempt = attempt;
                 core.steps[i].state = StepState::Pending;
             }
         }
         // Ended steps keep their state, in dependency order so skips resolve.
         for &i in &order {
-            let Some(snap) = snapshot.get(i) else { continue };
-            if !matches!(snap.state, StepState::Succeeded | StepState::Failed | StepState::Skipped) {
+            let Some(snap) = snapshot.get(i) else {
+                continue;
+            };
+            if !matches!(
+                snap.state,
+                StepState::Succeeded | StepState::Failed | StepState::Skipped
+            ) {
                 continue;
             }
             core.set_state(i, snap.state);
-            let blocked = core.plan.deps[i].iter().any(|&d| core.steps[d].released && !core.steps[d].ok);
+            let blocked = core.plan.deps[i]
+                .iter()
+                .any(|&d| core.steps[d].released && !core.steps[d].ok);
             if snap.state == StepState::Skipped {
-                core.steps[i].skip = Some(if blocked { SkipReason::Upstream } else { SkipReason::Manual });
+                core.steps[i].skip = Some(if blocked {
+                    SkipReason::Upstream
+                } else {
+                    SkipReason::Manual
+                });
             }
         }
         for i in 0..core.plan.len() {
             if core.steps[i].state == StepState::Failed
                 && let Some(f) = core.plan.fallback_of(i)
-                && core.plan.plan.steps[i].failure_policy() == (OnFailure::Fallback { fallback: core.plan.id(f).to_string() })
+                && core.plan.plan.steps[i].failure_policy()
+                    == (OnFailure::Fallback {
+                        fallback: core.plan.id(f).to_string(),
+                    })
             {
                 match core.steps[f].state {
                     StepState::Succeeded => core.steps[i].stood_in = true,
@@ -275,7 +326,10 @@ impl Core {
             }
         }
         for &i in &order {
-            if core.steps[i].state.is_terminal() && core.steps[i].fallback_for.is_empty() && !core.waiting_on_fallback(i) {
+            if core.steps[i].state.is_terminal()
+                && core.steps[i].fallback_for.is_empty()
+                && !core.waiting_on_fallback(i)
+            {
                 core.release_now(i);
             }
         }
@@ -308,7 +362,10 @@ impl Core {
             self.begin_running();
             self.pump();
         } else {
-            self.set_run(RunState::AwaitingApproval, Some("waiting for approval".into()));
+            self.set_run(
+                RunState::AwaitingApproval,
+                Some("waiting for approval".into()),
+            );
         }
     }
 
@@ -344,11 +401,25 @@ impl Core {
     pub fn handle(&mut self, input: Input) {
         match input {
             Input::Command(c) => self.command(c),
-            Input::Started { step, attempt, pgid } => {
-                if self.steps[step].attempt == attempt && self.steps[step].state == StepState::Running {
+            Input::Started {
+                step,
+                attempt,
+                pgid,
+            } => {
+                if self.steps[step].attempt == attempt
+                    && self.steps[step].state == StepState::Running
+                {
                     self.steps[step].started = true;
                     let role = self.steps[step].role;
-                    self.emit_step_full(step, StepState::Running, role, Some(pgid), None, None, None);
+                    self.emit_step_full(
+                        step,
+                        StepState::Running,
+                        role,
+                        Some(pgid),
+                        None,
+                        None,
+                        None,
+                    );
                 }
             }
             Input::Exited(outcome) => self.exited(*outcome),
@@ -411,7 +482,9 @@ impl Core {
 
     /// Count open steps as states change.
     fn set_state(&mut self, i: usize, state: StepState) {
-        let open = |this: &Core, st: StepState| !st.is_terminal() && !(this.plan.fallback_only[i] && st == StepState::Pending);
+        let open = |this: &Core, st: StepState| {
+            !(st.is_terminal() || this.plan.fallback_only[i] && st == StepState::Pending)
+        };
         let before = open(self, self.steps[i].state);
         self.steps[i].state = state;
         let after = open(self, state);
@@ -422,7 +495,14 @@ impl Core {
         }
     }
 
-    fn emit_step(&mut self, i: usize, state: StepState, end: Option<AttemptEnd>, reason: Option<String>, capture: Option<CapturedOutput>) -> u64 {
+    fn emit_step(
+        &mut self,
+        i: usize,
+        state: StepState,
+        end: Option<AttemptEnd>,
+        reason: Option<String>,
+        capture: Option<CapturedOutput>,
+    ) -> u64 {
         let role = self.steps[i].role;
         self.emit_step_full(i, state, role, None, end, reason, capture)
     }
@@ -491,7 +571,9 @@ impl Core {
         match s.state {
             StepState::Succeeded => true,
             StepState::Skipped => s.skip != Some(SkipReason::Upstream),
-            StepState::Failed => s.stood_in || self.plan.plan.steps[i].failure_policy() == OnFailure::Continue,
+            StepState::Failed => {
+                s.stood_in || self.plan.plan.steps[i].failure_policy() == OnFailure::Continue
+            }
             _ => false,
         }
     }
@@ -507,7 +589,11 @@ impl Core {
                 .find(|&&d| self.steps[d].released && !self.steps[d].ok)
                 .map(|&d| self.plan.id(d).to_string())
                 .unwrap_or_default();
-            self.skip(i, SkipReason::Upstream, format!("dependency '{blocker}' did not succeed"));
+            self.skip(
+                i,
+                SkipReason::Upstream,
+                format!("dependency '{blocker}' did not succeed"),
+            );
             return;
         }
         if let Some(cond) = self.plan.conditions.get(i).cloned().flatten() {
@@ -515,7 +601,11 @@ impl Core {
             match cond.eval(&ConditionView(self)) {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.skip(i, SkipReason::Condition, format!("condition is false: {text}"));
+                    self.skip(
+                        i,
+                        SkipReason::Condition,
+                        format!("condition is false: {text}"),
+                    );
                     return;
                 }
                 Err(e) => {
@@ -526,7 +616,13 @@ impl Core {
                     };
                     self.emit_step(i, StepState::Running, None, None, None);
                     self.steps[i].error_class = Some(ErrorClass::InvalidInput);
-                    let seq = self.emit_step(i, StepState::Failed, Some(end), Some(format!("condition `{text}` failed: {e}")), None);
+                    let seq = self.emit_step(
+                        i,
+                        StepState::Failed,
+                        Some(end),
+                        Some(format!("condition `{text}` failed: {e}")),
+                        None,
+                    );
                     self.after_final_failure(i, seq);
                     return;
                 }
@@ -563,7 +659,13 @@ impl Core {
             if reopen {
                 self.steps[j].skip = None;
                 self.steps[j].released = false;
-                self.emit_step(j, StepState::Pending, None, Some("upstream step is being run again".into()), None);
+                self.emit_step(
+                    j,
+                    StepState::Pending,
+                    None,
+                    Some("upstream step is being run again".into()),
+                    None,
+                );
             }
             if self.steps[j].state == StepState::Pending {
                 touched.push(j);
@@ -614,7 +716,10 @@ impl Core {
             }
             if let Some(g) = gate {
                 let id = self.plan.id(g).to_string();
-                self.set_run(RunState::Paused, Some(format!("approval needed: step '{id}'")));
+                self.set_run(
+                    RunState::Paused,
+                    Some(format!("approval needed: step '{id}'")),
+                );
             }
         }
         self.check_done();
@@ -632,7 +737,13 @@ impl Core {
         s.attempt += 1;
         s.started = false;
         let fix = s.fix.clone();
-        let role = if fix.is_some() { Role::Fix } else if s.role == Role::Fix { Role::Step } else { s.role };
+        let role = if fix.is_some() {
+            Role::Fix
+        } else if s.role == Role::Fix {
+            Role::Step
+        } else {
+            s.role
+        };
         s.role = role;
         let attempt = s.attempt;
         self.set_state(i, StepState::Running);
@@ -697,7 +808,13 @@ impl Core {
         if succeeded {
             if role == Role::Fix {
                 self.steps[i].fix = None;
-                self.emit_step(i, StepState::Retrying, Some(end), Some("fix succeeded; running the step again".into()), capture);
+                self.emit_step(
+                    i,
+                    StepState::Retrying,
+                    Some(end),
+                    Some("fix succeeded; running the step again".into()),
+                    capture,
+                );
                 self.ready.insert(self.rank[i]);
                 return;
             }
@@ -711,7 +828,12 @@ impl Core {
             }
             if self.plan.plan.steps[i].restart_required && self.ending.is_none() {
                 let id = self.plan.id(i).to_string();
-                self.set_run(RunState::Paused, Some(format!("restart_required: step '{id}' asks for a restart before the run goes on")));
+                self.set_run(
+                    RunState::Paused,
+                    Some(format!(
+                        "restart_required: step '{id}' asks for a restart before the run goes on"
+                    )),
+                );
             }
             return;
         }
@@ -722,7 +844,11 @@ impl Core {
             signal: o.signal,
             timed_out: o.timed_out,
             kind: step.kind.as_deref(),
-            command: if role == Role::Fix { None } else { step.program() },
+            command: if role == Role::Fix {
+                None
+            } else {
+                step.program()
+            },
             stdout_tail: tail(&o.capture.stdout),
             stderr_tail: tail(&o.capture.stderr),
         };
@@ -742,10 +868,17 @@ impl Core {
             let n = self.steps[i].failures;
             let backoff = step.retry_backoff.clone().unwrap_or_default();
             let delay = policy::backoff_delay(&backoff, n, self.rng.f64());
-            let reason = format!("{summary}; retry {n}/{retries} in {:.1} s", delay.as_secs_f64());
+            let reason = format!(
+                "{summary}; retry {n}/{retries} in {:.1} s",
+                delay.as_secs_f64()
+            );
             self.emit_step(i, StepState::Retrying, Some(end), Some(reason), capture);
             let attempt = self.steps[i].attempt;
-            self.effects.push(Effect::RetryAfter { step: i, attempt, delay });
+            self.effects.push(Effect::RetryAfter {
+                step: i,
+                attempt,
+                delay,
+            });
             return;
         }
         let seq = self.emit_step(i, StepState::Failed, Some(end), Some(summary), capture);
@@ -778,7 +911,11 @@ impl Core {
             return;
         }
         let step = &self.plan.plan.steps[i];
-        let policy = if step.critical { OnFailure::Abort } else { step.failure_policy() };
+        let policy = if step.critical {
+            OnFailure::Abort
+        } else {
+            step.failure_policy()
+        };
         match policy {
             OnFailure::Abort => {
                 self.awaiting.push_back((seq, i));
@@ -819,12 +956,29 @@ impl Core {
         self.ready.clear();
         for i in 0..self.steps.len() {
             match self.steps[i].state {
-                StepState::Running => self.effects.push(Effect::Control { step: i, control: Control::Terminate }),
+                StepState::Running => self.effects.push(Effect::Control {
+                    step: i,
+                    control: Control::Terminate,
+                }),
                 StepState::Ready | StepState::Retrying if ending != Ending::Interrupt => {
-                    self.emit_step(i, StepState::Canceled, None, Some("the run ended first".into()), None);
+                    self.emit_step(
+                        i,
+                        StepState::Canceled,
+                        None,
+                        Some("the run ended first".into()),
+                        None,
+                    );
                 }
-                StepState::Pending if ending != Ending::Interrupt && !self.plan.fallback_only[i] => {
-                    self.emit_step(i, StepState::Canceled, None, Some("the run ended first".into()), None);
+                StepState::Pending
+                    if ending != Ending::Interrupt && !self.plan.fallback_only[i] =>
+                {
+                    self.emit_step(
+                        i,
+                        StepState::Canceled,
+                        None,
+                        Some("the run ended first".into()),
+                        None,
+                    );
                 }
                 _ => {}
             }
@@ -835,7 +989,10 @@ impl Core {
     }
 
     fn check_done(&mut self) {
-        if self.finished || self.running > 0 || matches!(self.state, RunState::Created | RunState::AwaitingApproval) {
+        if self.finished
+            || self.running > 0
+            || matches!(self.state, RunState::Created | RunState::AwaitingApproval)
+        {
             return;
         }
         let final_state = match self.ending {
@@ -846,15 +1003,29 @@ impl Core {
                 if self.unfinished > 0 || !self.awaiting.is_empty() {
                     return;
                 }
-                let failed = (0..self.steps.len()).any(|i| self.steps[i].state == StepState::Failed && !self.lets_dependents_run(i) && !self.plan.fallback_only[i]);
-                if failed { RunState::Failed } else { RunState::Succeeded }
+                let failed = (0..self.steps.len()).any(|i| {
+                    self.steps[i].state == StepState::Failed
+                        && !self.lets_dependents_run(i)
+                        && !self.plan.fallback_only[i]
+                });
+                if failed {
+                    RunState::Failed
+                } else {
+                    RunState::Succeeded
+                }
             }
         };
         if self.ending != Some(Ending::Interrupt) {
             for i in 0..self.steps.len() {
                 if self.plan.fallback_only[i] && self.steps[i].state == StepState::Pending {
                     self.steps[i].skip = Some(SkipReason::NotNeeded);
-                    self.emit_step(i, StepState::Skipped, None, Some("fallback not needed".into()), None);
+                    self.emit_step(
+                        i,
+                        StepState::Skipped,
+                        None,
+                        Some("fallback not needed".into()),
+                        None,
+                    );
                 }
             }
         }
@@ -906,15 +1077,24 @@ impl Core {
                 }
             }
             Command::Freeze => {
-                if matches!(self.state, RunState::Running | RunState::Paused) && !self.frozen && self.ending.is_none() {
+                if matches!(self.state, RunState::Running | RunState::Paused)
+                    && !self.frozen
+                    && self.ending.is_none()
+                {
                     self.record("freeze", None);
                     self.frozen = true;
                     for i in 0..self.steps.len() {
                         if self.steps[i].state == StepState::Running {
-                            self.effects.push(Effect::Control { step: i, control: Control::Freeze });
+                            self.effects.push(Effect::Control {
+                                step: i,
+                                control: Control::Freeze,
+                            });
                         }
                     }
-                    self.set_run(RunState::Paused, Some("frozen: running steps are stopped".into()));
+                    self.set_run(
+                        RunState::Paused,
+                        Some("frozen: running steps are stopped".into()),
+                    );
                 }
             }
             Command::Cancel => {
@@ -930,7 +1110,12 @@ impl Core {
                 if let Some(i) = self.step_index(&id) {
                     self.record("approve_step", Some(i));
                     self.steps[i].approved = true;
-                    if self.state == RunState::Paused && self.reason.as_deref().is_some_and(|r| r.starts_with("approval needed")) {
+                    if self.state == RunState::Paused
+                        && self
+                            .reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("approval needed"))
+                    {
                         self.set_run(RunState::Running, None);
                     }
                 }
@@ -947,7 +1132,10 @@ impl Core {
         self.frozen = false;
         for i in 0..self.steps.len() {
             if self.steps[i].state == StepState::Running {
-                self.effects.push(Effect::Control { step: i, control: Control::Thaw });
+                self.effects.push(Effect::Control {
+                    step: i,
+                    control: Control::Thaw,
+                });
             }
         }
     }
@@ -962,10 +1150,21 @@ impl Core {
     fn retry_step(&mut self, id: &str, fix: Option<String>) {
         let Some(i) = self.step_index(id) else { return };
         let state = self.steps[i].state;
-        if !matches!(state, StepState::Failed | StepState::Canceled | StepState::Interrupted | StepState::Skipped) || self.ending.is_some() {
+        if !matches!(
+            state,
+            StepState::Failed | StepState::Canceled | StepState::Interrupted | StepState::Skipped
+        ) || self.ending.is_some()
+        {
             return;
         }
-        self.record(if fix.is_some() { "fix_and_retry" } else { "retry_step" }, Some(i));
+        self.record(
+            if fix.is_some() {
+                "fix_and_retry"
+            } else {
+                "retry_step"
+            },
+            Some(i),
+        );
         self.awaiting.retain(|&(_, s)| s != i);
         let s = &mut self.steps[i];
         s.released = false;
@@ -989,7 +1188,10 @@ impl Core {
             StepState::Running => {
                 self.record("skip_step", Some(i));
                 self.steps[i].skip_requested = true;
-                self.effects.push(Effect::Control { step: i, control: Control::Terminate });
+                self.effects.push(Effect::Control {
+                    step: i,
+                    control: Control::Terminate,
+                });
             }
             StepState::Pending | StepState::Ready | StepState::Retrying => {
                 self.record("skip_step", Some(i));

@@ -14,6 +14,7 @@ pub mod files;
 pub mod ownership;
 pub mod policy;
 pub mod runner;
+pub mod spawn;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -150,19 +151,39 @@ impl Driver {
         for effect in core.take_effects() {
             match effect {
                 Effect::Emit(event, capture) => self.write(WriteOp::Event(event, capture)).await?,
-                Effect::Spawn { step, attempt, role, fix } => {
-                    let deps = self.plan.deps[step].iter().map(|&d| (self.plan.id(d), &core.steps[d].outputs));
-                    let spec = spec::spawn_spec(&self.plan, &self.ctx, step, attempt, role, fix.as_deref(), deps);
+                Effect::Spawn {
+                    step,
+                    attempt,
+                    role,
+                    fix,
+                } => {
+                    let deps = self.plan.deps[step]
+                        .iter()
+                        .map(|&d| (self.plan.id(d), &core.steps[d].outputs));
+                    let spec = spec::spawn_spec(
+                        &self.plan,
+                        &self.ctx,
+                        step,
+                        attempt,
+                        role,
+                        fix.as_deref(),
+                        deps,
+                    );
                     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
                     self.controls.insert(step, ctl_tx);
-                    self.tasks.spawn(runner::run_attempt(spec, self.runner_tx.clone(), ctl_rx));
+                    self.tasks
+                        .spawn(runner::run_attempt(spec, self.runner_tx.clone(), ctl_rx));
                 }
                 Effect::Control { step, control } => {
                     if let Some(c) = self.controls.get(&step) {
                         let _ = c.send(control);
                     }
                 }
-                Effect::RetryAfter { step, attempt, delay } => {
+                Effect::RetryAfter {
+                    step,
+                    attempt,
+                    delay,
+                } => {
                     let timer = self.timer_tx.clone();
                     self.tasks.spawn(async move {
                         tokio::time::sleep(delay).await;
@@ -194,12 +215,15 @@ async fn drive(
     let process_env: BTreeMap<String, String> = std::env::vars().collect();
     let masker = Arc::new(Masker::new(spec::secrets(&plan, &req.inputs, &process_env)));
     let scratch_dir = std::env::temp_dir().join(format!("plandeck-{run_id}"));
-    std::fs::create_dir_all(&scratch_dir).map_err(|e| StoreError(format!("cannot create {}: {e}", scratch_dir.display())))?;
+    std::fs::create_dir_all(&scratch_dir)
+        .map_err(|e| StoreError(format!("cannot create {}: {e}", scratch_dir.display())))?;
     let rules = match Rules::with_plan_rules(&plan.plan.remediation) {
         Ok(r) => Arc::new(r),
         Err(e) => return Err(StoreError(format!("plan remediation rules: {e}"))),
     };
-    let max_concurrency = req.max_concurrency.unwrap_or(plan.plan.globals.max_concurrency);
+    let max_concurrency = req
+        .max_concurrency
+        .unwrap_or(plan.plan.globals.max_concurrency);
     let cfg = CoreConfig {
         run_id: run_id.clone(),
         plan: Arc::clone(&plan),
@@ -232,8 +256,18 @@ async fn drive(
     let owner = Owner::this_process();
     let mut core = match &req.resume {
         None => {
-            let secret: Vec<&String> = plan.plan.inputs.iter().filter(|(_, d)| d.secret).map(|(n, _)| n).collect();
-            let stored_inputs: BTreeMap<&String, &String> = req.inputs.iter().filter(|(k, _)| !secret.contains(k)).collect();
+            let secret: Vec<&String> = plan
+                .plan
+                .inputs
+                .iter()
+                .filter(|(_, d)| d.secret)
+                .map(|(n, _)| n)
+                .collect();
+            let stored_inputs: BTreeMap<&String, &String> = req
+                .inputs
+                .iter()
+                .filter(|(k, _)| !secret.contains(k))
+                .collect();
             let new = NewRun {
                 id: run_id.clone(),
                 plan_hash: plan.hash.clone(),
@@ -251,9 +285,17 @@ async fn drive(
             Core::new(cfg)
         }
         Some(r) => {
-            d.write(WriteOp::Own { run_id: run_id.clone(), owner: owner.clone() }).await?;
+            d.write(WriteOp::Own {
+                run_id: run_id.clone(),
+                owner: owner.clone(),
+            })
+            .await?;
             if let Some(a) = &req.approval {
-                d.write(WriteOp::Approve { run_id: run_id.clone(), approval: a.clone() }).await?;
+                d.write(WriteOp::Approve {
+                    run_id: run_id.clone(),
+                    approval: a.clone(),
+                })
+                .await?;
             }
             Core::restore(cfg, r.next_seq, &r.steps)
         }
@@ -328,10 +370,16 @@ async fn drive(
     // Let attempts finish their leftover kills; drop their last reports.
     while d.tasks.join_next().await.is_some() {}
     if result.is_ok() {
-        let _ = d.tx.send(WriteOp::Release { run_id: run_id.clone() }).await;
+        let _ =
+            d.tx.send(WriteOp::Release {
+                run_id: run_id.clone(),
+            })
+            .await;
     }
     drop(d.tx);
-    tokio::task::spawn_blocking(move || writer.finish()).await.ok();
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .ok();
     while let Some(c) = committed.recv().await {
         if let Committed::Events { events, .. } = c {
             for e in events {
@@ -355,10 +403,14 @@ impl Signals {
     fn new(enabled: bool) -> Signals {
         use tokio::signal::unix::{SignalKind, signal};
         let streams = if enabled {
-            [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()]
-                .into_iter()
-                .filter_map(|k| signal(k).ok())
-                .collect()
+            [
+                SignalKind::interrupt(),
+                SignalKind::terminate(),
+                SignalKind::hangup(),
+            ]
+            .into_iter()
+            .filter_map(|k| signal(k).ok())
+            .collect()
         } else {
             Vec::new()
         };

@@ -25,7 +25,12 @@ pub fn live_owner(run: &RunRow) -> Option<String> {
         .heartbeat_at
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .is_some_and(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().unwrap_or_default() < STALE_AFTER);
+        .is_some_and(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default()
+                < STALE_AFTER
+        });
     let alive = if host == this_host {
         pid != std::process::id() && kill(Pid::from_raw(pid as i32), None).is_ok() && fresh
     } else {
@@ -34,7 +39,9 @@ pub fn live_owner(run: &RunRow) -> Option<String> {
     alive.then(|| {
         format!(
             "pid {pid} on host {host} (started {})",
-            run.owner_started_at.as_deref().unwrap_or("at an unknown time")
+            run.owner_started_at
+                .as_deref()
+                .unwrap_or("at an unknown time")
         )
     })
 }
@@ -44,13 +51,24 @@ pub fn marked_groups(run_id: &str) -> Vec<i32> {
     let marker = format!("PLANDECK_RUN_ID={run_id}");
     let own_group = nix::unistd::getpgrp().as_raw();
     let mut groups = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return groups };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return groups;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        if !environ.split(|&b| b == 0).any(|var| var == marker.as_bytes()) {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|&b| b == 0)
+            .any(|var| var == marker.as_bytes())
+        {
             continue;
         }
         if let Some(pgid) = process_group(pid)

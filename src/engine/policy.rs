@@ -23,9 +23,15 @@ pub fn retryable(step: &Step, class: ErrorClass, exit: Option<i32>, timed_out: b
 /// The wait before retry number `retry` (1 for the first retry): exponential,
 /// capped, with full jitter (`unit` is a uniform random number in [0, 1)).
 pub fn backoff_delay(backoff: &Backoff, retry: u32, unit: f64) -> Duration {
-    let exp = backoff.multiplier.powi(retry.saturating_sub(1).min(64) as i32);
+    let exp = backoff
+        .multiplier
+        .powi(retry.saturating_sub(1).min(64) as i32);
     let cap = (backoff.initial_sec * exp).min(backoff.max_sec).max(0.0);
-    let secs = if backoff.jitter { cap * unit.clamp(0.0, 1.0) } else { cap };
+    let secs = if backoff.jitter {
+        cap * unit.clamp(0.0, 1.0)
+    } else {
+        cap
+    };
     Duration::from_secs_f64(if secs.is_finite() { secs } else { 0.0 })
 }
 
@@ -49,7 +55,11 @@ mod tests {
 
     #[test]
     fn retry_on_lists_exact_causes() {
-        let s = step(Some(vec![RetryOn::Timeout, RetryOn::Exit(75), RetryOn::Class(ErrorClass::Network)]));
+        let s = step(Some(vec![
+            RetryOn::Timeout,
+            RetryOn::Exit(75),
+            RetryOn::Class(ErrorClass::Network),
+        ]));
         assert!(retryable(&s, ErrorClass::Timeout, None, true));
         assert!(retryable(&s, ErrorClass::ExitCode, Some(75), false));
         assert!(retryable(&s, ErrorClass::Network, Some(6), false));
@@ -64,7 +74,9 @@ mod tests {
             multiplier: 2.0,
             jitter: false,
         };
-        let secs: Vec<f64> = (1..=5).map(|n| backoff_delay(&b, n, 0.5).as_secs_f64()).collect();
+        let secs: Vec<f64> = (1..=5)
+            .map(|n| backoff_delay(&b, n, 0.5).as_secs_f64())
+            .collect();
         assert_eq!(secs, vec![1.0, 2.0, 4.0, 5.0, 5.0]);
         let j = Backoff { jitter: true, ..b };
         for n in 1..6 {

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::api::{CapturedOutput, Stream};
 use super::capture::{HeadTail, LineSplitter, Masker};
+use super::spawn;
 
 /// Everything needed to run one attempt.
 #[derive(Debug, Clone)]
@@ -54,8 +54,17 @@ pub enum Control {
 /// What a runner reports.
 #[derive(Debug)]
 pub enum RunnerMsg {
-    Started { step: usize, attempt: u32, pgid: i32 },
-    Lines { step: usize, attempt: u32, stream: Stream, lines: Vec<String> },
+    Started {
+        step: usize,
+        attempt: u32,
+        pgid: i32,
+    },
+    Lines {
+        step: usize,
+        attempt: u32,
+        stream: Stream,
+        lines: Vec<String>,
+    },
     Exited(Box<Outcome>),
 }
 
@@ -77,7 +86,10 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out && !self.terminated && self.spawn_error.is_none()
+        self.exit_code == Some(0)
+            && !self.timed_out
+            && !self.terminated
+            && self.spawn_error.is_none()
     }
 
     /// One line saying how it ended, with the last line of stderr.
@@ -91,7 +103,13 @@ impl Outcome {
         } else {
             format!("exit code {}", self.exit_code.unwrap_or(-1))
         };
-        match self.capture.stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+        match self
+            .capture
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+        {
             Some(last) if self.spawn_error.is_none() => {
                 let last: String = last.chars().take(200).collect();
                 format!("{how}: {last}")
@@ -103,7 +121,9 @@ impl Outcome {
 
 /// The name of a signal number, e.g. `SIGKILL`.
 pub fn signal_name(sig: i32) -> &'static str {
-    Signal::try_from(sig).map(Signal::as_str).unwrap_or("unknown signal")
+    Signal::try_from(sig)
+        .map(Signal::as_str)
+        .unwrap_or("unknown signal")
 }
 
 fn signal_group(pgid: i32, sig: Signal) -> bool {
@@ -117,21 +137,16 @@ pub fn group_alive(pgid: i32) -> bool {
 
 /// Run one attempt to its end, reporting on `tx`. Returns once the main
 /// process has exited and leftover group members have been dealt with.
-pub async fn run_attempt(spec: SpawnSpec, tx: mpsc::Sender<RunnerMsg>, mut control: mpsc::UnboundedReceiver<Control>) {
+pub async fn run_attempt(
+    spec: SpawnSpec,
+    tx: mpsc::Sender<RunnerMsg>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
     let started = Instant::now();
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let spawned = spawn::spawn(&spec.program, &spec.args, &spec.env, &spec.cwd)
+        .and_then(spawn::Spawned::split);
+    let (stdout, stderr, mut child) = match spawned {
+        Ok(parts) => parts,
         Err(e) => {
             let program = spec.program.clone();
             let outcome = Outcome {
@@ -149,7 +164,7 @@ pub async fn run_attempt(spec: SpawnSpec, tx: mpsc::Sender<RunnerMsg>, mut contr
             return;
         }
     };
-    let pgid = child.id().map_or(0, |p| p as i32);
+    let pgid = child.pid();
     let _ = tx
         .send(RunnerMsg::Started {
             step: spec.step,
@@ -159,10 +174,19 @@ pub async fn run_attempt(spec: SpawnSpec, tx: mpsc::Sender<RunnerMsg>, mut contr
         .await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readers = [
-        child.stdout.take().map(|r| tokio::spawn(read_stream(r, Stream::Stdout, spec.clone(), tx.clone(), stop_rx.clone()))),
-        child.stderr.take().map(|r| tokio::spawn(read_stream(r, Stream::Stderr, spec.clone(), tx.clone(), stop_rx.clone()))),
-    ];
+    let readers = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)].map(|(fd, stream)| {
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+            .ok()
+            .map(|r| {
+                tokio::spawn(read_stream(
+                    r,
+                    stream,
+                    spec.clone(),
+                    tx.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+    });
 
     let mut budget = spec.timeout;
     let mut clock_from = Instant::now();
@@ -173,7 +197,9 @@ pub async fn run_attempt(spec: SpawnSpec, tx: mpsc::Sender<RunnerMsg>, mut contr
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let status = loop {
         let deadline = match budget {
-            Some(b) if !frozen && kill_at.is_none() => tokio::time::Instant::from_std(clock_from + b),
+            Some(b) if !frozen && kill_at.is_none() => {
+                tokio::time::Instant::from_std(clock_from + b)
+            }
             _ => far,
         };
         tokio::select! {
@@ -285,7 +311,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = tokio::select! {
-            r = reader.read(&mut buf) => match r { Ok(n) => n, Err(_) => 0 },
+            r = reader.read(&mut buf) => r.unwrap_or(0),
             _ = stop.changed() => 0,
         };
         if n == 0 {
@@ -307,12 +333,20 @@ async fn read_stream<R: AsyncRead + Unpin>(
     (stream, text, keep.truncated())
 }
 
-async fn send_lines(spec: &SpawnSpec, tx: &mpsc::Sender<RunnerMsg>, stream: Stream, mut lines: Vec<String>) {
+async fn send_lines(
+    spec: &SpawnSpec,
+    tx: &mpsc::Sender<RunnerMsg>,
+    stream: Stream,
+    mut lines: Vec<String>,
+) {
     if lines.is_empty() {
         return;
     }
     if !spec.masker.is_empty() {
-        lines = lines.into_iter().map(|l| spec.masker.mask_owned(l)).collect();
+        lines = lines
+            .into_iter()
+            .map(|l| spec.masker.mask_owned(l))
+            .collect();
     }
     let _ = tx
         .send(RunnerMsg::Lines {

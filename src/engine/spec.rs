@@ -68,19 +68,33 @@ pub fn spawn_spec<'a>(
         (Some(fix), _, _) => (SHELL.to_string(), vec!["-c".to_string(), fix.to_string()]),
         (None, Some(run), _) => (SHELL.to_string(), vec!["-c".to_string(), run.clone()]),
         (None, None, Some(cmd)) => (cmd.clone(), s.args.clone().unwrap_or_default()),
-        (None, None, None) => (SHELL.to_string(), vec!["-c".to_string(), "exit 0".to_string()]),
+        (None, None, None) => (
+            SHELL.to_string(),
+            vec!["-c".to_string(), "exit 0".to_string()],
+        ),
     };
     let id = s.id();
-    let output_file = ctx.scratch_dir.join(format!("{}.{attempt}.out", sanitize(id)));
+    let output_file = ctx
+        .scratch_dir
+        .join(format!("{}.{attempt}.out", sanitize(id)));
     let mut env: Vec<(String, String)> = Vec::new();
-    env.extend(plan.plan.globals.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(
+        plan.plan
+            .globals
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     env.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     for (name, value) in &ctx.inputs {
         env.push((format!("PLANDECK_INPUT_{}", env_name(name)), value.clone()));
     }
     for (dep, outputs) in dep_outputs {
         for (k, v) in outputs {
-            env.push((format!("PLANDECK_OUT_{}_{}", env_name(dep), env_name(k)), v.clone()));
+            env.push((
+                format!("PLANDECK_OUT_{}_{}", env_name(dep), env_name(k)),
+                v.clone(),
+            ));
         }
     }
     env.push(("PLANDECK_RUN_ID".into(), ctx.run_id.clone()));
@@ -110,11 +124,23 @@ pub fn spawn_spec<'a>(
 }
 
 fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The secret values of a run: secret inputs and the values of `secret_env` variables.
-pub fn secrets(plan: &ValidPlan, inputs: &BTreeMap<String, String>, process_env: &BTreeMap<String, String>) -> Vec<String> {
+pub fn secrets(
+    plan: &ValidPlan,
+    inputs: &BTreeMap<String, String>,
+    process_env: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut out: Vec<String> = plan
         .plan
         .inputs
@@ -154,8 +180,22 @@ mod tests {
             masker: Arc::default(),
         };
         let outs: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
-        let spec = spawn_spec(&p, &ctx, 0, 3, Role::Step, None, [("dep.x", &outs)].into_iter());
-        let last = |k: &str| spec.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let spec = spawn_spec(
+            &p,
+            &ctx,
+            0,
+            3,
+            Role::Step,
+            None,
+            [("dep.x", &outs)].into_iter(),
+        );
+        let last = |k: &str| {
+            spec.env
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(spec.program, SHELL);
         assert_eq!(spec.args, vec!["-c", "true"]);
         assert_eq!(last("A"), Some("g"));
@@ -169,7 +209,9 @@ mod tests {
 
     #[test]
     fn timeouts_are_capped() {
-        let p = plan(r#"{"name":"t","globals":{"default_timeout_sec":100,"max_step_duration_sec":60},"steps":[{"run":"a"},{"run":"b","timeout_sec":5}]}"#);
+        let p = plan(
+            r#"{"name":"t","globals":{"default_timeout_sec":100,"max_step_duration_sec":60},"steps":[{"run":"a"},{"run":"b","timeout_sec":5}]}"#,
+        );
         assert_eq!(step_timeout(&p, 0), Some(Duration::from_secs(60)));
         assert_eq!(step_timeout(&p, 1), Some(Duration::from_secs(5)));
     }

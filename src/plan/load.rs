@@ -152,7 +152,13 @@ impl<'a> Reporter<'a> {
         });
     }
 
-    pub fn error(&mut self, offset: usize, step: Option<&str>, msg: impl Into<String>, hint: Option<String>) {
+    pub fn error(
+        &mut self,
+        offset: usize,
+        step: Option<&str>,
+        msg: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.at(Severity::Error, Some(offset), step, msg, hint);
     }
 
@@ -183,7 +189,13 @@ impl<'a> Reporter<'a> {
     }
 
     /// Check an object's keys against the known ones; true when all are fine.
-    fn check_keys(&mut self, members: &Members, known: &[String], what: &str, step: Option<&str>) -> bool {
+    fn check_keys(
+        &mut self,
+        members: &Members,
+        known: &[String],
+        what: &str,
+        step: Option<&str>,
+    ) -> bool {
         let mut ok = true;
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (key, raw) in &members.0 {
@@ -204,7 +216,12 @@ impl<'a> Reporter<'a> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("the fields of {what} are: {}", known.join(", ")),
                 };
-                self.error(key_at, step, format!("unknown field `{key}` in {what}"), Some(hint));
+                self.error(
+                    key_at,
+                    step,
+                    format!("unknown field `{key}` in {what}"),
+                    Some(hint),
+                );
                 ok = false;
             }
         }
@@ -220,7 +237,11 @@ impl<'a> Reporter<'a> {
         step: Option<&str>,
     ) -> Option<T> {
         if let Ok(m) = Members::deserialize(&mut serde_json::Deserializer::from_str(raw.get())) {
-            let name = if what.is_empty() { "a step".to_string() } else { format!("`{what}`") };
+            let name = if what.is_empty() {
+                "a step".to_string()
+            } else {
+                format!("`{what}`")
+            };
             if !self.check_keys(&m, known, &name, step) {
                 return None;
             }
@@ -229,7 +250,12 @@ impl<'a> Reporter<'a> {
     }
 
     /// Deserialize one part, reporting a failure at its position.
-    fn part<T: DeserializeOwned>(&mut self, raw: &RawValue, what: &str, step: Option<&str>) -> Option<T> {
+    fn part<T: DeserializeOwned>(
+        &mut self,
+        raw: &RawValue,
+        what: &str,
+        step: Option<&str>,
+    ) -> Option<T> {
         let base = offset_in(self.src, raw);
         let mut de = serde_json::Deserializer::from_str(raw.get());
         match serde_path_to_error::deserialize::<_, T>(&mut de) {
@@ -261,12 +287,16 @@ fn explain_serde_error(err: &serde_json::Error, path: &str) -> (String, Option<S
         let expected: Vec<&str> = parts.skip(1).step_by(2).collect();
         let hint = did_you_mean(&field, expected.iter().copied())
             .map(|s| format!("did you mean `{s}`?"))
-            .or_else(|| (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", "))));
+            .or_else(|| {
+                (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", ")))
+            });
         return (format!("`{path}`: unknown field `{field}`"), hint);
     }
     if text.contains("untagged enum OnFailure") {
         return (
-            format!("`{path}` must be \"abort\", \"skip_dependents\", \"continue\" or {{\"fallback\": \"step-id\"}}"),
+            format!(
+                "`{path}` must be \"abort\", \"skip_dependents\", \"continue\" or {{\"fallback\": \"step-id\"}}"
+            ),
             None,
         );
     }
@@ -279,6 +309,12 @@ fn explain_serde_error(err: &serde_json::Error, path: &str) -> (String, Option<S
     if err.is_syntax() || err.is_eof() {
         return (format!("invalid JSON: {text}"), Some(syntax_hint(&text)));
     }
+    let text = text
+        .replace("expected u32", "expected a whole number (0 or more)")
+        .replace("expected u64", "expected a whole number (0 or more)")
+        .replace("expected f64", "expected a number")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a map", "expected an object");
     (format!("`{path}`: {text}"), None)
 }
 
@@ -359,7 +395,9 @@ fn parse_into(r: &mut Reporter) -> Option<Parsed> {
             }
             "inputs" => plan.inputs = r.part(raw, "inputs", None).unwrap_or_default(),
             "resources" => plan.resources = r.part(raw, "resources", None).unwrap_or_default(),
-            "remediation" => plan.remediation = r.part(raw, "remediation", None).unwrap_or_default(),
+            "remediation" => {
+                plan.remediation = r.part(raw, "remediation", None).unwrap_or_default()
+            }
             "steps" => {
                 has_steps = true;
                 let (steps, offsets) = parse_steps(r, raw)?;
@@ -371,7 +409,12 @@ fn parse_into(r: &mut Reporter) -> Option<Parsed> {
     }
     let open = first;
     if !has_name {
-        r.error(open, None, "the plan has no `name`", Some("add \"name\": \"my-plan\"".into()));
+        r.error(
+            open,
+            None,
+            "the plan has no `name`",
+            Some("add \"name\": \"my-plan\"".into()),
+        );
     }
     if !has_steps {
         r.error(
@@ -393,20 +436,36 @@ fn parse_steps(r: &mut Reporter, raw: &RawValue) -> Option<(Vec<Step>, Vec<usize
     let at = offset_in(src, raw);
     let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
         let found = json_kind(raw.get());
-        r.error(at, None, format!("`steps` must be a list of step objects, found {found}"), None);
+        r.error(
+            at,
+            None,
+            format!("`steps` must be a list of step objects, found {found}"),
+            None,
+        );
         return None;
     };
     if items.is_empty() {
-        r.error(at, None, "`steps` is empty", Some("a plan needs at least one step".into()));
+        r.error(
+            at,
+            None,
+            "`steps` is empty",
+            Some("a plan needs at least one step".into()),
+        );
     }
     let mut steps = Vec::with_capacity(items.len());
     let mut offsets = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let item_at = offset_in(src, item);
         offsets.push(item_at);
-        let Ok(members) = Members::deserialize(&mut serde_json::Deserializer::from_str(item.get())) else {
+        let Ok(members) = Members::deserialize(&mut serde_json::Deserializer::from_str(item.get()))
+        else {
             let found = json_kind(item.get());
-            r.error(item_at, None, format!("step {} must be an object, found {found}", i + 1), None);
+            r.error(
+                item_at,
+                None,
+                format!("step {} must be an object, found {found}", i + 1),
+                None,
+            );
             continue;
         };
         let label = step_label(&members, i);
@@ -456,7 +515,10 @@ mod tests {
         let p = parse("p.json", src).expect("valid");
         assert_eq!(p.plan.steps.len(), 2);
         assert_eq!(&src[p.step_offsets[1]..p.step_offsets[1] + 1], "{");
-        assert_eq!(member_offset(src, p.step_offsets[0], "run").map(|o| &src[o..o + 6]), Some("\"true\""));
+        assert_eq!(
+            member_offset(src, p.step_offsets[0], "run").map(|o| &src[o..o + 6]),
+            Some("\"true\"")
+        );
     }
 
     #[test]
@@ -464,24 +526,40 @@ mod tests {
         let src = "{\"name\":\"x\",\"steps\":[\n{\"id\":\"a\",\"rn\":\"true\",\"depend_on\":[]},\n{\"id\":\"b\",\"run\":\"x\",\"kindd\":\"y\"}]}";
         let e = errors(src);
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("p.json:2:11: error: step 'a': unknown field `rn`"), "{e:?}");
+        assert!(
+            e[0].starts_with("p.json:2:11: error: step 'a': unknown field `rn`"),
+            "{e:?}"
+        );
         assert!(e[1].contains("did you mean `depends_on`?"), "{e:?}");
         assert!(e[2].contains("step 'b': unknown field `kindd`"), "{e:?}");
     }
 
     #[test]
     fn wrong_type_names_the_field_and_position() {
-        let e = errors("{\"name\":\"x\",\"steps\":[{\"id\":\"a\",\"run\":\"true\",\n  \"retries\": \"two\"}]}");
+        let e = errors(
+            "{\"name\":\"x\",\"steps\":[{\"id\":\"a\",\"run\":\"true\",\n  \"retries\": \"two\"}]}",
+        );
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("p.json:2:"), "{e:?}");
-        assert!(e[0].contains("`retries`: invalid type: string \"two\""), "{e:?}");
+        assert!(
+            e[0].contains("`retries`: invalid type: string \"two\""),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn empty_and_non_object_roots() {
         assert!(errors("  \n").concat().contains("the file is empty"));
-        assert!(errors("[1]").concat().contains("must be a JSON object, found a list"));
-        assert!(errors("{\"name\":\"x\",\"steps\":[],}").concat().contains("invalid JSON: trailing comma"));
+        assert!(
+            errors("[1]")
+                .concat()
+                .contains("must be a JSON object, found a list")
+        );
+        assert!(
+            errors("{\"name\":\"x\",\"steps\":[],}")
+                .concat()
+                .contains("invalid JSON: trailing comma")
+        );
         assert!(errors("{\"name\":\"x\"}").concat().contains("no `steps`"));
     }
 

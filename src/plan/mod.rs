@@ -6,6 +6,7 @@
 
 pub mod diagnostic;
 pub mod expr;
+pub mod generate;
 pub mod load;
 pub mod model;
 pub mod schema;
@@ -18,9 +19,19 @@ pub use model::{Backoff, Globals, InputDef, OnFailure, Plan, ResourceUse, RetryO
 pub use validate::ValidPlan;
 
 /// Parse and validate a plan's text; `file` is the name errors are reported under.
+/// Diagnostics come in file order.
 pub fn from_text(file: &str, src: &str) -> Result<ValidPlan, Vec<Diagnostic>> {
-    let parsed = load::parse(file, src)?;
+    let by_position = |mut d: Vec<Diagnostic>| {
+        d.sort_by_key(|d| (d.line, d.col));
+        d
+    };
+    let parsed = load::parse(file, src).map_err(by_position)?;
     validate::validate(file, src, parsed)
+        .map(|mut v| {
+            v.warnings = by_position(std::mem::take(&mut v.warnings));
+            v
+        })
+        .map_err(by_position)
 }
 
 /// Read, parse and validate a plan file.
@@ -31,10 +42,16 @@ pub fn load_file(path: &Path) -> Result<ValidPlan, Vec<Diagnostic>> {
             Ok(src) => from_text(&file, &src),
             Err(e) => Err(vec![file_error(
                 &file,
-                format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                format!(
+                    "the file is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
             )]),
         },
-        Err(e) => Err(vec![file_error(&file, format!("cannot read the plan: {e}"))]),
+        Err(e) => Err(vec![file_error(
+            &file,
+            format!("cannot read the plan: {e}"),
+        )]),
     }
 }
 

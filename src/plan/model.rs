@@ -301,9 +301,16 @@ impl TryFrom<String> for RetryOn {
                 let names: Vec<&str> = crate::remediation::ErrorClass::ALL
                     .iter()
                     .map(|c| c.as_str())
+                    .filter(|c| *c != "timeout")
                     .collect();
+                let guess = crate::plan::diagnostic::did_you_mean(
+                    &s,
+                    names.iter().copied().chain(["timeout"]),
+                )
+                .map(|g| format!(" (did you mean `{g}`?)"))
+                .unwrap_or_default();
                 format!(
-                    "unknown retry_on entry `{s}`; use timeout, exit:N or one of {}",
+                    "unknown retry_on entry `{s}`{guess}; use timeout, exit:N or one of {}",
                     names.join(", ")
                 )
             })

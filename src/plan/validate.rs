@@ -53,13 +53,18 @@ impl ValidPlan {
     /// The index of the step a fallback stands in for is not unique; this is
     /// the fallback of step `i`, as an index.
     pub fn fallback_of(&self, i: usize) -> Option<usize> {
-        self.plan.steps[i].fallback().and_then(|f| self.index.get(f).copied())
+        self.plan.steps[i]
+            .fallback()
+            .and_then(|f| self.index.get(f).copied())
     }
 }
 
 /// A step id's allowed characters.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// Validate a parsed plan.
@@ -181,7 +186,10 @@ fn check_ids(r: &mut Reporter, v: &Checker, plan: &Plan) -> HashMap<String, usiz
             r.error(
                 v.field(i, "id"),
                 Some(id),
-                format!("duplicate step id '{id}' (first used by step {} at line {line})", first + 1),
+                format!(
+                    "duplicate step id '{id}' (first used by step {} at line {line})",
+                    first + 1
+                ),
                 Some("give each step a unique id".into()),
             );
         } else {
@@ -193,27 +201,53 @@ fn check_ids(r: &mut Reporter, v: &Checker, plan: &Plan) -> HashMap<String, usiz
 
 fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
     let g = &plan.globals;
-    let at = |k: &str| member_offset(v.src, v.top("globals", None), k).unwrap_or(v.top("globals", None));
+    let at =
+        |k: &str| member_offset(v.src, v.top("globals", None), k).unwrap_or(v.top("globals", None));
     if g.max_concurrency == 0 {
-        r.error(at("max_concurrency"), None, "`globals.max_concurrency` must be at least 1", None);
+        r.error(
+            at("max_concurrency"),
+            None,
+            "`globals.max_concurrency` must be at least 1",
+            None,
+        );
     }
     for (key, value) in [
         ("default_timeout_sec", g.default_timeout_sec),
         ("max_step_duration_sec", g.max_step_duration_sec),
     ] {
         if value == Some(0) {
-            r.error(at(key), None, format!("`globals.{key}` must be at least 1 second"), None);
+            r.error(
+                at(key),
+                None,
+                format!("`globals.{key}` must be at least 1 second"),
+                None,
+            );
         }
     }
     if g.log_limit_bytes < 1024 {
-        r.error(at("log_limit_bytes"), None, "`globals.log_limit_bytes` must be at least 1024", None);
+        r.error(
+            at("log_limit_bytes"),
+            None,
+            "`globals.log_limit_bytes` must be at least 1024",
+            None,
+        );
     }
     if !(g.kill_grace_sec >= 0.0 && g.kill_grace_sec <= 3600.0) {
-        r.error(at("kill_grace_sec"), None, "`globals.kill_grace_sec` must be between 0 and 3600", None);
+        r.error(
+            at("kill_grace_sec"),
+            None,
+            "`globals.kill_grace_sec` must be between 0 and 3600",
+            None,
+        );
     }
     for name in g.env.keys().chain(&g.secret_env) {
         if !valid_env_name(name) {
-            r.error(at("env"), None, format!("invalid environment variable name '{name}'"), None);
+            r.error(
+                at("env"),
+                None,
+                format!("invalid environment variable name '{name}'"),
+                None,
+            );
         }
     }
     for (pool, &cap) in &plan.resources {
@@ -228,7 +262,12 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
     }
     for (name, input) in &plan.inputs {
         if !valid_id(name) {
-            r.error(v.top("inputs", Some(name)), None, format!("invalid input name '{name}'"), None);
+            r.error(
+                v.top("inputs", Some(name)),
+                None,
+                format!("invalid input name '{name}'"),
+                None,
+            );
         }
         if input.secret && input.default.is_some() {
             r.at(
@@ -247,7 +286,12 @@ fn valid_env_name(name: &str) -> bool {
 }
 
 /// Per-step checks; returns which steps are fallback-only.
-fn check_steps(r: &mut Reporter, v: &Checker, plan: &Plan, index: &HashMap<String, usize>) -> Vec<bool> {
+fn check_steps(
+    r: &mut Reporter,
+    v: &Checker,
+    plan: &Plan,
+    index: &HashMap<String, usize>,
+) -> Vec<bool> {
     let mut fallback_only = vec![false; plan.steps.len()];
     let ids = || plan.steps.iter().map(|s| s.id());
     for (i, s) in plan.steps.iter().enumerate() {
@@ -257,7 +301,10 @@ fn check_steps(r: &mut Reporter, v: &Checker, plan: &Plan, index: &HashMap<Strin
                 v.field(i, "command"),
                 id,
                 "has both `run` and `command`",
-                Some("use `run` for a shell string, or `command` + `args` for a program, not both".into()),
+                Some(
+                    "use `run` for a shell string, or `command` + `args` for a program, not both"
+                        .into(),
+                ),
             ),
             (None, None) => r.error(
                 v.step(i),
@@ -273,11 +320,18 @@ fn check_steps(r: &mut Reporter, v: &Checker, plan: &Plan, index: &HashMap<Strin
             ),
             _ => {}
         }
-        if matches!(&s.run, Some(run) if run.trim().is_empty()) || matches!(&s.command, Some(c) if c.is_empty()) {
+        if matches!(&s.run, Some(run) if run.trim().is_empty())
+            || matches!(&s.command, Some(c) if c.is_empty())
+        {
             r.error(v.step(i), id, "the command is empty", None);
         }
         if s.timeout_sec == Some(0) {
-            r.error(v.field(i, "timeout_sec"), id, "`timeout_sec` must be at least 1", None);
+            r.error(
+                v.field(i, "timeout_sec"),
+                id,
+                "`timeout_sec` must be at least 1",
+                None,
+            );
         }
         if let (Some(t), Some(cap)) = (s.timeout_sec, plan.globals.max_step_duration_sec)
             && t > cap
@@ -301,12 +355,22 @@ fn check_steps(r: &mut Reporter, v: &Checker, plan: &Plan, index: &HashMap<Strin
                 None
             };
             if let Some(msg) = bad {
-                r.error(v.field(i, "retry_backoff"), id, format!("`retry_backoff`: {msg}"), None);
+                r.error(
+                    v.field(i, "retry_backoff"),
+                    id,
+                    format!("`retry_backoff`: {msg}"),
+                    None,
+                );
             }
         }
-        for (name, _) in &s.env {
+        for name in s.env.keys() {
             if !valid_env_name(name) {
-                r.error(v.field(i, "env"), id, format!("invalid environment variable name '{name}'"), None);
+                r.error(
+                    v.field(i, "env"),
+                    id,
+                    format!("invalid environment variable name '{name}'"),
+                    None,
+                );
             }
         }
         for (j, key) in s.outputs.iter().enumerate() {
@@ -350,7 +414,9 @@ fn check_steps(r: &mut Reporter, v: &Checker, plan: &Plan, index: &HashMap<Strin
             let at = v.field(i, "on_failure");
             match index.get(fb) {
                 None => {
-                    let hint = did_you_mean(fb, ids()).map(|m| format!("did you mean '{m}'?"));
+                    let hint = did_you_mean(fb, ids())
+                        .map(|m| format!("did you mean '{m}'?"))
+                        .or_else(|| Some("name a step of this plan as the fallback".into()));
                     r.error(at, id, format!("unknown fallback step '{fb}'"), hint);
                 }
                 Some(&f) if f == i => r.error(
@@ -399,7 +465,9 @@ fn resolve_deps(
                         None => {
                             let hint = did_you_mean(dep, plan.steps.iter().map(|s| s.id()))
                                 .map(|m| format!("did you mean '{m}'?"))
-                                .or_else(|| Some("depends_on lists ids of steps in this plan".into()));
+                                .or_else(|| {
+                                    Some("depends_on lists ids of steps in this plan".into())
+                                });
                             r.error(at, id, format!("unknown dependency '{dep}'"), hint);
                         }
                         Some(&d) if d == i => r.error(
@@ -412,7 +480,9 @@ fn resolve_deps(
                             at,
                             id,
                             format!("depends on '{dep}', which runs only as a fallback"),
-                            Some(format!("depend on the step that '{dep}' stands in for instead")),
+                            Some(format!(
+                                "depend on the step that '{dep}' stands in for instead"
+                            )),
                         ),
                         Some(&d) => {
                             if seen.insert(d) {
@@ -460,11 +530,22 @@ fn check_conditions(
         };
         let id = Some(s.id());
         let at = v.field(i, "when");
-        let col_at = |col: usize| at + 1 + text.char_indices().nth(col.saturating_sub(1)).map_or(text.len(), |(b, _)| b);
+        let col_at = |col: usize| {
+            at + 1
+                + text
+                    .char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map_or(text.len(), |(b, _)| b)
+        };
         let parsed = match expr::parse(text) {
             Ok(e) => e,
             Err(e) => {
-                r.error(col_at(e.col), id, format!("bad `when` condition: {}", e.message), None);
+                r.error(
+                    col_at(e.col),
+                    id,
+                    format!("bad `when` condition: {}", e.message),
+                    None,
+                );
                 out.push(None);
                 continue;
             }
@@ -476,22 +557,34 @@ fn check_conditions(
                 if !plan.inputs.contains_key(name) {
                     let hint = did_you_mean(name, plan.inputs.keys().map(String::as_str))
                         .map(|m| format!("did you mean '{m}'?"))
-                        .or_else(|| Some(format!("declare it under \"inputs\": {{\"{name}\": {{}}}}")));
-                    r.error(pos, id, format!("`when` names undeclared input '{name}'"), hint);
+                        .or_else(|| {
+                            Some(format!("declare it under \"inputs\": {{\"{name}\": {{}}}}"))
+                        });
+                    r.error(
+                        pos,
+                        id,
+                        format!("`when` names undeclared input '{name}'"),
+                        hint,
+                    );
                 }
                 continue;
             }
-            let Some(step) = reference.step() else { continue };
+            let Some(step) = reference.step() else {
+                continue;
+            };
             match index.get(step) {
                 None => {
-                    let hint = did_you_mean(step, plan.steps.iter().map(|s| s.id())).map(|m| format!("did you mean '{m}'?"));
+                    let hint = did_you_mean(step, plan.steps.iter().map(|s| s.id()))
+                        .map(|m| format!("did you mean '{m}'?"));
                     r.error(pos, id, format!("`when` names unknown step '{step}'"), hint);
                 }
                 Some(&t) if !ancestors.contains(&t) => r.error(
                     pos,
                     id,
                     format!("`when` names step '{step}', which is not upstream of this step"),
-                    Some(format!("add '{step}' to depends_on, or test a step this one depends on")),
+                    Some(format!(
+                        "add '{step}' to depends_on, or test a step this one depends on"
+                    )),
                 ),
                 Some(&t) => {
                     if let Reference::StepOutput { key, .. } = &reference

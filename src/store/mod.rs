@@ -63,18 +63,26 @@ impl Location {
 /// Open a connection with the settings and schema in place.
 pub fn open(location: &Location) -> Result<Connection, StoreError> {
     let mut conn = match location {
-        Location::Memory => Connection::open_in_memory().map_err(|e| StoreError(format!("in-memory store: {e}")))?,
+        Location::Memory => {
+            Connection::open_in_memory().map_err(|e| StoreError(format!("in-memory store: {e}")))?
+        }
         Location::File(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::at(path, "cannot create its directory", e))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::at(path, "cannot create its directory", e))?;
             }
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            Connection::open_with_flags(path, flags).map_err(|e| StoreError::at(path, "cannot open", e))?
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(path, flags)
+                .map_err(|e| StoreError::at(path, "cannot open", e))?
         }
     };
     let path = PathBuf::from(location.display());
-    schema::configure(&conn).map_err(|e| StoreError::at(&path, "not a usable SQLite database", e))?;
-    schema::migrate(&mut conn).map_err(|e| StoreError::at(&path, "cannot prepare the schema", e))?;
+    schema::configure(&conn)
+        .map_err(|e| StoreError::at(&path, "not a usable SQLite database", e))?;
+    schema::migrate(&mut conn)
+        .map_err(|e| StoreError::at(&path, "cannot prepare the schema", e))?;
     Ok(conn)
 }
 

@@ -70,15 +70,19 @@ fn sql_err(e: rusqlite::Error) -> StoreError {
 pub fn find_run(conn: &Connection, prefix: &str) -> Result<RunRow, StoreError> {
     let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
     let mut stmt = conn
-        .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id LIKE ?1 ORDER BY created_at DESC LIMIT 6"))
+        .prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id LIKE ?1 ORDER BY created_at DESC LIMIT 6"
+        ))
         .map_err(sql_err)?;
-    let rows: Vec<RunRow> = stmt
+    let mut rows: Vec<RunRow> = stmt
         .query_map(params![pattern], run_row)
         .and_then(|r| r.collect())
         .map_err(sql_err)?;
     match rows.len() {
-        0 => Err(StoreError(format!("no run matches '{prefix}' (see `plandeck runs --all`)"))),
-        1 => Ok(rows.into_iter().next().unwrap_or_else(|| unreachable_row())),
+        0 => Err(StoreError(format!(
+            "no run matches '{prefix}' (see `plandeck runs --all`)"
+        ))),
+        1 => Ok(rows.remove(0)),
         _ => {
             let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
             Err(StoreError(format!(
@@ -89,58 +93,63 @@ pub fn find_run(conn: &Connection, prefix: &str) -> Result<RunRow, StoreError> {
     }
 }
 
-fn unreachable_row() -> RunRow {
-    RunRow {
-        id: String::new(),
-        plan_hash: String::new(),
-        plan_name: String::new(),
-        plan_path: None,
-        base_dir: String::new(),
-        state: RunState::Interrupted,
-        reason: None,
-        inputs_json: String::new(),
-        max_concurrency: None,
-        approved_by: None,
-        approved_at: None,
-        owner_pid: None,
-        owner_host: None,
-        owner_started_at: None,
-        heartbeat_at: None,
-        created_at: String::new(),
-        started_at: None,
-        ended_at: None,
-    }
-}
-
 /// Every run, newest first.
 pub fn list_runs(conn: &Connection) -> Result<Vec<RunRow>, StoreError> {
     let mut stmt = conn
-        .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC"))
+        .prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC"
+        ))
         .map_err(sql_err)?;
-    stmt.query_map([], run_row).and_then(|r| r.collect()).map_err(sql_err)
+    stmt.query_map([], run_row)
+        .and_then(|r| r.collect())
+        .map_err(sql_err)
 }
 
 /// The plan text stored with a run.
 pub fn plan_source(conn: &Connection, hash: &str) -> Result<String, StoreError> {
-    conn.query_row("SELECT source FROM plans WHERE hash = ?1", params![hash], |r| r.get(0))
-        .map_err(sql_err)
+    conn.query_row(
+        "SELECT source FROM plans WHERE hash = ?1",
+        params![hash],
+        |r| r.get(0),
+    )
+    .map_err(sql_err)
 }
 
 /// What resuming a run needs: each step's state, attempt count and outputs.
-pub fn load_resume(conn: &Connection, run: &RunRow, step_ids: &[&str]) -> Result<Resume, StoreError> {
+pub fn load_resume(
+    conn: &Connection,
+    run: &RunRow,
+    step_ids: &[&str],
+) -> Result<Resume, StoreError> {
     let next_seq: u64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", params![run.id], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
+            params![run.id],
+            |r| r.get(0),
+        )
         .map_err(sql_err)?;
     let mut states: BTreeMap<String, (StepState, u32)> = BTreeMap::new();
     let mut stmt = conn
         .prepare("SELECT step_id, state, attempts FROM steps WHERE run_id = ?1")
         .map_err(sql_err)?;
     let rows = stmt
-        .query_map(params![run.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
+        .query_map(params![run.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })
         .and_then(|r| r.collect::<Result<Vec<_>, _>>())
         .map_err(sql_err)?;
     for (id, state, attempts) in rows {
-        states.insert(id, (StepState::parse(&state).unwrap_or(StepState::Pending), attempts));
+        states.insert(
+            id,
+            (
+                StepState::parse(&state).unwrap_or(StepState::Pending),
+                attempts,
+            ),
+        );
     }
     let mut attempt_stmt = conn
         .prepare(
@@ -148,7 +157,9 @@ pub fn load_resume(conn: &Connection, run: &RunRow, step_ids: &[&str]) -> Result
         )
         .map_err(sql_err)?;
     let max_attempts: BTreeMap<String, u32> = attempt_stmt
-        .query_map(params![run.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .query_map(params![run.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+        })
         .and_then(|r| r.collect())
         .map_err(sql_err)?;
     let mut out_stmt = conn
@@ -158,7 +169,9 @@ pub fn load_resume(conn: &Connection, run: &RunRow, step_ids: &[&str]) -> Result
         )
         .map_err(sql_err)?;
     let outputs: BTreeMap<String, (Option<String>, Option<i32>)> = out_stmt
-        .query_map(params![run.id], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))
+        .query_map(params![run.id], |r| {
+            Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?)))
+        })
         .and_then(|r| r.collect())
         .map_err(sql_err)?;
     let steps = step_ids
@@ -171,7 +184,9 @@ pub fn load_resume(conn: &Connection, run: &RunRow, step_ids: &[&str]) -> Result
                 state,
                 attempts,
                 exit_code,
-                outputs: outs.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or_default(),
+                outputs: outs
+                    .and_then(|o| serde_json::from_str(&o).ok())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -183,7 +198,11 @@ pub fn load_resume(conn: &Connection, run: &RunRow, step_ids: &[&str]) -> Result
 }
 
 /// Median duration in seconds of past successful attempts of each step of a plan (by name).
-pub fn estimates(conn: &Connection, plan_name: &str, step_ids: &[&str]) -> Result<Vec<Option<f64>>, StoreError> {
+pub fn estimates(
+    conn: &Connection,
+    plan_name: &str,
+    step_ids: &[&str],
+) -> Result<Vec<Option<f64>>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT a.step_id, a.duration_ms FROM step_attempts a JOIN runs r ON r.id = a.run_id
@@ -192,7 +211,9 @@ pub fn estimates(conn: &Connection, plan_name: &str, step_ids: &[&str]) -> Resul
         .map_err(sql_err)?;
     let mut by_step: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let rows = stmt
-        .query_map(params![plan_name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+        .query_map(params![plan_name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })
         .and_then(|r| r.collect::<Result<Vec<_>, _>>())
         .map_err(sql_err)?;
     for (id, ms) in rows {
@@ -204,7 +225,11 @@ pub fn estimates(conn: &Connection, plan_name: &str, step_ids: &[&str]) -> Resul
             by_step.get_mut(*id).map(|v| {
                 v.sort_unstable();
                 let mid = v.len() / 2;
-                let ms = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) as f64 / 2.0 } else { v[mid] as f64 };
+                let ms = if v.len() % 2 == 0 {
+                    (v[mid - 1] + v[mid]) as f64 / 2.0
+                } else {
+                    v[mid] as f64
+                };
                 ms / 1000.0
             })
         })

@@ -68,12 +68,22 @@ pub enum WriteOp {
     CreateRun(Box<NewRun>),
     /// Store an event (and, on an ended attempt, its captured output).
     Event(Box<Event>, Option<Box<CapturedOutput>>),
-    Approve { run_id: String, approval: Approval },
-    Heartbeat { run_id: String },
+    Approve {
+        run_id: String,
+        approval: Approval,
+    },
+    Heartbeat {
+        run_id: String,
+    },
     /// Take ownership of an existing run.
-    Own { run_id: String, owner: Owner },
+    Own {
+        run_id: String,
+        owner: Owner,
+    },
     /// Give up ownership (the run can be resumed by anyone).
-    Release { run_id: String },
+    Release {
+        run_id: String,
+    },
 }
 
 /// What the writer reports back.
@@ -93,13 +103,18 @@ pub struct Writer {
 
 impl Writer {
     /// Start the writer on its own thread over a connection to `location`.
-    pub fn spawn(location: &Location) -> Result<(Writer, mpsc::UnboundedReceiver<Committed>), StoreError> {
+    pub fn spawn(
+        location: &Location,
+    ) -> Result<(Writer, mpsc::UnboundedReceiver<Committed>), StoreError> {
         let conn = super::open(location)?;
         Ok(Self::spawn_on(conn, location.display()))
     }
 
     /// Start the writer over an open connection.
-    pub fn spawn_on(conn: Connection, name: String) -> (Writer, mpsc::UnboundedReceiver<Committed>) {
+    pub fn spawn_on(
+        conn: Connection,
+        name: String,
+    ) -> (Writer, mpsc::UnboundedReceiver<Committed>) {
         let (tx, rx) = mpsc::channel(1024);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let join = std::thread::Builder::new()
@@ -153,7 +168,9 @@ fn run(
                 }
             }
             Err(e) => {
-                let _ = out.send(Committed::Failed(StoreError(format!("store {name}: write failed: {e}"))));
+                let _ = out.send(Committed::Failed(StoreError(format!(
+                    "store {name}: write failed: {e}"
+                ))));
                 return;
             }
         }
@@ -222,14 +239,20 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
             .execute(params![run_id, owner.pid, owner.host, ts(&owner.started_at), ts(&Utc::now())])?;
         }
         WriteOp::Release { run_id } => {
-            tx.prepare_cached("UPDATE runs SET owner_pid = NULL, heartbeat_at = NULL WHERE id = ?1")?
-                .execute(params![run_id])?;
+            tx.prepare_cached(
+                "UPDATE runs SET owner_pid = NULL, heartbeat_at = NULL WHERE id = ?1",
+            )?
+            .execute(params![run_id])?;
         }
     }
     Ok(())
 }
 
-fn write_event(tx: &Transaction, e: &Event, capture: Option<&CapturedOutput>) -> rusqlite::Result<()> {
+fn write_event(
+    tx: &Transaction,
+    e: &Event,
+    capture: Option<&CapturedOutput>,
+) -> rusqlite::Result<()> {
     if matches!(e.kind, EventKind::Log { .. }) {
         return Ok(());
     }
@@ -264,7 +287,9 @@ fn write_event(tx: &Transaction, e: &Event, capture: Option<&CapturedOutput>) ->
             )?
             .execute(params![e.run_id, step, state.as_str(), attempt, reason])?;
             if *state == StepState::Running {
-                let role = serde_json::to_value(role).ok().and_then(|v| v.as_str().map(str::to_string));
+                let role = serde_json::to_value(role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string));
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO step_attempts (run_id, step_id, attempt, role, state, pgid, started_at)
                      VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
@@ -275,7 +300,8 @@ fn write_event(tx: &Transaction, e: &Event, capture: Option<&CapturedOutput>) ->
                     StepState::Retrying => StepState::Failed,
                     s => *s,
                 };
-                let outputs = (!outputs.is_empty()).then(|| serde_json::to_string(outputs).unwrap_or_default());
+                let outputs = (!outputs.is_empty())
+                    .then(|| serde_json::to_string(outputs).unwrap_or_default());
                 let cap = capture.cloned().unwrap_or_default();
                 tx.prepare_cached(
                     "UPDATE step_attempts SET state = ?4, ended_at = ?5, duration_ms = ?6, exit_code = ?7,
@@ -306,4 +332,3 @@ fn write_event(tx: &Transaction, e: &Event, capture: Option<&CapturedOutput>) ->
     }
     Ok(())
 }
-

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Side-by-side cost of running N trivial steps (`true`) through plandeck
+# (every event persisted), make -j, ninja -j and xargs -P, at two
+# concurrencies; then a 400 MB output flood against piping to /dev/null; then
+# plandeck with its store on disk versus in memory. Prints per-step overhead
+# and ratios. Usage: bench/engine.sh [N...]   (default: 1000 10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C
+SHORT_PATH=/usr/bin:/bin
+sizes=("${@:-1000 10000}")
+[ $# -gt 0 ] || sizes=(1000 10000)
+
+if ! command -v ninja >/dev/null 2>&1; then
+  echo "installing ninja-build ..." >&2
+  (apt-get update -qq && apt-get install -y -qq ninja-build) >/dev/null 2>&1 || echo "ninja unavailable: its column is skipped" >&2
+fi
+cargo build --release --quiet
+PD=$PWD/target/release/plandeck
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+now() { date +%s.%N; }
+elapsed() { # command... -> seconds
+  local t0 t1
+  t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+  echo "$t1 - $t0" | bc -l
+}
+
+gen() { # n -> files in $work/n
+  local n=$1 d=$work/$n
+  mkdir -p "$d"
+  python3 - "$n" "$d" <<'PY'
+import json, sys
+n, d = int(sys.argv[1]), sys.argv[2]
+steps = [{"id": f"s{i}", "run": "true", "depends_on": []} for i in range(n)]
+json.dump({"name": f"bench-{n}", "globals": {"max_concurrency": 16}, "steps": steps}, open(f"{d}/plan.json", "w"))
+with open(f"{d}/Makefile", "w") as f:
+    f.write(".PHONY: all " + " ".join(f"s{i}" for i in range(n)) + "\n")
+    f.write("all: " + " ".join(f"s{i}" for i in range(n)) + "\n")
+    for i in range(n):
+        f.write(f"s{i}:\n\t@true\n")
+with open(f"{d}/build.ninja", "w") as f:
+    f.write("rule t\n  command = true\n")
+    for i in range(n):
+        f.write(f"build s{i}: t\n")
+    f.write("default " + " ".join(f"s{i}" for i in range(n)) + "\n")
+with open(f"{d}/list", "w") as f:
+    f.write("\n".join("true" for _ in range(n)) + "\n")
+PY
+}
+
+printf '%-7s %-4s %12s %12s %12s %12s %14s %10s\n' steps jobs plandeck make ninja xargs "plandeck/step" "vs best"
+for n in "${sizes[@]}"; do
+  gen "$n"
+  d=$work/$n
+  for j in 2 16; do
+    rm -f "$d/db.sqlite"*
+    p=$(cd "$d" && PATH=$SHORT_PATH elapsed "$PD" run plan.json --yes --max-concurrency "$j" --db "$d/db.sqlite")
+    m=$(cd "$d" && PATH=$SHORT_PATH elapsed make -s -j "$j" -f Makefile)
+    if command -v ninja >/dev/null 2>&1; then
+      k=$(cd "$d" && rm -f .ninja_log .ninja_deps && PATH=$SHORT_PATH:$(dirname "$(command -v ninja)") elapsed ninja -j "$j")
+    else k=nan; fi
+    x=$(cd "$d" && PATH=$SHORT_PATH elapsed sh -c "xargs -P $j -I{} sh -c '{}' < list")
+    best=$(python3 -c "import math;v=[float(a) for a in '$m $k'.split() if a!='nan'];print(min(v))")
+    per=$(echo "$p * 1000000 / $n" | bc -l)
+    ratio=$(echo "$p / $best" | bc -l)
+    printf '%-7s %-4s %11.3fs %11.3fs %11.3fs %11.3fs %11.0f µs %9.2fx\n' "$n" "$j" "$p" "$m" "$k" "$x" "$per" "$ratio"
+  done
+done
+
+echo
+echo "store on disk vs in memory (10 000 steps, 16 jobs)"
+n=10000; [ -d "$work/$n" ] || gen $n
+rm -f "$work/$n/db.sqlite"*
+disk=$(cd "$work/$n" && elapsed "$PD" run plan.json --yes --max-concurrency 16 --db "$work/$n/db.sqlite")
+mem=$(cd "$work/$n" && elapsed "$PD" run plan.json --yes --max-concurrency 16 --db :memory:)
+events=$(sqlite3 "$work/$n/db.sqlite" "select count(*) from events")
+printf 'disk %.3fs  memory %.3fs  ratio %.2fx  events %d  (%.0f events/s on disk)\n' "$disk" "$mem" "$(echo "$disk/$mem" | bc -l)" "$events" "$(echo "$events/$disk" | bc -l)"
+
+echo
+echo "output flood: one step printing 400 MB"
+cat > "$work/flood.json" <<'JSON'
+{"name":"flood","steps":[{"id":"flood","run":"head -c 419430400 /dev/zero | tr '\\0' 'x' | fold -w 100"}]}
+JSON
+base=$(elapsed sh -c "head -c 419430400 /dev/zero | tr '\\0' 'x' | fold -w 100 > /dev/null")
+/usr/bin/time -f '%e %M' -o "$work/flood.time" "$PD" run "$work/flood.json" --yes --db "$work/flood.db" >/dev/null 2>&1
+read -r fl rss < "$work/flood.time"
+printf 'pipe to /dev/null %.2fs  plandeck %.2fs  ratio %.2fx  plandeck max RSS %d MB\n' "$base" "$fl" "$(echo "$fl/$base" | bc -l)" "$((rss / 1024))"
+/usr/bin/time -f '%e %M' -o "$work/flood.time" "$PD" run "$work/flood.json" --yes --json --db "$work/flood2.db" >/dev/null 2>&1
+read -r fl rss < "$work/flood.time"
+printf 'with --json (every line an event) %.2fs  ratio %.2fx  max RSS %d MB\n' "$fl" "$(echo "$fl/$base" | bc -l)" "$((rss / 1024))"

@@ -1,0 +1,234 @@
+//! Start a step's process with `posix_spawn`: a new session (no controlling
+//! terminal), stdin from /dev/null, stdout and stderr as pipes, its own
+//! working directory and environment, default signal dispositions; and wait
+//! for its exit through a pidfd, without polling.
+//!
+//! `posix_spawn` uses vfork semantics, so a spawn costs the same however
+//! large plandeck's own memory is (a fork from a multi-threaded process
+//! copies its page tables). This is the only unsafe code of the engine; it
+//! never runs anything but the given program.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use nix::fcntl::OFlag;
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::Mode;
+use tokio::io::unix::AsyncFd;
+
+unsafe extern "C" {
+    /// glibc ≥ 2.29: change directory in the child before exec.
+    fn posix_spawn_file_actions_addchdir_np(
+        actions: *mut libc::posix_spawn_file_actions_t,
+        path: *const libc::c_char,
+    ) -> libc::c_int;
+}
+
+/// A started process.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pidfd: Option<OwnedFd>,
+}
+
+fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+fn nix_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Find `program` on the `PATH` the step will see, as `execvp` would.
+fn resolve(program: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path_var = path_var
+        .map(OsStr::to_os_string)
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = dir.join(program);
+        if candidate.is_file()
+            && nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// Start `program` with `args`; `env` is added to plandeck's own environment.
+pub fn spawn(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+) -> io::Result<Spawned> {
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (k, v) in env {
+        let k = OsString::from(k);
+        vars.retain(|(name, _)| *name != k);
+        vars.push((k, OsString::from(v)));
+    }
+    let path_var = vars
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let exe = resolve(program, path_var)?;
+    let exe = cstring(exe.as_os_str().as_bytes(), "the program path")?;
+    let mut argv = vec![cstring(program.as_bytes(), "the program name")?];
+    for a in args {
+        argv.push(cstring(a.as_bytes(), "an argument")?);
+    }
+    let envp = vars
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv, "an environment variable")
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let dir = cstring(cwd.as_os_str().as_bytes(), "the working directory")?;
+    if !cwd.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("working directory {} does not exist", cwd.display()),
+        ));
+    }
+
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_err)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_err)?;
+    let mut actions = PosixSpawnFileActions::init().map_err(nix_err)?;
+    actions
+        .add_open(0, "/dev/null", OFlag::O_RDONLY, Mode::empty())
+        .map_err(nix_err)?;
+    actions.add_dup2(out_w.as_raw_fd(), 1).map_err(nix_err)?;
+    actions.add_dup2(err_w.as_raw_fd(), 2).map_err(nix_err)?;
+    // SAFETY: `actions` wraps an initialised posix_spawn_file_actions_t (the
+    // type is a transparent wrapper) and `dir` is a valid C string.
+    let rc = unsafe {
+        posix_spawn_file_actions_addchdir_np(
+            (&mut actions as *mut PosixSpawnFileActions).cast(),
+            dir.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let mut attr = PosixSpawnAttr::init().map_err(nix_err)?;
+    let flags = PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
+        | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+        | PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSID as _);
+    attr.set_flags(flags).map_err(nix_err)?;
+    let mut defaults = SigSet::empty();
+    for s in [
+        Signal::SIGPIPE,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        defaults.add(s);
+    }
+    attr.set_sigdefault(&defaults).map_err(nix_err)?;
+    attr.set_sigmask(&SigSet::empty()).map_err(nix_err)?;
+    let pid = posix_spawn(exe.as_c_str(), &actions, &attr, &argv, &envp).map_err(nix_err)?;
+    drop((out_w, err_w));
+    let pid = pid.as_raw();
+    // SAFETY: plain syscall; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(Spawned {
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+        pidfd,
+    })
+}
+
+/// The waitable part of a started process.
+#[derive(Debug)]
+pub struct Waiter {
+    pid: i32,
+    exited: WaitOn,
+}
+
+#[derive(Debug)]
+enum WaitOn {
+    /// Readable once the process has exited.
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Kernels without pidfd: a blocking waitpid on the blocking pool.
+    Thread(tokio::task::JoinHandle<io::Result<ExitStatus>>),
+}
+
+impl Spawned {
+    /// Split into the output pipes and the waiter (needs a tokio runtime).
+    pub fn split(self) -> io::Result<(OwnedFd, OwnedFd, Waiter)> {
+        let pid = self.pid;
+        let exited = match self.pidfd {
+            // SAFETY: the AsyncFd owns `fd`, which stays open while it lives.
+            Some(fd) => WaitOn::Pidfd(
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                    .map_err(|e| io::Error::other(e.to_string()))?,
+            ),
+            None => WaitOn::Thread(tokio::task::spawn_blocking(move || reap(pid))),
+        };
+        Ok((self.stdout, self.stderr, Waiter { pid, exited }))
+    }
+}
+
+fn reap(pid: i32) -> io::Result<ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(ExitStatus::from_raw(status));
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+impl Waiter {
+    /// The process id (also its process group and session id).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Wait for the process to exit and reap it. Cancel-safe: dropping the
+    /// future loses nothing, so it can sit in a `select!` loop.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match &mut self.exited {
+            WaitOn::Pidfd(fd) => {
+                let _ready = fd.readable().await?;
+                reap(self.pid)
+            }
+            WaitOn::Thread(handle) => handle.await.map_err(io::Error::other)?,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `plandeck validate` and `plandeck graph` on the bundled plans and on the
+//! broken fixtures: every invalid plan gets its precise message and exit 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn plandeck(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs plandeck")
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .expect("fixture dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_bundled_plan_validates() {
+    let plans = files("plans");
+    assert!(plans.len() >= 6, "expected at least six bundled plans");
+    for p in plans {
+        let out = plandeck(&["validate", &rel(&p)]);
+        assert!(
+            out.status.success(),
+            "{} should validate:\n{}",
+            rel(&p),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+    }
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_its_message() {
+    let fixtures = files("tests/fixtures/invalid");
+    assert!(fixtures.len() >= 25);
+    for p in fixtures {
+        let name = rel(&p);
+        let out = plandeck(&["validate", &name]);
+        assert_eq!(out.status.code(), Some(2), "{name} must exit 2");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{name} panicked: {stderr}");
+        let snapshot = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("fixture")
+            .to_string();
+        insta::with_settings!({ snapshot_path => "snapshots/invalid", prepend_module_to_snapshot => false, description => name.clone() }, {
+            insta::assert_snapshot!(snapshot, stderr);
+        });
+    }
+}
+
+#[test]
+fn warnings_are_reported_but_plans_stay_valid() {
+    for p in files("tests/fixtures/warnings") {
+        let name = rel(&p);
+        let out = plandeck(&["validate", &name]);
+        assert!(out.status.success(), "{name} is valid");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("warning:"), "{name} should warn: {stderr}");
+        let snapshot = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("fixture")
+            .to_string();
+        insta::with_settings!({ snapshot_path => "snapshots/warnings", prepend_module_to_snapshot => false, description => name.clone() }, {
+            insta::assert_snapshot!(snapshot, stderr);
+        });
+    }
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = plandeck(&["validate", "no/such/plan.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no/such/plan.json: error: cannot read the plan")
+    );
+}
+
+#[test]
+fn all_errors_of_a_plan_are_reported_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many.json");
+    std::fs::write(
+        &path,
+        r#"{
+  "name": "many",
+  "steps": [
+    { "id": "a", "run": "true", "depends_on": ["nope"] },
+    { "id": "a", "run": "true" },
+    { "id": "c", "command": "x", "run": "y", "resources": ["gpu"] }
+  ]
+}
+"#,
+    )
+    .expect("write");
+    let out = plandeck(&["validate", path.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "4:48: error: step 'a': unknown dependency 'nope'",
+        "5:13: error: step 'a': duplicate step id 'a'",
+        "error: step 'c': has both `run` and `command`",
+        "error: step 'c': unknown resource 'gpu'",
+        "invalid (4 errors)",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn graph_formats_render() {
+    for format in ["text", "dot", "mermaid"] {
+        let out = plandeck(&["graph", "plans/demo.json", "--format", format]);
+        assert!(out.status.success(), "{format}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.to_lowercase().contains("prepare"), "{format}: {text}");
+    }
+}
+
+#[test]
+fn dot_output_is_accepted_by_graphviz() {
+    if Command::new("dot").arg("-V").output().is_err() {
+        eprintln!("skipped: Graphviz `dot` is not installed (.ci/run installs it)");
+        return;
+    }
+    for p in files("plans") {
+        let out = plandeck(&["graph", &rel(&p), "--format", "dot"]);
+        assert!(out.status.success());
+        let mut dot = Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("dot starts");
+        use std::io::Write;
+        dot.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&out.stdout)
+            .expect("write");
+        let result = dot.wait_with_output().expect("dot ends");
+        assert!(
+            result.status.success(),
+            "dot rejected the graph of {}: {}",
+            rel(&p),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(String::from_utf8_lossy(&result.stdout).contains("<svg"));
+    }
+}
+
+#[test]
+fn completions_and_help() {
+    let out = plandeck(&["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("plandeck"));
+    let help = plandeck(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Examples:"));
+}
