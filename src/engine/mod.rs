@@ -17,7 +17,7 @@ pub mod runner;
 pub mod spawn;
 pub mod spec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +137,25 @@ struct Driver {
     timer_tx: mpsc::UnboundedSender<(usize, u32)>,
     controls: HashMap<usize, mpsc::UnboundedSender<Control>>,
     tasks: JoinSet<()>,
+    /// Steps that declare outputs, with every step downstream of them.
+    producers: Vec<(usize, HashSet<usize>)>,
+}
+
+/// Each step that declares outputs, with the set of steps downstream of it.
+fn output_producers(plan: &ValidPlan) -> Vec<(usize, HashSet<usize>)> {
+    (0..plan.len())
+        .filter(|&i| !plan.plan.steps[i].outputs.is_empty())
+        .map(|i| {
+            let mut below = HashSet::new();
+            let mut stack = plan.dependents[i].clone();
+            while let Some(j) = stack.pop() {
+                if below.insert(j) {
+                    stack.extend(&plan.dependents[j]);
+                }
+            }
+            (i, below)
+        })
+        .collect()
 }
 
 impl Driver {
@@ -157,9 +176,10 @@ impl Driver {
                     role,
                     fix,
                 } => {
-                    let deps = self.plan.deps[step]
-                        .iter()
-                        .map(|&d| (self.plan.id(d), &core.steps[d].outputs));
+                    // Outputs of every upstream step that declares outputs, and of direct dependencies.
+                    let declared = self.producers.iter().filter(|(_, below)| below.contains(&step)).map(|(p, _)| *p);
+                    let direct = self.plan.deps[step].iter().copied().filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
+                    let deps = declared.chain(direct).map(|d| (self.plan.id(d), &core.steps[d].outputs));
                     let spec = spec::spawn_spec(
                         &self.plan,
                         &self.ctx,
@@ -251,6 +271,7 @@ async fn drive(
         timer_tx,
         controls: HashMap::new(),
         tasks: JoinSet::new(),
+        producers: output_producers(&plan),
     };
 
     let owner = Owner::this_process();
