@@ -36,6 +36,9 @@ use crate::remediation::Rules;
 use crate::store::writer::{Approval, Committed, NewRun, Owner, WriteOp, Writer};
 use crate::store::{Location, StoreError};
 
+/// How many log lines may wait between the runners and the front end.
+const MAX_LOGS_IN_FLIGHT: usize = 4096;
+
 /// A stored run to continue.
 #[derive(Debug, Clone)]
 pub struct Resume {
@@ -328,6 +331,9 @@ async fn drive(
     let mut interrupted = false;
     let mut signals = Signals::new(req.handle_signals);
     let mut commands_open = true;
+    // Log lines handed to the writer and not yet published: reading more
+    // output waits while this is high, so a flood cannot grow memory.
+    let mut logs_in_flight = 0usize;
     let result: Result<(), StoreError> = loop {
         if core.is_finished() && core.all_durable() && (!req.keep_alive || !commands_open) {
             break Ok(());
@@ -337,10 +343,11 @@ async fn drive(
                 Some(c) => core.handle(Input::Command(c)),
                 None => commands_open = false,
             },
-            Some(m) = runner_rx.recv() => match m {
+            Some(m) = runner_rx.recv(), if logs_in_flight < MAX_LOGS_IN_FLIGHT => match m {
                 RunnerMsg::Started { step, attempt, pgid } => core.handle(Input::Started { step, attempt, pgid }),
                 RunnerMsg::Lines { step, attempt, stream, lines } => {
                     let seq = core.last_seq();
+                    logs_in_flight += lines.len();
                     for line in lines {
                         let event = Event {
                             seq,
@@ -364,6 +371,9 @@ async fn drive(
             c = committed.recv() => match c {
                 Some(Committed::Events { events, last_seq }) => {
                     for e in events {
+                        if matches!(e.kind, EventKind::Log { .. }) {
+                            logs_in_flight -= 1;
+                        }
                         let _ = out.send(e).await;
                     }
                     core.handle(Input::Committed { last_seq });
