@@ -47,7 +47,10 @@ fn run_and_kill(plan: &Path, db: &Path, kill_after: usize) -> (String, BTreeSet<
             }
         }
     }
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let _ = child.wait();
     (run_id, done)
 }
@@ -91,18 +94,31 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
             })
             .expect("steps");
         assert_eq!(states.len(), 50, "seed {seed}");
-        assert!(states.iter().all(|(_, s)| s == "succeeded"), "seed {seed}: {states:?}");
-        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+        assert!(
+            states.iter().all(|(_, s)| s == "succeeded"),
+            "seed {seed}: {states:?}"
+        );
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
         assert_eq!(integrity, "ok");
         let run_state: String = conn
-            .query_row("SELECT state FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+            .query_row("SELECT state FROM runs WHERE id = ?1", [&run_id], |r| {
+                r.get(0)
+            })
             .expect("run");
         assert_eq!(run_state, "succeeded");
         let seqs: Vec<i64> = conn
             .prepare("SELECT seq FROM events WHERE run_id = ?1 ORDER BY seq")
-            .and_then(|mut s| s.query_map([&run_id], |r| r.get(0))?.collect::<Result<Vec<_>, _>>())
+            .and_then(|mut s| {
+                s.query_map([&run_id], |r| r.get(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .expect("seqs");
-        assert!(seqs.iter().enumerate().all(|(i, &s)| s == i as i64 + 1), "seed {seed}: gaps in event seqs");
+        assert!(
+            seqs.iter().enumerate().all(|(i, &s)| s == i as i64 + 1),
+            "seed {seed}: gaps in event seqs"
+        );
 
         // The ledger: per step, the attempts that started and ended, in order.
         let ledger_text = std::fs::read_to_string(&ledger).expect("ledger");
@@ -111,7 +127,8 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
         let mut last_start: BTreeMap<String, usize> = BTreeMap::new();
         for (n, line) in ledger_text.lines().enumerate() {
             let mut parts = line.split(' ');
-            let (kind, step, attempt) = (parts.next(), parts.next().unwrap_or_default(), parts.next());
+            let (kind, step, attempt) =
+                (parts.next(), parts.next().unwrap_or_default(), parts.next());
             let attempt: u32 = attempt.and_then(|a| a.parse().ok()).unwrap_or(0);
             match kind {
                 Some("start") => {
@@ -120,15 +137,26 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
                 }
                 Some("end") => {
                     // An old attempt must never end after a newer one started.
-                    let newest = starts.get(step).and_then(|s| s.iter().max()).copied().unwrap_or(0);
-                    assert_eq!(attempt, newest, "seed {seed}: {step} attempt {attempt} ended after attempt {newest} started");
+                    let newest = starts
+                        .get(step)
+                        .and_then(|s| s.iter().max())
+                        .copied()
+                        .unwrap_or(0);
+                    assert_eq!(
+                        attempt, newest,
+                        "seed {seed}: {step} attempt {attempt} ended after attempt {newest} started"
+                    );
                     ends.entry(step.to_string()).or_default().push(attempt);
                 }
                 _ => {}
             }
         }
         for step in &before_kill {
-            assert_eq!(starts.get(step).map(Vec::len), Some(1), "seed {seed}: {step} succeeded before the kill but ran again");
+            assert_eq!(
+                starts.get(step).map(Vec::len),
+                Some(1),
+                "seed {seed}: {step} succeeded before the kill but ran again"
+            );
         }
         assert_eq!(ends.len(), 50, "seed {seed}: every step ended");
         reruns += starts.values().filter(|a| a.len() > 1).count();

@@ -86,6 +86,9 @@ pub enum Command {
         /// Override `globals.max_concurrency`.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_concurrency: Option<u32>,
+        /// Approve this step's `approval` gate in advance (repeatable).
+        #[arg(long, value_name = "STEP")]
+        approve: Vec<String>,
         #[command(flatten)]
         db: DbArg,
     },
@@ -99,6 +102,9 @@ pub enum Command {
         json: bool,
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_concurrency: Option<u32>,
+        /// Approve this step's `approval` gate in advance (repeatable).
+        #[arg(long, value_name = "STEP")]
+        approve: Vec<String>,
         #[command(flatten)]
         db: DbArg,
     },
@@ -131,11 +137,13 @@ pub fn main() -> ExitCode {
             json,
             inputs,
             max_concurrency,
+            approve,
             db,
         }) => run::run(
             &plan,
             &inputs,
             &run::RunOptions {
+                approve,
                 yes,
                 json,
                 max_concurrency,
@@ -147,10 +155,12 @@ pub fn main() -> ExitCode {
             yes,
             json,
             max_concurrency,
+            approve,
             db,
         }) => run::resume(
             &run,
             &run::RunOptions {
+                approve,
                 yes,
                 json,
                 max_concurrency,

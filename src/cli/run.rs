@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::Exit;
 use super::printer::Printer;
 use crate::dag::Schedule;
-use crate::engine::api::RunState;
+use crate::engine::api::{Command, EventKind, RunState};
 use crate::engine::{self, RunRequest};
 use crate::plan::{self, ValidPlan};
 use crate::store::writer::Approval;
@@ -17,6 +17,8 @@ use crate::store::{self, Location, queries};
 
 /// Options shared by `run` and `resume`.
 pub struct RunOptions {
+    /// Steps whose `approval` gate is approved in advance.
+    pub approve: Vec<String>,
     pub yes: bool,
     pub json: bool,
     pub max_concurrency: Option<u32>,
@@ -175,6 +177,8 @@ pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
         estimates,
         stream_logs: opts.json,
         keep_alive: false,
+        exit_when_paused: true,
+        approved_steps: opts.approve.clone(),
         handle_signals: true,
         store: location,
         resume: None,
@@ -182,8 +186,35 @@ pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
     drive(req, opts)
 }
 
+/// The step an approval pause waits for (`approval needed: step 'X'`).
+fn gated_step(reason: &str) -> Option<&str> {
+    reason
+        .strip_prefix("approval needed: step '")?
+        .strip_suffix('\'')
+}
+
+/// Ask on the terminal whether a gated step may start.
+fn ask(question: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
+}
+
 /// Start the engine and print until it ends.
 pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
+    for id in &opts.approve {
+        if !req.plan.index.contains_key(id) {
+            return fail(
+                format!("--approve {id}: the plan has no such step"),
+                Exit::InvalidInput,
+            );
+        }
+    }
     let mut handle = match engine::spawn(req) {
         Ok(h) => h,
         Err(e) => return fail(e, Exit::Internal),
@@ -194,10 +225,31 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
     let mut printer = Printer::new(opts.json, color);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut paused: Option<String> = None;
     while let Some(event) = handle.events.blocking_recv() {
         printer.print(&mut out, &event);
         if handle.events.is_empty() {
             let _ = out.flush();
+        }
+        match &event.kind {
+            EventKind::RunState {
+                state: RunState::Paused,
+                reason,
+            } => {
+                let reason = reason.clone().unwrap_or_default();
+                let _ = out.flush();
+                match gated_step(&reason) {
+                    Some(step) if ask(&format!("Step '{step}' needs approval. Start it?")) => {
+                        let _ = handle.commands.send(Command::ApproveStep(step.to_string()));
+                    }
+                    _ => {
+                        paused = Some(reason);
+                        handle.close_commands();
+                    }
+                }
+            }
+            EventKind::RunState { .. } => paused = None,
+            _ => {}
         }
     }
     let _ = out.flush();
@@ -209,6 +261,11 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
         }
         Ok(exit) => match exit.state {
             RunState::Succeeded => Exit::Succeeded,
+            RunState::Paused => {
+                let why = paused.unwrap_or_default();
+                eprintln!("plandeck: run paused ({why}); continue with `plandeck resume {run_id}`");
+                Exit::RunFailed
+            }
             _ => Exit::RunFailed,
         },
         Err(e) => fail(format!("{e}; the run is left resumable"), Exit::Internal),
@@ -307,6 +364,8 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
         estimates,
         stream_logs: opts.json,
         keep_alive: false,
+        exit_when_paused: true,
+        approved_steps: opts.approve.clone(),
         handle_signals: true,
         store: location,
         resume: Some(resume),

@@ -379,6 +379,11 @@ impl Core {
         self.finished
     }
 
+    /// Paused with nothing running: a headless front end may leave now.
+    pub fn is_idle_paused(&self) -> bool {
+        self.state == RunState::Paused && self.running == 0 && !self.finished
+    }
+
     /// The last sequence number handed out.
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1

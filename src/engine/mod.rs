@@ -64,6 +64,11 @@ pub struct RunRequest {
     pub stream_logs: bool,
     /// Stay after the run ends, for retries from the UI, until commands close.
     pub keep_alive: bool,
+    /// End (leaving the run paused and resumable) once the run is paused
+    /// with nothing running, unless a command arrives first.
+    pub exit_when_paused: bool,
+    /// Steps whose `approval` gate a person approved up front.
+    pub approved_steps: Vec<String>,
     /// Treat SIGINT, SIGTERM and SIGHUP as "stop, leave the run resumable".
     pub handle_signals: bool,
     pub store: Location,
@@ -87,6 +92,12 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// Send no more commands: a headless front end lets a paused run end
+    /// here (it stays paused and resumable).
+    pub fn close_commands(&mut self) {
+        self.commands = mpsc::unbounded_channel().0;
+    }
+
     /// Wait for the engine thread to end.
     pub fn join(self) -> Result<EngineExit, StoreError> {
         self.thread
@@ -180,9 +191,18 @@ impl Driver {
                     fix,
                 } => {
                     // Outputs of every upstream step that declares outputs, and of direct dependencies.
-                    let declared = self.producers.iter().filter(|(_, below)| below.contains(&step)).map(|(p, _)| *p);
-                    let direct = self.plan.deps[step].iter().copied().filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
-                    let deps = declared.chain(direct).map(|d| (self.plan.id(d), &core.steps[d].outputs));
+                    let declared = self
+                        .producers
+                        .iter()
+                        .filter(|(_, below)| below.contains(&step))
+                        .map(|(p, _)| *p);
+                    let direct = self.plan.deps[step]
+                        .iter()
+                        .copied()
+                        .filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
+                    let deps = declared
+                        .chain(direct)
+                        .map(|d| (self.plan.id(d), &core.steps[d].outputs));
                     let spec = spec::spawn_spec(
                         &self.plan,
                         &self.ctx,
@@ -324,6 +344,9 @@ async fn drive(
             Core::restore(cfg, r.next_seq, &r.steps)
         }
     };
+    for id in &req.approved_steps {
+        core.handle(Input::Command(Command::ApproveStep(id.clone())));
+    }
     core.start(req.approval.is_some());
     d.perform(&mut core).await?;
 
@@ -336,6 +359,9 @@ async fn drive(
     let mut logs_in_flight = 0usize;
     let result: Result<(), StoreError> = loop {
         if core.is_finished() && core.all_durable() && (!req.keep_alive || !commands_open) {
+            break Ok(());
+        }
+        if req.exit_when_paused && core.is_idle_paused() && core.all_durable() && !commands_open {
             break Ok(());
         }
         tokio::select! {

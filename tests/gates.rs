@@ -1,0 +1,134 @@
+//! Approval gates and `restart_required` in headless runs: the run pauses,
+//! plandeck exits leaving it resumable, and `resume` continues after the
+//! point where it stopped without running anything twice.
+
+use std::process::{Command, Output, Stdio};
+
+fn plandeck(args: &[&str], db: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("plandeck runs")
+}
+
+fn latest_run(db: &std::path::Path) -> (String, String) {
+    let conn = rusqlite::Connection::open(db).expect("db");
+    conn.query_row(
+        "SELECT id, state FROM runs ORDER BY created_at DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("a run")
+}
+
+#[test]
+fn gates_and_restarts_pause_and_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let plan = dir.path().join("gate.json");
+    let db = dir.path().join("db.sqlite");
+    let step = |id: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{id}","run":"echo {id} >> '{}'"{extra}}}"#,
+            ledger.display()
+        )
+    };
+    std::fs::write(
+        &plan,
+        format!(
+            r#"{{"name":"gate","steps":[{},{},{},{}]}}"#,
+            step("a", ""),
+            step("b", r#","approval":true"#),
+            step("c", r#","restart_required":true"#),
+            step("d", "")
+        ),
+    )
+    .expect("write plan");
+    let plan_arg = plan.to_str().expect("utf-8");
+
+    let first = plandeck(&["run", "--yes", plan_arg], &db);
+    assert_eq!(first.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("approval needed: step 'b'"));
+    let (id, state) = latest_run(&db);
+    assert_eq!(state, "paused");
+    assert_eq!(std::fs::read_to_string(&ledger).expect("ledger"), "a\n");
+
+    let second = plandeck(&["resume", "--yes", "--approve", "b", &id[..8]], &db);
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("restart_required"));
+    assert_eq!(latest_run(&db).1, "paused");
+    assert_eq!(
+        std::fs::read_to_string(&ledger).expect("ledger"),
+        "a\nb\nc\n"
+    );
+
+    let third = plandeck(&["resume", "--yes", &id[..8]], &db);
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_eq!(latest_run(&db).1, "succeeded");
+    assert_eq!(
+        std::fs::read_to_string(&ledger).expect("ledger"),
+        "a\nb\nc\nd\n"
+    );
+
+    let again = plandeck(&["resume", "--yes", &id[..8]], &db);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a finished run cannot be resumed"
+    );
+}
+
+#[test]
+fn approving_an_unknown_step_is_an_input_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.json");
+    std::fs::write(&plan, r#"{"name":"p","steps":[{"id":"a","run":"true"}]}"#).expect("write");
+    let out = plandeck(
+        &[
+            "run",
+            "--yes",
+            "--approve",
+            "nope",
+            plan.to_str().expect("utf-8"),
+        ],
+        &dir.path().join("db"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--approve nope"));
+}
+
+#[test]
+fn without_yes_and_without_a_terminal_nothing_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.json");
+    let marker = dir.path().join("ran");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"{{"name":"p","steps":[{{"id":"a","run":"touch '{}'"}}]}}"#,
+            marker.display()
+        ),
+    )
+    .expect("write");
+    let out = plandeck(
+        &["run", plan.to_str().expect("utf-8")],
+        &dir.path().join("db"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"));
+    assert!(!marker.exists());
+}
