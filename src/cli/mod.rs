@@ -4,9 +4,13 @@
 //! Each command returns an exit code; nothing here panics on user input.
 //! Commands print through stdout/stderr only; the engine and store do the work.
 
+mod cancel;
 mod inspect;
+mod logs;
+mod manage;
 mod printer;
 mod run;
+mod show;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +112,67 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// List runs: interrupted and paused first, then newest first.
+    #[command(
+        after_help = "A run whose plandeck process is gone is shown as interrupted; resume it with `plandeck resume RUN`."
+    )]
+    Runs {
+        /// Every run, not only the latest 20 and those not ended.
+        #[arg(long)]
+        all: bool,
+        /// A JSON list of runs (SPEC §9).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Report on a run: state, approval, timing, and every step with its attempts.
+    Show {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// One JSON object (SPEC §9).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Print the stored output of a run's attempts (each step's latest, or one step's).
+    Logs {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// Only this step.
+        step: Option<String>,
+        /// This attempt of the step instead of its latest.
+        #[arg(long, requires = "step", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+        /// While the run is live, print each attempt's output as it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Cancel a run: ask its live plandeck to stop it, or end an orphaned run here.
+    #[command(after_help = "Exit code 2 when the run has already ended.")]
+    Cancel {
+        /// Run id or a unique prefix of it.
+        run: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Delete ended runs older than a given age, with their steps, attempts and events.
+    #[command(
+        after_help = "Runs that have not ended (running, paused, interrupted) are never deleted."
+    )]
+    Prune {
+        /// Age of the runs to delete, by when they ended: 30d, 12h, 90m, 45s, 2w.
+        #[arg(long, value_name = "DURATION", value_parser = cancel::parse_age)]
+        older_than: chrono::Duration,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -167,6 +232,21 @@ pub fn main() -> ExitCode {
                 db: db.db,
             },
         ),
+        Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
+        Some(Command::Show { run, json, db }) => show::show(&run, json, db.db.as_deref()),
+        Some(Command::Logs {
+            run,
+            step,
+            attempt,
+            follow,
+            db,
+        }) => logs::logs(&run, step.as_deref(), attempt, follow, db.db.as_deref()),
+        Some(Command::Cancel { run, db }) => cancel::cancel(&run, db.db.as_deref()),
+        Some(Command::Prune {
+            older_than,
+            dry_run,
+            db,
+        }) => cancel::prune(older_than, dry_run, db.db.as_deref()),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

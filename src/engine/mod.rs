@@ -297,6 +297,10 @@ async fn drive(
         producers: output_producers(&plan),
     };
 
+    // Listen before the run records this process as its owner: from then on
+    // `plandeck cancel` may send SIGUSR1.
+    let mut signals = Signals::new(req.handle_signals);
+    let mut cancel_requests = CancelSignal::new();
     let owner = Owner::this_process();
     let mut core = match &req.resume {
         None => {
@@ -352,7 +356,6 @@ async fn drive(
 
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     let mut interrupted = false;
-    let mut signals = Signals::new(req.handle_signals);
     let mut commands_open = true;
     // Log lines handed to the writer and not yet published: reading more
     // output waits while this is high, so a flood cannot grow memory.
@@ -411,6 +414,7 @@ async fn drive(
                 interrupted = true;
                 core.handle(Input::Interrupt);
             }
+            _ = cancel_requests.recv() => core.handle(Input::Command(Command::Cancel)),
             _ = heartbeat.tick() => {
                 let _ = d.tx.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
             }
@@ -480,5 +484,24 @@ impl Signals {
         }
         let futures = self.streams.iter_mut().map(|s| Box::pin(s.recv()));
         futures::future::select_all(futures).await;
+    }
+}
+
+/// SIGUSR1, always: the cancel request `plandeck cancel` sends a run's owner.
+struct CancelSignal(Option<tokio::signal::unix::Signal>);
+
+impl CancelSignal {
+    fn new() -> CancelSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        CancelSignal(signal(SignalKind::user_defined1()).ok())
+    }
+
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! Only this module speaks SQL. Writes go through `writer` (one thread owns
 //! the write connection); readers open their own connections.
 
+pub mod maintenance;
 pub mod queries;
 pub mod schema;
 pub mod writer;
@@ -20,6 +21,103 @@ pub struct StoreError(pub String);
 impl StoreError {
     fn at(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError(format!("store {}: {what}: {e}", path.display()))
+    }
+}
+
+/// What a SQLite error means for the person running plandeck: the cause in
+/// plain words first, SQLite's own wording after it.
+pub fn explain(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let Some(code) = e.sqlite_error_code() else {
+        return e.to_string();
+    };
+    let plain = match code {
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            "the database is locked by another process (gave up after waiting 5 s); let it finish or stop it, then try again"
+        }
+        ErrorCode::NotADatabase => {
+            "the file is not a SQLite database (another kind of file, or damaged); pass --db with another path"
+        }
+        ErrorCode::DiskFull => {
+            "the disk is full; free space on the filesystem that holds the database"
+        }
+        ErrorCode::ReadOnly => {
+            "the database is read-only; check the permissions of the file and its directory"
+        }
+        ErrorCode::PermissionDenied => {
+            "permission denied; check the permissions of the file and its directory"
+        }
+        ErrorCode::DatabaseCorrupt => {
+            "the database file is damaged; restore it from a backup or pass --db with another path"
+        }
+        ErrorCode::SystemIoFailure => "an I/O error occurred reading or writing the file",
+        _ => return e.to_string(),
+    };
+    format!("{plain} ({e})")
+}
+
+/// Below this much free space the filesystem counts as full.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// `msg`, with the likely cause added when the filesystem holding `path` is
+/// (nearly) full: SQLite then often reports only "disk I/O error", because
+/// the WAL index cannot grow.
+pub fn note_if_disk_full(path: &Path, msg: String) -> String {
+    if path == Path::new(":memory:") || msg.contains("the disk is full") {
+        return msg;
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            let free = st.blocks_available() * st.fragment_size();
+            if free < NEARLY_FULL {
+                format!(
+                    "{msg}; the disk is full: {} KiB free on the filesystem that holds {}",
+                    free / 1024,
+                    path.display()
+                )
+            } else {
+                msg
+            }
+        }
+        Err(_) => msg,
+    }
+}
+
+/// Why a database file cannot be opened, from the operating system's side.
+fn open_failure(path: &Path, e: &rusqlite::Error) -> String {
+    let why = if path.is_dir() {
+        Some("it is a directory".to_string())
+    } else if path.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .err()
+            .map(|e| e.to_string())
+    } else {
+        // Ask the OS whether the file can be created; leave nothing behind.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
+            Err(e) => Some(format!("cannot create the file: {e}")),
+        }
+    };
+    match why {
+        Some(why) => format!(
+            "{why}; check that the directory exists and is writable ({})",
+            explain(e)
+        ),
+        None => explain(e),
     }
 }
 
@@ -75,14 +173,24 @@ pub fn open(location: &Location) -> Result<Connection, StoreError> {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             Connection::open_with_flags(path, flags)
-                .map_err(|e| StoreError::at(path, "cannot open", e))?
+                .map_err(|e| StoreError::at(path, "cannot open", open_failure(path, &e)))?
         }
     };
     let path = PathBuf::from(location.display());
-    schema::configure(&conn)
-        .map_err(|e| StoreError::at(&path, "not a usable SQLite database", e))?;
-    schema::migrate(&mut conn)
-        .map_err(|e| StoreError::at(&path, "cannot prepare the schema", e))?;
+    schema::configure(&conn).map_err(|e| {
+        StoreError::at(
+            &path,
+            "cannot use the database",
+            note_if_disk_full(&path, explain(&e)),
+        )
+    })?;
+    schema::migrate(&mut conn).map_err(|e| {
+        StoreError::at(
+            &path,
+            "cannot prepare the schema",
+            note_if_disk_full(&path, e),
+        )
+    })?;
     Ok(conn)
 }
 

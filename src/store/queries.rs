@@ -243,3 +243,123 @@ pub fn run_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
         .map(|o| o.is_some())
         .map_err(sql_err)
 }
+
+/// One row of `steps`: a step's latest state in a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub step_id: String,
+    pub state: StepState,
+    pub attempts: u32,
+    pub reason: Option<String>,
+}
+
+/// The recorded steps of a run (steps that never changed state have no row).
+pub fn steps(conn: &Connection, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT step_id, state, attempts, reason FROM steps WHERE run_id = ?1 ORDER BY step_id",
+        )
+        .map_err(sql_err)?;
+    stmt.query_map(params![run_id], |r| {
+        let state: String = r.get(1)?;
+        Ok(StepRow {
+            step_id: r.get(0)?,
+            state: StepState::parse(&state).unwrap_or(StepState::Pending),
+            attempts: r.get(2)?,
+            reason: r.get(3)?,
+        })
+    })
+    .and_then(|r| r.collect())
+    .map_err(sql_err)
+}
+
+/// One row of `step_attempts`, without the captured output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub step_id: String,
+    pub attempt: u32,
+    pub role: String,
+    pub state: StepState,
+    pub pgid: Option<i32>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error_class: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Every attempt of a run, by step and attempt number.
+pub fn attempts(conn: &Connection, run_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT step_id, attempt, role, state, pgid, started_at, ended_at, duration_ms, exit_code, signal,
+                    error_class, message
+             FROM step_attempts WHERE run_id = ?1 ORDER BY step_id, attempt",
+        )
+        .map_err(sql_err)?;
+    stmt.query_map(params![run_id], |r| {
+        let state: String = r.get(3)?;
+        Ok(AttemptRow {
+            step_id: r.get(0)?,
+            attempt: r.get(1)?,
+            role: r.get(2)?,
+            state: StepState::parse(&state).unwrap_or(StepState::Interrupted),
+            pgid: r.get(4)?,
+            started_at: r.get(5)?,
+            ended_at: r.get(6)?,
+            duration_ms: r.get(7)?,
+            exit_code: r.get(8)?,
+            signal: r.get(9)?,
+            error_class: r.get(10)?,
+            message: r.get(11)?,
+        })
+    })
+    .and_then(|r| r.collect())
+    .map_err(sql_err)
+}
+
+/// The output an attempt printed, as stored (bounded, with a marker where cut).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// The stored output of one attempt (empty while it runs).
+pub fn attempt_output(
+    conn: &Connection,
+    run_id: &str,
+    step_id: &str,
+    attempt: u32,
+) -> Result<AttemptOutput, StoreError> {
+    conn.query_row(
+        "SELECT COALESCE(stdout, ''), COALESCE(stderr, ''), stdout_truncated, stderr_truncated
+         FROM step_attempts WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+        params![run_id, step_id, attempt],
+        |r| {
+            Ok(AttemptOutput {
+                stdout: r.get(0)?,
+                stderr: r.get(1)?,
+                stdout_truncated: r.get(2)?,
+                stderr_truncated: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(sql_err)
+}
+
+/// The highest event sequence number of a run (0 before its first event).
+pub fn last_seq(conn: &Connection, run_id: &str) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1",
+        params![run_id],
+        |r| r.get(0),
+    )
+    .map_err(sql_err)
+}

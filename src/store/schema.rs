@@ -6,6 +6,8 @@
 
 use rusqlite::Connection;
 
+use super::explain;
+
 /// Migrations in order; migration `i` takes the schema from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     // 1: plans, runs, step states, attempts, events.
@@ -77,6 +79,12 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     ",
+    // 2: indexes for reports: attempts by state (failed attempts, running ones
+    // left behind) and a run's events by type.
+    "
+    CREATE INDEX step_attempts_by_state ON step_attempts(state);
+    CREATE INDEX events_by_type ON events(run_id, type);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -101,19 +109,19 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| explain(&e))?;
     if current > VERSION {
         return Err(format!(
             "the database has schema version {current}, newer than this plandeck understands ({VERSION}); upgrade plandeck"
         ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tx = conn.transaction().map_err(|e| explain(&e))?;
         tx.execute_batch(sql)
-            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+            .map_err(|e| format!("migration {} failed: {}", i + 1, explain(&e)))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
+            .map_err(|e| explain(&e))?;
+        tx.commit().map_err(|e| explain(&e))?;
     }
     Ok(())
 }

@@ -169,7 +169,8 @@ fn run(
             }
             Err(e) => {
                 let _ = out.send(Committed::Failed(StoreError(format!(
-                    "store {name}: write failed: {e}"
+                    "store {name}: write failed: {}",
+                    super::note_if_disk_full(std::path::Path::new(&name), super::explain(&e))
                 ))));
                 return;
             }

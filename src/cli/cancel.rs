@@ -1,0 +1,239 @@
+//! `plandeck cancel` and `plandeck prune`: the commands that change stored runs.
+//!
+//! Cancel asks a live owner to cancel (SIGUSR1; the engine treats it as the
+//! Cancel command) and waits for the run to end; a run whose owner is gone is
+//! ended here, after killing what the dead owner left running.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::Exit;
+use super::manage::{RunView, fail, open_run, open_store, outln, plan_steps, short, store_fail};
+use crate::engine::api::RunState;
+use crate::engine::{current_user, ownership};
+use crate::store::maintenance::{self, CancelError, PlanStep};
+use crate::store::queries;
+use crate::store::writer::Owner;
+
+/// How long `cancel` waits for a live owner to end the run.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(200);
+
+/// `plandeck cancel RUN`.
+pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
+    let (mut conn, row) = match open_run(db, run) {
+        Ok(x) => x,
+        Err(exit) => return exit,
+    };
+    if row.state.is_terminal() {
+        return fail(
+            format!(
+                "run {} already ended ({}); nothing to cancel",
+                row.id, row.state
+            ),
+            Exit::InvalidInput,
+        );
+    }
+    let mut view = RunView::new(row);
+    if let Some(owner) = view.owner.clone() {
+        let this_host = Owner::this_process().host;
+        if view.row.owner_host.as_deref() != Some(this_host.as_str()) {
+            return fail(
+                format!(
+                    "run {} is driven by {owner}, on another host; cancel it there",
+                    view.row.id
+                ),
+                Exit::InvalidInput,
+            );
+        }
+        let pid = view.row.owner_pid.unwrap_or_default() as i32;
+        match kill(Pid::from_raw(pid), Signal::SIGUSR1) {
+            Ok(()) => eprintln!("plandeck: asked {owner} to cancel run {}", view.row.id),
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                return fail(
+                    format!(
+                        "cannot signal the owner of run {} ({owner}): {e}",
+                        view.row.id
+                    ),
+                    Exit::Internal,
+                );
+            }
+        }
+        let deadline = Instant::now() + CANCEL_WAIT;
+        loop {
+            view = match queries::find_run(&conn, &view.row.id) {
+                Ok(r) => RunView::new(r),
+                Err(e) => return store_fail(&conn, e),
+            };
+            if view.row.state.is_terminal() {
+                return ended(&view);
+            }
+            if !view.is_live() {
+                eprintln!(
+                    "plandeck: the owner of run {} is gone before it ended the run",
+                    view.row.id
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                return fail(
+                    format!(
+                        "run {} did not end within {} s of the cancel request; its owner ({owner}) may still be stopping steps — check with `plandeck show {}`",
+                        view.row.id,
+                        CANCEL_WAIT.as_secs(),
+                        short(&view.row.id)
+                    ),
+                    Exit::Internal,
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    // Nobody drives the run: stop what its last owner left, then end it here.
+    let killed = ownership::kill_orphans(&view.row.id);
+    if killed > 0 {
+        eprintln!(
+            "plandeck: killed {killed} process group(s) left running by the run's last owner"
+        );
+    }
+    let recorded = match queries::steps(&conn, &view.row.id) {
+        Ok(s) => s,
+        Err(e) => return store_fail(&conn, e),
+    };
+    let plan: Vec<PlanStep> = plan_steps(&conn, &view.row, &recorded)
+        .into_iter()
+        .map(|(id, fallback_only)| PlanStep { id, fallback_only })
+        .collect();
+    let reason = format!(
+        "canceled by {} (its plandeck process was gone)",
+        current_user()
+    );
+    match maintenance::cancel_orphaned(&mut conn, &view.row, &plan, &reason) {
+        Ok(done) => {
+            outln!(
+                "run {} canceled ({} step(s) and {} running attempt(s) canceled)",
+                view.row.id,
+                done.steps,
+                done.attempts
+            );
+            Exit::Succeeded
+        }
+        Err(CancelError::Refused(msg)) => fail(msg, Exit::InvalidInput),
+        Err(CancelError::Store(e)) => store_fail(&conn, e),
+    }
+}
+
+fn ended(view: &RunView) -> Exit {
+    let reason = view
+        .row
+        .reason
+        .as_deref()
+        .map(|r| format!(" — {r}"))
+        .unwrap_or_default();
+    outln!("run {} {}{reason}", view.row.id, view.state);
+    if view.state == RunState::Canceled {
+        Exit::Succeeded
+    } else {
+        fail(
+            format!(
+                "run {} ended {} before the cancel took effect",
+                view.row.id, view.state
+            ),
+            Exit::InvalidInput,
+        )
+    }
+}
+
+/// Parse an age such as `30d`, `12h`, `90m`, `45s`, `2w` (or `1d12h`).
+pub fn parse_age(text: &str) -> Result<chrono::Duration, String> {
+    let bad = || {
+        format!(
+            "'{text}' is not a duration: use a number and a unit, s m h d or w (e.g. 30d, 12h, 90m)"
+        )
+    };
+    let mut total = chrono::Duration::zero();
+    let mut digits = String::new();
+    let mut any = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        let part = match c {
+            's' => chrono::Duration::try_seconds(n),
+            'm' => chrono::Duration::try_minutes(n),
+            'h' => chrono::Duration::try_hours(n),
+            'd' => chrono::Duration::try_days(n),
+            'w' => chrono::Duration::try_weeks(n),
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        total = total.checked_add(&part).ok_or_else(bad)?;
+        digits.clear();
+        any = true;
+    }
+    if !digits.is_empty() || !any {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// `plandeck prune --older-than DURATION [--dry-run]`.
+pub fn prune(older_than: chrono::Duration, dry_run: bool, db: Option<&Path>) -> Exit {
+    let mut conn = match open_store(db) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            outln!("no store, nothing to prune");
+            return Exit::Succeeded;
+        }
+        Err(exit) => return exit,
+    };
+    let cutoff = chrono::Utc::now() - older_than;
+    let pruned = match maintenance::prune(&mut conn, cutoff, dry_run) {
+        Ok(p) => p,
+        Err(e) => return store_fail(&conn, e),
+    };
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for r in &pruned.runs {
+        outln!(
+            "  {} {} {} (ended {})",
+            short(&r.id),
+            r.plan_name,
+            r.state,
+            super::manage::local(Some(&r.ended_at))
+        );
+    }
+    outln!(
+        "{verb} {} run(s), {} step record(s), {} attempt(s), {} event(s), {} plan(s)",
+        pruned.runs.len(),
+        pruned.steps,
+        pruned.attempts,
+        pruned.events,
+        pruned.plans
+    );
+    Exit::Succeeded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+
+    #[test]
+    fn ages_parse_in_every_unit() {
+        let secs = |s: &str| parse_age(s).map(|d| d.num_seconds());
+        assert_eq!(secs("45s"), Ok(45));
+        assert_eq!(secs("90m"), Ok(5400));
+        assert_eq!(secs("12h"), Ok(43_200));
+        assert_eq!(secs("30d"), Ok(2_592_000));
+        assert_eq!(secs("2w"), Ok(1_209_600));
+        assert_eq!(secs("1d12h"), Ok(129_600));
+        for bad in ["", "30", "d", "3x", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}
