@@ -268,7 +268,12 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
             }
             _ => Exit::RunFailed,
         },
-        Err(e) => fail(format!("{e}; the run is left resumable"), Exit::Internal),
+        Err(e) => fail(
+            format!(
+                "{e}; if the run was recorded, `plandeck resume {run_id}` continues it once the store is usable"
+            ),
+            Exit::Internal,
+        ),
     }
 }
 

@@ -203,7 +203,10 @@ mod tests {
         c.push(&[b'x'; 1000]);
         c.push(b"12345");
         assert_eq!(c.total(), 1005);
-        assert!(c.text().starts_with("xxxxx\n[… 995 bytes omitted …]\n12345"));
+        assert!(
+            c.text()
+                .starts_with("xxxxx\n[… 995 bytes omitted …]\n12345")
+        );
     }
 
     #[test]

@@ -994,10 +994,8 @@ impl Core {
     }
 
     fn check_done(&mut self) {
-        if self.finished
-            || self.running > 0
-            || matches!(self.state, RunState::Created | RunState::AwaitingApproval)
-        {
+        let not_started = matches!(self.state, RunState::Created | RunState::AwaitingApproval);
+        if self.finished || self.running > 0 || (not_started && self.ending.is_none()) {
             return;
         }
         let final_state = match self.ending {

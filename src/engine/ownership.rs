@@ -81,11 +81,33 @@ pub fn marked_groups(run_id: &str) -> Vec<i32> {
     groups
 }
 
-fn process_group(pid: i32) -> Option<i32> {
+/// A process's state letter (`R`, `S`, `Z`, ...) and process group, from `/proc/PID/stat`.
+fn process_state(pid: i32) -> Option<(String, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(2)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.to_string();
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
+}
+
+fn process_group(pid: i32) -> Option<i32> {
+    process_state(pid).map(|(_, g)| g)
+}
+
+/// Whether any process of the group is still alive (zombies waiting to be
+/// reaped by init do not count).
+pub fn group_alive(pgid: i32) -> bool {
+    if killpg(Pid::from_raw(pgid), None).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter_map(process_state)
+        .any(|(state, group)| group == pgid && state != "Z")
 }
 
 /// Kill every process group left by a run's previous owner; wait until they are gone.

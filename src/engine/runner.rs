@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::api::{CapturedOutput, Stream};
 use super::capture::{HeadTail, LineSplitter, Masker};
+use super::ownership::group_alive;
 use super::spawn;
 
 /// Everything needed to run one attempt.
@@ -128,11 +129,6 @@ pub fn signal_name(sig: i32) -> &'static str {
 
 fn signal_group(pgid: i32, sig: Signal) -> bool {
     killpg(Pid::from_raw(pgid), sig).is_ok()
-}
-
-/// Whether any process of the group is still alive.
-pub fn group_alive(pgid: i32) -> bool {
-    killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
 /// Run one attempt to its end, reporting on `tx`. Returns once the main
