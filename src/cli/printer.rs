@@ -175,6 +175,9 @@ impl Printer {
                 }
                 Some(text)
             }
+            EventKind::Warning { message } => {
+                Some(format!("  {} {message}", self.paint("33", "!")))
+            }
             EventKind::Log { .. } | EventKind::Command { .. } => None,
         }
     }

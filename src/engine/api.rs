@@ -250,6 +250,9 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         step: Option<String>,
     },
+    /// Something a person should know that is no state change (a process
+    /// that escaped its step's process group and had to be killed).
+    Warning { message: String },
 }
 
 fn is_step_role(r: &Role) -> bool {
@@ -266,6 +269,7 @@ impl EventKind {
             EventKind::Log { .. } => "log",
             EventKind::Remediation { .. } => "remediation",
             EventKind::Command { .. } => "command",
+            EventKind::Warning { .. } => "warning",
         }
     }
     /// The step the event is about.

@@ -379,6 +379,11 @@ impl Core {
         self.finished
     }
 
+    /// Record a warning event.
+    pub fn warn(&mut self, message: String) {
+        self.emit(EventKind::Warning { message });
+    }
+
     /// Paused with nothing running: a headless front end may leave now.
     pub fn is_idle_paused(&self) -> bool {
         self.state == RunState::Paused && self.running == 0 && !self.finished

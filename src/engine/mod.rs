@@ -427,9 +427,19 @@ async fn drive(
         // The store failed: stop every step; the run stays resumable.
         d.terminate_all();
     }
-    drop(d.runner_tx);
-    // Let attempts finish their leftover kills; drop their last reports.
+    // Nobody reads reports any more: a runner's send fails at once instead of
+    // waiting on a full channel. Let attempts finish their leftover kills.
+    drop(runner_rx);
     while d.tasks.join_next().await.is_some() {}
+    let result = match result {
+        Ok(()) => {
+            if let Some(message) = ownership::sweep_escaped(&run_id) {
+                core.warn(message);
+            }
+            d.perform(&mut core).await
+        }
+        err => err,
+    };
     if result.is_ok() {
         let _ =
             d.tx.send(WriteOp::Release {

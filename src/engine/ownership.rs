@@ -46,39 +46,74 @@ pub fn live_owner(run: &RunRow) -> Option<String> {
     })
 }
 
-/// Process groups of processes carrying `PLANDECK_RUN_ID=<run_id>`.
-pub fn marked_groups(run_id: &str) -> Vec<i32> {
+/// A live process carrying a run's marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkedProcess {
+    pub pid: i32,
+    pub pgid: i32,
+    /// Its command line, for messages.
+    pub command: String,
+}
+
+/// Processes (outside plandeck's own group) carrying `PLANDECK_RUN_ID=<run_id>`.
+pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
     let marker = format!("PLANDECK_RUN_ID={run_id}");
     let own_group = nix::unistd::getpgrp().as_raw();
-    let mut groups = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return groups;
+        return Vec::new();
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !environ
-            .split(|&b| b == 0)
-            .any(|var| var == marker.as_bytes())
-        {
-            continue;
-        }
-        if let Some(pgid) = process_group(pid)
-            && pgid != own_group
-            && !groups.contains(&pgid)
-        {
-            groups.push(pgid);
-        }
-    }
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
+        })
+        .filter_map(|pid| {
+            let (state, pgid) = process_state(pid)?;
+            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            (state != "Z" && pgid != own_group).then_some(MarkedProcess { pid, pgid, command })
+        })
+        .collect()
+}
+
+/// Process groups of processes carrying `PLANDECK_RUN_ID=<run_id>`.
+pub fn marked_groups(run_id: &str) -> Vec<i32> {
+    let mut groups: Vec<i32> = marked_processes(run_id)
+        .into_iter()
+        .map(|p| p.pgid)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
     groups
+}
+
+/// Kill whatever still carries the run's marker once its steps have ended
+/// (a `setsid` child escapes its step's group); describe what was killed.
+pub fn sweep_escaped(run_id: &str) -> Option<String> {
+    let escaped = marked_processes(run_id);
+    if escaped.is_empty() {
+        return None;
+    }
+    for p in &escaped {
+        let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+    }
+    let list: Vec<String> = escaped
+        .iter()
+        .map(|p| format!("pid {} ({})", p.pid, p.command))
+        .collect();
+    Some(format!(
+        "{} process(es) left their step's process group and outlived it; plandeck killed them: {}",
+        escaped.len(),
+        list.join(", ")
+    ))
 }
 
 /// A process's state letter (`R`, `S`, `Z`, ...) and process group, from `/proc/PID/stat`.
@@ -89,10 +124,6 @@ fn process_state(pid: i32) -> Option<(String, i32)> {
     let state = fields.next()?.to_string();
     let group = fields.nth(1)?.parse().ok()?;
     Some((state, group))
-}
-
-fn process_group(pid: i32) -> Option<i32> {
-    process_state(pid).map(|(_, g)| g)
 }
 
 /// Whether any process of the group is still alive (zombies waiting to be
