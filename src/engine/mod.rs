@@ -177,9 +177,18 @@ impl Driver {
                     fix,
                 } => {
                     // Outputs of every upstream step that declares outputs, and of direct dependencies.
-                    let declared = self.producers.iter().filter(|(_, below)| below.contains(&step)).map(|(p, _)| *p);
-                    let direct = self.plan.deps[step].iter().copied().filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
-                    let deps = declared.chain(direct).map(|d| (self.plan.id(d), &core.steps[d].outputs));
+                    let declared = self
+                        .producers
+                        .iter()
+                        .filter(|(_, below)| below.contains(&step))
+                        .map(|(p, _)| *p);
+                    let direct = self.plan.deps[step]
+                        .iter()
+                        .copied()
+                        .filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
+                    let deps = declared
+                        .chain(direct)
+                        .map(|d| (self.plan.id(d), &core.steps[d].outputs));
                     let spec = spec::spawn_spec(
                         &self.plan,
                         &self.ctx,
