@@ -24,9 +24,9 @@ pub fn restore() {
         let mut out = stdout();
         let _ = execute!(
             out,
+            ratatui::crossterm::cursor::Show,
             DisableMouseCapture,
-            LeaveAlternateScreen,
-            ratatui::crossterm::cursor::Show
+            LeaveAlternateScreen
         );
         let _ = disable_raw_mode();
         let _ = out.flush();
