@@ -71,6 +71,7 @@ impl Guard {
 
     /// Leave TUI mode for a while (to run an editor).
     pub fn suspend(&mut self) {
+        let _ = self.terminal.show_cursor();
         restore();
     }
 
@@ -83,6 +84,9 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // Show the cursor through ratatui first, so that nothing is written
+        // after the alternate screen is left.
+        let _ = self.terminal.show_cursor();
         restore();
     }
 }
