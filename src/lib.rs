@@ -1,7 +1,8 @@
 //! plandeck: review, approve, run and steer plans — DAGs of shell-command
 //! steps — from the terminal, with every run recorded in SQLite.
 //!
-//! Layers point one way: `cli` → `engine` → `plan`/`dag`; `store` → `plan`.
+//! Layers point one way: `cli` → `tui` → `engine` → `plan`/`dag`; `store` → `plan`.
+//! The TUI reaches the store and the engine only through `tui::backend::Backend`.
 //! `plan`, `dag` and `remediation` are pure.
 
 pub mod cli;
@@ -10,3 +11,4 @@ pub mod engine;
 pub mod plan;
 pub mod remediation;
 pub mod store;
+pub mod tui;

@@ -11,6 +11,7 @@ mod manage;
 mod printer;
 mod run;
 mod show;
+pub mod tui_backend;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ impl From<Exit> for ExitCode {
 
 const EXAMPLES: &str = "\
 Examples:
+  plandeck plans/demo.json                review the plan in the terminal UI, approve, watch it run
+  plandeck                                plans in ./plans and past runs
   plandeck validate plans/*.json          check plans, print a summary of each
   plandeck graph plans/demo.json --format dot | dot -Tsvg > demo.svg
   plandeck completions bash > /etc/bash_completion.d/plandeck
@@ -46,8 +49,19 @@ Exit codes: 0 succeeded, 1 run failed or canceled, 2 invalid input,
 
 /// Review, approve, run and steer plans of shell-command steps.
 #[derive(Debug, Parser)]
-#[command(name = "plandeck", version, about, after_help = EXAMPLES)]
+#[command(
+    name = "plandeck",
+    version,
+    about,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// A plan file to review, or a run id (or prefix) to open; nothing: the runs screen.
+    #[arg(value_name = "PLAN | RUN")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub db: DbArg,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -260,10 +274,38 @@ pub fn main() -> ExitCode {
             print!("{}", crate::plan::schema::plan_schema_json());
             Exit::Succeeded
         }
-        None => {
-            let _ = Cli::command().print_help();
-            Exit::InvalidInput
-        }
+        None => open_tui(cli.target, cli.db),
     };
     exit.into()
+}
+
+/// `plandeck [PLAN | RUN]`: the terminal UI.
+fn open_tui(target: Option<String>, db: DbArg) -> Exit {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        if target.is_none() {
+            let _ = Cli::command().print_help();
+        } else {
+            eprintln!(
+                "plandeck: the terminal UI needs a terminal; use `plandeck run` or `plandeck validate`"
+            );
+        }
+        return Exit::InvalidInput;
+    }
+    let target = match target {
+        None => crate::tui::Target::Runs,
+        Some(t) if std::path::Path::new(&t).exists() => crate::tui::Target::Plan(PathBuf::from(t)),
+        Some(t) => crate::tui::Target::Run(t),
+    };
+    let backend = tui_backend::StoreBackend {
+        plans_dir: PathBuf::from("plans"),
+        location: crate::store::Location::from_arg(db.db.as_deref()),
+    };
+    match crate::tui::run(backend, target) {
+        Ok(()) => Exit::Succeeded,
+        Err(e) => {
+            eprintln!("plandeck: {e:?}");
+            Exit::Internal
+        }
+    }
 }

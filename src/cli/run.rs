@@ -125,7 +125,7 @@ fn approve(
     }
 }
 
-fn estimates(location: &Location, plan: &ValidPlan) -> Vec<Option<f64>> {
+pub fn estimates(location: &Location, plan: &ValidPlan) -> Vec<Option<f64>> {
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
     match location {
         Location::File(p) if p.exists() => store::open(location)
@@ -161,29 +161,55 @@ pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
         Ok(a) => a,
         Err(exit) => return exit,
     };
+    let mut req = new_request(
+        path,
+        Arc::new(plan),
+        inputs,
+        approval,
+        estimates,
+        location,
+        opts.max_concurrency,
+        opts.json,
+    );
+    req.exit_when_paused = true;
+    req.approved_steps = opts.approve.clone();
+    drive(req, opts)
+}
+
+/// The request that starts a new run of the plan at `path`.
+#[allow(clippy::too_many_arguments)]
+pub fn new_request(
+    path: &Path,
+    plan: Arc<ValidPlan>,
+    inputs: BTreeMap<String, String>,
+    approval: Option<Approval>,
+    estimates: Vec<Option<f64>>,
+    store: Location,
+    max_concurrency: Option<u32>,
+    stream_logs: bool,
+) -> RunRequest {
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
-    let req = RunRequest {
-        plan: Arc::new(plan),
+    RunRequest {
+        plan,
         plan_path: Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
         base_dir,
         inputs,
         approval,
-        max_concurrency: opts.max_concurrency,
+        max_concurrency,
         estimates,
-        stream_logs: opts.json,
+        stream_logs,
         keep_alive: false,
-        exit_when_paused: true,
-        approved_steps: opts.approve.clone(),
+        exit_when_paused: false,
+        approved_steps: Vec::new(),
         handle_signals: true,
-        store: location,
+        store,
         resume: None,
-    };
-    drive(req, opts)
+    }
 }
 
 /// The step an approval pause waits for (`approval needed: step 'X'`).
@@ -277,79 +303,68 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
     }
 }
 
-/// `plandeck resume RUN`.
-pub fn resume(run: &str, opts: &RunOptions) -> Exit {
-    let location = Location::from_arg(opts.db.as_deref());
-    let conn = match store::open_existing(&location) {
-        Ok(c) => c,
-        Err(e) => return fail(e, Exit::Internal),
-    };
-    let row = match queries::find_run(&conn, run) {
-        Ok(r) => r,
-        Err(e) => return fail(e, Exit::InvalidInput),
-    };
+/// A stored run made ready to continue (approval aside).
+pub struct Prepared {
+    pub row: queries::RunRow,
+    pub plan: ValidPlan,
+    pub resume: engine::Resume,
+    pub estimates: Vec<Option<f64>>,
+    pub inputs: BTreeMap<String, String>,
+    /// Process groups of the previous owner that were stopped.
+    pub killed: usize,
+    /// The plan file changed since the run started.
+    pub changed: bool,
+}
+
+/// Find a resumable run, check nobody drives it, load its plan and state,
+/// and stop what its dead owner left running.
+pub fn prepare_resume(location: &Location, run: &str) -> Result<Prepared, (String, Exit)> {
+    let conn = store::open_existing(location).map_err(|e| (e.to_string(), Exit::Internal))?;
+    let row = queries::find_run(&conn, run).map_err(|e| (e.to_string(), Exit::InvalidInput))?;
     if row.state.is_terminal() {
-        return fail(
+        return Err((
             format!(
                 "run {} already ended ({}); start a new one with `plandeck run`",
                 row.id, row.state
             ),
             Exit::InvalidInput,
-        );
+        ));
     }
     if let Some(owner) = crate::engine::ownership::live_owner(&row) {
-        return fail(
+        return Err((
             format!(
                 "run {} is being driven by {owner}; it cannot be resumed twice",
                 row.id
             ),
             Exit::InvalidInput,
-        );
+        ));
     }
-    let source = match queries::plan_source(&conn, &row.plan_hash) {
-        Ok(s) => s,
-        Err(e) => return fail(e, Exit::Internal),
-    };
+    let source =
+        queries::plan_source(&conn, &row.plan_hash).map_err(|e| (e.to_string(), Exit::Internal))?;
     let file = row
         .plan_path
         .clone()
         .unwrap_or_else(|| format!("run {}", row.id));
-    let plan = match plan::from_text(&file, &source) {
-        Ok(p) => p,
-        Err(diags) => {
-            for d in &diags {
-                eprintln!("{d}");
-            }
-            return fail(
-                "the plan stored with this run no longer validates",
-                Exit::Internal,
-            );
-        }
-    };
-    if let Some(p) = &row.plan_path
-        && let Ok(now) = std::fs::read_to_string(p)
-        && plan::validate::content_hash(&now) != row.plan_hash
-    {
-        eprintln!(
-            "plandeck: note: {p} changed since this run started; resuming the plan as stored with the run"
-        );
-    }
+    let plan = plan::from_text(&file, &source).map_err(|diags| {
+        let all: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        (
+            format!(
+                "{}\nthe plan stored with this run no longer validates",
+                all.join("\n")
+            ),
+            Exit::Internal,
+        )
+    })?;
+    let changed = row
+        .plan_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|now| plan::validate::content_hash(&now) != row.plan_hash);
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
-    let resume = match queries::load_resume(&conn, &row, &ids) {
-        Ok(r) => r,
-        Err(e) => return fail(e, Exit::Internal),
-    };
+    let resume =
+        queries::load_resume(&conn, &row, &ids).map_err(|e| (e.to_string(), Exit::Internal))?;
     let killed = crate::engine::ownership::kill_orphans(&row.id);
-    if killed > 0 {
-        eprintln!("plandeck: stopped {killed} process group(s) left running by the previous owner");
-    }
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
-    drop(conn);
-    let summary = format!("Resuming run {} of \"{}\"\n", row.id, plan.plan.name);
-    let approval = match approve(opts, &summary, "Resume this run?", &plan.hash) {
-        Ok(a) => a,
-        Err(exit) => return exit,
-    };
     let mut inputs: BTreeMap<String, String> =
         serde_json::from_str(&row.inputs_json).unwrap_or_default();
     for (name, def) in &plan.plan.inputs {
@@ -359,21 +374,75 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
             inputs.insert(name.clone(), v);
         }
     }
-    let req = RunRequest {
-        plan: Arc::new(plan),
-        plan_path: row.plan_path.as_ref().map(PathBuf::from),
-        base_dir: PathBuf::from(&row.base_dir),
-        inputs,
-        approval,
-        max_concurrency: opts.max_concurrency.or(row.max_concurrency),
+    Ok(Prepared {
+        row,
+        plan,
+        resume,
         estimates,
-        stream_logs: opts.json,
-        keep_alive: false,
-        exit_when_paused: true,
-        approved_steps: opts.approve.clone(),
-        handle_signals: true,
-        store: location,
-        resume: Some(resume),
+        inputs,
+        killed,
+        changed,
+    })
+}
+
+impl Prepared {
+    /// The request that continues the run.
+    pub fn into_request(
+        self,
+        approval: Option<Approval>,
+        store: Location,
+        max_concurrency: Option<u32>,
+        stream_logs: bool,
+    ) -> RunRequest {
+        RunRequest {
+            plan: Arc::new(self.plan),
+            plan_path: self.row.plan_path.as_ref().map(PathBuf::from),
+            base_dir: PathBuf::from(&self.row.base_dir),
+            inputs: self.inputs,
+            approval,
+            max_concurrency: max_concurrency.or(self.row.max_concurrency),
+            estimates: self.estimates,
+            stream_logs,
+            keep_alive: false,
+            exit_when_paused: false,
+            approved_steps: Vec::new(),
+            handle_signals: true,
+            store,
+            resume: Some(self.resume),
+        }
+    }
+}
+
+/// `plandeck resume RUN`.
+pub fn resume(run: &str, opts: &RunOptions) -> Exit {
+    let location = Location::from_arg(opts.db.as_deref());
+    let prepared = match prepare_resume(&location, run) {
+        Ok(p) => p,
+        Err((msg, exit)) => return fail(msg, exit),
     };
+    if prepared.changed
+        && let Some(p) = &prepared.row.plan_path
+    {
+        eprintln!(
+            "plandeck: note: {p} changed since this run started; resuming the plan as stored with the run"
+        );
+    }
+    if prepared.killed > 0 {
+        eprintln!(
+            "plandeck: stopped {} process group(s) left running by the previous owner",
+            prepared.killed
+        );
+    }
+    let summary = format!(
+        "Resuming run {} of \"{}\"\n",
+        prepared.row.id, prepared.plan.plan.name
+    );
+    let approval = match approve(opts, &summary, "Resume this run?", &prepared.plan.hash) {
+        Ok(a) => a,
+        Err(exit) => return exit,
+    };
+    let mut req = prepared.into_request(approval, location, opts.max_concurrency, opts.json);
+    req.exit_when_paused = true;
+    req.approved_steps = opts.approve.clone();
     drive(req, opts)
 }

@@ -5,6 +5,7 @@
 //! Pure functions over indices; no I/O, no clock, no processes.
 
 pub mod export;
+pub mod layout;
 
 use std::collections::HashSet;
 

@@ -1,0 +1,174 @@
+//! The TUI's backend over the store and the engine: what the screens ask
+//! for, answered with the same code the headless commands use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::run;
+use crate::engine::api::RunState;
+use crate::engine::{self, EngineHandle};
+use crate::plan::{self, Diagnostic, ValidPlan};
+use crate::store::writer::Approval;
+use crate::store::{self, Location, queries};
+use crate::tui::backend::{Backend, PlanEntry, RunDetail, RunSummary, StartRun};
+
+/// Plans from a directory, runs from a store.
+pub struct StoreBackend {
+    pub plans_dir: PathBuf,
+    pub location: Location,
+}
+
+fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    s.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+fn summary(row: &queries::RunRow) -> RunSummary {
+    let mut state = row.state;
+    if matches!(
+        state,
+        RunState::Running | RunState::Paused | RunState::Created | RunState::AwaitingApproval
+    ) && engine::ownership::live_owner(row).is_none()
+    {
+        state = RunState::Interrupted;
+    }
+    RunSummary {
+        id: row.id.clone(),
+        plan: row.plan_name.clone(),
+        plan_path: row.plan_path.clone(),
+        state,
+        started_at: time(row.started_at.as_deref().or(Some(row.created_at.as_str()))),
+        ended_at: time(row.ended_at.as_deref()),
+    }
+}
+
+impl StoreBackend {
+    fn open(&self) -> Result<Option<rusqlite::Connection>, String> {
+        match &self.location {
+            Location::File(p) if !p.exists() => Ok(None),
+            Location::Memory => Ok(None),
+            loc => store::open_existing(loc)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Backend for StoreBackend {
+    fn list_plans(&self) -> Vec<PlanEntry> {
+        let Ok(dir) = std::fs::read_dir(&self.plans_dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|path| match plan::load_file(&path) {
+                Ok(p) => PlanEntry {
+                    steps: p.len(),
+                    name: Ok(p.plan.name),
+                    path,
+                },
+                Err(d) => PlanEntry {
+                    name: Err(d.first().map(|d| d.message.clone()).unwrap_or_default()),
+                    steps: 0,
+                    path,
+                },
+            })
+            .collect()
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunSummary>, String> {
+        let Some(conn) = self.open()? else {
+            return Ok(Vec::new());
+        };
+        queries::list_runs(&conn)
+            .map(|rows| rows.iter().map(summary).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    fn run_detail(&self, id: &str) -> Result<RunDetail, String> {
+        let conn = self
+            .open()?
+            .ok_or_else(|| format!("no run matches '{id}': the store is empty"))?;
+        let row = queries::find_run(&conn, id).map_err(|e| e.to_string())?;
+        let source = queries::plan_source(&conn, &row.plan_hash).map_err(|e| e.to_string())?;
+        let file = row
+            .plan_path
+            .clone()
+            .unwrap_or_else(|| format!("run {}", row.id));
+        let plan = plan::from_text(&file, &source)
+            .map_err(|_| "the plan stored with this run no longer validates".to_string())?;
+        let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
+        let resume = queries::load_resume(&conn, &row, &ids).map_err(|e| e.to_string())?;
+        Ok(RunDetail {
+            summary: summary(&row),
+            steps: resume.steps.iter().map(|s| (s.state, s.attempts)).collect(),
+            plan: Arc::new(plan),
+        })
+    }
+
+    fn estimates(&self, plan: &ValidPlan) -> Vec<Option<f64>> {
+        run::estimates(&self.location, plan)
+    }
+
+    fn load_plan(&self, path: &Path) -> Result<ValidPlan, Vec<Diagnostic>> {
+        plan::load_file(path)
+    }
+
+    fn start_run(&self, start: StartRun) -> Result<EngineHandle, String> {
+        let approval = Approval {
+            by: engine::current_user(),
+            at: chrono::Utc::now(),
+            hash: start.plan.hash.clone(),
+        };
+        let req = run::new_request(
+            &start.path,
+            start.plan,
+            start.inputs,
+            Some(approval),
+            start.estimates,
+            self.location.clone(),
+            None,
+            false,
+        );
+        engine::spawn(req).map_err(|e| e.to_string())
+    }
+
+    fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
+        let prepared = run::prepare_resume(&self.location, id).map_err(|(m, _)| m)?;
+        let approval = Approval {
+            by: engine::current_user(),
+            at: chrono::Utc::now(),
+            hash: prepared.plan.hash.clone(),
+        };
+        let req = prepared.into_request(Some(approval), self.location.clone(), None, false);
+        let plan = req.plan.clone();
+        engine::spawn(req)
+            .map(|h| (plan, h))
+            .map_err(|e| e.to_string())
+    }
+
+    fn edit(&self, path: &Path) -> Result<(), String> {
+        let editor = std::env::var("VISUAL")
+            .ok()
+            .filter(|e| !e.is_empty())
+            .or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.is_empty()))
+            .unwrap_or_else(|| "vi".into());
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("sh")
+            .arg(path)
+            .status()
+            .map_err(|e| format!("cannot start the editor '{editor}': {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the editor '{editor}' exited with {status}"))
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What the screens need from the outside world, as a trait: plans on disk,
+//! runs in the store, duration estimates, starting and resuming runs.
+//!
+//! The TUI never opens SQLite and never spawns processes itself; the
+//! implementation lives with the CLI, over `store` and `engine`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::EngineHandle;
+use crate::engine::api::{RunState, StepState};
+use crate::plan::{Diagnostic, ValidPlan};
+
+/// A plan file found in `./plans`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanEntry {
+    pub path: PathBuf,
+    /// The plan's name, or why it does not load.
+    pub name: Result<String, String>,
+    pub steps: usize,
+}
+
+/// A stored run, with liveness applied (a dead owner shows `interrupted`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub id: String,
+    pub plan: String,
+    pub plan_path: Option<String>,
+    pub state: RunState,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RunSummary {
+    /// Resumable with one key.
+    pub fn resumable(&self) -> bool {
+        matches!(self.state, RunState::Interrupted | RunState::Paused)
+    }
+}
+
+/// A stored run's plan and its steps' states.
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub summary: RunSummary,
+    pub plan: Arc<ValidPlan>,
+    pub steps: Vec<(StepState, u32)>,
+}
+
+/// A run a person approved on the review screen.
+#[derive(Debug, Clone)]
+pub struct StartRun {
+    pub path: PathBuf,
+    pub plan: Arc<ValidPlan>,
+    pub inputs: BTreeMap<String, String>,
+    pub estimates: Vec<Option<f64>>,
+}
+
+/// The services the screens use.
+pub trait Backend {
+    /// Plan files in the plans directory, sorted by path.
+    fn list_plans(&self) -> Vec<PlanEntry>;
+    /// Stored runs, newest first.
+    fn list_runs(&self) -> Result<Vec<RunSummary>, String>;
+    /// A run by id or unique prefix, with its plan and step states.
+    fn run_detail(&self, id: &str) -> Result<RunDetail, String>;
+    /// Duration estimates in seconds per step from past runs.
+    fn estimates(&self, plan: &ValidPlan) -> Vec<Option<f64>>;
+    /// Read and validate a plan file.
+    fn load_plan(&self, path: &Path) -> Result<ValidPlan, Vec<Diagnostic>>;
+    /// Start an approved run.
+    fn start_run(&self, run: StartRun) -> Result<EngineHandle, String>;
+    /// Resume an interrupted or paused run; returns its plan too.
+    fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
+    /// Open a file in the person's editor and wait for it to close.
+    fn edit(&self, path: &Path) -> Result<(), String>;
+}

@@ -1,0 +1,211 @@
+//! State of a DAG on screen: the graph list or the wave map, the selected
+//! step, scrolling that keeps it visible, and `/` search with `n`/`N`.
+//!
+//! Layouts are computed once per plan (the map lazily, on first use).
+
+use std::sync::Arc;
+
+use super::keymap::Action;
+use crate::dag::layout::{BOX_W, GraphRow, SLOT_H, WaveMap, graph_rows};
+use crate::plan::ValidPlan;
+
+/// Which form of the DAG is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DagMode {
+    List,
+    Map,
+}
+
+#[derive(Debug, Clone)]
+pub struct DagView {
+    pub mode: DagMode,
+    pub rows: Arc<Vec<GraphRow>>,
+    /// Row of each step in the list.
+    pub row_of: Vec<usize>,
+    pub wave: Vec<usize>,
+    pub map: Option<Arc<WaveMap>>,
+    pub selected: usize,
+    pub scroll: usize,
+    pub map_scroll: (usize, usize),
+    pub search: String,
+}
+
+impl DagView {
+    pub fn new(plan: &ValidPlan, mode: DagMode) -> DagView {
+        let order = crate::dag::topo_order(&plan.deps);
+        let rows = graph_rows(&plan.deps, &plan.dependents, &order);
+        let mut row_of = vec![0; plan.len()];
+        for (r, row) in rows.iter().enumerate() {
+            row_of[row.node] = r;
+        }
+        let mut d = DagView {
+            mode,
+            selected: rows.first().map_or(0, |r| r.node),
+            rows: Arc::new(rows),
+            row_of,
+            wave: crate::dag::waves(&plan.deps),
+            map: None,
+            scroll: 0,
+            map_scroll: (0, 0),
+            search: String::new(),
+        };
+        if mode == DagMode::Map {
+            d.ensure_map(plan);
+        }
+        d
+    }
+
+    pub fn ensure_map(&mut self, plan: &ValidPlan) {
+        if self.map.is_none() {
+            self.map = Some(Arc::new(WaveMap::build(&plan.deps, &self.wave)));
+        }
+    }
+
+    fn select_row(&mut self, row: usize) {
+        if let Some(r) = self.rows.get(row) {
+            self.selected = r.node;
+        }
+    }
+
+    /// Carry out a navigation action in a view of `size` (columns, rows).
+    pub fn act(&mut self, plan: &ValidPlan, a: Action, size: (usize, usize)) {
+        let n = self.rows.len();
+        if n == 0 {
+            return;
+        }
+        let row = self.row_of[self.selected];
+        let page = size.1.max(1);
+        match (a, self.mode) {
+            (Action::Up | Action::Down, DagMode::Map) => {
+                let wave = self
+                    .map
+                    .as_ref()
+                    .map(|m| m.steps_in(self.wave[self.selected]))
+                    .unwrap_or_default();
+                if let Some(p) = wave.iter().position(|&s| s == self.selected) {
+                    let next = if a == Action::Up {
+                        p.checked_sub(1)
+                    } else {
+                        Some(p + 1)
+                    };
+                    if let Some(&s) = next.and_then(|q| wave.get(q)) {
+                        self.selected = s;
+                    }
+                }
+            }
+            (Action::Up, _) => self.select_row(row.saturating_sub(1)),
+            (Action::Down, _) => self.select_row((row + 1).min(n - 1)),
+            (Action::PageUp, _) => self.select_row(row.saturating_sub(page)),
+            (Action::PageDown, _) => self.select_row((row + page).min(n - 1)),
+            (Action::Top, _) => self.select_row(0),
+            (Action::Bottom, _) => self.select_row(n - 1),
+            (Action::Left, _) => {
+                if let Some(&d) = plan.deps[self.selected]
+                    .iter()
+                    .max_by_key(|&&d| self.row_of[d])
+                {
+                    self.selected = d;
+                }
+            }
+            (Action::Right, _) => {
+                if let Some(&d) = plan.dependents[self.selected]
+                    .iter()
+                    .min_by_key(|&&d| self.row_of[d])
+                {
+                    self.selected = d;
+                }
+            }
+            (Action::ToggleView, _) => {
+                self.mode = match self.mode {
+                    DagMode::List => DagMode::Map,
+                    DagMode::Map => DagMode::List,
+                };
+                self.ensure_map(plan);
+            }
+            (Action::NextMatch, _) => self.jump(plan, 1, size),
+            (Action::PrevMatch, _) => self.jump(plan, -1, size),
+            _ => {}
+        }
+        self.fit(size);
+    }
+
+    /// Whether step `i` matches the search.
+    pub fn matches(&self, plan: &ValidPlan, i: usize) -> bool {
+        if self.search.is_empty() {
+            return false;
+        }
+        let q = self.search.to_lowercase();
+        let s = &plan.plan.steps[i];
+        s.id().to_lowercase().contains(&q)
+            || s.name
+                .as_deref()
+                .is_some_and(|n| n.to_lowercase().contains(&q))
+    }
+
+    /// Select a match: the first at or after the selection (`dir` 0), the next (1) or the previous (-1).
+    pub fn jump(&mut self, plan: &ValidPlan, dir: i32, size: (usize, usize)) {
+        let n = self.rows.len();
+        if n == 0 || self.search.is_empty() {
+            return;
+        }
+        let start = self.row_of[self.selected];
+        for k in 0..n {
+            let r = match dir {
+                0 => (start + k) % n,
+                1 => (start + 1 + k) % n,
+                _ => (start + n - 1 - k % n) % n,
+            };
+            if self.matches(plan, self.rows[r].node) {
+                self.selected = self.rows[r].node;
+                break;
+            }
+        }
+        self.fit(size);
+    }
+
+    /// Keep the selection visible in a view of `size` (columns, rows).
+    pub fn fit(&mut self, size: (usize, usize)) {
+        let (w, h) = (size.0.max(1), size.1.max(1));
+        self.scroll = super::app::fit_scroll(
+            self.scroll,
+            self.row_of.get(self.selected).copied().unwrap_or(0),
+            h,
+        );
+        if let Some(map) = &self.map
+            && let Some(&(x, y)) = map.canvas.boxes.get(self.selected)
+        {
+            let sx = if x < self.map_scroll.0 {
+                x
+            } else if x + BOX_W > self.map_scroll.0 + w {
+                (x + BOX_W).saturating_sub(w)
+            } else {
+                self.map_scroll.0
+            };
+            let sy = if y < self.map_scroll.1 {
+                y
+            } else if y + SLOT_H > self.map_scroll.1 + h {
+                (y + SLOT_H).saturating_sub(h)
+            } else {
+                self.map_scroll.1
+            };
+            self.map_scroll = (sx, sy);
+        }
+    }
+
+    /// Select what was clicked at (`x`, `y`) inside the view.
+    pub fn click(&mut self, x: usize, y: usize) {
+        match self.mode {
+            DagMode::List => self.select_row(self.scroll + y),
+            DagMode::Map => {
+                let (cx, cy) = (x + self.map_scroll.0, y + self.map_scroll.1);
+                if let Some(map) = &self.map
+                    && let Some(i) = map.canvas.boxes.iter().position(|&(bx, by)| {
+                        (bx..bx + BOX_W).contains(&cx) && (by..by + SLOT_H).contains(&cy)
+                    })
+                {
+                    self.selected = i;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The terminal UI (SPEC §7): Runs, Review and a live run view.
+//!
+//! `run` owns the terminal guard and one message channel fed by the input
+//! thread, a 250 ms tick, signals and engine event forwarders. Each message
+//! goes through `App::update`; the effects it returns are carried out here
+//! through the `Backend` (the TUI itself opens no database and spawns no
+//! process). The screen is drawn after a change, never in a busy loop.
+
+pub mod app;
+pub mod backend;
+pub mod dagview;
+pub mod keymap;
+pub mod terminal;
+pub mod views;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use ratatui::crossterm::event::{self as ct, Event as CtEvent};
+
+use self::app::{App, Effect, Msg};
+use self::backend::Backend;
+use crate::engine::EngineHandle;
+use crate::engine::api::Command;
+
+/// What the TUI opens on.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Runs,
+    Plan(PathBuf),
+    Run(String),
+}
+
+/// Whether colours are allowed (`NO_COLOR` unset or empty).
+pub fn color_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The app, its backend, and the engine it drives: everything but the terminal.
+pub struct Session<B: Backend> {
+    pub app: App,
+    pub backend: B,
+    pub tx: Sender<Msg>,
+    pub rx: Receiver<Msg>,
+    engine: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
+}
+
+impl<B: Backend> Session<B> {
+    pub fn new(backend: B, target: &Target, color: bool, size: (u16, u16)) -> Session<B> {
+        let (tx, rx) = mpsc::channel();
+        let mut s = Session {
+            app: App::new(color, size),
+            backend,
+            tx,
+            rx,
+            engine: None,
+        };
+        let first = match target {
+            Target::Runs => Effect::Refresh,
+            Target::Plan(p) => {
+                s.app.home = None;
+                Effect::LoadPlan(p.clone())
+            }
+            Target::Run(id) => {
+                s.app.home = None;
+                Effect::OpenRun(id.clone())
+            }
+        };
+        if matches!(target, Target::Runs) {
+            s.app.home = Some(keymap::Screen::Runs);
+        }
+        s.perform(first);
+        s
+    }
+
+    /// Update with `msg` and carry out what follows, except `Edit`, which
+    /// needs the terminal and is returned.
+    pub fn handle(&mut self, msg: Msg) -> Vec<PathBuf> {
+        let mut edits = Vec::new();
+        for fx in self.app.update(msg) {
+            match fx {
+                Effect::Edit(p) => edits.push(p),
+                other => self.perform(other),
+            }
+        }
+        edits
+    }
+
+    /// Carry out one effect; results come back as messages.
+    pub fn perform(&mut self, fx: Effect) {
+        let tx = self.tx.clone();
+        let msg = match fx {
+            Effect::Quit | Effect::Edit(_) => return,
+            Effect::Refresh => Msg::Listed {
+                plans: self.backend.list_plans(),
+                runs: self.backend.list_runs(),
+            },
+            Effect::LoadPlan(path) => {
+                let result = self.backend.load_plan(&path).map(|p| {
+                    let e = self.backend.estimates(&p);
+                    (Arc::new(p), e)
+                });
+                Msg::PlanLoaded { path, result }
+            }
+            Effect::Approve { mut start, hash } => match self.backend.load_plan(&start.path) {
+                Err(diags) => Msg::PlanLoaded {
+                    path: start.path,
+                    result: Err(diags),
+                },
+                Ok(now) if now.hash != hash => {
+                    let estimates = self.backend.estimates(&now);
+                    Msg::PlanChanged {
+                        path: start.path,
+                        plan: Arc::new(now),
+                        estimates,
+                    }
+                }
+                Ok(_) => {
+                    let plan = start.plan.clone();
+                    let estimates = std::mem::take(&mut start.estimates);
+                    start.estimates = estimates.clone();
+                    match self.backend.start_run(start) {
+                        Ok(h) => self.attach(h, plan, estimates),
+                        Err(e) => Msg::Failed(e),
+                    }
+                }
+            },
+            Effect::Resume(id) => match self.backend.resume_run(&id) {
+                Ok((plan, h)) => {
+                    let e = self.backend.estimates(&plan);
+                    self.attach(h, plan, e)
+                }
+                Err(e) => Msg::Failed(e),
+            },
+            Effect::OpenRun(id) => Msg::RunOpened(self.backend.run_detail(&id)),
+            Effect::Engine(cmd) => {
+                if let Some(e) = &self.engine {
+                    let _ = e.send(cmd);
+                }
+                return;
+            }
+        };
+        let _ = tx.send(msg);
+    }
+
+    /// Forward a started engine's events into the message channel.
+    fn attach(
+        &mut self,
+        handle: EngineHandle,
+        plan: Arc<crate::plan::ValidPlan>,
+        estimates: Vec<Option<f64>>,
+    ) -> Msg {
+        let run_id = handle.run_id.clone();
+        self.engine = Some(handle.commands.clone());
+        let tx = self.tx.clone();
+        let mut handle = handle;
+        let _ = std::thread::Builder::new()
+            .name("plandeck-tui-events".into())
+            .spawn(move || {
+                while let Some(ev) = handle.events.blocking_recv() {
+                    if tx.send(Msg::Engine(ev)).is_err() {
+                        return;
+                    }
+                }
+                let end = handle.join().map(|e| e.state).map_err(|e| e.to_string());
+                let _ = tx.send(Msg::EngineEnded(end));
+            });
+        Msg::RunStarted {
+            run_id,
+            plan,
+            estimates,
+        }
+    }
+}
+
+/// Open the TUI on `target` and run until the person quits.
+pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<()> {
+    let mut guard = terminal::Guard::enter()?;
+    let size = guard.terminal.size()?;
+    let mut session = Session::new(backend, &target, color_allowed(), (size.width, size.height));
+    let paused = Arc::new(AtomicBool::new(false));
+    let (ack_tx, ack_rx) = mpsc::channel::<()>();
+    spawn_input(session.tx.clone(), paused.clone(), ack_tx);
+    spawn_ticks(session.tx.clone());
+    spawn_signals(session.tx.clone());
+    let mut dirty = true;
+    loop {
+        if dirty {
+            guard.terminal.draw(|f| views::draw(f, &session.app))?;
+            dirty = false;
+        }
+        let Ok(first) = session.rx.recv() else { break };
+        let mut batch = vec![first];
+        batch.extend(session.rx.try_iter().take(256));
+        for msg in batch {
+            dirty |= session.app.redraws(&msg);
+            for path in session.handle(msg) {
+                paused.store(true, Ordering::SeqCst);
+                let _ = ack_rx.recv_timeout(Duration::from_millis(500));
+                guard.suspend();
+                let edited = session.backend.edit(&path);
+                guard.resume()?;
+                paused.store(false, Ordering::SeqCst);
+                if let Err(e) = edited {
+                    session.app.status = Some(e);
+                }
+                session.perform(Effect::LoadPlan(path));
+                dirty = true;
+            }
+            if session.app.quit {
+                break;
+            }
+        }
+        if session.app.quit {
+            break;
+        }
+    }
+    drop(guard);
+    if let Some(r) = &session.app.run
+        && r.live
+    {
+        eprintln!(
+            "plandeck: run {} left {}; continue it with `plandeck resume {}`",
+            r.run_id,
+            r.state.map_or("starting", |s| s.as_str()),
+            r.run_id
+        );
+    }
+    Ok(())
+}
+
+fn spawn_input(tx: Sender<Msg>, paused: Arc<AtomicBool>, ack: Sender<()>) {
+    let _ = std::thread::Builder::new()
+        .name("plandeck-tui-input".into())
+        .spawn(move || {
+            loop {
+                if paused.load(Ordering::SeqCst) {
+                    let _ = ack.send(());
+                    while paused.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    continue;
+                }
+                match ct::poll(Duration::from_millis(100)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => return,
+                }
+                let msg = match ct::read() {
+                    Ok(CtEvent::Key(k)) => Msg::Key(k),
+                    Ok(CtEvent::Mouse(m)) => Msg::Mouse(m),
+                    Ok(CtEvent::Resize(w, h)) => Msg::Resize(w, h),
+                    Ok(_) => continue,
+                    Err(_) => return,
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+}
+
+fn spawn_ticks(tx: Sender<Msg>) {
+    let _ = std::thread::Builder::new()
+        .name("plandeck-tui-tick".into())
+        .spawn(move || {
+            while tx.send(Msg::Tick).is_ok() {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+}
+
+fn spawn_signals(tx: Sender<Msg>) {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP]) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("plandeck-tui-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = tx.send(Msg::Signal);
+            }
+        });
+}

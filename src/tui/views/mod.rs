@@ -1,0 +1,244 @@
+//! Pure render functions: `&App` in, a frame drawn. One module per screen;
+//! the shared layout (where the DAG and lists are) lives here so that mouse
+//! clicks map to the same areas the views draw.
+
+pub mod dag;
+pub mod error;
+pub mod help;
+pub mod review;
+pub mod run;
+pub mod runs;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::app::{App, MIN_SIZE, Prompt};
+use super::keymap::{self, Screen};
+use crate::engine::api::{RunState, StepState};
+
+/// Draw the whole screen.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        too_small(f, area);
+        return;
+    }
+    match app.screen {
+        Screen::Runs => runs::draw(f, app),
+        Screen::Review => review::draw(f, app),
+        Screen::Run => run::draw(f, app),
+        Screen::Error => error::draw(f, app),
+    }
+    footer(f, app, areas(app).footer);
+    if app.help {
+        help::draw(f, app);
+    }
+}
+
+fn too_small(f: &mut Frame, area: Rect) {
+    let text = format!(
+        "terminal too small (need {}×{}, have {}×{})",
+        MIN_SIZE.0, MIN_SIZE.1, area.width, area.height
+    );
+    let y = area.height / 2;
+    f.render_widget(
+        Paragraph::new(text).centered(),
+        Rect::new(area.x, area.y + y, area.width, 1.min(area.height)),
+    );
+}
+
+/// The parts of a screen.
+pub struct Areas {
+    pub header: Rect,
+    pub dag: Rect,
+    pub side: Rect,
+    pub footer: Rect,
+}
+
+/// Where things go on the current screen.
+pub fn areas(app: &App) -> Areas {
+    let full = Rect::new(0, 0, app.size.0, app.size.1);
+    let header_h = match app.screen {
+        Screen::Review | Screen::Run => 3,
+        _ => 1,
+    };
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(header_h),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(full);
+    let [dag, side] =
+        Layout::horizontal([Constraint::Percentage(56), Constraint::Percentage(44)]).areas(body);
+    Areas {
+        header,
+        dag,
+        side,
+        footer,
+    }
+}
+
+/// The DAG's frame on the current screen.
+pub fn dag_area(app: &App) -> Rect {
+    areas(app).dag
+}
+
+/// Styles, with no colour at all under `NO_COLOR`.
+#[derive(Debug, Clone, Copy)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn of(app: &App) -> Theme {
+        Theme { color: app.color }
+    }
+    pub fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::new().fg(c)
+        } else {
+            Style::new()
+        }
+    }
+    pub fn title(self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+    pub fn dim(self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new()
+        }
+    }
+    pub fn key(self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
+    pub fn selected(self) -> Style {
+        Style::new().add_modifier(Modifier::REVERSED)
+    }
+    pub fn warn(self) -> Style {
+        self.fg(Color::Yellow)
+    }
+    pub fn error(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+    pub fn step(self, s: StepState) -> Style {
+        self.fg(match s {
+            StepState::Succeeded => Color::Green,
+            StepState::Failed => Color::Red,
+            StepState::Running | StepState::Retrying => Color::Yellow,
+            StepState::Ready => Color::Cyan,
+            StepState::Interrupted | StepState::Canceled => Color::Magenta,
+            StepState::Skipped => Color::DarkGray,
+            StepState::Pending => Color::Reset,
+        })
+    }
+    pub fn run(self, s: RunState) -> Style {
+        self.fg(match s {
+            RunState::Succeeded => Color::Green,
+            RunState::Failed | RunState::Canceled => Color::Red,
+            RunState::Running => Color::Yellow,
+            RunState::Interrupted | RunState::Paused => Color::Magenta,
+            _ => Color::Reset,
+        })
+    }
+    /// A lane's colour, stable per name.
+    pub fn lane(self, lane: &str) -> Style {
+        const PALETTE: [Color; 6] = [
+            Color::Cyan,
+            Color::Magenta,
+            Color::Blue,
+            Color::Green,
+            Color::Yellow,
+            Color::LightRed,
+        ];
+        let h = lane
+            .bytes()
+            .fold(7usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        self.fg(PALETTE[h % PALETTE.len()])
+    }
+}
+
+/// The glyph of a step state.
+pub fn step_glyph(s: StepState) -> char {
+    match s {
+        StepState::Pending => '○',
+        StepState::Ready => '◌',
+        StepState::Running => '◐',
+        StepState::Retrying => '↻',
+        StepState::Succeeded => '✓',
+        StepState::Failed => '✗',
+        StepState::Skipped => '⊘',
+        StepState::Canceled => '■',
+        StepState::Interrupted => '!',
+    }
+}
+
+/// Seconds as a short duration: `42s`, `3m05s`, `1h02m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if secs < 10.0 && secs.fract() != 0.0 {
+        format!("{secs:.1}s")
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// Cut `s` to `width` characters, marking the cut with `…`.
+pub fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else if width == 0 {
+        String::new()
+    } else {
+        let mut out: String = s.chars().take(width - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+fn footer(f: &mut Frame, app: &App, area: Rect) {
+    let t = Theme::of(app);
+    let line = match &app.prompt {
+        Some(Prompt::Search(text)) => Line::from(vec![
+            Span::styled("/", t.key()),
+            Span::raw(format!("{text}▏")),
+            Span::styled("  enter: keep  esc: close  n/N: next/previous", t.dim()),
+        ]),
+        Some(Prompt::Filter) => Line::from(vec![
+            Span::styled("filter: ", t.key()),
+            Span::raw(format!("{}▏", app.runs.filter)),
+            Span::styled("  enter: keep  esc: clear", t.dim()),
+        ]),
+        Some(Prompt::Input(_)) => Line::from(vec![
+            Span::styled("inputs: ", t.key()),
+            Span::styled(
+                "type the value  tab/enter: next  shift-tab: previous  esc: done",
+                t.dim(),
+            ),
+        ]),
+        None => {
+            if let Some(s) = &app.status {
+                Line::from(Span::styled(s.clone(), t.warn()))
+            } else {
+                let mut spans = Vec::new();
+                for (k, label) in keymap::footer(app.screen) {
+                    if !spans.is_empty() {
+                        spans.push(Span::raw("  "));
+                    }
+                    spans.push(Span::styled(k, t.key()));
+                    spans.push(Span::raw(format!(" {label}")));
+                }
+                Line::from(spans)
+            }
+        }
+    };
+    f.render_widget(Paragraph::new(line), area);
+}

@@ -1,0 +1,296 @@
+//! The terminal UI without a terminal: the app driven through its session
+//! over a real store in a temporary directory, frames rendered into a
+//! `TestBackend` and compared with snapshots at 80×24 and 160×48.
+
+use std::path::{Path, PathBuf};
+
+use plandeck::cli::tui_backend::StoreBackend;
+use plandeck::store::Location;
+use plandeck::tui::app::Msg;
+use plandeck::tui::{Session, Target, views};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+
+fn backend(db: &Path) -> StoreBackend {
+    StoreBackend {
+        plans_dir: PathBuf::from("plans"),
+        location: Location::File(db.to_path_buf()),
+    }
+}
+
+fn session(db: &Path, target: Target, size: (u16, u16)) -> Session<StoreBackend> {
+    let mut s = Session::new(backend(db), &target, false, size);
+    pump(&mut s);
+    s
+}
+
+fn pump(s: &mut Session<StoreBackend>) {
+    while let Ok(m) = s.rx.try_recv() {
+        s.handle(m);
+    }
+}
+
+fn key(s: &mut Session<StoreBackend>, c: char) {
+    s.handle(Msg::Key(KeyEvent::new(
+        KeyCode::Char(c),
+        KeyModifiers::NONE,
+    )));
+    pump(s);
+}
+
+fn render(s: &Session<StoreBackend>) -> String {
+    let (w, h) = s.app.size;
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    t.draw(|f| views::draw(f, &s.app)).expect("draws");
+    format!("{}", t.backend())
+}
+
+fn plans() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("plans")
+        .expect("plans dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn review_of_every_bundled_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    for plan in plans() {
+        let stem = plan
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .to_string();
+        for (w, h) in SIZES {
+            let s = session(&db, Target::Plan(plan.clone()), (w, h));
+            assert!(s.app.review.is_some(), "{stem} opens on review");
+            insta::assert_snapshot!(format!("review-{stem}-{w}x{h}"), render(&s));
+        }
+    }
+}
+
+#[test]
+fn wave_map_of_the_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    for (w, h) in SIZES {
+        let mut s = session(&db, Target::Plan("plans/demo.json".into()), (w, h));
+        key(&mut s, 'v');
+        insta::assert_snapshot!(format!("map-demo-{w}x{h}"), render(&s));
+    }
+}
+
+#[test]
+fn help_lists_every_binding_of_the_screen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    for (w, h) in SIZES {
+        let mut s = session(&db, Target::Plan("plans/demo.json".into()), (w, h));
+        key(&mut s, '?');
+        let frame = render(&s);
+        for b in plandeck::tui::keymap::bindings(plandeck::tui::keymap::Screen::Review) {
+            assert!(frame.contains(b.help), "help shows '{}'", b.help);
+        }
+        insta::assert_snapshot!(format!("help-review-{w}x{h}"), frame);
+    }
+}
+
+#[test]
+fn invalid_plan_opens_on_the_error_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let fixture = PathBuf::from("tests/fixtures/invalid/20-dependency-cycle.json");
+    for (w, h) in SIZES {
+        let s = session(&db, Target::Plan(fixture.clone()), (w, h));
+        let frame = render(&s);
+        assert!(
+            frame.contains("20-dependency-cycle.json:"),
+            "file:line:col shown"
+        );
+        insta::assert_snapshot!(format!("error-cycle-{w}x{h}"), frame);
+    }
+}
+
+#[test]
+fn too_small_terminal_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let s = session(&db, Target::Plan("plans/demo.json".into()), (50, 12));
+    let frame = render(&s);
+    assert!(frame.contains("terminal too small (need 60×16, have 50×12)"));
+    insta::assert_snapshot!("too-small-50x12", frame);
+}
+
+/// Run a small plan headless into `db` and return nothing; the runs are real.
+fn seed_runs(dir: &Path, db: &Path) {
+    let plan = dir.join("tiny.json");
+    std::fs::write(
+        &plan,
+        r#"{"name":"tiny","steps":[{"id":"a","run":"true"},{"id":"b","run":"true"}]}"#,
+    )
+    .expect("write plan");
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+            .args(["run", "--yes", "--db"])
+            .arg(db)
+            .arg(&plan)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn runs_screen_lists_plans_and_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    seed_runs(dir.path(), &db);
+    for (w, h) in SIZES {
+        let mut s = session(&db, Target::Runs, (w, h));
+        assert_eq!(s.app.runs.runs.len(), 2);
+        assert!(
+            s.app
+                .runs
+                .runs
+                .iter()
+                .all(|r| r.state.as_str() == "succeeded")
+        );
+        // Redact what differs between runs of the test: ids and times.
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        for (i, r) in s.app.runs.runs.iter_mut().enumerate() {
+            r.id = format!("run-{i}-0000");
+            r.started_at = Some(t0);
+            r.ended_at = Some(t0 + chrono::Duration::seconds(3));
+        }
+        let frame = render(&s);
+        assert!(frame.contains("demo"));
+        insta::assert_snapshot!(
+            format!("runs-{w}x{h}"),
+            frame.replace(&local_time(t0), "<time>")
+        );
+        // `/` filters the list.
+        key(&mut s, '/');
+        for c in "tiny".chars() {
+            key(&mut s, c);
+        }
+        assert_eq!(s.app.runs.items().len(), 2);
+    }
+}
+
+fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+#[test]
+fn enter_on_a_plan_opens_review_and_a_run_opens_its_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    seed_runs(dir.path(), &db);
+    let mut s = session(&db, Target::Runs, (80, 24));
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    pump(&mut s);
+    assert!(s.app.review.is_some());
+    key(&mut s, 'q');
+    assert!(!s.app.quit, "q from review goes back to runs");
+    key(&mut s, 'G');
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    pump(&mut s);
+    let run = s.app.run.as_ref().expect("run view");
+    assert_eq!(run.plan.plan.name, "tiny");
+    assert!(run.steps.iter().all(|st| st.as_str() == "succeeded"));
+}
+
+#[test]
+fn search_jumps_to_matches_in_a_large_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("big.json");
+    std::fs::write(
+        &plan,
+        plandeck::plan::generate::random_dag(2000, 3, 9, "true"),
+    )
+    .expect("write");
+    let mut s = session(&dir.path().join("t.db"), Target::Plan(plan), (80, 24));
+    key(&mut s, '/');
+    for c in "s1500".chars() {
+        key(&mut s, c);
+    }
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    let r = s.app.review.as_ref().expect("review");
+    assert_eq!(r.plan.id(r.dag.selected), "s1500");
+    let frame = render(&s);
+    assert!(
+        frame.contains("s1500"),
+        "the selection is scrolled into view"
+    );
+    key(&mut s, 'G');
+    assert!(render(&s).contains("s1999"));
+}
+
+#[test]
+fn approving_runs_the_plan_and_shows_step_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("two.json");
+    std::fs::write(
+        &plan,
+        r#"{"name":"two","inputs":{"token":{"secret":true,"required":true}},"steps":[{"id":"a","run":"test \"$PLANDECK_INPUT_TOKEN\" = s3"},{"id":"b","run":"true"}]}"#,
+    )
+    .expect("write plan");
+    let db = dir.path().join("t.db");
+    let mut s = session(&db, Target::Plan(plan.clone()), (80, 24));
+    key(&mut s, 'a');
+    assert!(s.app.run.is_none(), "a required input blocks approval");
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+    for c in "s3".chars() {
+        key(&mut s, c);
+    }
+    assert!(render(&s).contains("••"), "secret input shows bullets");
+    assert!(!render(&s).contains("s3▏"));
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
+    key(&mut s, 'a');
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let m =
+            s.rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("engine events before the deadline");
+        s.handle(m);
+        if let Some(r) = &s.app.run
+            && !r.live
+        {
+            break;
+        }
+    }
+    let r = s.app.run.as_ref().expect("run view");
+    assert_eq!(r.state.map(|s| s.as_str()), Some("succeeded"));
+    assert!(render(&s).contains("succeeded"));
+}
+
+#[test]
+fn a_changed_file_is_shown_again_instead_of_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.json");
+    std::fs::write(&plan, r#"{"name":"p","steps":[{"id":"a","run":"true"}]}"#).expect("write");
+    let mut s = session(
+        &dir.path().join("t.db"),
+        Target::Plan(plan.clone()),
+        (80, 24),
+    );
+    std::fs::write(&plan, r#"{"name":"p","steps":[{"id":"a","run":"false"}]}"#).expect("write");
+    key(&mut s, 'a');
+    assert!(s.app.run.is_none(), "nothing ran");
+    let r = s.app.review.as_ref().expect("review");
+    assert!(r.notice.as_deref().is_some_and(|n| n.contains("changed")));
+    assert_eq!(r.plan.plan.steps[0].run.as_deref(), Some("false"));
+}
