@@ -14,7 +14,7 @@ use super::Exit;
 use super::manage::{
     RunView, human_ms, local, open_run, out, outln, plan_steps, run_duration, short, store_fail,
 };
-use crate::engine::api::{RunState, StepState};
+use crate::engine::api::{EventKind, RunState, StepState};
 use crate::store::queries::{self, AttemptRow};
 
 #[derive(Serialize)]
@@ -43,6 +43,9 @@ struct StepJson {
     state: StepState,
     attempts: Vec<AttemptJson>,
     reason: Option<String>,
+    /// The diagnosis and actions offered after the latest final failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remediation: Option<EventKind>,
 }
 
 #[derive(Serialize)]
@@ -117,6 +120,9 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
                     id: id.clone(),
                     state: *state,
                     reason: reason.clone(),
+                    remediation: (*state == StepState::Failed)
+                        .then(|| queries::latest_remediation(&conn, &r.id, id).ok().flatten())
+                        .flatten(),
                     attempts: attempts
                         .iter()
                         .map(|a| AttemptJson {
@@ -247,6 +253,24 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
                 line(format!("    stderr of #{} ({what}):", last.attempt));
                 for l in lines {
                     line(format!("      | {l}"));
+                }
+            }
+            if let Ok(Some(EventKind::Remediation {
+                error_class,
+                explanation,
+                cause,
+                actions,
+                ..
+            })) = queries::latest_remediation(&conn, &r.id, id)
+            {
+                line(format!("    {error_class}: {explanation}"));
+                line(format!("    probable cause: {cause}"));
+                for (n, a) in actions.iter().enumerate() {
+                    line(format!(
+                        "      {}. {}",
+                        n + 1,
+                        crate::remediation::action_text(a)
+                    ));
                 }
             }
         }

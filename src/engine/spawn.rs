@@ -91,7 +91,13 @@ pub fn spawn(
         .map(|(_, v)| v.as_os_str());
     let exe = resolve(program, path_var)?;
     let exe = cstring(exe.as_os_str().as_bytes(), "the program path")?;
-    let mut argv = vec![cstring(program.as_bytes(), "the program name")?];
+    // argv[0] as a shell would show it: the name, not the absolute path.
+    let argv0 = if program.starts_with('/') {
+        program.rsplit('/').next().unwrap_or(program)
+    } else {
+        program
+    };
+    let mut argv = vec![cstring(argv0.as_bytes(), "the program name")?];
     for a in args {
         argv.push(cstring(a.as_bytes(), "an argument")?);
     }

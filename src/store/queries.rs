@@ -363,3 +363,23 @@ pub fn last_seq(conn: &Connection, run_id: &str) -> Result<u64, StoreError> {
     )
     .map_err(sql_err)
 }
+
+/// The remediation offered after a step's latest final failure, if any.
+pub fn latest_remediation(
+    conn: &Connection,
+    run_id: &str,
+    step: &str,
+) -> Result<Option<crate::engine::api::EventKind>, StoreError> {
+    let payload: Option<String> = conn
+        .query_row(
+            "SELECT payload FROM events WHERE run_id = ?1 AND step_id = ?2 AND type = 'remediation'
+             ORDER BY seq DESC LIMIT 1",
+            params![run_id, step],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err)?;
+    Ok(payload
+        .and_then(|p| serde_json::from_str::<crate::engine::api::Event>(&p).ok())
+        .map(|e| e.kind))
+}

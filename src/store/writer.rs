@@ -297,7 +297,9 @@ fn write_event(
                 )?
                 .execute(params![e.run_id, step, attempt, role, pgid, when])?;
             } else if let Some(end) = end {
+                // A retrying step's attempt failed, unless it was a fix that worked.
                 let attempt_state = match state {
+                    StepState::Retrying if end.error_class.is_none() => StepState::Succeeded,
                     StepState::Retrying => StepState::Failed,
                     s => *s,
                 };
