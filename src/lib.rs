@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod dag;
 pub mod engine;
+pub mod faults;
 pub mod plan;
 pub mod remediation;
 pub mod store;

@@ -94,7 +94,11 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
         }
     }
     // Nobody drives the run: stop what its last owner left, then end it here.
-    let killed = ownership::kill_orphans(&view.row.id);
+    let killed = ownership::kill_orphans(&view.row.id)
+        .iter()
+        .map(|p| p.pgid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     if killed > 0 {
         eprintln!(
             "plandeck: killed {killed} process group(s) left running by the run's last owner"

@@ -361,9 +361,18 @@ pub fn prepare_resume(location: &Location, run: &str) -> Result<Prepared, (Strin
         .and_then(|p| std::fs::read_to_string(p).ok())
         .is_some_and(|now| plan::validate::content_hash(&now) != row.plan_hash);
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
-    let resume =
+    let mut resume =
         queries::load_resume(&conn, &row, &ids).map_err(|e| (e.to_string(), Exit::Internal))?;
-    let killed = crate::engine::ownership::kill_orphans(&row.id);
+    let orphans = crate::engine::ownership::kill_orphans(&row.id);
+    let killed = orphans
+        .iter()
+        .map(|p| p.pgid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    resume.orphans = orphans
+        .into_iter()
+        .filter_map(|p| Some((p.step?, p.attempt?)))
+        .collect();
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
     let mut inputs: BTreeMap<String, String> =
         serde_json::from_str(&row.inputs_json).unwrap_or_default();

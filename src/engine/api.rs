@@ -145,6 +145,16 @@ pub enum Role {
     Fix,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Step => "step",
+            Role::Fallback => "fallback",
+            Role::Fix => "fix",
+        }
+    }
+}
+
 /// What a front end asks the engine to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -258,9 +258,26 @@ impl Core {
 
     /// Rebuild a run from its stored step states (resume). Steps that were
     /// running or retrying are marked `interrupted` and will run again.
-    pub fn restore(cfg: CoreConfig, next_seq: u64, snapshot: &[StepSnapshot]) -> Core {
+    /// `orphans` are (step, attempt) pairs whose processes the previous owner
+    /// left running; an attempt newer than the stored one gets its row now.
+    pub fn restore(
+        cfg: CoreConfig,
+        next_seq: u64,
+        snapshot: &[StepSnapshot],
+        orphans: &[(String, u32)],
+    ) -> Core {
         let mut core = Core::blank(cfg, next_seq);
         let order = crate::dag::topo_order(&core.plan.deps);
+        let mut snapshot = snapshot.to_vec();
+        for (step, attempt) in orphans {
+            if let Some(&i) = core.plan.index.get(step)
+                && let Some(snap) = snapshot.get_mut(i)
+                && *attempt > snap.attempts
+            {
+                snap.attempts = *attempt;
+                snap.state = StepState::Running;
+            }
+        }
         for (i, snap) in snapshot.iter().enumerate().take(core.plan.len()) {
             let s = &mut core.steps[i];
             s.attempt = snap.attempts;
@@ -269,11 +286,7 @@ impl Core {
         }
         // Interrupted attempts first, so their events precede the rest.
         for (i, snap) in snapshot.iter().enumerate().take(core.plan.len()) {
-            if matches!(
-                snap.state,
-                StepState::Running | StepState::Retrying | StepState::Ready
-            ) && snap.attempts > 0
-            {
+            if snap.state == StepState::Running && snap.attempts > 0 {
                 core.steps[i].state = StepState::Interrupted;
                 let attempt = core.steps[i].attempt;
                 core.emit_step(

@@ -31,6 +31,7 @@ use self::core::{Core, CoreConfig, Effect, Input, StepSnapshot};
 use self::runner::{Control, RunnerMsg};
 use self::spec::RunContext;
 use crate::dag::Schedule;
+use crate::faults::{self, CrashPoint};
 use crate::plan::ValidPlan;
 use crate::remediation::Rules;
 use crate::store::writer::{Approval, Committed, NewRun, Owner, WriteOp, Writer};
@@ -45,6 +46,9 @@ pub struct Resume {
     pub run_id: String,
     pub next_seq: u64,
     pub steps: Vec<StepSnapshot>,
+    /// Attempts the previous owner had started that were still running (killed
+    /// now), as (step id, attempt): some may have no attempt row yet.
+    pub orphans: Vec<(String, u32)>,
 }
 
 /// Everything needed to start (or resume) a run.
@@ -345,7 +349,7 @@ async fn drive(
                 })
                 .await?;
             }
-            Core::restore(cfg, r.next_seq, &r.steps)
+            Core::restore(cfg, r.next_seq, &r.steps, &r.orphans)
         }
     };
     for id in &req.approved_steps {
@@ -373,7 +377,13 @@ async fn drive(
                 None => commands_open = false,
             },
             Some(m) = runner_rx.recv(), if logs_in_flight < MAX_LOGS_IN_FLIGHT => match m {
-                RunnerMsg::Started { step, attempt, pgid } => core.handle(Input::Started { step, attempt, pgid }),
+                RunnerMsg::Started { step, attempt, pgid } => {
+                    core.handle(Input::Started { step, attempt, pgid });
+                    if let Err(e) = d.perform(&mut core).await {
+                        break Err(e);
+                    }
+                    faults::crash_point(CrashPoint::AfterSpawn, plan.id(step));
+                }
                 RunnerMsg::Lines { step, attempt, stream, lines } => {
                     let seq = core.last_seq();
                     logs_in_flight += lines.len();
@@ -390,6 +400,7 @@ async fn drive(
                     }
                 }
                 RunnerMsg::Exited(o) => {
+                    faults::crash_point(CrashPoint::AfterExit, plan.id(o.step));
                     if core.steps[o.step].attempt == o.attempt {
                         d.controls.remove(&o.step);
                     }
@@ -402,6 +413,9 @@ async fn drive(
                     for e in events {
                         if matches!(e.kind, EventKind::Log { .. }) {
                             logs_in_flight -= 1;
+                        }
+                        if let EventKind::StepState { step, state: api::StepState::Running, .. } = &e.kind {
+                            faults::crash_point(CrashPoint::AfterAttemptRow, step);
                         }
                         let _ = out.send(e).await;
                     }

@@ -53,6 +53,17 @@ pub struct MarkedProcess {
     pub pgid: i32,
     /// Its command line, for messages.
     pub command: String,
+    /// The step and attempt it was started for (`PLANDECK_STEP_ID`, `PLANDECK_ATTEMPT`).
+    pub step: Option<String>,
+    pub attempt: Option<u32>,
+}
+
+fn env_value(environ: &[u8], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Processes (outside plandeck's own group) carrying `PLANDECK_RUN_ID=<run_id>`.
@@ -64,11 +75,14 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
-        })
         .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            if !environ
+                .split(|&b| b == 0)
+                .any(|var| var == marker.as_bytes())
+            {
+                return None;
+            }
             let (state, pgid) = process_state(pid)?;
             let command = std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {
@@ -78,7 +92,13 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
                         .to_string()
                 })
                 .unwrap_or_default();
-            (state != "Z" && pgid != own_group).then_some(MarkedProcess { pid, pgid, command })
+            (state != "Z" && pgid != own_group).then(|| MarkedProcess {
+                pid,
+                pgid,
+                command,
+                step: env_value(&environ, "PLANDECK_STEP_ID"),
+                attempt: env_value(&environ, "PLANDECK_ATTEMPT").and_then(|a| a.parse().ok()),
+            })
         })
         .collect()
 }
@@ -141,16 +161,16 @@ pub fn group_alive(pgid: i32) -> bool {
         .any(|(state, group)| group == pgid && state != "Z")
 }
 
-/// Kill every process group left by a run's previous owner; wait until they are gone.
-/// Returns how many groups were killed.
-pub fn kill_orphans(run_id: &str) -> usize {
-    let groups = marked_groups(run_id);
-    for &g in &groups {
-        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+/// Kill every process group left by a run's previous owner; wait until they
+/// are gone. Returns the processes that were found (with their step and attempt).
+pub fn kill_orphans(run_id: &str) -> Vec<MarkedProcess> {
+    let found = marked_processes(run_id);
+    for p in &found {
+        let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && !marked_groups(run_id).is_empty() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    groups.len()
+    found
 }

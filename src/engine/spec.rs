@@ -101,12 +101,8 @@ pub fn spawn_spec<'a>(
     env.push(("PLANDECK_STEP_ID".into(), id.to_string()));
     env.push(("PLANDECK_ATTEMPT".into(), attempt.to_string()));
     env.push(("PLANDECK_OUTPUT".into(), output_file.display().to_string()));
-    let role_name = match role {
-        Role::Step => "step",
-        Role::Fallback => "fallback",
-        Role::Fix => "fix",
-    };
-    env.push(("PLANDECK_ROLE".into(), role_name.into()));
+
+    env.push(("PLANDECK_ROLE".into(), role.as_str().into()));
     SpawnSpec {
         step,
         attempt,

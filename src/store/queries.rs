@@ -194,6 +194,7 @@ pub fn load_resume(
         run_id: run.id.clone(),
         next_seq,
         steps,
+        orphans: Vec::new(),
     })
 }
 

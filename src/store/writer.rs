@@ -183,7 +183,20 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
     for op in batch {
         apply(&tx, op)?;
     }
-    tx.commit()
+    let injected = || {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some("injected fault".into()),
+        )
+    };
+    match crate::faults::store_fault() {
+        Some(crate::faults::StoreFault::FailCommit(_)) => Err(injected()),
+        Some(crate::faults::StoreFault::LieCommit(_)) => {
+            tx.commit()?;
+            Err(injected())
+        }
+        None => tx.commit(),
+    }
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
@@ -288,9 +301,7 @@ fn write_event(
             )?
             .execute(params![e.run_id, step, state.as_str(), attempt, reason])?;
             if *state == StepState::Running {
-                let role = serde_json::to_value(role)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string));
+                let role = role.as_str();
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO step_attempts (run_id, step_id, attempt, role, state, pgid, started_at)
                      VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
@@ -307,10 +318,18 @@ fn write_event(
                     .then(|| serde_json::to_string(outputs).unwrap_or_default());
                 let cap = capture.cloned().unwrap_or_default();
                 tx.prepare_cached(
-                    "UPDATE step_attempts SET state = ?4, ended_at = ?5, duration_ms = ?6, exit_code = ?7,
-                       signal = ?8, error_class = ?9, message = ?10, outputs = ?11,
-                       stdout = ?12, stderr = ?13, stdout_truncated = ?14, stderr_truncated = ?15
-                     WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                    // An attempt normally has its row from `running`; one whose start
+                    // was never recorded (a crash right after spawn) gets it here.
+                    "INSERT INTO step_attempts (run_id, step_id, attempt, role, state, started_at, ended_at,
+                       duration_ms, exit_code, signal, error_class, message, outputs,
+                       stdout, stderr, stdout_truncated, stderr_truncated)
+                     VALUES (?1, ?2, ?3, ?16, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET
+                       state = excluded.state, ended_at = excluded.ended_at, duration_ms = excluded.duration_ms,
+                       exit_code = excluded.exit_code, signal = excluded.signal,
+                       error_class = excluded.error_class, message = excluded.message,
+                       outputs = excluded.outputs, stdout = excluded.stdout, stderr = excluded.stderr,
+                       stdout_truncated = excluded.stdout_truncated, stderr_truncated = excluded.stderr_truncated",
                 )?
                 .execute(params![
                     e.run_id,
@@ -328,6 +347,7 @@ fn write_event(
                     cap.stderr,
                     cap.stdout_truncated,
                     cap.stderr_truncated,
+                    role.as_str(),
                 ])?;
             }
         }

@@ -1,0 +1,110 @@
+//! Test-only fault injection, inert unless `PLANDECK_TEST_FAULT` is set:
+//! kill the controller at a chosen point around a step's spawn, fail a store
+//! commit, or report a commit that succeeded as failed. The reliability tests
+//! use it to prove that a run survives these faults.
+//!
+//! Format: `crash:after_spawn:STEP`, `crash:after_attempt_row:STEP`,
+//! `crash:after_exit:STEP`, `store:fail_commit:N`, `store:lie_commit:N`
+//! (N: the N-th transaction, from 1). It must never change behaviour when unset.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where the controller dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The step's process exists; its `running` event is not yet durable.
+    AfterSpawn,
+    /// The step's attempt row (with its process group) is durable.
+    AfterAttemptRow,
+    /// The step's process exited; its result is not yet durable.
+    AfterExit,
+}
+
+/// A store fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The N-th transaction fails (rolled back).
+    FailCommit(u64),
+    /// The N-th transaction commits but is reported as failed.
+    LieCommit(u64),
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    crash: Option<(CrashPoint, String)>,
+    store: Option<StoreFault>,
+}
+
+fn faults() -> &'static Faults {
+    static F: OnceLock<Faults> = OnceLock::new();
+    F.get_or_init(|| {
+        std::env::var("PLANDECK_TEST_FAULT")
+            .map(|s| parse(&s))
+            .unwrap_or_default()
+    })
+}
+
+fn parse(spec: &str) -> Faults {
+    let parts: Vec<&str> = spec.splitn(3, ':').collect();
+    let mut f = Faults::default();
+    match parts.as_slice() {
+        ["crash", point, step] => {
+            let point = match *point {
+                "after_spawn" => Some(CrashPoint::AfterSpawn),
+                "after_attempt_row" => Some(CrashPoint::AfterAttemptRow),
+                "after_exit" => Some(CrashPoint::AfterExit),
+                _ => None,
+            };
+            f.crash = point.map(|p| (p, step.to_string()));
+        }
+        ["store", kind, n] => {
+            let n = n.parse().unwrap_or(0);
+            f.store = match *kind {
+                "fail_commit" => Some(StoreFault::FailCommit(n)),
+                "lie_commit" => Some(StoreFault::LieCommit(n)),
+                _ => None,
+            };
+        }
+        _ => {}
+    }
+    f
+}
+
+/// Die here (as SIGKILL would: no cleanup) if a crash is set for this point and step.
+pub fn crash_point(point: CrashPoint, step: &str) {
+    if let Some((p, s)) = &faults().crash
+        && *p == point
+        && s == step
+    {
+        eprintln!("plandeck: injected crash {point:?} at step '{step}'");
+        std::process::abort();
+    }
+}
+
+/// The store fault for the transaction about to commit, if any.
+pub fn store_fault() -> Option<StoreFault> {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let fault = faults().store?;
+    let n = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
+    match fault {
+        StoreFault::FailCommit(k) | StoreFault::LieCommit(k) if k == n => Some(fault),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let f = parse("crash:after_exit:build.v2");
+        assert_eq!(f.crash, Some((CrashPoint::AfterExit, "build.v2".into())));
+        assert_eq!(
+            parse("store:lie_commit:3").store,
+            Some(StoreFault::LieCommit(3))
+        );
+        assert!(parse("nonsense").crash.is_none());
+    }
+}

@@ -1,0 +1,285 @@
+//! Fault injection: the controller dies around a step's spawn, the store
+//! fails or lies about a commit, a step's children escape its process group,
+//! a frozen step's timeout. After each fault, resume finishes the run and the
+//! store's invariants hold; no process of the run outlives it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plandeck::engine::api::{Command as EngineCommand, EventKind, RunState, StepState};
+use plandeck::engine::{self, RunRequest};
+use plandeck::store::Location;
+use plandeck::store::writer::Approval;
+
+fn plandeck(args: &[&str], db: &Path, fault: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_plandeck"));
+    c.args(args)
+        .arg("--db")
+        .arg(db)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    match fault {
+        Some(f) => c.env("PLANDECK_TEST_FAULT", f),
+        None => c.env_remove("PLANDECK_TEST_FAULT"),
+    };
+    c.output().expect("plandeck runs")
+}
+
+fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<T> {
+    let conn = rusqlite::Connection::open(db).expect("db");
+    let mut stmt = conn.prepare(sql).expect("sql");
+    stmt.query_map([], |r| r.get(0))
+        .and_then(|r| r.collect())
+        .expect("rows")
+}
+
+/// Processes still carrying the run's marker.
+fn survivors(run_id: &str) -> Vec<i32> {
+    plandeck::engine::ownership::marked_processes(run_id)
+        .iter()
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The invariants every run must keep, whatever happened to it.
+fn assert_store_invariants(db: &Path, run_id: &str) {
+    assert_eq!(
+        query::<String>(db, "PRAGMA integrity_check"),
+        vec!["ok".to_string()]
+    );
+    assert!(query::<String>(db, "SELECT \"table\" FROM pragma_foreign_key_check").is_empty());
+    let seqs = query::<i64>(
+        db,
+        &format!("SELECT seq FROM events WHERE run_id = '{run_id}' ORDER BY seq"),
+    );
+    assert!(
+        seqs.iter().enumerate().all(|(i, &s)| s == i as i64 + 1),
+        "event seqs have gaps: {seqs:?}"
+    );
+    assert!(
+        survivors(run_id).is_empty(),
+        "processes of run {run_id} survived"
+    );
+}
+
+fn write_plan(dir: &Path, steps: &str) -> std::path::PathBuf {
+    let p = dir.join("plan.json");
+    std::fs::write(
+        &p,
+        format!(r#"{{"name":"faults","globals":{{"kill_grace_sec":1}},"steps":[{steps}]}}"#),
+    )
+    .expect("write");
+    p
+}
+
+#[test]
+fn controller_death_around_spawn_is_recovered_on_resume() {
+    for point in ["after_spawn", "after_attempt_row", "after_exit"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = dir.path().join("ledger");
+        let l = ledger.display();
+        let plan = write_plan(
+            dir.path(),
+            &format!(
+                r#"{{"id":"before","run":"echo before >> '{l}'"}},
+                   {{"id":"victim","run":"echo start $PLANDECK_ATTEMPT >> '{l}'; sleep 1; echo end $PLANDECK_ATTEMPT >> '{l}'"}},
+                   {{"id":"after","run":"echo after >> '{l}'"}}"#
+            ),
+        );
+        let db = dir.path().join("db.sqlite");
+        let first = plandeck(
+            &["run", "--yes", plan.to_str().expect("utf-8")],
+            &db,
+            Some(&format!("crash:{point}:victim")),
+        );
+        assert!(
+            first.status.code().is_none() || first.status.code() != Some(0),
+            "{point}: the injected crash must stop plandeck"
+        );
+        let run_id: String = query::<String>(&db, "SELECT id FROM runs").remove(0);
+        let resumed = plandeck(&["resume", "--yes", &run_id], &db, None);
+        assert_eq!(
+            resumed.status.code(),
+            Some(0),
+            "{point}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+
+        let ledger_text = std::fs::read_to_string(&ledger).expect("ledger");
+        let expected = match point {
+            "after_exit" => "before\nstart 1\nend 1\nstart 2\nend 2\nafter\n",
+            _ => "before\nstart 1\nstart 2\nend 2\nafter\n",
+        };
+        assert_eq!(
+            ledger_text, expected,
+            "{point}: the orphan must be killed before the step runs again"
+        );
+        let attempts = query::<String>(
+            &db,
+            "SELECT attempt || ':' || state FROM step_attempts WHERE step_id = 'victim' ORDER BY attempt",
+        );
+        assert_eq!(
+            attempts,
+            vec!["1:interrupted", "2:succeeded"],
+            "{point}: every execution has an attempt row"
+        );
+        assert_eq!(
+            query::<i64>(
+                &db,
+                "SELECT count(*) FROM step_attempts WHERE step_id = 'before'"
+            ),
+            vec![1],
+            "{point}"
+        );
+        assert_store_invariants(&db, &run_id);
+    }
+}
+
+#[test]
+fn failing_or_lying_commits_stop_the_run_resumably() {
+    for fault in ["store:fail_commit:4", "store:lie_commit:4"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = dir.path().join("ledger");
+        let l = ledger.display();
+        let steps: Vec<String> = (0..6)
+            .map(|i| format!(r#"{{"id":"s{i}","run":"sleep 0.1; echo s{i} >> '{l}'"}}"#))
+            .collect();
+        let plan = write_plan(dir.path(), &steps.join(","));
+        let db = dir.path().join("db.sqlite");
+        let first = plandeck(
+            &["run", "--yes", plan.to_str().expect("utf-8")],
+            &db,
+            Some(fault),
+        );
+        let stderr = String::from_utf8_lossy(&first.stderr);
+        assert_eq!(first.status.code(), Some(3), "{fault}: {stderr}");
+        assert!(
+            stderr.contains("write failed") && !stderr.contains("panicked"),
+            "{fault}: {stderr}"
+        );
+        let run_id: String = query::<String>(&db, "SELECT id FROM runs").remove(0);
+        assert!(
+            survivors(&run_id).is_empty(),
+            "{fault}: steps must be stopped"
+        );
+        let resumed = plandeck(&["resume", "--yes", &run_id], &db, None);
+        assert_eq!(
+            resumed.status.code(),
+            Some(0),
+            "{fault}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let states = query::<String>(&db, "SELECT state FROM steps ORDER BY step_id");
+        assert_eq!(states, vec!["succeeded"; 6], "{fault}");
+        let ledger_text = std::fs::read_to_string(&ledger).expect("ledger");
+        for i in 0..6 {
+            let runs = ledger_text
+                .lines()
+                .filter(|l| *l == format!("s{i}"))
+                .count();
+            assert!(runs >= 1, "{fault}: s{i} ran");
+        }
+        assert_store_invariants(&db, &run_id);
+    }
+}
+
+#[test]
+fn escaped_children_are_killed_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = write_plan(
+        dir.path(),
+        r#"{"id":"daemonize","run":"setsid sh -c 'sleep 60' & nohup sleep 61 >/dev/null 2>&1 & echo started"}"#,
+    );
+    let db = dir.path().join("db.sqlite");
+    let out = plandeck(
+        &["run", "--yes", "--json", plan.to_str().expect("utf-8")],
+        &db,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let warning = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["type"] == "warning")
+        .expect("a warning event names the escaped process");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sleep 60"),
+        "{warning}"
+    );
+    let run_id = warning["run_id"].as_str().expect("run id").to_string();
+    assert_store_invariants(&db, &run_id);
+}
+
+#[test]
+fn a_frozen_step_does_not_use_up_its_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Three seconds of active time in short sleeps, a two-second timeout.
+    let text = r#"{"name":"frozen","globals":{"kill_grace_sec":1},"steps":[
+        {"id":"work","run":"i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done","timeout_sec":2}]}"#;
+    let plan = Arc::new(plandeck::plan::from_text("frozen.json", text).expect("valid"));
+    let mut handle = engine::spawn(RunRequest {
+        plan,
+        plan_path: None,
+        base_dir: dir.path().to_path_buf(),
+        inputs: BTreeMap::new(),
+        approval: Some(Approval {
+            by: "test".into(),
+            at: chrono::Utc::now(),
+            hash: String::new(),
+        }),
+        max_concurrency: None,
+        estimates: Vec::new(),
+        stream_logs: false,
+        keep_alive: false,
+        exit_when_paused: false,
+        approved_steps: Vec::new(),
+        handle_signals: false,
+        store: Location::File(dir.path().join("db.sqlite")),
+        resume: None,
+    })
+    .expect("engine starts");
+    let mut started = None;
+    let mut ended = None;
+    let mut class = None;
+    while let Some(e) = handle.events.blocking_recv() {
+        match &e.kind {
+            EventKind::StepState {
+                state: StepState::Running,
+                ..
+            } => {
+                started = Some(Instant::now());
+                handle.commands.send(EngineCommand::Freeze).expect("freeze");
+                let commands = handle.commands.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(5));
+                    let _ = commands.send(EngineCommand::Resume);
+                });
+            }
+            EventKind::StepState {
+                state: StepState::Failed,
+                end,
+                ..
+            } => {
+                ended = started.map(|s| s.elapsed());
+                class = end.as_ref().and_then(|e| e.error_class).map(|c| c.as_str());
+            }
+            _ => {}
+        }
+    }
+    let exit = handle.join().expect("engine ends");
+    assert_eq!(exit.state, RunState::Failed);
+    assert_eq!(class, Some("timeout"));
+    let wall = ended.expect("the step failed").as_secs_f64();
+    // Frozen for 5 s: it times out after about 2 s of active time, so about 7 s of wall time.
+    assert!(
+        (6.5..9.5).contains(&wall),
+        "timed out after {wall:.1} s of wall time"
+    );
+}
