@@ -1,142 +1,199 @@
-//! Crash and resume with real processes: run a plan of 50 short steps at
-//! concurrency 4, SIGKILL plandeck at a seeded moment, resume, for 20 seeds.
-//! Every step ends exactly once as succeeded; nothing committed as succeeded
-//! before the kill runs again; the dead owner's steps are gone before their
-//! steps run again; the database passes its integrity check.
+//! Crash-resume torture with real processes: a random DAG of shell steps at
+//! concurrency 4, plandeck SIGKILLed at uniformly random moments (up to three
+//! times per trial, the resumes too), then resumed until done. After each
+//! trial: every step ended exactly once as succeeded; no step whose success
+//! was committed before a kill ran again; every execution a step recorded has
+//! an attempt row; event numbers have no gaps; integrity and foreign-key
+//! checks pass; no process of the run survives.
+//!
+//! `TORTURE_TRIALS` (default 20) and `TORTURE_STEPS` (default 200) scale it;
+//! `bench/torture.sh` runs 100 trials.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn step_script(ledger: &Path) -> String {
     let l = ledger.display();
     format!(
-        "echo \"start $PLANDECK_STEP_ID $PLANDECK_ATTEMPT\" >> {l}; sleep 0.0$(( $(printf %d \"'$PLANDECK_STEP_ID\") % 8 + 1 )); echo \"end $PLANDECK_STEP_ID $PLANDECK_ATTEMPT\" >> {l}"
+        "echo \"start $PLANDECK_STEP_ID $PLANDECK_ATTEMPT\" >> {l}; sleep 0.0$(( ${{#PLANDECK_STEP_ID}} % 4 + 1 )); echo \"end $PLANDECK_STEP_ID $PLANDECK_ATTEMPT\" >> {l}"
     )
 }
 
-fn plandeck() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_plandeck"));
-    c.env("NO_COLOR", "1");
-    c
-}
-
-/// Run until `kill_after` steps are reported succeeded, then SIGKILL. Returns
-/// (run id, steps reported succeeded before the kill).
-fn run_and_kill(plan: &Path, db: &Path, kill_after: usize) -> (String, BTreeSet<String>) {
-    let mut child = plandeck()
-        .args(["run", "--yes", "--json", "--db"])
+/// Run plandeck with `args` and `--json`; SIGKILL it after `kill_after` if it
+/// is still running. Returns (run id, steps whose success was committed, killed?).
+fn run_maybe_killed(
+    args: &[&str],
+    db: &Path,
+    kill_after: Option<Duration>,
+) -> (String, BTreeSet<String>, bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(args)
+        .args(["--yes", "--json", "--db"])
         .arg(db)
-        .arg(plan)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("plandeck starts");
     let stdout = child.stdout.take().expect("stdout");
-    let mut run_id = String::new();
-    let mut done = BTreeSet::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        let e: serde_json::Value = serde_json::from_str(&line).expect("json event");
-        run_id = e["run_id"].as_str().unwrap_or_default().to_string();
-        if e["type"] == "step_state" && e["state"] == "succeeded" {
-            done.insert(e["step"].as_str().unwrap_or_default().to_string());
-            if done.len() >= kill_after {
-                break;
+    let reader = std::thread::spawn(move || {
+        let mut run_id = String::new();
+        let mut done = BTreeSet::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            run_id = e["run_id"].as_str().unwrap_or_default().to_string();
+            if e["type"] == "step_state" && e["state"] == "succeeded" {
+                done.insert(e["step"].as_str().unwrap_or_default().to_string());
             }
         }
+        (run_id, done)
+    });
+    let mut killed = false;
+    if let Some(after) = kill_after {
+        // The fault itself is timed: a kill at a random moment of the run.
+        std::thread::sleep(after);
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed = true;
+        }
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = child.wait();
-    (run_id, done)
+    let status = child.wait().expect("wait");
+    let (run_id, done) = reader.join().expect("reader");
+    if !killed {
+        assert!(status.success(), "an unkilled run must succeed");
+    }
+    (run_id, done, killed)
+}
+
+fn rows<T: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str, run: &str) -> Vec<T> {
+    conn.prepare(sql)
+        .and_then(|mut s| {
+            s.query_map([run], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("query")
 }
 
 #[test]
 fn killed_runs_resume_to_completion_without_rerunning_successes() {
-    let mut reruns = 0;
-    for seed in 0..20u64 {
+    let trials = env_or("TORTURE_TRIALS", 20);
+    let steps = env_or("TORTURE_STEPS", 200);
+    let (mut kills, mut reruns) = (0, 0);
+    for seed in 0..trials as u64 {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = dir.path().join("ledger");
         let plan_path = dir.path().join("plan.json");
         let db = dir.path().join("db.sqlite");
-        let text = plandeck::plan::generate::random_dag(50, 2, seed, &step_script(&ledger));
-        let text = text.replacen("\"max_concurrency\":16", "\"max_concurrency\":4", 1);
+        let text = plandeck::plan::generate::random_dag(steps, 3, seed, &step_script(&ledger))
+            .replacen("\"max_concurrency\":16", "\"max_concurrency\":4", 1);
         std::fs::write(&plan_path, text).expect("write plan");
-
         let mut rng = fastrand::Rng::with_seed(seed);
-        let (run_id, before_kill) = run_and_kill(&plan_path, &db, rng.usize(1..45));
-        assert!(!run_id.is_empty());
+        let span = steps as f64 * 0.012;
+        let kill = |rng: &mut fastrand::Rng| Some(Duration::from_secs_f64(rng.f64() * span));
 
-        let out = plandeck()
-            .args(["resume", "--yes", "--db"])
-            .arg(&db)
-            .arg(&run_id[..8])
-            .stdin(Stdio::null())
-            .output()
-            .expect("resume runs");
-        assert!(
-            out.status.success(),
-            "seed {seed}: resume failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let plan_arg = plan_path.to_str().expect("utf-8").to_string();
+        let (mut run_id, mut committed, mut killed) =
+            run_maybe_killed(&["run", &plan_arg], &db, kill(&mut rng));
+        if run_id.is_empty() {
+            // Killed before any event was shown: the run may or may not be recorded.
+            let recorded: Option<String> = rusqlite::Connection::open(&db)
+                .ok()
+                .and_then(|c| c.query_row("SELECT id FROM runs", [], |r| r.get(0)).ok());
+            match recorded {
+                Some(id) => run_id = id,
+                None => {
+                    (run_id, committed, killed) = run_maybe_killed(&["run", &plan_arg], &db, None)
+                }
+            }
+        }
+        let mut committed_before_kill = BTreeSet::new();
+        let mut cycles = 0;
+        while killed {
+            kills += 1;
+            committed_before_kill.extend(committed.iter().cloned());
+            cycles += 1;
+            let kill_again = if cycles < 3 && rng.bool() {
+                kill(&mut rng)
+            } else {
+                None
+            };
+            (_, committed, killed) = run_maybe_killed(&["resume", &run_id[..8]], &db, kill_again);
+        }
 
         let conn = rusqlite::Connection::open(&db).expect("db");
-        let states: Vec<(String, String)> = conn
-            .prepare("SELECT step_id, state FROM steps WHERE run_id = ?1")
-            .and_then(|mut s| {
-                s.query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .expect("steps");
-        assert_eq!(states.len(), 50, "seed {seed}");
+        let states: Vec<String> = rows(&conn, "SELECT state FROM steps WHERE run_id = ?1", &run_id);
+        assert_eq!(states.len(), steps, "seed {seed}");
         assert!(
-            states.iter().all(|(_, s)| s == "succeeded"),
+            states.iter().all(|s| s == "succeeded"),
             "seed {seed}: {states:?}"
         );
+        let run_state: Vec<String> = rows(&conn, "SELECT state FROM runs WHERE id = ?1", &run_id);
+        assert_eq!(run_state, vec!["succeeded"]);
         let integrity: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("check");
         assert_eq!(integrity, "ok");
-        let run_state: String = conn
-            .query_row("SELECT state FROM runs WHERE id = ?1", [&run_id], |r| {
+        let fk: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
                 r.get(0)
             })
-            .expect("run");
-        assert_eq!(run_state, "succeeded");
-        let seqs: Vec<i64> = conn
-            .prepare("SELECT seq FROM events WHERE run_id = ?1 ORDER BY seq")
-            .and_then(|mut s| {
-                s.query_map([&run_id], |r| r.get(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .expect("seqs");
+            .expect("fk");
+        assert_eq!(fk, 0);
+        let seqs: Vec<i64> = rows(
+            &conn,
+            "SELECT seq FROM events WHERE run_id = ?1 ORDER BY seq",
+            &run_id,
+        );
         assert!(
             seqs.iter().enumerate().all(|(i, &s)| s == i as i64 + 1),
             "seed {seed}: gaps in event seqs"
         );
+        let attempt_rows: BTreeSet<String> = rows::<String>(
+            &conn,
+            "SELECT step_id || ' ' || attempt FROM step_attempts WHERE run_id = ?1",
+            &run_id,
+        )
+        .into_iter()
+        .collect();
+        let succeeded_once: Vec<i64> = rows(
+            &conn,
+            "SELECT count(*) FROM step_attempts WHERE run_id = ?1 AND state = 'succeeded' GROUP BY step_id",
+            &run_id,
+        );
+        assert!(
+            succeeded_once.iter().all(|&n| n == 1),
+            "seed {seed}: a step succeeded twice"
+        );
 
-        // The ledger: per step, the attempts that started and ended, in order.
         let ledger_text = std::fs::read_to_string(&ledger).expect("ledger");
         let mut starts: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut ends: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut last_start: BTreeMap<String, usize> = BTreeMap::new();
-        for (n, line) in ledger_text.lines().enumerate() {
+        for line in ledger_text.lines() {
             let mut parts = line.split(' ');
-            let (kind, step, attempt) =
-                (parts.next(), parts.next().unwrap_or_default(), parts.next());
-            let attempt: u32 = attempt.and_then(|a| a.parse().ok()).unwrap_or(0);
+            let (kind, step) = (parts.next(), parts.next().unwrap_or_default());
+            let attempt: u32 = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+            assert!(
+                attempt_rows.contains(&format!("{step} {attempt}")),
+                "seed {seed}: {step} attempt {attempt} ran without an attempt row"
+            );
             match kind {
-                Some("start") => {
-                    starts.entry(step.to_string()).or_default().push(attempt);
-                    last_start.insert(step.to_string(), n);
-                }
+                Some("start") => starts.entry(step.to_string()).or_default().push(attempt),
                 Some("end") => {
-                    // An old attempt must never end after a newer one started.
                     let newest = starts
                         .get(step)
                         .and_then(|s| s.iter().max())
@@ -146,22 +203,39 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
                         attempt, newest,
                         "seed {seed}: {step} attempt {attempt} ended after attempt {newest} started"
                     );
-                    ends.entry(step.to_string()).or_default().push(attempt);
                 }
                 _ => {}
             }
         }
-        for step in &before_kill {
+        // Nothing runs after a step's success: its succeeded attempt is its last start.
+        let succeeded: BTreeMap<String, u32> = conn
+            .prepare("SELECT step_id, attempt FROM step_attempts WHERE run_id = ?1 AND state = 'succeeded'")
+            .and_then(|mut s| s.query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>())
+            .expect("succeeded attempts");
+        for (step, attempts) in &starts {
+            let last = attempts.iter().max().copied().unwrap_or(0);
             assert_eq!(
-                starts.get(step).map(Vec::len),
-                Some(1),
-                "seed {seed}: {step} succeeded before the kill but ran again"
+                succeeded.get(step),
+                Some(&last),
+                "seed {seed}: {step} started again after it succeeded"
             );
         }
-        assert_eq!(ends.len(), 50, "seed {seed}: every step ended");
+        assert!(
+            committed_before_kill
+                .iter()
+                .all(|s| succeeded.contains_key(s))
+        );
         reruns += starts.values().filter(|a| a.len() > 1).count();
+        assert!(
+            plandeck::engine::ownership::marked_processes(&run_id).is_empty(),
+            "seed {seed}: a step process survived"
+        );
     }
-    // The kills must have caught steps in flight, or this test proves little.
-    assert!(reruns > 0, "no step was in flight at any kill");
-    eprintln!("steps caught in flight and run again: {reruns}");
+    eprintln!(
+        "torture: {trials} trials of {steps} steps, {kills} kills, {reruns} steps caught in flight and run again"
+    );
+    assert!(
+        kills > 0 && reruns > 0,
+        "the kills must catch steps in flight, or this test proves little"
+    );
 }
