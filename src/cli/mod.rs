@@ -92,39 +92,18 @@ pub enum Command {
     Run {
         /// Plan file (JSON).
         plan: PathBuf,
-        /// Approve without asking.
-        #[arg(long, short = 'y')]
-        yes: bool,
-        /// Print the event stream as JSON lines (SPEC §9).
-        #[arg(long)]
-        json: bool,
         /// An input value (repeatable).
         #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
         inputs: Vec<String>,
-        /// Override `globals.max_concurrency`.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        max_concurrency: Option<u32>,
-        /// Approve this step's `approval` gate in advance (repeatable).
-        #[arg(long, value_name = "STEP")]
-        approve: Vec<String>,
         #[command(flatten)]
-        db: DbArg,
+        opts: run::RunOptions,
     },
     /// Continue an interrupted or paused run where it stopped.
     Resume {
         /// Run id or a unique prefix of it.
         run: String,
-        #[arg(long, short = 'y')]
-        yes: bool,
-        #[arg(long)]
-        json: bool,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        max_concurrency: Option<u32>,
-        /// Approve this step's `approval` gate in advance (repeatable).
-        #[arg(long, value_name = "STEP")]
-        approve: Vec<String>,
         #[command(flatten)]
-        db: DbArg,
+        opts: run::RunOptions,
     },
     /// List runs: interrupted and paused first, then newest first.
     #[command(
@@ -210,42 +189,8 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Some(Command::Validate { plans }) => inspect::validate(&plans),
         Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
-        Some(Command::Run {
-            plan,
-            yes,
-            json,
-            inputs,
-            max_concurrency,
-            approve,
-            db,
-        }) => run::run(
-            &plan,
-            &inputs,
-            &run::RunOptions {
-                approve,
-                yes,
-                json,
-                max_concurrency,
-                db: db.db,
-            },
-        ),
-        Some(Command::Resume {
-            run,
-            yes,
-            json,
-            max_concurrency,
-            approve,
-            db,
-        }) => run::resume(
-            &run,
-            &run::RunOptions {
-                approve,
-                yes,
-                json,
-                max_concurrency,
-                db: db.db,
-            },
-        ),
+        Some(Command::Run { plan, inputs, opts }) => run::run(&plan, &inputs, &opts),
+        Some(Command::Resume { run, opts }) => run::resume(&run, &opts),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
         Some(Command::Show { run, json, db }) => show::show(&run, json, db.db.as_deref()),
         Some(Command::Logs {

@@ -16,13 +16,22 @@ use crate::store::writer::Approval;
 use crate::store::{self, Location, queries};
 
 /// Options shared by `run` and `resume`.
+#[derive(Debug, clap::Args)]
 pub struct RunOptions {
-    /// Steps whose `approval` gate is approved in advance.
-    pub approve: Vec<String>,
+    /// Approve without asking.
+    #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Print the event stream as JSON, one object per line.
+    #[arg(long)]
     pub json: bool,
+    /// Override `globals.max_concurrency`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: Option<u32>,
-    pub db: Option<PathBuf>,
+    /// Approve this step's `approval` gate in advance (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub approve: Vec<String>,
+    #[command(flatten)]
+    pub store: super::DbArg,
 }
 
 fn fail(msg: impl std::fmt::Display, exit: Exit) -> Exit {
@@ -154,7 +163,7 @@ pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
         Ok(i) => i,
         Err(e) => return fail(e, Exit::InvalidInput),
     };
-    let location = Location::from_arg(opts.db.as_deref());
+    let location = Location::from_arg(opts.store.db.as_deref());
     let estimates = estimates(&location, &plan);
     let summary = super::inspect::summary(&plan, &Schedule::build(&plan, &estimates));
     let approval = match approve(opts, &summary, "Run this plan?", &plan.hash) {
@@ -424,7 +433,7 @@ impl Prepared {
 
 /// `plandeck resume RUN`.
 pub fn resume(run: &str, opts: &RunOptions) -> Exit {
-    let location = Location::from_arg(opts.db.as_deref());
+    let location = Location::from_arg(opts.store.db.as_deref());
     let prepared = match prepare_resume(&location, run) {
         Ok(p) => p,
         Err((msg, exit)) => return fail(msg, exit),
