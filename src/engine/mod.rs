@@ -154,7 +154,10 @@ struct Driver {
     runner_tx: mpsc::Sender<RunnerMsg>,
     timer_tx: mpsc::UnboundedSender<(usize, u32)>,
     controls: HashMap<usize, mpsc::UnboundedSender<Control>>,
+    /// Running attempts: waited for before the engine ends (their last kills).
     tasks: JoinSet<()>,
+    /// Retry backoff timers: dropped when the run ends, never waited for.
+    timers: JoinSet<()>,
     /// Steps that declare outputs, with every step downstream of them.
     producers: Vec<(usize, HashSet<usize>)>,
 }
@@ -232,7 +235,7 @@ impl Driver {
                     delay,
                 } => {
                     let timer = self.timer_tx.clone();
-                    self.tasks.spawn(async move {
+                    self.timers.spawn(async move {
                         tokio::time::sleep(delay).await;
                         let _ = timer.send((step, attempt));
                     });
@@ -298,6 +301,7 @@ async fn drive(
         timer_tx,
         controls: HashMap::new(),
         tasks: JoinSet::new(),
+        timers: JoinSet::new(),
         producers: output_producers(&plan),
     };
 
@@ -444,6 +448,8 @@ async fn drive(
     // Nobody reads reports any more: a runner's send fails at once instead of
     // waiting on a full channel. Let attempts finish their leftover kills.
     drop(runner_rx);
+    // A retry still backing off will never run now: do not wait for its timer.
+    d.timers.abort_all();
     while d.tasks.join_next().await.is_some() {}
     let result = match result {
         Ok(()) => {

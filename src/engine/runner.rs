@@ -231,7 +231,8 @@ pub async fn run_attempt(
     };
     let duration_ms = started.elapsed().as_millis() as u64;
 
-    // The main process is gone. Leftover group members: stop them now.
+    // The main process is gone (exited, not yet reaped: the group id stays
+    // ours until `reap` below). Leftover group members: stop them now.
     let leftovers = group_alive(pgid);
     if leftovers {
         signal_group(pgid, Signal::SIGTERM);
@@ -280,10 +281,12 @@ pub async fn run_attempt(
     };
     let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
 
-    if group_alive(pgid) {
+    // No live member then means none later: only a member could add one.
+    if leftovers && group_alive(pgid) {
         tokio::time::sleep(spec.kill_grace).await;
         signal_group(pgid, Signal::SIGKILL);
     }
+    let _ = child.reap();
 }
 
 /// SIGTERM (and SIGCONT, in case it is frozen) to the group; when to SIGKILL.

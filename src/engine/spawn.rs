@@ -1,7 +1,10 @@
 //! Start a step's process with `posix_spawn`: a new session (no controlling
 //! terminal), stdin from /dev/null, stdout and stderr as pipes, its own
 //! working directory and environment, default signal dispositions; and wait
-//! for its exit through a pidfd, without polling.
+//! for its exit through a pidfd, without polling. The exited process is
+//! reaped only when asked (`Waiter::reap`): until then its pid, which is also
+//! its process group id, cannot be reused, so signalling the group can only
+//! reach what the step left behind.
 //!
 //! `posix_spawn` uses vfork semantics, so a spawn costs the same however
 //! large plandeck's own memory is (a fork from a multi-threaded process
@@ -199,9 +202,40 @@ impl Spawned {
                 unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
                     .map_err(|e| io::Error::other(e.to_string()))?,
             ),
-            None => WaitOn::Thread(tokio::task::spawn_blocking(move || reap(pid))),
+            None => WaitOn::Thread(tokio::task::spawn_blocking(move || peek(pid))),
         };
         Ok((self.stdout, self.stderr, Waiter { pid, exited }))
+    }
+}
+
+/// Wait until `pid` has exited and return its status, leaving it unreaped.
+fn peek(pid: i32) -> io::Result<ExitStatus> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with a valid out pointer.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            // SAFETY: waitid succeeded for an exited child, so si_status is set.
+            let status = unsafe { info.si_status() };
+            let raw = match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => status | 0x80,
+                _ => status,
+            };
+            return Ok(ExitStatus::from_raw(raw));
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
     }
 }
 
@@ -226,15 +260,21 @@ impl Waiter {
         self.pid
     }
 
-    /// Wait for the process to exit and reap it. Cancel-safe: dropping the
-    /// future loses nothing, so it can sit in a `select!` loop.
+    /// Wait for the process to exit, without reaping it (see `reap`).
+    /// Cancel-safe: dropping the future loses nothing, so it can sit in a
+    /// `select!` loop.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         match &mut self.exited {
             WaitOn::Pidfd(fd) => {
                 let _ready = fd.readable().await?;
-                reap(self.pid)
+                peek(self.pid)
             }
             WaitOn::Thread(handle) => handle.await.map_err(io::Error::other)?,
         }
+    }
+
+    /// Reap the process once `wait` has returned; this frees its pid.
+    pub fn reap(&self) -> io::Result<ExitStatus> {
+        reap(self.pid)
     }
 }

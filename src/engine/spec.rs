@@ -74,9 +74,10 @@ pub fn spawn_spec<'a>(
         ),
     };
     let id = s.id();
+    // The index keeps apart ids that sanitise alike (`a.b`, `a_b`).
     let output_file = ctx
         .scratch_dir
-        .join(format!("{}.{attempt}.out", sanitize(id)));
+        .join(format!("{step}-{}.{attempt}.out", sanitize(id)));
     let mut env: Vec<(String, String)> = Vec::new();
     env.extend(
         plan.plan
@@ -199,7 +200,7 @@ mod tests {
         assert_eq!(last("PLANDECK_INPUT_VER"), Some("2"));
         assert_eq!(last("PLANDECK_OUT_DEP_X_K"), Some("v"));
         assert_eq!(last("PLANDECK_ATTEMPT"), Some("3"));
-        assert_eq!(last("PLANDECK_OUTPUT"), Some("/scratch/s.3.out"));
+        assert_eq!(last("PLANDECK_OUTPUT"), Some("/scratch/0-s.3.out"));
         assert_eq!(spec.timeout, Some(Duration::from_secs(50)));
     }
 
