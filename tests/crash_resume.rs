@@ -43,7 +43,7 @@ fn run_maybe_killed(
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("plandeck starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -73,10 +73,15 @@ fn run_maybe_killed(
             killed = true;
         }
     }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
     let status = child.wait().expect("wait");
     let (run_id, done) = reader.join().expect("reader");
     if !killed {
-        assert!(status.success(), "an unkilled run must succeed");
+        assert!(status.success(), "an unkilled run must succeed ({status}): {stderr}");
     }
     (run_id, done, killed)
 }

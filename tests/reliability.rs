@@ -191,7 +191,8 @@ fn escaped_children_are_killed_and_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plan = write_plan(
         dir.path(),
-        r#"{"id":"daemonize","run":"setsid sh -c 'sleep 60' & nohup sleep 61 >/dev/null 2>&1 & echo started"}"#,
+        // Wait until both children have started, so the step's end finds them.
+        r#"{"id":"daemonize","run":"setsid sh -c 'touch escaped.started; exec sleep 60' & nohup sh -c 'touch nohup.started; exec sleep 61' >/dev/null 2>&1 & while [ ! -e escaped.started ] || [ ! -e nohup.started ]; do sleep 0.01; done; echo started"}"#,
     );
     let db = dir.path().join("db.sqlite");
     let out = plandeck(
