@@ -190,10 +190,13 @@ impl<B: Backend> Session<B> {
         estimates: Vec<Option<f64>>,
     ) -> Msg {
         let run_id = handle.run_id.clone();
-        self.engine = Some(handle.commands.clone());
+        let mut handle = handle;
+        // The session holds the only sender: letting go of it (`Detach`)
+        // closes the engine's command channel.
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        self.engine = Some(std::mem::replace(&mut handle.commands, closed));
         let tx = self.tx.clone();
         let in_flight = self.in_flight.clone();
-        let mut handle = handle;
         let _ = std::thread::Builder::new()
             .name("plandeck-tui-events".into())
             .spawn(move || {
