@@ -266,8 +266,9 @@ fn approving_runs_the_plan_and_shows_step_states() {
             s.rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
                 .expect("engine events before the deadline");
         s.handle(m);
+        // The engine stays for commands (retry a step) after the run ends.
         if let Some(r) = &s.app.run
-            && !r.live
+            && r.state.is_some_and(|st| st.is_terminal())
         {
             break;
         }

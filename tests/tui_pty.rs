@@ -95,12 +95,12 @@ fn review_approve_watch_and_quit_in_a_pty() {
     press("a");
     screen.wait_for("Run demo", 15);
     screen.wait_for("succeeded", 60);
-    screen.wait_for("steps done", 5);
+    screen.wait_for("elapsed", 5);
     // Let the run end, then quit.
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         let t = screen.text();
-        if t.contains("succeeded ·") || t.contains("failed ·") {
+        if t.contains("Summary · run") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

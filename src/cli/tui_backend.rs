@@ -10,7 +10,7 @@ use crate::engine::{self, EngineHandle};
 use crate::plan::{self, Diagnostic, ValidPlan};
 use crate::store::writer::Approval;
 use crate::store::{self, Location, queries};
-use crate::tui::backend::{Backend, PlanEntry, RunDetail, RunSummary, StartRun};
+use crate::tui::backend::{Backend, PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
 
 /// Plans from a directory, runs from a store.
 pub struct StoreBackend {
@@ -125,7 +125,7 @@ impl Backend for StoreBackend {
             at: chrono::Utc::now(),
             hash: start.plan.hash.clone(),
         };
-        let req = run::new_request(
+        let mut req = run::new_request(
             &start.path,
             start.plan,
             start.inputs,
@@ -133,8 +133,9 @@ impl Backend for StoreBackend {
             start.estimates,
             self.location.clone(),
             None,
-            false,
+            true,
         );
+        req.keep_alive = true;
         engine::spawn(req).map_err(|e| e.to_string())
     }
 
@@ -145,11 +146,29 @@ impl Backend for StoreBackend {
             at: chrono::Utc::now(),
             hash: prepared.plan.hash.clone(),
         };
-        let req = prepared.into_request(Some(approval), self.location.clone(), None, false);
+        let mut req = prepared.into_request(Some(approval), self.location.clone(), None, true);
+        req.keep_alive = true;
         let plan = req.plan.clone();
         engine::spawn(req)
             .map(|h| (plan, h))
             .map_err(|e| e.to_string())
+    }
+
+    fn attempt_output(
+        &self,
+        run_id: &str,
+        step: &str,
+        attempt: u32,
+    ) -> Result<StoredOutput, String> {
+        let Some(conn) = self.open()? else {
+            return Ok(StoredOutput::default());
+        };
+        let o = queries::attempt_output(&conn, run_id, step, attempt).map_err(|e| e.to_string())?;
+        Ok(StoredOutput {
+            truncated: o.stdout_truncated || o.stderr_truncated,
+            stdout: o.stdout,
+            stderr: o.stderr,
+        })
     }
 
     fn edit(&self, path: &Path) -> Result<(), String> {

@@ -168,6 +168,9 @@ pub enum Command {
     Freeze,
     /// Stop every running step and end the run as canceled.
     Cancel,
+    /// Stop every running step and leave the run interrupted, resumable
+    /// (what a front end sends when a person leaves a run for later).
+    Interrupt,
     /// Run a failed, canceled or skipped step again.
     RetryStep(String),
     /// Mark a step skipped; its dependents may run.

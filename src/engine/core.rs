@@ -1124,6 +1124,12 @@ impl Core {
                     self.begin_ending(Ending::Cancel);
                 }
             }
+            Command::Interrupt => {
+                if !self.finished {
+                    self.record("interrupt", None);
+                    self.begin_ending(Ending::Interrupt);
+                }
+            }
             Command::RetryStep(id) => self.retry_step(&id, None),
             Command::FixAndRetry { step, command } => self.retry_step(&step, Some(command)),
             Command::SkipStep(id) => self.skip_step(&id),

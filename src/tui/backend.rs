@@ -56,6 +56,15 @@ pub struct StartRun {
     pub estimates: Vec<Option<f64>>,
 }
 
+/// The stored output of one attempt (bounded: head and tail, with a marker
+/// where it was cut).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+}
+
 /// The services the screens use.
 pub trait Backend {
     /// Plan files in the plans directory, sorted by path.
@@ -72,6 +81,13 @@ pub trait Backend {
     fn start_run(&self, run: StartRun) -> Result<EngineHandle, String>;
     /// Resume an interrupted or paused run; returns its plan too.
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
+    /// The stored output of a step's attempt (empty while it runs).
+    fn attempt_output(
+        &self,
+        run_id: &str,
+        step: &str,
+        attempt: u32,
+    ) -> Result<StoredOutput, String>;
     /// Open a file in the person's editor and wait for it to close.
     fn edit(&self, path: &Path) -> Result<(), String>;
 }

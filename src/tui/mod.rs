@@ -10,12 +10,14 @@ pub mod app;
 pub mod backend;
 pub mod dagview;
 pub mod keymap;
+pub mod live;
+pub mod sanitize;
 pub mod terminal;
 pub mod views;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
@@ -46,7 +48,16 @@ pub struct Session<B: Backend> {
     pub tx: Sender<Msg>,
     pub rx: Receiver<Msg>,
     engine: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
+    /// Batches of engine events sent and not yet handled: the forwarder
+    /// waits while this is high, so a step that floods output cannot queue
+    /// ahead of key presses.
+    in_flight: Arc<AtomicUsize>,
 }
+
+/// Batches of engine events allowed in the message channel at once.
+const MAX_BATCHES: usize = 2;
+/// Engine events per batch at most.
+const BATCH: usize = 2048;
 
 impl<B: Backend> Session<B> {
     pub fn new(backend: B, target: &Target, color: bool, size: (u16, u16)) -> Session<B> {
@@ -57,6 +68,7 @@ impl<B: Backend> Session<B> {
             tx,
             rx,
             engine: None,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let first = match target {
             Target::Runs => Effect::Refresh,
@@ -80,6 +92,9 @@ impl<B: Backend> Session<B> {
     /// needs the terminal and is returned.
     pub fn handle(&mut self, msg: Msg) -> Vec<PathBuf> {
         let mut edits = Vec::new();
+        if matches!(msg, Msg::Events(_)) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         for fx in self.app.update(msg) {
             match fx {
                 Effect::Edit(p) => edits.push(p),
@@ -142,6 +157,27 @@ impl<B: Backend> Session<B> {
                 }
                 return;
             }
+            Effect::Detach => {
+                self.engine = None;
+                return;
+            }
+            Effect::LoadOutput {
+                run_id,
+                step,
+                attempt,
+            } => {
+                let id = self
+                    .app
+                    .run
+                    .as_ref()
+                    .map(|r| r.plan.id(step).to_string())
+                    .unwrap_or_default();
+                Msg::OutputLoaded {
+                    step,
+                    attempt,
+                    result: self.backend.attempt_output(&run_id, &id, attempt),
+                }
+            }
         };
         let _ = tx.send(msg);
     }
@@ -154,14 +190,29 @@ impl<B: Backend> Session<B> {
         estimates: Vec<Option<f64>>,
     ) -> Msg {
         let run_id = handle.run_id.clone();
-        self.engine = Some(handle.commands.clone());
-        let tx = self.tx.clone();
         let mut handle = handle;
+        // The session holds the only sender: letting go of it (`Detach`)
+        // closes the engine's command channel.
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        self.engine = Some(std::mem::replace(&mut handle.commands, closed));
+        let tx = self.tx.clone();
+        let in_flight = self.in_flight.clone();
         let _ = std::thread::Builder::new()
             .name("plandeck-tui-events".into())
             .spawn(move || {
                 while let Some(ev) = handle.events.blocking_recv() {
-                    if tx.send(Msg::Engine(ev)).is_err() {
+                    let mut batch = vec![ev];
+                    while batch.len() < BATCH {
+                        match handle.events.try_recv() {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    while in_flight.load(Ordering::SeqCst) >= MAX_BATCHES {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    if tx.send(Msg::Events(batch)).is_err() {
                         return;
                     }
                 }
@@ -197,6 +248,9 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<()> {
         batch.extend(session.rx.try_iter().take(256));
         for msg in batch {
             dirty |= session.app.redraws(&msg);
+            if matches!(msg, Msg::Tick) {
+                session.app.clock = Some(chrono::Utc::now());
+            }
             for path in session.handle(msg) {
                 paused.store(true, Ordering::SeqCst);
                 let _ = ack_rx.recv_timeout(Duration::from_millis(500));
@@ -206,8 +260,13 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<()> {
                 paused.store(false, Ordering::SeqCst);
                 if let Err(e) = edited {
                     session.app.status = Some(e);
+                } else if session.app.screen == keymap::Screen::Run {
+                    session.app.status =
+                        Some("plan edited: the changes apply to the next run of it".into());
                 }
-                session.perform(Effect::LoadPlan(path));
+                if session.app.screen != keymap::Screen::Run {
+                    session.perform(Effect::LoadPlan(path));
+                }
                 dirty = true;
             }
             if session.app.quit {

@@ -20,6 +20,15 @@ pub struct Status<'a> {
     pub states: Option<&'a [StepState]>,
     /// Right-hand text per step (estimate or duration).
     pub right: &'a dyn Fn(usize) -> String,
+    /// The spinner frame drawn for running steps.
+    pub spin: Option<char>,
+}
+
+fn glyph_of(st: &Status, state: StepState) -> char {
+    match (state, st.spin) {
+        (StepState::Running, Some(c)) => c,
+        _ => step_glyph(state),
+    }
 }
 
 pub fn draw(f: &mut Frame, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st: &Status) {
@@ -71,7 +80,7 @@ fn list(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, s
         let i = row.node;
         let step = &plan.plan.steps[i];
         let state = state_of(st, i);
-        let g = step_glyph(state);
+        let g = glyph_of(st, state);
         let mut graph: String = row.text(g).chars().take(graph_w).collect();
         if row.cells.len() > graph_w {
             graph.pop();
@@ -178,7 +187,7 @@ fn map(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st
         } else {
             vt
         };
-        let label = format!("{} {}", step_glyph(state), clip(step.id(), inner - 2));
+        let label = format!("{} {}", glyph_of(st, state), clip(step.id(), inner - 2));
         let mid = format!("{left}{label:<inner$}{right}");
         let mut label_style = t.step(state);
         if selected {

@@ -33,6 +33,9 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Error => error::draw(f, app),
     }
     footer(f, app, areas(app).footer);
+    if app.screen == Screen::Run {
+        run::confirm(f, app);
+    }
     if app.help {
         help::draw(f, app);
     }
@@ -55,6 +58,8 @@ pub struct Areas {
     pub header: Rect,
     pub dag: Rect,
     pub side: Rect,
+    /// The run screen's bottom panel (feed, remediation, summary).
+    pub bottom: Rect,
     pub footer: Rect,
 }
 
@@ -71,12 +76,35 @@ pub fn areas(app: &App) -> Areas {
         Constraint::Length(1),
     ])
     .areas(full);
+    if app.screen == Screen::Run {
+        if app.run.as_ref().is_some_and(|r| r.log.full) {
+            return Areas {
+                header,
+                dag: Rect::new(body.x, body.y, 0, 0),
+                side: body,
+                bottom: Rect::new(body.x, body.bottom(), body.width, 0),
+                footer,
+            };
+        }
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
+        let [dag, side] =
+            Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(top);
+        return Areas {
+            header,
+            dag,
+            side,
+            bottom,
+            footer,
+        };
+    }
     let [dag, side] =
         Layout::horizontal([Constraint::Percentage(56), Constraint::Percentage(44)]).areas(body);
     Areas {
         header,
         dag,
         side,
+        bottom: Rect::new(body.x, body.bottom(), body.width, 0),
         footer,
     }
 }
@@ -211,6 +239,11 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
             Span::styled("/", t.key()),
             Span::raw(format!("{text}▏")),
             Span::styled("  enter: keep  esc: close  n/N: next/previous", t.dim()),
+        ]),
+        Some(Prompt::LogSearch(text)) => Line::from(vec![
+            Span::styled("log /", t.key()),
+            Span::raw(format!("{text}▏")),
+            Span::styled("  enter: keep  esc: close  n/N: older/newer", t.dim()),
         ]),
         Some(Prompt::Filter) => Line::from(vec![
             Span::styled("filter: ", t.key()),

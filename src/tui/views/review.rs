@@ -34,6 +34,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         &super::dag::Status {
             states: None,
             right: &est,
+            spin: None,
         },
     );
     let inputs_h = if r.inputs.is_empty() {

@@ -1,0 +1,313 @@
+//! The Run screen rendered from synthetic engine events (fixed timestamps,
+//! spinner frame from the app's tick count) into a `TestBackend`, in each
+//! notable state: running, paused, failed with the remediation panel,
+//! finished with the summary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use plandeck::engine::api::{AttemptEnd, Event, EventKind, Role, RunState, StepState, Stream};
+use plandeck::remediation::{Action, ErrorClass};
+use plandeck::tui::app::{App, Msg};
+use plandeck::tui::views;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+const PLAN: &str = r#"{"name":"ship","steps":[
+ {"id":"fetch","run":"true"},
+ {"id":"build","run":"make","depends_on":["fetch"],"retries":2},
+ {"id":"lint","run":"lint","depends_on":["fetch"]},
+ {"id":"test","run":"make test","depends_on":["build"]},
+ {"id":"deploy","run":"deploy","depends_on":["test","lint"]}]}"#;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).expect("time")
+}
+
+struct Feed {
+    app: App,
+    seq: u64,
+    secs: i64,
+}
+
+impl Feed {
+    fn new(size: (u16, u16)) -> Feed {
+        let plan = Arc::new(plandeck::plan::from_text("ship.json", PLAN).expect("plan"));
+        let mut app = App::new(false, size);
+        app.update(Msg::RunStarted {
+            run_id: "run-0001".into(),
+            plan,
+            estimates: vec![Some(1.0), Some(10.0), Some(3.0), Some(5.0), Some(2.0)],
+        });
+        let mut f = Feed {
+            app,
+            seq: 0,
+            secs: 0,
+        };
+        f.ev(EventKind::RunState {
+            state: RunState::Running,
+            reason: None,
+        });
+        f
+    }
+    fn ev(&mut self, kind: EventKind) {
+        self.seq += 1;
+        self.secs += 1;
+        self.app.update(Msg::Engine(Event {
+            seq: self.seq,
+            run_id: "run-0001".into(),
+            ts: t0() + chrono::Duration::seconds(self.secs),
+            kind,
+        }));
+    }
+    fn step(&mut self, id: &str, attempt: u32, state: StepState, end: Option<AttemptEnd>) {
+        self.ev(EventKind::StepState {
+            step: id.into(),
+            attempt,
+            state,
+            role: Role::Step,
+            pgid: None,
+            end,
+            reason: None,
+            stderr_tail: (state == StepState::Failed)
+                .then(|| "cc: error: foo.c: no such file\nmake: *** [all] Error 1".into()),
+            outputs: BTreeMap::new(),
+        });
+    }
+    fn log(&mut self, id: &str, stream: Stream, line: &str) {
+        self.app.update(Msg::Engine(Event {
+            seq: self.seq,
+            run_id: "run-0001".into(),
+            ts: t0(),
+            kind: EventKind::Log {
+                step: id.into(),
+                attempt: 1,
+                stream,
+                line: line.into(),
+            },
+        }));
+    }
+    fn key(&mut self, c: char) {
+        self.app.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char(c),
+            KeyModifiers::NONE,
+        )));
+    }
+    fn render(&self) -> String {
+        let (w, h) = self.app.size;
+        let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+        t.draw(|f| views::draw(f, &self.app)).expect("draws");
+        let mut out = format!("{}", t.backend());
+        // Local times depend on the time zone: redact them.
+        for k in 0..=self.secs {
+            let at = (t0() + chrono::Duration::seconds(k))
+                .with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string();
+            out = out.replace(&at, &format!("T+{k:05}"));
+        }
+        out
+    }
+}
+
+fn end(ms: u64, code: i32, class: Option<ErrorClass>) -> Option<AttemptEnd> {
+    Some(AttemptEnd {
+        exit_code: Some(code),
+        signal: None,
+        duration_ms: ms,
+        error_class: class,
+    })
+}
+
+/// fetch done, build and lint running, build printing to both streams.
+fn running(size: (u16, u16)) -> Feed {
+    let mut f = Feed::new(size);
+    f.step("fetch", 1, StepState::Running, None);
+    f.step("fetch", 1, StepState::Succeeded, end(1200, 0, None));
+    f.step("build", 1, StepState::Running, None);
+    f.step("lint", 1, StepState::Running, None);
+    f.log("build", Stream::Stdout, "compiling foo.c");
+    f.log("build", Stream::Stderr, "warning: unused variable");
+    f.log(
+        "build",
+        Stream::Stdout,
+        "\x1b[2J\x1b[Hcompiling bar.c\x1b]52;c;aGk=\x07",
+    );
+    f.key('j');
+    f
+}
+
+#[test]
+fn run_screen_running_with_a_frozen_spinner() {
+    for size in SIZES {
+        let f = running(size);
+        let frame = f.render();
+        assert!(frame.contains("◐"), "the spinner's first frame");
+        assert!(frame.contains("compiling bar.c"), "log lines, made inert");
+        assert!(
+            frame.contains("┃ warning: unused variable"),
+            "stderr marked"
+        );
+        assert!(frame.contains("1/5"), "progress");
+        insta::assert_snapshot!(format!("run-running-{}x{}", size.0, size.1), frame);
+    }
+}
+
+#[test]
+fn run_screen_paused() {
+    for size in SIZES {
+        let mut f = running(size);
+        f.key('p');
+        assert!(
+            f.app
+                .status
+                .as_deref()
+                .is_some_and(|s| s.contains("pausing"))
+        );
+        f.ev(EventKind::Command {
+            command: "pause".into(),
+            step: None,
+        });
+        f.ev(EventKind::RunState {
+            state: RunState::Paused,
+            reason: Some("paused by a person".into()),
+        });
+        let frame = f.render();
+        assert!(frame.contains("paused by a person"));
+        assert!(frame.contains("person: pause"));
+        insta::assert_snapshot!(format!("run-paused-{}x{}", size.0, size.1), frame);
+    }
+}
+
+fn failed(size: (u16, u16)) -> Feed {
+    let mut f = running(size);
+    f.step(
+        "build",
+        1,
+        StepState::Failed,
+        end(3400, 2, Some(ErrorClass::ExitCode)),
+    );
+    f.ev(EventKind::Remediation {
+        step: "build".into(),
+        attempt: 1,
+        error_class: ErrorClass::ExitCode,
+        explanation: "The command exited with a non-zero status.".into(),
+        cause: "exit status 2".into(),
+        actions: vec![
+            Action::Retry {
+                label: "Retry the step".into(),
+            },
+            Action::FixAndRetry {
+                label: "Clean, then retry".into(),
+                command: "make clean".into(),
+            },
+            Action::Skip {
+                label: "Skip this step and go on".into(),
+            },
+            Action::Abort {
+                label: "Abort the run".into(),
+            },
+        ],
+    });
+    f
+}
+
+#[test]
+fn run_screen_failed_step_with_remediation() {
+    for size in SIZES {
+        let mut f = failed(size);
+        let frame = f.render();
+        assert!(frame.contains("exit_code"));
+        assert!(frame.contains("make: *** [all] Error 1"), "stderr tail");
+        assert!(frame.contains("2 Clean, then retry"));
+        insta::assert_snapshot!(format!("run-failed-{}x{}", size.0, size.1), frame);
+        // 2: fix then retry shows the command and asks first.
+        f.key('2');
+        let frame = f.render();
+        assert!(frame.contains("make clean"));
+        assert!(frame.contains("Fix, then retry?"));
+        let fx = f.app.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('y'),
+            KeyModifiers::NONE,
+        )));
+        assert!(
+            format!("{fx:?}").contains("FixAndRetry"),
+            "confirmed: {fx:?}"
+        );
+        // 1: retry at once.
+        let fx = f.app.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('1'),
+            KeyModifiers::NONE,
+        )));
+        assert!(format!("{fx:?}").contains("RetryStep(\"build\")"), "{fx:?}");
+    }
+}
+
+#[test]
+fn run_screen_finished_with_summary() {
+    for size in SIZES {
+        let mut f = failed(size);
+        f.step("lint", 1, StepState::Succeeded, end(2100, 0, None));
+        f.step("test", 0, StepState::Skipped, None);
+        f.step("deploy", 0, StepState::Skipped, None);
+        f.ev(EventKind::RunState {
+            state: RunState::Failed,
+            reason: Some("1 step failed".into()),
+        });
+        f.key('k');
+        let frame = f.render();
+        assert!(frame.contains("Summary"));
+        assert!(frame.contains("slowest"));
+        insta::assert_snapshot!(format!("run-finished-{}x{}", size.0, size.1), frame);
+    }
+}
+
+#[test]
+fn log_search_attempts_and_zoom() {
+    let mut f = running((80, 24));
+    for k in 0..50 {
+        f.log("build", Stream::Stdout, &format!("line {k}"));
+    }
+    f.app
+        .update(Msg::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+    f.key('/');
+    for c in "line 1".chars() {
+        f.key(c);
+    }
+    f.app
+        .update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    let r = f.app.run.as_ref().expect("run");
+    let hit = r.log.hit.expect("a match");
+    f.key('n');
+    let r = f.app.run.as_ref().expect("run");
+    assert!(
+        r.log.hit.expect("older match") < hit,
+        "n goes to an older match"
+    );
+    f.key('z');
+    let frame = f.render();
+    assert!(frame.contains("line 1"));
+    assert!(!frame.contains("Steps ("), "zoomed: the log takes the body");
+    f.key('[');
+    assert!(
+        f.app
+            .status
+            .as_deref()
+            .is_some_and(|s| s.contains("attempt 1 of 1"))
+    );
+    // q during a run asks how to leave.
+    f.key('q');
+    assert!(f.render().contains("pause and quit"));
+    let fx = f.app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('p'),
+        KeyModifiers::NONE,
+    )));
+    let fx = format!("{fx:?}");
+    assert!(
+        fx.contains("Pause") && fx.contains("Interrupt") && fx.contains("Detach"),
+        "{fx}"
+    );
+}
