@@ -81,7 +81,10 @@ fn run_maybe_killed(
     let status = child.wait().expect("wait");
     let (run_id, done) = reader.join().expect("reader");
     if !killed {
-        assert!(status.success(), "an unkilled run must succeed ({status}): {stderr}");
+        assert!(
+            status.success(),
+            "an unkilled run must succeed ({status}): {stderr}"
+        );
     }
     (run_id, done, killed)
 }
