@@ -1,0 +1,362 @@
+//! The run's state machine: one value (`Core`) that takes inputs (commands,
+//! attempt starts and ends, retry timers, commit acknowledgements) and answers
+//! with effects (events to persist, attempts to spawn, signals, timers).
+//!
+//! Pure: no processes, no store, no clock beyond event timestamps. The
+//! driver (`engine::driver`) performs the effects. Invariants: a dependent
+//! starts only after its dependency's ending is durable; a pool's capacity,
+//! `max_concurrency` and file conflicts are never exceeded; every state
+//! change is an event with the next sequence number.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::api::{
+    AttemptEnd, CapturedOutput, Command, Event, EventKind, Role, RunState, StepState,
+};
+use super::files::FileLocks;
+use super::policy;
+use super::runner::{Control, Outcome};
+use crate::dag::Schedule;
+use crate::plan::expr::EvalContext;
+use crate::plan::{OnFailure, ValidPlan};
+use crate::remediation::{ErrorClass, FailureFacts, Rules};
+
+mod attempts;
+mod commands;
+mod deps;
+mod events;
+mod restore;
+
+/// Why a step was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Its `when` condition was false: dependents may run.
+    Condition,
+    /// A dependency did not succeed: dependents are skipped too.
+    Upstream,
+    /// A person skipped it: dependents may run.
+    Manual,
+    /// A fallback that was never needed.
+    NotNeeded,
+}
+
+/// How a run is being brought to an end early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A person canceled: the run ends `canceled`.
+    Cancel,
+    /// A critical or `abort` step failed: the run ends `failed`.
+    Abort,
+    /// plandeck is stopping (Ctrl-C, SIGTERM): the run ends `interrupted`, resumable.
+    Interrupt,
+}
+
+/// The live state of one step.
+#[derive(Debug, Clone)]
+pub struct StepRun {
+    pub state: StepState,
+    /// Number of the latest attempt (0: none yet).
+    pub attempt: u32,
+    /// Failed attempts counted against `retries`.
+    pub failures: u32,
+    pub role: Role,
+    pub exit_code: Option<i32>,
+    pub outputs: BTreeMap<String, String>,
+    pub error_class: Option<ErrorClass>,
+    pub skip: Option<SkipReason>,
+    /// A fallback succeeded in this failed step's place.
+    pub stood_in: bool,
+    pub approved: bool,
+    /// Its ending is durable and dependents have been told.
+    released: bool,
+    ok: bool,
+    pending_deps: usize,
+    blocked: bool,
+    fallback_for: Vec<usize>,
+    started: bool,
+    fix: Option<String>,
+    skip_requested: bool,
+}
+
+impl StepRun {
+    fn new() -> StepRun {
+        StepRun {
+            state: StepState::Pending,
+            attempt: 0,
+            failures: 0,
+            role: Role::Step,
+            exit_code: None,
+            outputs: BTreeMap::new(),
+            error_class: None,
+            skip: None,
+            stood_in: false,
+            approved: false,
+            released: false,
+            ok: false,
+            pending_deps: 0,
+            blocked: false,
+            fallback_for: Vec::new(),
+            started: false,
+            fix: None,
+            skip_requested: false,
+        }
+    }
+}
+
+/// What the core receives.
+#[derive(Debug)]
+pub enum Input {
+    Command(Command),
+    Started {
+        step: usize,
+        attempt: u32,
+        pgid: i32,
+    },
+    Exited(Box<Outcome>),
+    RetryDue {
+        step: usize,
+        attempt: u32,
+    },
+    /// Everything up to this sequence number is durable.
+    Committed {
+        last_seq: u64,
+    },
+    /// plandeck is stopping; leave the run resumable.
+    Interrupt,
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug)]
+pub enum Effect {
+    Emit(Box<Event>, Option<Box<CapturedOutput>>),
+    Spawn {
+        step: usize,
+        attempt: u32,
+        role: Role,
+        fix: Option<String>,
+    },
+    Control {
+        step: usize,
+        control: Control,
+    },
+    RetryAfter {
+        step: usize,
+        attempt: u32,
+        delay: Duration,
+    },
+}
+
+/// A step's state restored from the store.
+#[derive(Debug, Clone)]
+pub struct StepSnapshot {
+    pub state: StepState,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// The run state machine.
+pub struct Core {
+    pub run_id: String,
+    plan: Arc<ValidPlan>,
+    schedule: Arc<Schedule>,
+    rules: Arc<Rules>,
+    pub state: RunState,
+    pub reason: Option<String>,
+    pub steps: Vec<StepRun>,
+    max_concurrency: usize,
+    next_seq: u64,
+    durable_seq: u64,
+    awaiting: VecDeque<(u64, usize)>,
+    /// Ranks (position in priority order) of steps ready to start.
+    ready: BTreeSet<usize>,
+    rank: Vec<usize>,
+    by_rank: Vec<usize>,
+    running: usize,
+    pools: BTreeMap<String, u32>,
+    files: FileLocks,
+    unfinished: usize,
+    ending: Option<Ending>,
+    frozen: bool,
+    inputs: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    rng: fastrand::Rng,
+    finished: bool,
+    effects: Vec<Effect>,
+}
+
+/// Everything a core is built from.
+pub struct CoreConfig {
+    pub run_id: String,
+    pub plan: Arc<ValidPlan>,
+    pub schedule: Arc<Schedule>,
+    pub rules: Arc<Rules>,
+    pub max_concurrency: u32,
+    pub inputs: BTreeMap<String, String>,
+    /// The environment `env.NAME` reads in conditions.
+    pub env: BTreeMap<String, String>,
+    pub seed: u64,
+}
+
+impl Core {
+    /// A new run; emits `run_created`. Call `start` next.
+    pub fn new(cfg: CoreConfig) -> Core {
+        let mut core = Core::blank(cfg, 1);
+        let kind = EventKind::RunCreated {
+            plan: core.plan.plan.name.clone(),
+            plan_hash: core.plan.hash.clone(),
+            steps: core.plan.len(),
+        };
+        core.emit(kind);
+        core
+    }
+
+    fn blank(cfg: CoreConfig, next_seq: u64) -> Core {
+        let n = cfg.plan.len();
+        let mut by_rank: Vec<usize> = (0..n).collect();
+        by_rank.sort_by(|&a, &b| {
+            cfg.schedule.priority[b]
+                .total_cmp(&cfg.schedule.priority[a])
+                .then(a.cmp(&b))
+        });
+        let mut rank = vec![0; n];
+        for (r, &i) in by_rank.iter().enumerate() {
+            rank[i] = r;
+        }
+        let mut steps: Vec<StepRun> = (0..n).map(|_| StepRun::new()).collect();
+        for (i, s) in steps.iter_mut().enumerate() {
+            s.pending_deps = cfg.plan.deps[i].len();
+        }
+        let unfinished = (0..n).filter(|&i| !cfg.plan.fallback_only[i]).count();
+        Core {
+            run_id: cfg.run_id,
+            max_concurrency: cfg.max_concurrency.max(1) as usize,
+            plan: cfg.plan,
+            schedule: cfg.schedule,
+            rules: cfg.rules,
+            state: RunState::Created,
+            reason: None,
+            steps,
+            next_seq,
+            durable_seq: next_seq.saturating_sub(1),
+            awaiting: VecDeque::new(),
+            ready: BTreeSet::new(),
+            rank,
+            by_rank,
+            running: 0,
+            pools: BTreeMap::new(),
+            files: FileLocks::default(),
+            unfinished,
+            ending: None,
+            frozen: false,
+            inputs: cfg.inputs,
+            env: cfg.env,
+            rng: fastrand::Rng::with_seed(cfg.seed),
+            finished: false,
+            effects: Vec::new(),
+        }
+    }
+
+    /// Begin: approved runs start at once, others wait for `Command::Approve`.
+    pub fn start(&mut self, approved: bool) {
+        if approved {
+            self.begin_running();
+            self.pump();
+        } else {
+            self.set_run(
+                RunState::AwaitingApproval,
+                Some("waiting for approval".into()),
+            );
+        }
+    }
+
+    /// Take the effects produced so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The run has ended and its last event has been emitted.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Record a warning event.
+    pub fn warn(&mut self, message: String) {
+        self.emit(EventKind::Warning { message });
+    }
+
+    /// Paused with nothing running: a headless front end may leave now.
+    pub fn is_idle_paused(&self) -> bool {
+        self.state == RunState::Paused && self.running == 0 && !self.finished
+    }
+
+    /// The last sequence number handed out.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Everything emitted is durable.
+    pub fn all_durable(&self) -> bool {
+        self.durable_seq >= self.last_seq()
+    }
+
+    pub fn plan(&self) -> &ValidPlan {
+        &self.plan
+    }
+
+    pub fn inputs(&self) -> &BTreeMap<String, String> {
+        &self.inputs
+    }
+
+    /// Feed one input.
+    pub fn handle(&mut self, input: Input) {
+        match input {
+            Input::Command(c) => self.command(c),
+            Input::Started {
+                step,
+                attempt,
+                pgid,
+            } => {
+                if self.steps[step].attempt == attempt
+                    && self.steps[step].state == StepState::Running
+                {
+                    self.steps[step].started = true;
+                    let role = self.steps[step].role;
+                    self.emit_step_full(
+                        step,
+                        StepState::Running,
+                        role,
+                        Some(pgid),
+                        None,
+                        None,
+                        None,
+                    );
+                }
+            }
+            Input::Exited(outcome) => self.exited(*outcome),
+            Input::RetryDue { step, attempt } => {
+                let s = &self.steps[step];
+                if s.state == StepState::Retrying && s.attempt == attempt && self.ending.is_none() {
+                    self.ready.insert(self.rank[step]);
+                }
+            }
+            Input::Committed { last_seq } => {
+                self.durable_seq = self.durable_seq.max(last_seq);
+                while let Some(&(seq, i)) = self.awaiting.front() {
+                    if seq > self.durable_seq {
+                        break;
+                    }
+                    self.awaiting.pop_front();
+                    self.release_now(i);
+                }
+            }
+            Input::Interrupt => self.begin_ending(Ending::Interrupt),
+        }
+        self.pump();
+    }
+}
