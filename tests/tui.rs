@@ -295,3 +295,35 @@ fn a_changed_file_is_shown_again_instead_of_run() {
     assert!(r.notice.as_deref().is_some_and(|n| n.contains("changed")));
     assert_eq!(r.plan.plan.steps[0].run.as_deref(), Some("false"));
 }
+
+#[test]
+fn a_stored_failed_run_shows_its_feed_and_remediation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let plan = dir.path().join("broken.json");
+    std::fs::write(
+        &plan,
+        r#"{"name":"broken","steps":[{"id":"oops","run":"frobnicate-widgets"}]}"#,
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "--yes", "--db"])
+        .arg(&db)
+        .arg(&plan)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("plandeck runs");
+    assert_eq!(out.status.code(), Some(1));
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let id: String = conn
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .expect("run");
+    let s = session(&db, Target::Run(id), (160, 48));
+    let frame = render(&s);
+    assert!(frame.contains("command_not_found"), "{frame}");
+    assert!(frame.contains("frobnicate-widgets"), "{frame}");
+    assert!(
+        frame.contains("Abort the run"),
+        "the remediation actions are listed: {frame}"
+    );
+}

@@ -104,7 +104,9 @@ impl Backend for StoreBackend {
             .map_err(|_| "the plan stored with this run no longer validates".to_string())?;
         let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
         let resume = queries::load_resume(&conn, &row, &ids).map_err(|e| e.to_string())?;
+        let events = queries::events(&conn, &row.id).map_err(|e| e.to_string())?;
         Ok(RunDetail {
+            events,
             summary: summary(&row),
             steps: resume.steps.iter().map(|s| (s.state, s.attempts)).collect(),
             plan: Arc::new(plan),

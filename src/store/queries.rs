@@ -384,3 +384,21 @@ pub fn latest_remediation(
         .and_then(|p| serde_json::from_str::<crate::engine::api::Event>(&p).ok())
         .map(|e| e.kind))
 }
+
+/// A run's stored events, in order.
+pub fn events(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Vec<crate::engine::api::Event>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT payload FROM events WHERE run_id = ?1 ORDER BY seq")
+        .map_err(sql_err)?;
+    let payloads = stmt
+        .query_map(params![run_id], |r| r.get::<_, String>(0))
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        .map_err(sql_err)?;
+    Ok(payloads
+        .iter()
+        .filter_map(|p| serde_json::from_str(p).ok())
+        .collect())
+}

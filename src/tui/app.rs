@@ -607,6 +607,11 @@ impl App {
                     DagMode::List,
                     false,
                 );
+                // Replay what was stored (feed, remediation), then take the
+                // stored states as they are now.
+                for ev in detail.events {
+                    run.apply(ev);
+                }
                 run.state = Some(detail.summary.state);
                 for (i, (st, a)) in detail.steps.iter().take(n).enumerate() {
                     run.steps[i] = *st;

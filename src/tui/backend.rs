@@ -45,6 +45,8 @@ pub struct RunDetail {
     pub summary: RunSummary,
     pub plan: Arc<ValidPlan>,
     pub steps: Vec<(StepState, u32)>,
+    /// The run's stored events, replayed into the feed and the remediation panel.
+    pub events: Vec<crate::engine::api::Event>,
 }
 
 /// A run a person approved on the review screen.
