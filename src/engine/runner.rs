@@ -232,8 +232,25 @@ pub async fn run_attempt(
     let duration_ms = started.elapsed().as_millis() as u64;
 
     // The main process is gone (exited, not yet reaped: the group id stays
-    // ours until `reap` below). Leftover group members: stop them now.
-    let leftovers = group_alive(pgid);
+    // ours until `reap` below). Leftover group members nearly always still
+    // hold the output pipes, so when both reach end-of-file at once there is
+    // nothing to look for; otherwise (or after a timeout or cancel) look for
+    // live members and stop them. Leftovers that let go of the pipes are
+    // found by the run's final sweep for its marker.
+    let mut pending: Vec<_> = readers.into_iter().flatten().collect();
+    let mut captures = Vec::new();
+    let quick = tokio::time::sleep(Duration::from_millis(20));
+    tokio::pin!(quick);
+    while let Some(reader) = pending.first_mut() {
+        tokio::select! {
+            r = reader => {
+                captures.push(r.ok());
+                pending.remove(0);
+            }
+            _ = &mut quick => break,
+        }
+    }
+    let leftovers = (terminated || timed_out || !pending.is_empty()) && group_alive(pgid);
     if leftovers {
         signal_group(pgid, Signal::SIGTERM);
         signal_group(pgid, Signal::SIGCONT);
@@ -241,8 +258,7 @@ pub async fn run_attempt(
     // Give the readers a moment to drain what is already in the pipes, then stop them.
     let drain = tokio::time::sleep(Duration::from_millis(if leftovers { 100 } else { 1000 }));
     tokio::pin!(drain);
-    let mut captures = Vec::new();
-    for reader in readers.into_iter().flatten() {
+    for reader in pending {
         tokio::pin!(reader);
         let result = tokio::select! {
             r = &mut reader => r,
