@@ -1,11 +1,15 @@
 //! Test-only fault injection, inert unless `PLANDECK_TEST_FAULT` is set:
 //! kill the controller at a chosen point around a step's spawn, fail a store
-//! commit, or report a commit that succeeded as failed. The reliability tests
-//! use it to prove that a run survives these faults.
+//! commit, report a commit that succeeded as failed, or panic in the UI loop
+//! or in a spawned task. The reliability tests use it to prove that a run
+//! survives these faults.
 //!
 //! Format: `crash:after_spawn:STEP`, `crash:after_attempt_row:STEP`,
 //! `crash:after_exit:STEP`, `store:fail_commit:N`, `store:lie_commit:N`
-//! (N: the N-th transaction, from 1). It must never change behaviour when unset.
+//! (N: the N-th transaction, from 1), `panic:ui` (the UI loop, on its first
+//! tick while a step runs), `panic:task` (the thread forwarding engine events
+//! to the UI, on the first durable `running` of a step). It must never change
+//! behaviour when unset.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,10 +34,20 @@ pub enum StoreFault {
     LieCommit(u64),
 }
 
+/// Where a panic is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicSite {
+    /// The TUI's main loop.
+    Ui,
+    /// A spawned thread of the TUI (the engine event forwarder).
+    Task,
+}
+
 #[derive(Debug, Default)]
 struct Faults {
     crash: Option<(CrashPoint, String)>,
     store: Option<StoreFault>,
+    panic: Option<PanicSite>,
 }
 
 fn faults() -> &'static Faults {
@@ -66,9 +80,18 @@ fn parse(spec: &str) -> Faults {
                 _ => None,
             };
         }
+        ["panic", "ui"] => f.panic = Some(PanicSite::Ui),
+        ["panic", "task"] => f.panic = Some(PanicSite::Task),
         _ => {}
     }
     f
+}
+
+/// Panic here if a panic is set for this site.
+pub fn panic_point(site: PanicSite) {
+    if faults().panic == Some(site) {
+        panic!("injected panic in {site:?}");
+    }
 }
 
 /// Die here (as SIGKILL would: no cleanup) if a crash is set for this point and step.
@@ -106,5 +129,8 @@ mod tests {
             Some(StoreFault::LieCommit(3))
         );
         assert!(parse("nonsense").crash.is_none());
+        assert_eq!(parse("panic:ui").panic, Some(PanicSite::Ui));
+        assert_eq!(parse("panic:task").panic, Some(PanicSite::Task));
+        assert_eq!(parse("panic:elsewhere").panic, None);
     }
 }

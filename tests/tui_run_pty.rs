@@ -4,124 +4,13 @@
 //! responsive while a step floods output. Waits are on screen contents or
 //! store rows, always bounded.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+#[path = "common/pty.rs"]
+mod pty;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
-
-const ROWS: u16 = 30;
-const COLS: u16 = 120;
-
-struct Term {
-    parser: Arc<Mutex<vt100::Parser>>,
-    writer: Box<dyn Write + Send>,
-    child: Box<dyn Child + Send + Sync>,
-    _master: Box<dyn MasterPty + Send>,
-}
-
-impl Term {
-    fn open(dir: &Path, args: &[&str]) -> Term {
-        let pair = native_pty_system()
-            .openpty(PtySize {
-                rows: ROWS,
-                cols: COLS,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("pty");
-        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_plandeck"));
-        cmd.args(args);
-        cmd.arg("--db");
-        cmd.arg(dir.join("t.db"));
-        cmd.cwd(dir);
-        cmd.env("TERM", "xterm-256color");
-        cmd.env("NO_COLOR", "1");
-        cmd.env("TMPDIR", dir);
-        let child = pair.slave.spawn_command(cmd).expect("spawn");
-        let mut reader = pair.master.try_clone_reader().expect("reader");
-        let writer = pair.master.take_writer().expect("writer");
-        let parser = Arc::new(Mutex::new(vt100::Parser::new(
-            std::num::NonZeroU16::new(ROWS).expect("rows"),
-            std::num::NonZeroU16::new(COLS).expect("cols"),
-            0,
-        )));
-        let p = parser.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut p) = p.lock() {
-                    p.process(&buf[..n]);
-                }
-            }
-        });
-        Term {
-            parser,
-            writer,
-            child,
-            _master: pair.master,
-        }
-    }
-    fn text(&self) -> String {
-        self.parser
-            .lock()
-            .map(|p| p.screen().contents())
-            .unwrap_or_default()
-    }
-    fn press(&mut self, s: &str) {
-        self.writer.write_all(s.as_bytes()).expect("write");
-        self.writer.flush().expect("flush");
-    }
-    /// Wait until some line of the screen satisfies `ok`.
-    fn wait_line(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if self.text().lines().any(&ok) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("timed out waiting for {what}; screen:\n{}", self.text());
-    }
-    fn wait_for(&self, what: &str, secs: u64) {
-        self.wait_line(what, secs, |l| l.contains(what));
-    }
-    /// Wait for a step's row in the step list to show `state`.
-    fn wait_step(&self, step: &str, state: &str, secs: u64) {
-        let w = format!(" {step} ");
-        self.wait_line(&format!("{step} {state}"), secs, |l| {
-            let left: String = l.chars().take(50).collect();
-            left.contains(&w) && left.contains(state)
-        });
-    }
-    fn wait_exit(&mut self, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                assert!(s.success(), "exit status {s:?}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "plandeck did not quit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Term {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn plan(dir: &Path, json: &str) -> PathBuf {
-    let p = dir.join("plan.json");
-    std::fs::write(&p, json).expect("write plan");
-    p
-}
+use pty::{Term, marked, plan};
 
 fn db(dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("t.db")).expect("store")
@@ -142,24 +31,6 @@ fn attempts(dir: &Path) -> Vec<(String, String)> {
         .expect("rows")
         .map(|r| r.expect("row"))
         .collect()
-}
-
-/// Processes whose environment carries the run's marker.
-fn marked(run: &str) -> Vec<String> {
-    let marker = format!("PLANDECK_RUN_ID={run}");
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(env) = std::fs::read(e.path().join("environ"))
-            && env.split(|&b| b == 0).any(|v| v == marker.as_bytes())
-        {
-            found.push(name);
-        }
-    }
-    found
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -131,6 +131,45 @@ fn signal_group(pgid: i32, sig: Signal) -> bool {
     killpg(Pid::from_raw(pgid), sig).is_ok()
 }
 
+/// Process groups of the attempts running in this process, for a process
+/// about to die of a panic (`stop_all_now`): once it is gone nobody would
+/// stop them, since each runs in a session of its own.
+struct Live {
+    stopping: bool,
+    groups: Vec<i32>,
+}
+
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    stopping: false,
+    groups: Vec::new(),
+});
+
+fn live() -> MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running attempt's group, listed in `LIVE` while this lives.
+struct Listed(i32);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        live().groups.retain(|&g| g != self.0);
+    }
+}
+
+/// The process is going down: SIGKILL every running attempt's group now and
+/// start no more. From here on runners report nothing, so the store keeps
+/// the run as it was (resumable: the next owner finds the attempts
+/// interrupted). Returns how many groups were killed.
+pub fn stop_all_now() -> usize {
+    let mut live = live();
+    live.stopping = true;
+    for &g in &live.groups {
+        signal_group(g, Signal::SIGKILL);
+    }
+    live.groups.len()
+}
+
 /// Run one attempt to its end, reporting on `tx`. Returns once the main
 /// process has exited and leftover group members have been dealt with.
 pub async fn run_attempt(
@@ -139,8 +178,24 @@ pub async fn run_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let started = Instant::now();
-    let spawned = spawn::spawn(&spec.program, &spec.args, &spec.env, &spec.cwd)
-        .and_then(spawn::Spawned::split);
+    // Spawn and list the group at once, so that `stop_all_now` misses none.
+    let spawned = {
+        let mut live = live();
+        if live.stopping {
+            None
+        } else {
+            let s = spawn::spawn(&spec.program, &spec.args, &spec.env, &spec.cwd);
+            if let Ok(s) = &s {
+                live.groups.push(s.pid);
+            }
+            Some(s)
+        }
+    };
+    let Some(spawned) = spawned else {
+        return std::future::pending().await;
+    };
+    let listed = spawned.as_ref().ok().map(|s| Listed(s.pid));
+    let spawned = spawned.and_then(spawn::Spawned::split);
     let (stdout, stderr, mut child) = match spawned {
         Ok(parts) => parts,
         Err(e) => {
@@ -229,6 +284,10 @@ pub async fn run_attempt(
             },
         }
     };
+    if live().stopping {
+        // Killed on the way out: this is no outcome to record.
+        return std::future::pending().await;
+    }
     let duration_ms = started.elapsed().as_millis() as u64;
 
     // The main process is gone (exited, not yet reaped: the group id stays
@@ -302,6 +361,8 @@ pub async fn run_attempt(
         tokio::time::sleep(spec.kill_grace).await;
         signal_group(pgid, Signal::SIGKILL);
     }
+    // Unlisted while the group id is still ours: reaping frees it.
+    drop(listed);
     let _ = child.reap();
 }
 

@@ -208,6 +208,17 @@ impl<B: Backend> Session<B> {
                             Err(_) => break,
                         }
                     }
+                    if batch.iter().any(|e| {
+                        matches!(
+                            e.kind,
+                            crate::engine::api::EventKind::StepState {
+                                state: crate::engine::api::StepState::Running,
+                                ..
+                            }
+                        )
+                    }) {
+                        crate::faults::panic_point(crate::faults::PanicSite::Task);
+                    }
                     while in_flight.load(Ordering::SeqCst) >= MAX_BATCHES {
                         std::thread::sleep(Duration::from_millis(2));
                     }
@@ -250,6 +261,11 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<()> {
             dirty |= session.app.redraws(&msg);
             if matches!(msg, Msg::Tick) {
                 session.app.clock = Some(chrono::Utc::now());
+                if session.app.run.as_ref().is_some_and(|r| {
+                    r.live && r.steps.contains(&crate::engine::api::StepState::Running)
+                }) {
+                    crate::faults::panic_point(crate::faults::PanicSite::Ui);
+                }
             }
             for path in session.handle(msg) {
                 paused.store(true, Ordering::SeqCst);

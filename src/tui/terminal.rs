@@ -1,6 +1,8 @@
 //! The terminal guard: raw mode, alternate screen and mouse capture while it
 //! lives; restored on drop, on a panic in any thread (before the panic report
-//! is printed), and by the run loop on SIGTERM and SIGHUP.
+//! is printed), and by the run loop on SIGTERM and SIGHUP. A panic while it
+//! lives ends the process: running steps are killed on the way out, so the
+//! run is left interrupted and nothing of it outlives plandeck.
 
 use std::io::{Stdout, Write, stdout};
 use std::sync::Once;
@@ -35,12 +37,17 @@ pub fn restore() {
 
 /// Restore the terminal before any panic report; a panic in a thread other
 /// than the UI's ends the process, since the UI can no longer draw safely.
+/// Either way the process dies with the engine it hosts: running steps are
+/// killed first, as they run in sessions of their own.
 fn install_panic_hook() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let was_active = ACTIVE.load(Ordering::SeqCst);
             restore();
+            if was_active {
+                crate::engine::runner::stop_all_now();
+            }
             previous(info);
             if was_active && std::thread::current().name() != Some("main") {
                 std::process::exit(101);
