@@ -131,8 +131,7 @@ pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
     let thread = std::thread::Builder::new()
         .name("plandeck-engine".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| StoreError(format!("cannot start the engine runtime: {e}")))?;

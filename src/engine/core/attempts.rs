@@ -45,6 +45,7 @@ impl Core {
                 );
             }
         }
+        self.announce_waiting();
         self.check_done();
     }
 

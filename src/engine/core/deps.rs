@@ -93,9 +93,22 @@ impl Core {
         self.make_ready(i);
     }
 
+    /// Ready to start. The `ready` event is only emitted for a step that does
+    /// not start in the same pass (`announce_waiting`): a step that starts at
+    /// once goes straight to `running`, one event fewer to store.
     pub(super) fn make_ready(&mut self, i: usize) {
-        self.emit_step(i, StepState::Ready, None, None, None);
+        self.set_state(i, StepState::Ready);
         self.ready.insert(self.rank[i]);
+        self.unannounced.push(i);
+    }
+
+    /// Emit `ready` for the steps made ready that are still waiting.
+    pub(super) fn announce_waiting(&mut self) {
+        for i in std::mem::take(&mut self.unannounced) {
+            if self.steps[i].state == StepState::Ready {
+                self.emit_step(i, StepState::Ready, None, None, None);
+            }
+        }
     }
 
     pub(super) fn skip(&mut self, i: usize, why: SkipReason, reason: String) {

@@ -175,6 +175,8 @@ pub struct Core {
     awaiting: VecDeque<(u64, usize)>,
     /// Ranks (position in priority order) of steps ready to start.
     ready: BTreeSet<usize>,
+    /// Steps made ready whose `ready` event waits for the end of the pass.
+    unannounced: Vec<usize>,
     rank: Vec<usize>,
     by_rank: Vec<usize>,
     running: usize,
@@ -246,6 +248,7 @@ impl Core {
             durable_seq: next_seq.saturating_sub(1),
             awaiting: VecDeque::new(),
             ready: BTreeSet::new(),
+            unannounced: Vec::new(),
             rank,
             by_rank,
             running: 0,
