@@ -132,3 +132,41 @@ fn without_yes_and_without_a_terminal_nothing_runs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"));
     assert!(!marker.exists());
 }
+
+#[test]
+fn hostile_input_values_reach_steps_byte_exact_and_never_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = dir.path().join("p.json");
+    std::fs::write(
+        &plan,
+        r#"{"name":"p","inputs":{"v":{}},"steps":[{"id":"a","run":"printf %s \"$PLANDECK_INPUT_V\" > got"}]}"#,
+    )
+    .expect("write");
+    let hostile = "$(touch marker) `touch marker2`; touch marker3 'q\"uote \x1b[2J";
+    let out = plandeck(
+        &[
+            "run",
+            "--yes",
+            "--input",
+            &format!("v={hostile}"),
+            plan.to_str().expect("utf-8"),
+        ],
+        &dir.path().join("db"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("got")).expect("got"),
+        hostile
+    );
+    for m in ["marker", "marker2", "marker3"] {
+        assert!(
+            !dir.path().join(m).exists(),
+            "{m} was created: the input ran as shell text"
+        );
+    }
+}
