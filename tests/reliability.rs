@@ -3,7 +3,6 @@
 //! a frozen step's timeout. After each fault, resume finishes the run and the
 //! store's invariants hold; no process of the run outlives it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -226,24 +225,16 @@ fn a_frozen_step_does_not_use_up_its_timeout() {
         {"id":"work","run":"i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done","timeout_sec":2}]}"#;
     let plan = Arc::new(plandeck::plan::from_text("frozen.json", text).expect("valid"));
     let mut handle = engine::spawn(RunRequest {
-        plan,
-        plan_path: None,
-        base_dir: dir.path().to_path_buf(),
-        inputs: BTreeMap::new(),
         approval: Some(Approval {
             by: "test".into(),
             at: chrono::Utc::now(),
             hash: String::new(),
         }),
-        max_concurrency: None,
-        estimates: Vec::new(),
-        stream_logs: false,
-        keep_alive: false,
-        exit_when_paused: false,
-        approved_steps: Vec::new(),
-        handle_signals: false,
-        store: Location::File(dir.path().join("db.sqlite")),
-        resume: None,
+        ..RunRequest::new(
+            plan,
+            dir.path().to_path_buf(),
+            Location::File(dir.path().join("db.sqlite")),
+        )
     })
     .expect("engine starts");
     let mut started = None;

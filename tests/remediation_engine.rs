@@ -94,24 +94,13 @@ fn fix_and_retry_runs_the_fix_as_an_attempt_then_the_step() {
     let plan = Arc::new(plandeck::plan::from_text("fixme.json", &text).expect("valid"));
     let db = dir.path().join("db.sqlite");
     let mut handle = engine::spawn(RunRequest {
-        plan,
-        plan_path: None,
-        base_dir: dir.path().to_path_buf(),
-        inputs: BTreeMap::new(),
         approval: Some(Approval {
             by: "test".into(),
             at: chrono::Utc::now(),
             hash: String::new(),
         }),
-        max_concurrency: None,
-        estimates: Vec::new(),
-        stream_logs: false,
         keep_alive: true,
-        exit_when_paused: false,
-        approved_steps: Vec::new(),
-        handle_signals: false,
-        store: Location::File(db.clone()),
-        resume: None,
+        ..RunRequest::new(plan, dir.path().to_path_buf(), Location::File(db.clone()))
     })
     .expect("engine starts");
     let mut fixed = false;

@@ -204,20 +204,14 @@ pub fn new_request(
         .unwrap_or_else(|| PathBuf::from("."));
     let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
     RunRequest {
-        plan,
         plan_path: Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
-        base_dir,
         inputs,
         approval,
         max_concurrency,
         estimates,
         stream_logs,
-        keep_alive: false,
-        exit_when_paused: false,
-        approved_steps: Vec::new(),
         handle_signals: true,
-        store,
-        resume: None,
+        ..RunRequest::new(plan, base_dir, store)
     }
 }
 
@@ -413,20 +407,19 @@ impl Prepared {
         stream_logs: bool,
     ) -> RunRequest {
         RunRequest {
-            plan: Arc::new(self.plan),
             plan_path: self.row.plan_path.as_ref().map(PathBuf::from),
-            base_dir: PathBuf::from(&self.row.base_dir),
             inputs: self.inputs,
             approval,
             max_concurrency: max_concurrency.or(self.row.max_concurrency),
             estimates: self.estimates,
             stream_logs,
-            keep_alive: false,
-            exit_when_paused: false,
-            approved_steps: Vec::new(),
             handle_signals: true,
-            store,
             resume: Some(self.resume),
+            ..RunRequest::new(
+                Arc::new(self.plan),
+                PathBuf::from(&self.row.base_dir),
+                store,
+            )
         }
     }
 }

@@ -79,6 +79,30 @@ pub struct RunRequest {
     pub resume: Option<Resume>,
 }
 
+impl RunRequest {
+    /// A new, not yet approved run of `plan` with every option at its default
+    /// (no inputs, plan concurrency, no log events, ends with the run, no
+    /// signal handling); set what differs with struct update syntax.
+    pub fn new(plan: Arc<ValidPlan>, base_dir: PathBuf, store: Location) -> RunRequest {
+        RunRequest {
+            plan,
+            plan_path: None,
+            base_dir,
+            inputs: BTreeMap::new(),
+            approval: None,
+            max_concurrency: None,
+            estimates: Vec::new(),
+            stream_logs: false,
+            keep_alive: false,
+            exit_when_paused: false,
+            approved_steps: Vec::new(),
+            handle_signals: false,
+            store,
+            resume: None,
+        }
+    }
+}
+
 /// How the engine ended.
 #[derive(Debug)]
 pub struct EngineExit {

@@ -579,20 +579,13 @@ impl Engine {
             hash: valid.hash.clone(),
         });
         let req = RunRequest {
-            plan: Arc::new(valid),
-            plan_path: None,
-            base_dir: scratch.dir.path().to_path_buf(),
-            inputs: BTreeMap::new(),
             approval,
-            max_concurrency: None,
-            estimates: Vec::new(),
             stream_logs,
-            keep_alive: false,
-            exit_when_paused: false,
-            approved_steps: Vec::new(),
-            handle_signals: false,
-            store: Location::File(scratch.db()),
-            resume: None,
+            ..RunRequest::new(
+                Arc::new(valid),
+                scratch.dir.path().to_path_buf(),
+                Location::File(scratch.db()),
+            )
         };
         let mut handle = engine::spawn(req).expect("engine starts");
         let mut rx = std::mem::replace(&mut handle.events, tokio::sync::mpsc::channel(1).1);
