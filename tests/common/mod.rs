@@ -62,6 +62,34 @@ pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
+/// The leak check after every test that uses a scratch directory: no
+/// process carrying the marker of a run in its store may outlive the test
+/// (a bounded wait covers a step still inside its kill grace period).
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let Ok(conn) = rusqlite::Connection::open(self.db()) else {
+            return;
+        };
+        let runs: Vec<String> = conn
+            .prepare("SELECT id FROM runs")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(7);
+        for run in runs {
+            while !plandeck::engine::ownership::marked_processes(&run).is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "processes of run {run} outlived the test"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 impl Scratch {
     pub fn new() -> Scratch {
         Scratch {
