@@ -226,6 +226,12 @@ impl RunView {
         {
             return None;
         }
+        // A running attempt's output is stored only when it ends: until then
+        // the ring (even while still empty) is all there is.
+        let running = matches!(self.steps[i], StepState::Running | StepState::Retrying);
+        if self.live && running && self.log.attempt.is_none() {
+            return None;
+        }
         let ring = self.logs.get(i)?;
         let need = !self.live || self.log.attempt.is_some() || ring.attempt != n;
         need.then_some((i, n))
@@ -1140,18 +1146,8 @@ impl App {
                 if r.focus == Focus::Log || r.log.full =>
             {
                 let len = r.log_lines().map_or(0, |l| l.len());
-                let h = log_h.max(1);
-                let bottom = len.saturating_sub(h);
-                let top = r.log.top.unwrap_or(bottom);
-                let new = match a {
-                    Action::Up => top.saturating_sub(1),
-                    Action::PageUp => top.saturating_sub(h),
-                    Action::Top => 0,
-                    Action::Down => top + 1,
-                    Action::PageDown => top + h,
-                    _ => bottom,
-                };
-                r.log.top = (new < bottom).then_some(new);
+                let top = r.log.top.unwrap_or(len.saturating_sub(log_h.max(1)));
+                r.log.top = follow_scroll(a, r.log.top, len, log_h);
                 if top == 0
                     && matches!(a, Action::Up | Action::PageUp | Action::Top)
                     && r.log.attempt.is_none()
@@ -1174,19 +1170,8 @@ impl App {
             | Action::Bottom
                 if r.focus == Focus::Events =>
             {
-                let len = r.feed.len();
-                let h = super::views::run::FEED_ROWS.max(1);
-                let bottom = len.saturating_sub(h);
-                let top = r.feed_top.unwrap_or(bottom);
-                let new = match a {
-                    Action::Up => top.saturating_sub(1),
-                    Action::PageUp => top.saturating_sub(h),
-                    Action::Top => 0,
-                    Action::Down => top + 1,
-                    Action::PageDown => top + h,
-                    _ => bottom,
-                };
-                r.feed_top = (new < bottom).then_some(new);
+                r.feed_top =
+                    follow_scroll(a, r.feed_top, r.feed.len(), super::views::run::FEED_ROWS);
                 None
             }
             _ => return None,
@@ -1535,6 +1520,23 @@ fn log_jump(r: &mut RunView, back: bool, height: usize) -> bool {
     let top = k.saturating_sub(h / 2).min(bottom);
     r.log.top = (top < bottom).then_some(top);
     true
+}
+
+/// Scroll a pane that follows its tail: `top` is `None` while following.
+/// Returns the new top line, or `None` once the view is back at the bottom.
+fn follow_scroll(a: Action, top: Option<usize>, len: usize, height: usize) -> Option<usize> {
+    let h = height.max(1);
+    let bottom = len.saturating_sub(h);
+    let top = top.unwrap_or(bottom);
+    let new = match a {
+        Action::Up => top.saturating_sub(1),
+        Action::PageUp => top.saturating_sub(h),
+        Action::Top => 0,
+        Action::Down => top + 1,
+        Action::PageDown => top + h,
+        _ => bottom,
+    };
+    (new < bottom).then_some(new)
 }
 
 /// The scroll offset that keeps `selected` within `height` rows.
