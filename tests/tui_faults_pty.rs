@@ -110,11 +110,12 @@ fn assert_died_of_panic(t: &mut Term) {
     );
 }
 
-#[test]
-fn a_panic_in_the_ui_loop_restores_the_terminal_and_leaves_the_run_resumable() {
+/// Inject `fault` mid-run: plandeck dies of the panic with the terminal
+/// restored, the run stays resumable, nothing survives, resume finishes it.
+fn a_panic_is_survived(fault: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     plan(dir.path(), SLOW);
-    let mut t = start(dir.path(), Some("panic:ui"), "slow");
+    let mut t = start(dir.path(), Some(fault), "slow");
     assert_died_of_panic(&mut t);
     let run = assert_resumable(dir.path());
     assert_no_survivors(&run, 5);
@@ -122,14 +123,13 @@ fn a_panic_in_the_ui_loop_restores_the_terminal_and_leaves_the_run_resumable() {
 }
 
 #[test]
+fn a_panic_in_the_ui_loop_restores_the_terminal_and_leaves_the_run_resumable() {
+    a_panic_is_survived("panic:ui");
+}
+
+#[test]
 fn a_panic_in_a_spawned_task_restores_the_terminal_and_leaves_the_run_resumable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    plan(dir.path(), SLOW);
-    let mut t = start(dir.path(), Some("panic:task"), "slow");
-    assert_died_of_panic(&mut t);
-    let run = assert_resumable(dir.path());
-    assert_no_survivors(&run, 5);
-    assert_resume_finishes(dir.path(), &run);
+    a_panic_is_survived("panic:task");
 }
 
 #[test]
