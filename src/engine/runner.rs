@@ -231,8 +231,14 @@ pub async fn run_attempt(
             .map(|r| {
                 tokio::spawn(read_stream(
                     r,
-                    stream,
-                    spec.clone(),
+                    Reading {
+                        step: spec.step,
+                        attempt: spec.attempt,
+                        stream,
+                        log_limit: spec.log_limit,
+                        stream_lines: spec.stream_lines,
+                        masker: Arc::clone(&spec.masker),
+                    },
                     tx.clone(),
                     stop_rx.clone(),
                 ))
@@ -373,18 +379,32 @@ fn begin_stop(pgid: i32, grace: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + grace
 }
 
+/// What a stream reader needs to know of its attempt.
+struct Reading {
+    step: usize,
+    attempt: u32,
+    stream: Stream,
+    log_limit: usize,
+    stream_lines: bool,
+    masker: Arc<Masker>,
+}
+
+/// Smallest and largest read buffer: most steps print little, so a buffer
+/// starts small and doubles while reads fill it.
+const READ_BUF_MIN: usize = 4 * 1024;
+const READ_BUF_MAX: usize = 64 * 1024;
+
 /// Read one stream to its end (or until told to stop), keeping head and tail
 /// and, when asked, sending lines as they come.
 async fn read_stream<R: AsyncRead + Unpin>(
     mut reader: R,
-    stream: Stream,
-    spec: SpawnSpec,
+    r: Reading,
     tx: mpsc::Sender<RunnerMsg>,
     mut stop: watch::Receiver<bool>,
 ) -> (Stream, String, bool) {
-    let mut keep = HeadTail::new(spec.log_limit);
+    let mut keep = HeadTail::new(r.log_limit);
     let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUF_MIN];
     loop {
         let n = tokio::select! {
             r = reader.read(&mut buf) => r.unwrap_or(0),
@@ -394,41 +414,36 @@ async fn read_stream<R: AsyncRead + Unpin>(
             break;
         }
         keep.push(&buf[..n]);
-        if spec.stream_lines {
+        if r.stream_lines {
             let mut lines = Vec::new();
             splitter.push(&buf[..n], &mut lines);
-            send_lines(&spec, &tx, stream, lines).await;
+            send_lines(&r, &tx, lines).await;
+        }
+        if n == buf.len() && buf.len() < READ_BUF_MAX {
+            buf.resize(buf.len() * 2, 0);
         }
     }
-    if spec.stream_lines {
+    if r.stream_lines {
         let mut lines = Vec::new();
         splitter.finish(&mut lines);
-        send_lines(&spec, &tx, stream, lines).await;
+        send_lines(&r, &tx, lines).await;
     }
-    let text = spec.masker.mask_owned(keep.text());
-    (stream, text, keep.truncated())
+    let text = r.masker.mask_owned(keep.text());
+    (r.stream, text, keep.truncated())
 }
 
-async fn send_lines(
-    spec: &SpawnSpec,
-    tx: &mpsc::Sender<RunnerMsg>,
-    stream: Stream,
-    mut lines: Vec<String>,
-) {
+async fn send_lines(r: &Reading, tx: &mpsc::Sender<RunnerMsg>, mut lines: Vec<String>) {
     if lines.is_empty() {
         return;
     }
-    if !spec.masker.is_empty() {
-        lines = lines
-            .into_iter()
-            .map(|l| spec.masker.mask_owned(l))
-            .collect();
+    if !r.masker.is_empty() {
+        lines = lines.into_iter().map(|l| r.masker.mask_owned(l)).collect();
     }
     let _ = tx
         .send(RunnerMsg::Lines {
-            step: spec.step,
-            attempt: spec.attempt,
-            stream,
+            step: r.step,
+            attempt: r.attempt,
+            stream: r.stream,
             lines,
         })
         .await;

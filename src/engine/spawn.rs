@@ -11,13 +11,14 @@
 //! copies its page tables). This is the only unsafe code of the engine; it
 //! never runs anything but the given program.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
@@ -74,6 +75,23 @@ fn resolve(program: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
     Err(io::Error::from_raw_os_error(libc::ENOENT))
 }
 
+/// plandeck's own environment as `NAME=value` C strings, read once: nothing
+/// in plandeck changes its environment while it runs, and rebuilding it for
+/// every spawn was a measurable share of the per-step cost.
+fn own_environment() -> &'static [(OsString, CString)] {
+    static OWN: OnceLock<Vec<(OsString, CString)>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok().map(|c| (k, c))
+            })
+            .collect()
+    })
+}
+
 /// Start `program` with `args`; `env` is added to plandeck's own environment.
 pub fn spawn(
     program: &str,
@@ -81,17 +99,32 @@ pub fn spawn(
     env: &[(String, String)],
     cwd: &Path,
 ) -> io::Result<Spawned> {
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    for (k, v) in env {
-        let k = OsString::from(k);
-        vars.retain(|(name, _)| *name != k);
-        vars.push((k, OsString::from(v)));
-    }
-    let path_var = vars
+    let own = own_environment();
+    // Later layers win: of several entries with one name, the last counts.
+    let added = env
+        .iter()
+        .enumerate()
+        .filter(|(i, (k, _))| !env[i + 1..].iter().any(|(later, _)| later == k))
+        .map(|(_, (k, v))| cstring(format!("{k}={v}").as_bytes(), "an environment variable"))
+        .collect::<io::Result<Vec<_>>>()?;
+    // The step's variables replace plandeck's own of the same name.
+    let mut envp: Vec<&CStr> = own
+        .iter()
+        .filter(|(name, _)| !env.iter().any(|(k, _)| name.as_bytes() == k.as_bytes()))
+        .map(|(_, kv)| kv.as_c_str())
+        .collect();
+    envp.extend(added.iter().map(CString::as_c_str));
+    let path_var = env
         .iter()
         .rev()
         .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_os_str());
+        .map(|(_, v)| OsStr::new(v))
+        .or_else(|| {
+            own.iter()
+                .find(|(k, _)| k == "PATH")
+                .and_then(|(_, kv)| kv.to_bytes().strip_prefix(b"PATH="))
+                .map(OsStr::from_bytes)
+        });
     let exe = resolve(program, path_var)?;
     let exe = cstring(exe.as_os_str().as_bytes(), "the program path")?;
     // argv[0] as a shell would show it: the name, not the absolute path.
@@ -104,15 +137,6 @@ pub fn spawn(
     for a in args {
         argv.push(cstring(a.as_bytes(), "an argument")?);
     }
-    let envp = vars
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstring(&kv, "an environment variable")
-        })
-        .collect::<io::Result<Vec<_>>>()?;
     let dir = cstring(cwd.as_os_str().as_bytes(), "the working directory")?;
     if !cwd.is_dir() {
         return Err(io::Error::new(
@@ -276,5 +300,55 @@ impl Waiter {
     /// Reap the process once `wait` has returned; this frees its pid.
     pub fn reap(&self) -> io::Result<ExitStatus> {
         reap(self.pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn output_of(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = spawn(program, &args, &env, Path::new("/")).expect("spawns");
+        let mut out = String::new();
+        std::fs::File::from(s.stdout)
+            .read_to_string(&mut out)
+            .expect("reads");
+        reap(s.pid).expect("reaps");
+        out
+    }
+
+    #[test]
+    fn the_last_layer_wins_and_replaces_plandecks_own_variable() {
+        let out = output_of(
+            "/bin/sh",
+            &[
+                "-c",
+                "printf '%s|%s' \"$X\" \"$HOME\"; env | grep -c '^HOME='",
+            ],
+            &[("X", "globals"), ("HOME", "/nowhere"), ("X", "step")],
+        );
+        assert_eq!(out, "step|/nowhere1\n");
+    }
+
+    #[test]
+    fn programs_are_found_on_the_steps_own_path() {
+        let out = output_of("printf", &["found"], &[("PATH", "/usr/bin:/bin")]);
+        assert_eq!(out, "found");
+        let missing = spawn(
+            "printf",
+            &[],
+            &[("PATH".into(), "/nonexistent".into())],
+            Path::new("/"),
+        );
+        assert_eq!(
+            missing.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOENT)
+        );
     }
 }
