@@ -4,7 +4,7 @@
 //! trial: every step ended exactly once as succeeded; no step whose success
 //! was committed before a kill ran again; every execution a step recorded has
 //! an attempt row; event numbers have no gaps; integrity and foreign-key
-//! checks pass; no process of the run survives.
+//! checks pass; no process of the run survives, no scratch file is left.
 //!
 //! `TORTURE_TRIALS` (default 20) and `TORTURE_STEPS` (default 200) scale it;
 //! `bench/torture.sh` runs 100 trials.
@@ -252,6 +252,12 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
         assert!(
             plandeck::engine::ownership::marked_processes(&run_id).is_empty(),
             "seed {seed}: a step process survived"
+        );
+        assert!(
+            !std::env::temp_dir()
+                .join(format!("plandeck-{run_id}"))
+                .exists(),
+            "seed {seed}: the run's scratch directory was left behind"
         );
     }
     eprintln!(

@@ -474,6 +474,10 @@ async fn drive(
     // A retry still backing off will never run now: do not wait for its timer.
     d.timers.abort_all();
     while d.tasks.join_next().await.is_some() {}
+    // Every attempt has ended and its outputs were read: the scratch files
+    // go now, before the final state commits, so that a kill after that
+    // commit leaves nothing behind.
+    let _ = std::fs::remove_dir_all(&scratch_dir);
     let result = match result {
         Ok(()) => {
             if let Some(message) = ownership::sweep_escaped(&run_id) {
@@ -501,7 +505,6 @@ async fn drive(
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch_dir);
     result.map(|()| EngineExit {
         state: core.state,
         interrupted,
