@@ -1,0 +1,89 @@
+//! Leaving a screen or the app: back, quit and signals. A live run that has
+//! not ended is paused (left resumable) or canceled first, and the app waits
+//! for the engine to stop, or gives up waiting after a while.
+//!
+//! It never walks away from a live run unasked: it asks first, or on a
+//! signal pauses it.
+
+use super::{App, Confirm, Effect};
+use crate::engine::api::Command;
+use crate::tui::keymap::Screen;
+
+impl App {
+    /// The engine stopped (or took too long): leave the run screen.
+    pub(super) fn finish_leaving(&mut self) -> Vec<Effect> {
+        self.leaving = false;
+        self.leave_ticks = 0;
+        match self.home {
+            Some(home) if home != Screen::Run => {
+                self.screen = home;
+                self.status = None;
+                vec![Effect::Refresh]
+            }
+            _ => {
+                self.quit = true;
+                vec![Effect::Quit]
+            }
+        }
+    }
+
+    /// The run is live and has not ended.
+    fn run_going(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_some_and(|r| r.live && !r.state.is_some_and(|s| s.is_terminal()))
+    }
+
+    /// Stop the engine leaving the run resumable, then go.
+    pub(super) fn pause_and_quit(&mut self) -> Vec<Effect> {
+        self.leaving = true;
+        self.leave_ticks = 0;
+        self.status = Some("pausing: stopping running steps; the run stays resumable…".into());
+        vec![
+            Effect::Engine(Command::Pause),
+            Effect::Engine(Command::Interrupt),
+            Effect::Detach,
+        ]
+    }
+
+    /// Go back to the runs screen, or quit when the app was opened elsewhere.
+    pub(super) fn back(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.screen == Screen::Run {
+            if self.leaving {
+                return fx;
+            }
+            if self.run_going() {
+                self.confirm = Some(Confirm::Quit);
+                return fx;
+            }
+            if self.run.as_ref().is_some_and(|r| r.live) {
+                // The run ended; the engine only waited for more commands.
+                fx.push(Effect::Detach);
+            }
+        }
+        match self.home {
+            Some(home) if home != self.screen => {
+                self.screen = home;
+                fx.push(Effect::Refresh);
+            }
+            _ => {
+                self.quit = true;
+                fx.push(Effect::Quit);
+            }
+        }
+        fx
+    }
+
+    pub(super) fn leave_all(&mut self) -> Vec<Effect> {
+        if self.run_going() {
+            if self.leaving {
+                return vec![];
+            }
+            self.home = None;
+            return self.pause_and_quit();
+        }
+        self.quit = true;
+        vec![Effect::Quit]
+    }
+}

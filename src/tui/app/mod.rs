@@ -1,0 +1,538 @@
+//! The TUI's state, one `App` value, and its only way to change:
+//! `update(msg) -> Vec<Effect>`. Effects (load, start, resume, edit, quit)
+//! are carried out by the run loop through the `Backend`, whose answers come
+//! back as messages. Drivable without a terminal.
+//!
+//! Here: the messages, the effects, the `App` value, `update`, and the
+//! dispatch of keys and mouse events to the screens' submodules. The app
+//! state never touches the terminal, SQLite or processes, and never draws:
+//! the views read `&App`.
+
+mod leave;
+mod prompt;
+mod review;
+mod run_actions;
+mod run_view;
+mod runs_view;
+mod scroll;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
+
+use chrono::{DateTime, Utc};
+
+pub use self::prompt::Prompt;
+pub use self::review::{InputField, Review};
+pub use self::run_actions::Confirm;
+pub use self::run_view::{LogSource, RunView};
+pub use self::runs_view::{Item, RunsView};
+pub use self::scroll::fit_scroll;
+
+use super::backend::{PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
+use super::dagview::{DagMode, DagView};
+use super::keymap::{self, Action, Screen};
+use super::live::{self, StoredLog};
+use crate::engine::api::{Command, Event, RunState, StepState};
+use crate::plan::{Diagnostic, ValidPlan};
+
+/// A loaded plan with its duration estimates, or why it does not load.
+pub type Loaded = Result<(Arc<ValidPlan>, Vec<Option<f64>>), Vec<Diagnostic>>;
+
+/// Everything that can happen to the app.
+#[derive(Debug)]
+pub enum Msg {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    Tick,
+    /// SIGTERM or SIGHUP.
+    Signal,
+    Listed {
+        plans: Vec<PlanEntry>,
+        runs: Result<Vec<RunSummary>, String>,
+    },
+    PlanLoaded {
+        path: PathBuf,
+        result: Loaded,
+    },
+    /// The file changed between review and approval: here is the new version.
+    PlanChanged {
+        path: PathBuf,
+        plan: Arc<ValidPlan>,
+        estimates: Vec<Option<f64>>,
+    },
+    RunStarted {
+        run_id: String,
+        plan: Arc<ValidPlan>,
+        estimates: Vec<Option<f64>>,
+    },
+    RunOpened(Result<RunDetail, String>),
+    Engine(Event),
+    /// Engine events in commit order, as forwarded in batches.
+    Events(Vec<Event>),
+    /// A stored attempt's output, asked for with `Effect::LoadOutput`.
+    OutputLoaded {
+        step: usize,
+        attempt: u32,
+        result: Result<StoredOutput, String>,
+    },
+    EngineEnded(Result<RunState, String>),
+    Failed(String),
+}
+
+/// What the run loop is asked to do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Quit,
+    /// List plans and runs.
+    Refresh,
+    LoadPlan(PathBuf),
+    /// Start `start` if the plan file still has `hash`.
+    Approve {
+        start: StartRun,
+        hash: String,
+    },
+    Resume(String),
+    OpenRun(String),
+    Edit(PathBuf),
+    Engine(Command),
+    /// Load the stored output of a step's attempt.
+    LoadOutput {
+        run_id: String,
+        step: usize,
+        attempt: u32,
+    },
+    /// Let go of the engine: once its run has ended it stops.
+    Detach,
+}
+
+/// The error view: every diagnostic of a plan that does not load.
+#[derive(Debug, Clone)]
+pub struct ErrorView {
+    pub title: String,
+    pub path: Option<PathBuf>,
+    pub lines: Vec<String>,
+    pub scroll: usize,
+}
+
+/// The whole state of the TUI.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub screen: Screen,
+    /// Where `back` goes from review and run views; `None`: quit.
+    pub home: Option<Screen>,
+    pub help: bool,
+    pub color: bool,
+    pub size: (u16, u16),
+    pub runs: RunsView,
+    pub review: Option<Review>,
+    pub run: Option<RunView>,
+    pub error: Option<ErrorView>,
+    pub prompt: Option<Prompt>,
+    pub status: Option<String>,
+    pub quit: bool,
+    /// Ticks seen while a run is live (drives the spinner).
+    pub ticks: u64,
+    pub confirm: Option<Confirm>,
+    /// Waiting for the engine to stop before leaving the run screen.
+    pub leaving: bool,
+    leave_ticks: u32,
+    /// Wall-clock time of the last tick (unset: times come from events).
+    pub clock: Option<DateTime<Utc>>,
+}
+
+/// The smallest terminal the screens are drawn in.
+pub const MIN_SIZE: (u16, u16) = (60, 16);
+
+impl App {
+    pub fn new(color: bool, size: (u16, u16)) -> App {
+        App {
+            screen: Screen::Runs,
+            home: Some(Screen::Runs),
+            help: false,
+            color,
+            size,
+            runs: RunsView::default(),
+            review: None,
+            run: None,
+            error: None,
+            prompt: None,
+            status: None,
+            quit: false,
+            ticks: 0,
+            confirm: None,
+            leaving: false,
+            leave_ticks: 0,
+            clock: None,
+        }
+    }
+
+    /// Whether messages of this kind change what is drawn.
+    pub fn redraws(&self, msg: &Msg) -> bool {
+        !matches!(msg, Msg::Tick) || self.run.as_ref().is_some_and(|r| r.live)
+    }
+
+    /// The DAG of the current screen.
+    fn dag_mut(&mut self) -> Option<&mut DagView> {
+        match self.screen {
+            Screen::Review => self.review.as_mut().map(|r| &mut r.dag),
+            Screen::Run => self.run.as_mut().map(|r| &mut r.dag),
+            _ => None,
+        }
+    }
+
+    pub fn dag(&self) -> Option<&DagView> {
+        match self.screen {
+            Screen::Review => self.review.as_ref().map(|r| &r.dag),
+            Screen::Run => self.run.as_ref().map(|r| &r.dag),
+            _ => None,
+        }
+    }
+
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Key(k) => self.key(k),
+            Msg::Mouse(m) => self.mouse(m),
+            Msg::Resize(w, h) => {
+                self.size = (w, h);
+                self.fit();
+                vec![]
+            }
+            Msg::Tick => {
+                self.ticks = self.ticks.wrapping_add(1);
+                if self.leaving {
+                    self.leave_ticks += 1;
+                    // The engine did not stop in time: leave anyway.
+                    if self.leave_ticks > 80 {
+                        return self.finish_leaving();
+                    }
+                }
+                vec![]
+            }
+            Msg::Signal => self.leave_all(),
+            Msg::Listed { plans, runs } => {
+                self.runs.plans = plans;
+                match runs {
+                    Ok(mut runs) => {
+                        runs.sort_by_key(|r| !r.resumable());
+                        self.runs.runs = runs;
+                        self.runs.error = None;
+                    }
+                    Err(e) => self.runs.error = Some(e),
+                }
+                let n = self.runs.items().len();
+                self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
+                vec![]
+            }
+            Msg::PlanLoaded { path, result } => {
+                match result {
+                    Ok((plan, estimates)) => self.open_review(path, plan, estimates, None),
+                    Err(diags) => {
+                        self.error = Some(ErrorView {
+                            title: format!("{} does not validate", path.display()),
+                            path: Some(path),
+                            lines: diags.iter().map(ToString::to_string).collect(),
+                            scroll: 0,
+                        });
+                        self.screen = Screen::Error;
+                    }
+                }
+                vec![]
+            }
+            Msg::PlanChanged {
+                path,
+                plan,
+                estimates,
+            } => {
+                self.open_review(
+                    path,
+                    plan,
+                    estimates,
+                    Some("the plan changed since it was shown: review this version, then approve again".into()),
+                );
+                vec![]
+            }
+            Msg::RunStarted {
+                run_id,
+                plan,
+                estimates,
+            } => {
+                let mode = self.dag().map_or(DagMode::List, |d| d.mode);
+                let path = self
+                    .review
+                    .as_ref()
+                    .filter(|r| r.plan.hash == plan.hash)
+                    .map(|r| r.path.clone())
+                    .or_else(|| Some(PathBuf::from(&plan.file)).filter(|p| p.is_file()));
+                let mut run = RunView::new(run_id, plan, estimates, mode, true);
+                run.path = path;
+                self.run = Some(run);
+                self.screen = Screen::Run;
+                self.status = None;
+                self.confirm = None;
+                self.fit();
+                vec![]
+            }
+            Msg::RunOpened(Ok(detail)) => {
+                let plan = detail.plan;
+                let n = plan.len();
+                let mut run = RunView::new(
+                    detail.summary.id,
+                    plan.clone(),
+                    Vec::new(),
+                    DagMode::List,
+                    false,
+                );
+                // Replay what was stored (feed, remediation), then take the
+                // stored states as they are now.
+                for ev in detail.events {
+                    run.apply(ev);
+                }
+                run.state = Some(detail.summary.state);
+                for (i, (st, a)) in detail.steps.iter().take(n).enumerate() {
+                    run.steps[i] = *st;
+                    run.attempts[i] = *a;
+                }
+                run.run_started = detail.summary.started_at;
+                run.run_ended = detail.summary.ended_at;
+                run.path = detail
+                    .summary
+                    .plan_path
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_file());
+                if detail.summary.state == RunState::Interrupted {
+                    run.was_running = (0..n)
+                        .filter(|&i| {
+                            matches!(
+                                run.steps[i],
+                                StepState::Running | StepState::Retrying | StepState::Interrupted
+                            )
+                        })
+                        .collect();
+                    if let Some(&first) = run.was_running.first() {
+                        run.dag.selected = first;
+                    }
+                }
+                self.run = Some(run);
+                self.screen = Screen::Run;
+                self.fit();
+                self.load_output()
+            }
+            Msg::RunOpened(Err(e)) | Msg::Failed(e) => {
+                self.status = Some(e);
+                vec![]
+            }
+            Msg::Engine(ev) => {
+                self.apply_event(ev);
+                vec![]
+            }
+            Msg::Events(evs) => {
+                for ev in evs {
+                    self.apply_event(ev);
+                }
+                vec![]
+            }
+            Msg::OutputLoaded {
+                step,
+                attempt,
+                result,
+            } => {
+                match result {
+                    Ok(o) => {
+                        if let Some(run) = &mut self.run {
+                            run.log.stored = Some(StoredLog {
+                                step,
+                                attempt,
+                                lines: live::stored_lines(&o.stdout, &o.stderr, o.truncated),
+                            });
+                        }
+                    }
+                    Err(e) => self.status = Some(e),
+                }
+                vec![]
+            }
+            Msg::EngineEnded(r) => {
+                if let Some(run) = &mut self.run {
+                    run.live = false;
+                    if let Ok(s) = r {
+                        run.state = Some(s);
+                    }
+                }
+                if let Err(e) = r {
+                    self.status = Some(e);
+                }
+                if self.leaving {
+                    return self.finish_leaving();
+                }
+                vec![]
+            }
+        }
+    }
+
+    fn apply_event(&mut self, ev: Event) {
+        let Some(run) = &mut self.run else { return };
+        if ev.run_id != run.run_id {
+            return;
+        }
+        run.apply(ev);
+    }
+
+    /// Columns and rows inside the DAG's frame on the current screen.
+    pub fn dag_size(&self) -> (usize, usize) {
+        let a = super::views::dag_area(self);
+        (
+            a.width.saturating_sub(2) as usize,
+            a.height.saturating_sub(2) as usize,
+        )
+    }
+
+    /// Keep the selections in view after a resize or a move.
+    fn fit(&mut self) {
+        let size = self.dag_size();
+        if let Some(d) = self.dag_mut() {
+            d.fit(size);
+        }
+        let rh = super::views::runs::list_height(self).max(1);
+        self.runs.scroll = fit_scroll(self.runs.scroll, self.runs.selected, rh);
+    }
+
+    fn key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        if k.kind != ratatui::crossterm::event::KeyEventKind::Press {
+            return vec![];
+        }
+        if let Some(p) = self.prompt.clone() {
+            return self.prompt_key(p, k);
+        }
+        if let Some(c) = self.confirm.clone() {
+            return self.confirm_key(c, k);
+        }
+        if self.help {
+            self.help = false;
+            return vec![];
+        }
+        let Some(action) = keymap::action(self.screen, &k) else {
+            return vec![];
+        };
+        if !self.leaving {
+            self.status = None;
+        }
+        if action == Action::Remedy
+            && let KeyCode::Char(c) = k.code
+            && let Some(d) = c.to_digit(10)
+        {
+            return self.remedy(d as usize);
+        }
+        self.act(action)
+    }
+
+    fn act(&mut self, action: Action) -> Vec<Effect> {
+        let page = self.dag_size().1.max(1) as isize;
+        match (self.screen, action) {
+            (_, Action::Quit) => self.leave_all(),
+            (_, Action::Help) => {
+                self.help = true;
+                vec![]
+            }
+            (_, Action::Back) => self.back(),
+            (Screen::Runs, a) => self.runs_action(a),
+            (Screen::Run, a) if self.run.is_some() => {
+                if let Some(fx) = self.run_action(a) {
+                    return fx;
+                }
+                let before = self.run.as_ref().map(|r| r.dag.selected);
+                let plan = self.run.as_ref().map(|r| r.plan.clone());
+                let size = self.dag_size();
+                if a == Action::Search {
+                    self.prompt = Some(Prompt::Search(String::new()));
+                    return vec![];
+                }
+                if let (Some(plan), Some(d)) = (plan, self.dag_mut()) {
+                    d.act(&plan, a, size);
+                }
+                self.selection_moved(before)
+            }
+            (Screen::Error, a) => {
+                if let Some(e) = &mut self.error {
+                    match a {
+                        Action::Up => e.scroll = e.scroll.saturating_sub(1),
+                        Action::Down => {
+                            e.scroll = (e.scroll + 1).min(e.lines.len().saturating_sub(1))
+                        }
+                        Action::PageUp => e.scroll = e.scroll.saturating_sub(page as usize),
+                        Action::PageDown => {
+                            e.scroll =
+                                (e.scroll + page as usize).min(e.lines.len().saturating_sub(1))
+                        }
+                        Action::Edit => {
+                            if let Some(p) = &e.path {
+                                return vec![Effect::Edit(p.clone())];
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                vec![]
+            }
+            (_, Action::Approve) => self.approve(),
+            (Screen::Review, Action::Edit) => self
+                .review
+                .as_ref()
+                .map(|r| vec![Effect::Edit(r.path.clone())])
+                .unwrap_or_default(),
+            (Screen::Review, Action::Inputs) => {
+                if self.review.as_ref().is_some_and(|r| !r.inputs.is_empty()) {
+                    self.prompt = Some(Prompt::Input(0));
+                } else {
+                    self.status = Some("this plan has no inputs".into());
+                }
+                vec![]
+            }
+            (_, Action::Search) => {
+                self.prompt = Some(Prompt::Search(String::new()));
+                vec![]
+            }
+            (_, a) => {
+                let plan = match self.screen {
+                    Screen::Review => self.review.as_ref().map(|r| r.plan.clone()),
+                    _ => self.run.as_ref().map(|r| r.plan.clone()),
+                };
+                let size = self.dag_size();
+                if let (Some(plan), Some(d)) = (plan, self.dag_mut()) {
+                    d.act(&plan, a, size);
+                }
+                vec![]
+            }
+        }
+    }
+
+    fn mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
+        match m.kind {
+            MouseEventKind::ScrollUp => self.act(Action::Up),
+            MouseEventKind::ScrollDown => self.act(Action::Down),
+            MouseEventKind::Down(MouseButton::Left) => {
+                let (x, y) = (m.column, m.row);
+                if self.screen == Screen::Runs {
+                    let area = super::views::runs::list_area(self);
+                    if area.contains((x, y).into()) && y > area.y {
+                        let row = (y - area.y - 1) as usize + self.runs.scroll;
+                        if row < self.runs.items().len() {
+                            self.runs.selected = row;
+                        }
+                    }
+                    return vec![];
+                }
+                let area = super::views::dag_area(self);
+                if area.contains((x, y).into()) && y > area.y && x > area.x {
+                    let (rx, ry) = ((x - area.x - 1) as usize, (y - area.y - 1) as usize);
+                    if let Some(d) = self.dag_mut() {
+                        d.click(rx, ry);
+                    }
+                }
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Lines being typed: the DAG's step search, the runs screen's filter, the
+//! log pane's search and the review screen's inputs, one key at a time.
+//!
+//! A prompt only edits state: it never returns an effect, except leaving on
+//! Ctrl-C.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::run_view::log_jump;
+use super::{App, Effect};
+use crate::tui::keymap::Screen;
+
+/// A line being typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// `/` on a DAG: search steps.
+    Search(String),
+    /// `/` on the runs screen: filter.
+    Filter,
+    /// Typing into the review screen's input `n`.
+    Input(usize),
+    /// `/` on the run screen's log pane.
+    LogSearch(String),
+}
+
+impl App {
+    pub(super) fn prompt_key(&mut self, p: Prompt, k: KeyEvent) -> Vec<Effect> {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && k.code == KeyCode::Char('c') {
+            return self.leave_all();
+        }
+        match p {
+            Prompt::Filter => match k.code {
+                KeyCode::Esc => {
+                    self.runs.filter.clear();
+                    self.prompt = None;
+                }
+                KeyCode::Enter => self.prompt = None,
+                KeyCode::Backspace => {
+                    self.runs.filter.pop();
+                }
+                KeyCode::Char(c) => self.runs.filter.push(c),
+                _ => {}
+            },
+            Prompt::Search(mut text) => {
+                match k.code {
+                    KeyCode::Esc => {
+                        self.prompt = None;
+                        return vec![];
+                    }
+                    KeyCode::Enter => {
+                        self.prompt = None;
+                        return vec![];
+                    }
+                    KeyCode::Backspace => {
+                        text.pop();
+                    }
+                    KeyCode::Char(c) => text.push(c),
+                    _ => {}
+                }
+                let plan = match self.screen {
+                    Screen::Review => self.review.as_ref().map(|r| r.plan.clone()),
+                    _ => self.run.as_ref().map(|r| r.plan.clone()),
+                };
+                let size = self.dag_size();
+                if let (Some(plan), Some(d)) = (plan, self.dag_mut()) {
+                    d.search = text.clone();
+                    d.jump(&plan, 0, size);
+                }
+                self.prompt = Some(Prompt::Search(text));
+            }
+            Prompt::LogSearch(mut text) => {
+                match k.code {
+                    KeyCode::Esc | KeyCode::Enter => {
+                        self.prompt = None;
+                        return vec![];
+                    }
+                    KeyCode::Backspace => {
+                        text.pop();
+                    }
+                    KeyCode::Char(c) => text.push(c),
+                    _ => {}
+                }
+                let h = crate::tui::views::run::log_height(self);
+                if let Some(r) = &mut self.run {
+                    r.log.search = text.clone();
+                    r.log.hit = None;
+                    r.log.top = None;
+                    if !text.is_empty() && !log_jump(r, true, h) {
+                        self.status = Some(format!("no line matches '{text}'"));
+                    } else {
+                        self.status = None;
+                    }
+                }
+                self.prompt = Some(Prompt::LogSearch(text));
+            }
+            Prompt::Input(i) => {
+                let Some(r) = &mut self.review else {
+                    self.prompt = None;
+                    return vec![];
+                };
+                let n = r.inputs.len();
+                match k.code {
+                    KeyCode::Esc => self.prompt = None,
+                    KeyCode::Enter | KeyCode::Tab | KeyCode::Down => {
+                        self.prompt = (i + 1 < n).then_some(Prompt::Input(i + 1));
+                    }
+                    KeyCode::BackTab | KeyCode::Up => {
+                        self.prompt = Some(Prompt::Input(i.saturating_sub(1)));
+                    }
+                    KeyCode::Backspace => {
+                        if let Some(f) = r.inputs.get_mut(i) {
+                            f.value.pop();
+                        }
+                    }
+                    KeyCode::Char(c) => {
+                        if let Some(f) = r.inputs.get_mut(i) {
+                            f.value.push(c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        vec![]
+    }
+}

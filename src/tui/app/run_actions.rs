@@ -1,0 +1,354 @@
+//! The run screen's own keys: focus, the log pane (attempts, scrolling,
+//! search), the event feed, pause, freeze, cancel, retry, skip, approve and
+//! resume; the remediation actions offered on a failed step; the questions
+//! asked before a cancel or a fix runs; asking for stored output the log
+//! pane needs.
+//!
+//! Engine commands only leave as effects: it never sends one to a run that
+//! is not live, and never cancels a run or runs a fix without a yes.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::run_view::log_jump;
+use super::scroll::follow_scroll;
+use super::{App, Effect, Prompt};
+use crate::engine::api::{Command, RunState, StepState};
+use crate::tui::keymap::{Action, Screen};
+use crate::tui::live::Focus;
+
+/// A question the person must answer before something happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    /// Cancel the run.
+    Cancel,
+    /// Run the fix command, then retry the step.
+    Fix { step: String, command: String },
+    /// Leave a live run: pause and quit, or cancel and quit.
+    Quit,
+}
+
+impl App {
+    /// Ask for the stored output the log pane needs, if any.
+    pub(super) fn load_output(&self) -> Vec<Effect> {
+        self.run
+            .as_ref()
+            .and_then(|r| {
+                r.wants_output().map(|(step, attempt)| Effect::LoadOutput {
+                    run_id: r.run_id.clone(),
+                    step,
+                    attempt,
+                })
+            })
+            .into_iter()
+            .collect()
+    }
+
+    pub(super) fn confirm_key(&mut self, c: Confirm, k: KeyEvent) -> Vec<Effect> {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && k.code == KeyCode::Char('c') {
+            self.confirm = None;
+            return self.leave_all();
+        }
+        let yes = matches!(k.code, KeyCode::Char('y') | KeyCode::Enter);
+        let no = matches!(k.code, KeyCode::Char('n') | KeyCode::Esc);
+        match c {
+            Confirm::Quit => match k.code {
+                KeyCode::Char('p') => {
+                    self.confirm = None;
+                    self.pause_and_quit()
+                }
+                KeyCode::Char('c') => {
+                    self.confirm = None;
+                    self.leaving = true;
+                    self.leave_ticks = 0;
+                    self.status = Some("canceling: stopping running steps…".into());
+                    vec![Effect::Engine(Command::Cancel), Effect::Detach]
+                }
+                KeyCode::Esc | KeyCode::Char('n') => {
+                    self.confirm = None;
+                    vec![]
+                }
+                _ => vec![],
+            },
+            _ if no => {
+                self.confirm = None;
+                self.status = Some("nothing done".into());
+                vec![]
+            }
+            Confirm::Cancel if yes => {
+                self.confirm = None;
+                self.status = Some("canceling the run: stopping running steps…".into());
+                vec![Effect::Engine(Command::Cancel)]
+            }
+            Confirm::Fix { step, command } if yes => {
+                self.confirm = None;
+                self.status = Some(format!("running the fix for {step}, then retrying it"));
+                vec![Effect::Engine(Command::FixAndRetry { step, command })]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Take the `n`th remediation action offered on the selected failed step.
+    pub(super) fn remedy(&mut self, n: usize) -> Vec<Effect> {
+        if self.screen != Screen::Run {
+            return vec![];
+        }
+        let Some(r) = &self.run else { return vec![] };
+        let i = r.dag.selected;
+        let id = r.plan.id(i).to_string();
+        let offer = r.offers[i]
+            .as_ref()
+            .filter(|_| r.steps[i] == StepState::Failed);
+        let Some(action) = offer
+            .and_then(|o| o.actions.get(n.wrapping_sub(1)))
+            .cloned()
+        else {
+            self.status = Some(format!("no remediation action {n} on step {id}"));
+            return vec![];
+        };
+        if !r.live {
+            self.status = Some("this run is not live: press r to resume it first".into());
+            return vec![];
+        }
+        use crate::remediation::Action as R;
+        match action {
+            R::Retry { .. } => {
+                self.status = Some(format!("retrying step {id}"));
+                vec![Effect::Engine(Command::RetryStep(id))]
+            }
+            R::FixAndRetry { command, .. } => {
+                self.confirm = Some(Confirm::Fix { step: id, command });
+                vec![]
+            }
+            R::Skip { .. } => {
+                self.status = Some(format!("skipping step {id}"));
+                vec![Effect::Engine(Command::SkipStep(id))]
+            }
+            R::Abort { .. } => {
+                self.confirm = Some(Confirm::Cancel);
+                vec![]
+            }
+            R::EditPlan { .. } => match r.path.clone() {
+                Some(p) => vec![Effect::Edit(p)],
+                None => {
+                    self.status = Some("this run's plan file is unknown".into());
+                    vec![]
+                }
+            },
+        }
+    }
+
+    /// The run screen's own actions; `None`: not one of them.
+    pub(super) fn run_action(&mut self, a: Action) -> Option<Vec<Effect>> {
+        let log_h = crate::tui::views::run::log_height(self);
+        let r = self.run.as_mut()?;
+        let i = r.dag.selected;
+        let id = r.plan.id(i).to_string();
+        let live = r.live;
+        let not_live = "this run is not live: press r to resume it first";
+        let mut fx = Vec::new();
+        let (mut confirm, mut prompt) = (None, None);
+        let say = Some;
+        let status = match a {
+            Action::FocusNext => {
+                r.focus = if r.log.full {
+                    Focus::Log
+                } else {
+                    r.focus.next()
+                };
+                None
+            }
+            Action::FullLog => {
+                r.log.full = !r.log.full;
+                if r.log.full {
+                    r.focus = Focus::Log;
+                }
+                None
+            }
+            Action::PrevAttempt | Action::NextAttempt => {
+                let latest = r.attempts[i];
+                let cur = r.log_attempt();
+                let next = if a == Action::PrevAttempt {
+                    cur.saturating_sub(1).max(1)
+                } else {
+                    (cur + 1).min(latest)
+                };
+                r.log.attempt = (next != latest).then_some(next);
+                r.log.top = None;
+                r.log.hit = None;
+                if latest == 0 {
+                    say("this step has not run yet".into())
+                } else {
+                    say(format!("{id}: attempt {next} of {latest}"))
+                }
+            }
+            Action::Pause
+            | Action::Freeze
+            | Action::Cancel
+            | Action::RetryStep
+            | Action::SkipStep
+            | Action::ApproveStep
+                if !live =>
+            {
+                say(not_live.into())
+            }
+            Action::Pause => match r.state {
+                Some(RunState::Running) => {
+                    fx.push(Effect::Engine(Command::Pause));
+                    say("pausing: no new step starts; running steps go on".into())
+                }
+                _ => say("the run is not running".into()),
+            },
+            Action::Freeze => {
+                let frozen = r.state == Some(RunState::Paused)
+                    && r.reason.as_deref().is_some_and(|x| x.starts_with("frozen"));
+                if frozen {
+                    fx.push(Effect::Engine(Command::Resume));
+                    say("unfreezing: running steps continue".into())
+                } else if matches!(r.state, Some(RunState::Running | RunState::Paused)) {
+                    fx.push(Effect::Engine(Command::Freeze));
+                    say("freezing: running steps are stopped (f again to unfreeze)".into())
+                } else {
+                    say("the run is not running".into())
+                }
+            }
+            Action::Cancel => {
+                if r.state.is_some_and(|s| s.is_terminal()) {
+                    say("the run has ended".into())
+                } else {
+                    confirm = Some(Confirm::Cancel);
+                    None
+                }
+            }
+            Action::RetryStep => {
+                if matches!(
+                    r.steps[i],
+                    StepState::Failed
+                        | StepState::Canceled
+                        | StepState::Interrupted
+                        | StepState::Skipped
+                ) {
+                    fx.push(Effect::Engine(Command::RetryStep(id.clone())));
+                    say(format!("retrying step {id}"))
+                } else {
+                    say(format!(
+                        "step {id} is {}: only a failed, canceled, interrupted or skipped step can be retried",
+                        r.steps[i]
+                    ))
+                }
+            }
+            Action::SkipStep => {
+                if r.steps[i].is_terminal() {
+                    say(format!("step {id} has already ended ({})", r.steps[i]))
+                } else {
+                    fx.push(Effect::Engine(Command::SkipStep(id.clone())));
+                    say(format!("skipping step {id}"))
+                }
+            }
+            Action::ApproveStep => {
+                if r.plan.plan.steps[i].approval {
+                    fx.push(Effect::Engine(Command::ApproveStep(id.clone())));
+                    say(format!("approved step {id}"))
+                } else {
+                    say(format!("step {id} needs no approval"))
+                }
+            }
+            Action::Resume => {
+                if live {
+                    if r.state == Some(RunState::Paused) {
+                        fx.push(Effect::Engine(Command::Resume));
+                        say("resuming the run".into())
+                    } else {
+                        say("the run is not paused".into())
+                    }
+                } else if r.state.is_some_and(|s| !s.is_terminal()) {
+                    fx.push(Effect::Resume(r.run_id.clone()));
+                    say("resuming the run".into())
+                } else {
+                    say("only an interrupted or paused run can be resumed".into())
+                }
+            }
+            Action::Search if r.focus == Focus::Log || r.log.full => {
+                prompt = Some(Prompt::LogSearch(String::new()));
+                None
+            }
+            Action::NextMatch | Action::PrevMatch
+                if (r.focus == Focus::Log || r.log.full) && !r.log.search.is_empty() =>
+            {
+                let back = a == Action::NextMatch;
+                if !log_jump(r, back, log_h) {
+                    say(format!("no more matches of '{}'", r.log.search))
+                } else {
+                    None
+                }
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom
+                if r.focus == Focus::Log || r.log.full =>
+            {
+                let len = r.log_lines().map_or(0, |l| l.len());
+                let top = r.log.top.unwrap_or(len.saturating_sub(log_h.max(1)));
+                r.log.top = follow_scroll(a, r.log.top, len, log_h);
+                if top == 0
+                    && matches!(a, Action::Up | Action::PageUp | Action::Top)
+                    && r.log.attempt.is_none()
+                    && r.logs[i].dropped > 0
+                    && !matches!(r.steps[i], StepState::Running | StepState::Retrying)
+                {
+                    // Beyond the ring: the stored head and tail of the attempt.
+                    r.log.attempt = Some(r.attempts[i]);
+                    r.log.top = Some(0);
+                    say("earlier lines: the stored output of this attempt".into())
+                } else {
+                    None
+                }
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom
+                if r.focus == Focus::Events =>
+            {
+                r.feed_top = follow_scroll(
+                    a,
+                    r.feed_top,
+                    r.feed.len(),
+                    crate::tui::views::run::FEED_ROWS,
+                );
+                None
+            }
+            _ => return None,
+        };
+        if let Some(s) = status {
+            self.status = Some(s);
+        }
+        if confirm.is_some() {
+            self.confirm = confirm;
+        }
+        if prompt.is_some() {
+            self.prompt = prompt;
+        }
+        fx.extend(self.load_output());
+        Some(fx)
+    }
+
+    /// After the DAG's selection may have moved: show the new step's log.
+    pub(super) fn selection_moved(&mut self, before: Option<usize>) -> Vec<Effect> {
+        let Some(r) = &mut self.run else {
+            return vec![];
+        };
+        if Some(r.dag.selected) != before {
+            r.log.attempt = None;
+            r.log.top = None;
+            r.log.hit = None;
+        }
+        self.load_output()
+    }
+}

@@ -1,0 +1,303 @@
+//! A run on the run screen, watched live or looked at from the store: step
+//! states, attempts, durations, logs, the event feed and remediation offers,
+//! folded from engine events in commit order; where the log pane's lines come
+//! from, and the log search's jumps.
+//!
+//! It only folds what it is given: it never asks for anything (stored output
+//! is asked for by the app as an effect) and never sends the engine a command.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::api::{AttemptEnd, Event, EventKind, RunState, StepState};
+use crate::plan::ValidPlan;
+use crate::tui::dagview::{DagMode, DagView};
+use crate::tui::live::{self, FeedItem, Focus, LogLine, LogView, Offer, StepLog};
+
+/// A run being watched (live) or looked at (stored).
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub run_id: String,
+    pub plan: Arc<ValidPlan>,
+    pub state: Option<RunState>,
+    pub reason: Option<String>,
+    pub steps: Vec<StepState>,
+    pub attempts: Vec<u32>,
+    pub durations: Vec<Option<u64>>,
+    pub estimates: Vec<Option<f64>>,
+    pub dag: DagView,
+    pub live: bool,
+    /// The plan file, for the "edit the plan" remediation.
+    pub path: Option<PathBuf>,
+    /// The latest ended attempt of each step.
+    pub ends: Vec<Option<AttemptEnd>>,
+    /// When each step's current attempt started running.
+    pub started_at: Vec<Option<DateTime<Utc>>>,
+    pub run_started: Option<DateTime<Utc>>,
+    pub run_ended: Option<DateTime<Utc>>,
+    /// The newest event time seen.
+    pub last_ts: Option<DateTime<Utc>>,
+    pub logs: Vec<StepLog>,
+    pub feed: VecDeque<FeedItem>,
+    /// First visible feed entry; `None`: follow the newest.
+    pub feed_top: Option<usize>,
+    pub offers: Vec<Option<Offer>>,
+    /// The last lines of stderr of each step's failed attempt.
+    pub tails: Vec<Option<String>>,
+    pub log: LogView,
+    pub focus: Focus,
+    /// Steps that were running when a stored run stopped.
+    pub was_running: Vec<usize>,
+}
+
+impl RunView {
+    pub fn new(
+        run_id: String,
+        plan: Arc<ValidPlan>,
+        estimates: Vec<Option<f64>>,
+        mode: DagMode,
+        live: bool,
+    ) -> RunView {
+        let n = plan.len();
+        let dag = DagView::new(&plan, mode);
+        RunView {
+            run_id,
+            state: None,
+            reason: None,
+            steps: vec![StepState::Pending; n],
+            attempts: vec![0; n],
+            durations: vec![None; n],
+            estimates,
+            dag,
+            live,
+            path: None,
+            ends: vec![None; n],
+            started_at: vec![None; n],
+            run_started: None,
+            run_ended: None,
+            last_ts: None,
+            logs: vec![StepLog::default(); n],
+            feed: VecDeque::new(),
+            feed_top: None,
+            offers: vec![None; n],
+            tails: vec![None; n],
+            log: LogView::default(),
+            focus: Focus::Steps,
+            was_running: Vec::new(),
+            plan,
+        }
+    }
+
+    /// The attempt the log pane shows for the selected step.
+    pub fn log_attempt(&self) -> u32 {
+        let i = self.dag.selected;
+        self.log
+            .attempt
+            .unwrap_or_else(|| self.attempts.get(i).copied().unwrap_or(0))
+    }
+
+    /// The lines the log pane shows; `None` while they load.
+    pub fn log_lines(&self) -> Option<LogSource<'_>> {
+        let i = self.dag.selected;
+        let n = self.log_attempt();
+        if let Some(s) = &self.log.stored
+            && s.step == i
+            && s.attempt == n
+        {
+            return Some(LogSource::Stored(&s.lines));
+        }
+        let ring = self.logs.get(i)?;
+        if ring.attempt == n || n == 0 {
+            return Some(LogSource::Ring(&ring.lines));
+        }
+        None
+    }
+
+    /// Whether the log pane needs the store for what it shows.
+    pub(super) fn wants_output(&self) -> Option<(usize, u32)> {
+        let i = self.dag.selected;
+        let n = self.log_attempt();
+        if n == 0
+            || self
+                .log_lines()
+                .is_some_and(|l| matches!(l, LogSource::Stored(_)))
+        {
+            return None;
+        }
+        // A running attempt's output is stored only when it ends: until then
+        // the ring (even while still empty) is all there is.
+        let running = matches!(self.steps[i], StepState::Running | StepState::Retrying);
+        if self.live && running && self.log.attempt.is_none() {
+            return None;
+        }
+        let ring = self.logs.get(i)?;
+        let need = !self.live || self.log.attempt.is_some() || ring.attempt != n;
+        need.then_some((i, n))
+    }
+
+    /// Elapsed seconds of the run at `now`.
+    pub fn elapsed(&self, now: Option<DateTime<Utc>>) -> Option<f64> {
+        let start = self.run_started?;
+        let end = self.run_ended.or(now).or(self.last_ts)?;
+        Some(((end - start).num_milliseconds().max(0)) as f64 / 1000.0)
+    }
+
+    /// Seconds each running step has run at `now`.
+    pub fn running_for(&self, now: Option<DateTime<Utc>>) -> Vec<Option<f64>> {
+        let now = now.or(self.last_ts);
+        self.started_at
+            .iter()
+            .zip(&self.steps)
+            .map(|(t, s)| match (t, now) {
+                (Some(t), Some(now)) if *s == StepState::Running => {
+                    Some(((now - *t).num_milliseconds().max(0)) as f64 / 1000.0)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(super) fn apply(&mut self, ev: Event) -> usize {
+        self.last_ts = Some(self.last_ts.map_or(ev.ts, |t| t.max(ev.ts)));
+        let plan = self.plan.clone();
+        if let Some(item) = live::feed_item(&ev, |id| {
+            plan.index
+                .get(id)
+                .map_or(1, |&i| plan.plan.steps[i].retries + 1)
+        }) {
+            self.feed.push_back(item);
+            if self.feed.len() > live::FEED_LEN {
+                self.feed.pop_front();
+                if let Some(t) = &mut self.feed_top {
+                    *t = t.saturating_sub(1);
+                }
+            }
+        }
+        let idx = |id: &str| self.plan.index.get(id).copied();
+        match ev.kind {
+            EventKind::RunState { state, reason } => {
+                if state == RunState::Running && self.run_started.is_none() {
+                    self.run_started = Some(ev.ts);
+                }
+                self.run_ended = state.is_terminal().then_some(ev.ts);
+                self.state = Some(state);
+                self.reason = reason;
+            }
+            EventKind::StepState {
+                step,
+                attempt,
+                state,
+                end,
+                stderr_tail,
+                ..
+            } => {
+                if let Some(i) = idx(&step) {
+                    self.steps[i] = state;
+                    self.attempts[i] = attempt;
+                    if state == StepState::Running {
+                        self.started_at[i] = Some(ev.ts);
+                    }
+                    if let Some(end) = end {
+                        self.durations[i] = Some(end.duration_ms);
+                        self.ends[i] = Some(end);
+                    }
+                    if stderr_tail.is_some() {
+                        self.tails[i] = stderr_tail;
+                    }
+                }
+            }
+            EventKind::Log {
+                step,
+                attempt,
+                stream,
+                line,
+            } => {
+                if let Some(i) = idx(&step) {
+                    let gone = self.logs[i].push(attempt, LogLine::new(stream, &line));
+                    if i == self.dag.selected
+                        && gone > 0
+                        && let Some(t) = &mut self.log.top
+                    {
+                        *t = t.saturating_sub(gone);
+                    }
+                    return i;
+                }
+            }
+            EventKind::Remediation {
+                step,
+                attempt,
+                error_class,
+                explanation,
+                cause,
+                actions,
+            } => {
+                if let Some(i) = idx(&step) {
+                    self.offers[i] = Some(Offer {
+                        attempt,
+                        error_class,
+                        explanation,
+                        cause,
+                        actions,
+                    });
+                }
+            }
+            _ => {}
+        }
+        usize::MAX
+    }
+}
+
+/// Where the log pane's lines come from.
+#[derive(Debug, Clone, Copy)]
+pub enum LogSource<'a> {
+    Ring(&'a VecDeque<LogLine>),
+    Stored(&'a [LogLine]),
+}
+
+impl<'a> LogSource<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            LogSource::Ring(r) => r.len(),
+            LogSource::Stored(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn get(&self, k: usize) -> Option<&'a LogLine> {
+        match *self {
+            LogSource::Ring(r) => r.get(k),
+            LogSource::Stored(s) => s.get(k),
+        }
+    }
+}
+
+/// Move the log pane to the previous (`back`) or next line matching its
+/// search, from the current match or the bottom; false when there is none.
+pub(super) fn log_jump(r: &mut RunView, back: bool, height: usize) -> bool {
+    let Some(lines) = r.log_lines() else {
+        return false;
+    };
+    let needle = r.log.search.to_lowercase();
+    let len = lines.len();
+    let hit = |k: usize| {
+        lines
+            .get(k)
+            .is_some_and(|l| l.text.to_lowercase().contains(&needle))
+    };
+    let found = match (r.log.hit, back) {
+        (None, _) => (0..len).rev().find(|&k| hit(k)),
+        (Some(h), true) => (0..h.min(len)).rev().find(|&k| hit(k)),
+        (Some(h), false) => (h + 1..len).find(|&k| hit(k)),
+    };
+    let Some(k) = found else { return false };
+    r.log.hit = Some(k);
+    let h = height.max(1);
+    let bottom = len.saturating_sub(h);
+    let top = k.saturating_sub(h / 2).min(bottom);
+    r.log.top = (top < bottom).then_some(top);
+    true
+}

@@ -1,0 +1,107 @@
+//! The runs screen's state: the plans and runs listed, the filter and the
+//! selection; its keys move the selection and open a plan, open a run or
+//! resume one.
+//!
+//! It never reads the disk or the store: lists arrive as `Msg::Listed`, and
+//! opening anything leaves as an effect.
+
+use std::path::PathBuf;
+
+use super::scroll::fit_scroll;
+use super::{App, Effect, Prompt};
+use crate::tui::backend::{PlanEntry, RunSummary};
+use crate::tui::keymap::{Action, Screen};
+
+/// The runs screen's state.
+#[derive(Debug, Clone, Default)]
+pub struct RunsView {
+    pub plans: Vec<PlanEntry>,
+    pub runs: Vec<RunSummary>,
+    pub error: Option<String>,
+    pub filter: String,
+    pub selected: usize,
+    pub scroll: usize,
+}
+
+/// An item of the runs screen's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    Plan(usize),
+    Run(usize),
+}
+
+impl RunsView {
+    /// Plans, then runs (resumable first), narrowed by the filter.
+    pub fn items(&self) -> Vec<Item> {
+        let f = self.filter.to_lowercase();
+        let hit = |s: &str| f.is_empty() || s.to_lowercase().contains(&f);
+        let plans = self.plans.iter().enumerate().filter(|(_, p)| {
+            hit(&p.path.display().to_string()) || p.name.as_ref().is_ok_and(|n| hit(n))
+        });
+        let runs = self
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| hit(&r.id) || hit(&r.plan) || hit(r.state.as_str()));
+        plans
+            .map(|(i, _)| Item::Plan(i))
+            .chain(runs.map(|(i, _)| Item::Run(i)))
+            .collect()
+    }
+}
+
+impl App {
+    pub(super) fn runs_action(&mut self, a: Action) -> Vec<Effect> {
+        let items = self.runs.items();
+        let n = items.len();
+        let h = crate::tui::views::runs::list_height(self).max(1);
+        let sel = &mut self.runs.selected;
+        match a {
+            Action::Up => *sel = sel.saturating_sub(1),
+            Action::Down => *sel = (*sel + 1).min(n.saturating_sub(1)),
+            Action::PageUp => *sel = sel.saturating_sub(h),
+            Action::PageDown => *sel = (*sel + h).min(n.saturating_sub(1)),
+            Action::Top => *sel = 0,
+            Action::Bottom => *sel = n.saturating_sub(1),
+            Action::Search => self.prompt = Some(Prompt::Filter),
+            Action::Open | Action::NewRun | Action::Resume => {
+                let item = items.get(*sel).copied();
+                return match (a, item) {
+                    (Action::Open | Action::NewRun, Some(Item::Plan(i))) => {
+                        self.home = Some(Screen::Runs);
+                        vec![Effect::LoadPlan(self.runs.plans[i].path.clone())]
+                    }
+                    (Action::Open, Some(Item::Run(i))) => {
+                        self.home = Some(Screen::Runs);
+                        vec![Effect::OpenRun(self.runs.runs[i].id.clone())]
+                    }
+                    (Action::NewRun, Some(Item::Run(i))) => {
+                        let r = &self.runs.runs[i];
+                        match &r.plan_path {
+                            Some(p) => {
+                                self.home = Some(Screen::Runs);
+                                vec![Effect::LoadPlan(PathBuf::from(p))]
+                            }
+                            None => {
+                                self.status = Some("this run's plan file is unknown".into());
+                                vec![]
+                            }
+                        }
+                    }
+                    (Action::Resume, Some(Item::Run(i))) if self.runs.runs[i].resumable() => {
+                        self.home = Some(Screen::Runs);
+                        vec![Effect::Resume(self.runs.runs[i].id.clone())]
+                    }
+                    (Action::Resume, _) => {
+                        self.status = Some("select an interrupted or paused run to resume".into());
+                        vec![]
+                    }
+                    _ => vec![],
+                };
+            }
+            _ => {}
+        }
+        self.runs.scroll = fit_scroll(self.runs.scroll, self.runs.selected, h);
+        vec![]
+    }
+}
