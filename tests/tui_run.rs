@@ -311,3 +311,39 @@ fn log_search_attempts_and_zoom() {
         "{fx}"
     );
 }
+
+#[test]
+fn the_wheel_scrolls_the_pane_under_the_pointer() {
+    use plandeck::tui::live::Focus;
+    use ratatui::crossterm::event::{MouseEvent, MouseEventKind};
+    let mut f = running((160, 48));
+    for i in 0..200 {
+        f.log("build", Stream::Stdout, &format!("line {i}"));
+    }
+    let wheel = |f: &mut Feed, kind, (column, row): (u16, u16)| {
+        f.app.update(Msg::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }));
+    };
+    let areas = views::areas(&f.app);
+    let centre = |r: ratatui::layout::Rect| (r.x + r.width / 2, r.y + r.height / 2);
+    let selected = f.app.run.as_ref().expect("run").dag.selected;
+    // Over the log: the log scrolls back from its live tail, the selection stays.
+    wheel(&mut f, MouseEventKind::ScrollUp, centre(areas.side));
+    let r = f.app.run.as_ref().expect("run");
+    assert_eq!(r.focus, Focus::Log);
+    assert!(r.log.top.is_some(), "no longer following the tail");
+    assert_eq!(r.dag.selected, selected);
+    assert!(!f.render().contains("line 199"), "scrolled back");
+    // Over the DAG: the selection moves.
+    wheel(&mut f, MouseEventKind::ScrollDown, centre(areas.dag));
+    let r = f.app.run.as_ref().expect("run");
+    assert_eq!(r.focus, Focus::Steps);
+    assert_ne!(r.dag.selected, selected);
+    // Over the feed: it takes the focus.
+    wheel(&mut f, MouseEventKind::ScrollUp, centre(areas.bottom));
+    assert_eq!(f.app.run.as_ref().expect("run").focus, Focus::Events);
+}

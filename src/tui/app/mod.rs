@@ -507,12 +507,44 @@ impl App {
         }
     }
 
+    /// On the Run screen, the pane under the pointer takes the focus, so
+    /// the wheel scrolls what it is over: the DAG's selection, the log, or
+    /// the event feed.
+    fn focus_pane_at(&mut self, x: u16, y: u16) {
+        if self.screen != Screen::Run || self.run.is_none() {
+            return;
+        }
+        let areas = super::views::areas(self);
+        let at = (x, y).into();
+        let focus = if areas.dag.contains(at) {
+            live::Focus::Steps
+        } else if areas.side.contains(at) {
+            live::Focus::Log
+        } else if areas.bottom.contains(at) {
+            live::Focus::Events
+        } else {
+            return;
+        };
+        if let Some(r) = self.run.as_mut() {
+            r.focus = focus;
+        }
+    }
+
     fn mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
+        let scroll = |app: &mut App, a: Action| {
+            app.focus_pane_at(m.column, m.row);
+            let lines = match app.run.as_ref().map(|r| r.focus) {
+                Some(live::Focus::Log | live::Focus::Events) if app.screen == Screen::Run => 3,
+                _ => 1,
+            };
+            (0..lines).flat_map(|_| app.act(a)).collect()
+        };
         match m.kind {
-            MouseEventKind::ScrollUp => self.act(Action::Up),
-            MouseEventKind::ScrollDown => self.act(Action::Down),
+            MouseEventKind::ScrollUp => scroll(self, Action::Up),
+            MouseEventKind::ScrollDown => scroll(self, Action::Down),
             MouseEventKind::Down(MouseButton::Left) => {
                 let (x, y) = (m.column, m.row);
+                self.focus_pane_at(x, y);
                 if self.screen == Screen::Runs {
                     let area = super::views::runs::list_area(self);
                     if area.contains((x, y).into()) && y > area.y {
