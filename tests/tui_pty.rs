@@ -50,3 +50,44 @@ fn review_approve_watch_and_quit_in_a_pty() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+#[test]
+fn the_editor_round_trip_revalidates_the_plan() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    pty::plan(
+        dir.path(),
+        r#"{"name":"before","steps":[{"id":"one","run":"true"}]}"#,
+    );
+    // Each call edits the plan one step further: rename it, break it (an
+    // unknown dependency), then repair it.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        r#"#!/bin/sh
+if grep -q nope "$1"; then sed -i 's/"depends_on":\["nope"\],//' "$1"
+elif grep -q before "$1"; then sed -i 's/before/after/' "$1"
+else sed -i 's/"run"/"depends_on":["nope"],"run"/' "$1"
+fi
+"#,
+    )
+    .expect("editor");
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut launch = Launch::new(dir.path(), &["plan.json"]);
+    launch.env.push(("VISUAL", String::new()));
+    launch.env.push(("EDITOR", editor.display().to_string()));
+    let mut screen = Term::launch(launch);
+    screen.wait_for("Review before", 30);
+    screen.press("e");
+    screen.wait_for("Review after", 15);
+    screen.press("e");
+    screen.wait_for("does not validate", 15);
+    screen.wait_line("the unknown dependency, with its position", 5, |l| {
+        l.contains("plan.json:1:") && l.contains("nope")
+    });
+    screen.press("e");
+    screen.wait_for("Review after", 15);
+    screen.press("q");
+    screen.wait_exit(20);
+    screen.assert_cooked();
+}

@@ -13,7 +13,7 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+    Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
 /// Whether the terminal is in TUI mode (raw, alternate screen).
@@ -85,7 +85,12 @@ impl Guard {
     /// Come back after `suspend`.
     pub fn resume(&mut self) -> std::io::Result<()> {
         Self::activate()?;
-        self.terminal.clear()
+        // Not `Terminal::clear`: it asks the terminal where the cursor is,
+        // and a terminal that does not answer would end the session here.
+        execute!(stdout(), Clear(ClearType::All))?;
+        // Both buffers blank, like the screen: the next frame is drawn whole.
+        self.terminal.swap_buffers();
+        Ok(())
     }
 }
 
