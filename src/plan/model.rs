@@ -352,7 +352,7 @@ impl Step {
         }
     }
 
-    /// The program name: argv[0]'s basename, or the first word of a `run` string.
+    /// The program name: the basename of `argv[0]`, or the first word of a `run` string.
     pub fn program(&self) -> Option<&str> {
         let word = match (&self.run, &self.command) {
             (Some(run), _) => run.split_whitespace().next()?,

@@ -133,7 +133,7 @@ pub struct FailureFacts<'a> {
     pub timed_out: bool,
     /// The step's `kind` label.
     pub kind: Option<&'a str>,
-    /// Program name: argv[0]'s basename for `command` + `args` steps; for
+    /// Program name: the basename of `argv[0]` for `command` + `args` steps; for
     /// `run` strings the first word of the shell string.
     pub command: Option<&'a str>,
     /// The last few KiB of stdout (see [`tail`]).
