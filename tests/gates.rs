@@ -2,7 +2,11 @@
 //! plandeck exits leaving it resumable, and `resume` continues after the
 //! point where it stopped without running anything twice.
 
+mod common;
+
 use std::process::{Command, Output, Stdio};
+
+use common::Scratch;
 
 fn plandeck(args: &[&str], db: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plandeck"))
@@ -27,10 +31,10 @@ fn latest_run(db: &std::path::Path) -> (String, String) {
 
 #[test]
 fn gates_and_restarts_pause_and_resume() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = dir.path().join("ledger");
-    let plan = dir.path().join("gate.json");
-    let db = dir.path().join("db.sqlite");
+    let sc = Scratch::new();
+    let ledger = sc.path("ledger");
+    let plan = sc.path("gate.json");
+    let db = sc.db();
     let step = |id: &str, extra: &str| {
         format!(
             r#"{{"id":"{id}","run":"echo {id} >> '{}'"{extra}}}"#,
@@ -135,7 +139,8 @@ fn without_yes_and_without_a_terminal_nothing_runs() {
 
 #[test]
 fn hostile_input_values_reach_steps_byte_exact_and_never_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
     let plan = dir.path().join("p.json");
     std::fs::write(
         &plan,
@@ -151,7 +156,7 @@ fn hostile_input_values_reach_steps_byte_exact_and_never_run() {
             &format!("v={hostile}"),
             plan.to_str().expect("utf-8"),
         ],
-        &dir.path().join("db"),
+        &sc.db(),
     );
     assert_eq!(
         out.status.code(),

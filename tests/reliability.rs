@@ -3,6 +3,8 @@
 //! a frozen step's timeout. After each fault, resume finishes the run and the
 //! store's invariants hold; no process of the run outlives it.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -12,6 +14,8 @@ use plandeck::engine::api::{Command as EngineCommand, EventKind, RunState, StepS
 use plandeck::engine::{self, RunRequest};
 use plandeck::store::Location;
 use plandeck::store::writer::Approval;
+
+use common::Scratch;
 
 fn plandeck(args: &[&str], db: &Path, fault: Option<&str>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_plandeck"));
@@ -77,7 +81,8 @@ fn write_plan(dir: &Path, steps: &str) -> std::path::PathBuf {
 #[test]
 fn controller_death_around_spawn_is_recovered_on_resume() {
     for point in ["after_spawn", "after_attempt_row", "after_exit"] {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let sc = Scratch::new();
+        let dir = &sc.dir;
         let ledger = dir.path().join("ledger");
         let l = ledger.display();
         let plan = write_plan(
@@ -88,7 +93,7 @@ fn controller_death_around_spawn_is_recovered_on_resume() {
                    {{"id":"after","run":"echo after >> '{l}'"}}"#
             ),
         );
-        let db = dir.path().join("db.sqlite");
+        let db = sc.db();
         let first = plandeck(
             &["run", "--yes", plan.to_str().expect("utf-8")],
             &db,
@@ -140,14 +145,15 @@ fn controller_death_around_spawn_is_recovered_on_resume() {
 #[test]
 fn failing_or_lying_commits_stop_the_run_resumably() {
     for fault in ["store:fail_commit:4", "store:lie_commit:4"] {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let sc = Scratch::new();
+        let dir = &sc.dir;
         let ledger = dir.path().join("ledger");
         let l = ledger.display();
         let steps: Vec<String> = (0..6)
             .map(|i| format!(r#"{{"id":"s{i}","run":"sleep 0.1; echo s{i} >> '{l}'"}}"#))
             .collect();
         let plan = write_plan(dir.path(), &steps.join(","));
-        let db = dir.path().join("db.sqlite");
+        let db = sc.db();
         let first = plandeck(
             &["run", "--yes", plan.to_str().expect("utf-8")],
             &db,
@@ -187,13 +193,14 @@ fn failing_or_lying_commits_stop_the_run_resumably() {
 
 #[test]
 fn escaped_children_are_killed_and_reported() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
     let plan = write_plan(
         dir.path(),
         // Wait until both children have started, so the step's end finds them.
         r#"{"id":"daemonize","run":"setsid sh -c 'touch escaped.started; exec sleep 60' & nohup sh -c 'touch nohup.started; exec sleep 61' >/dev/null 2>&1 & while [ ! -e escaped.started ] || [ ! -e nohup.started ]; do sleep 0.01; done; echo started"}"#,
     );
-    let db = dir.path().join("db.sqlite");
+    let db = sc.db();
     let out = plandeck(
         &["run", "--yes", "--json", plan.to_str().expect("utf-8")],
         &db,
@@ -219,7 +226,8 @@ fn escaped_children_are_killed_and_reported() {
 
 #[test]
 fn a_frozen_step_does_not_use_up_its_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
     // Three seconds of active time in short sleeps, a two-second timeout.
     let text = r#"{"name":"frozen","globals":{"kill_grace_sec":1},"steps":[
         {"id":"work","run":"i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done","timeout_sec":2}]}"#;
@@ -230,11 +238,7 @@ fn a_frozen_step_does_not_use_up_its_timeout() {
             at: chrono::Utc::now(),
             hash: String::new(),
         }),
-        ..RunRequest::new(
-            plan,
-            dir.path().to_path_buf(),
-            Location::File(dir.path().join("db.sqlite")),
-        )
+        ..RunRequest::new(plan, dir.path().to_path_buf(), Location::File(sc.db()))
     })
     .expect("engine starts");
     let mut started = None;

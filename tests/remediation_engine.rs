@@ -2,6 +2,8 @@
 //! error class and a `remediation` event with concrete actions; a person's
 //! fix command runs as a recorded attempt and the step is retried.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -11,9 +13,12 @@ use plandeck::engine::{self, RunRequest};
 use plandeck::store::Location;
 use plandeck::store::writer::Approval;
 
+use common::Scratch;
+
 #[test]
 fn real_failures_are_classified_in_the_event_stream() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
     let plan = dir.path().join("fail.json");
     std::fs::write(
         &plan,
@@ -29,7 +34,7 @@ fn real_failures_are_classified_in_the_event_stream() {
     .expect("write plan");
     let out = Command::new(env!("CARGO_BIN_EXE_plandeck"))
         .args(["run", "--yes", "--json", "--db"])
-        .arg(dir.path().join("db.sqlite"))
+        .arg(sc.db())
         .arg(&plan)
         .stdin(Stdio::null())
         .output()
@@ -85,14 +90,15 @@ fn real_failures_are_classified_in_the_event_stream() {
 
 #[test]
 fn fix_and_retry_runs_the_fix_as_an_attempt_then_the_step() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
     let marker = dir.path().join("fixed");
     let text = format!(
         r#"{{"name":"fixme","steps":[{{"id":"needs-fix","run":"test -e '{}' || {{ echo 'E: Unable to locate package widget' >&2; exit 100; }}"}}]}}"#,
         marker.display()
     );
     let plan = Arc::new(plandeck::plan::from_text("fixme.json", &text).expect("valid"));
-    let db = dir.path().join("db.sqlite");
+    let db = sc.db();
     let mut handle = engine::spawn(RunRequest {
         approval: Some(Approval {
             by: "test".into(),

@@ -3,7 +3,10 @@
 //! old store, and the messages for stores that cannot be used.
 //!
 //! Every test drives the built binary on its own temporary directory and
-//! database. Waiting is done only by bounded re-query loops.
+//! database, whose drop ends the test with the leak check. Waiting is done
+//! only by bounded re-query loops.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,19 +23,19 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A temporary directory with a database in it.
 struct Store {
-    dir: tempfile::TempDir,
+    scratch: common::Scratch,
     db: PathBuf,
 }
 
 impl Store {
     fn new() -> Store {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("plandeck.db");
-        Store { dir, db }
+        let scratch = common::Scratch::new();
+        let db = scratch.db();
+        Store { scratch, db }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.scratch.path(name)
     }
 
     fn plan(&self, name: &str, json: &str) -> PathBuf {
@@ -157,13 +160,15 @@ impl Live {
     }
 }
 
+/// A failed test cleans up after itself; a passing one must have left
+/// nothing, which the leak check of its store proves.
 impl Drop for Live {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if !self.run_id.is_empty() {
+        if std::thread::panicking() && !self.run_id.is_empty() {
             plandeck::engine::ownership::kill_orphans(&self.run_id);
         }
     }

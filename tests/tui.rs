@@ -2,6 +2,8 @@
 //! over a real store in a temporary directory, frames rendered into a
 //! `TestBackend` and compared with snapshots at 80×24 and 160×48.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use plandeck::cli::tui_backend::StoreBackend;
@@ -11,6 +13,8 @@ use plandeck::tui::{Session, Target, views};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use common::Scratch;
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
 
@@ -153,8 +157,9 @@ fn seed_runs(dir: &Path, db: &Path) {
 
 #[test]
 fn runs_screen_lists_plans_and_runs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("t.db");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
+    let db = sc.db();
     seed_runs(dir.path(), &db);
     for (w, h) in SIZES {
         let mut s = session(&db, Target::Runs, (w, h));
@@ -196,8 +201,9 @@ fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
 
 #[test]
 fn enter_on_a_plan_opens_review_and_a_run_opens_its_steps() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("t.db");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
+    let db = sc.db();
     seed_runs(dir.path(), &db);
     let mut s = session(&db, Target::Runs, (80, 24));
     s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
@@ -241,14 +247,15 @@ fn search_jumps_to_matches_in_a_large_plan() {
 
 #[test]
 fn approving_runs_the_plan_and_shows_step_states() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
     let plan = dir.path().join("two.json");
     std::fs::write(
         &plan,
         r#"{"name":"two","inputs":{"token":{"secret":true,"required":true}},"steps":[{"id":"a","run":"test \"$PLANDECK_INPUT_TOKEN\" = s3"},{"id":"b","run":"true"}]}"#,
     )
     .expect("write plan");
-    let db = dir.path().join("t.db");
+    let db = sc.db();
     let mut s = session(&db, Target::Plan(plan.clone()), (80, 24));
     key(&mut s, 'a');
     assert!(s.app.run.is_none(), "a required input blocks approval");
@@ -298,8 +305,9 @@ fn a_changed_file_is_shown_again_instead_of_run() {
 
 #[test]
 fn a_stored_failed_run_shows_its_feed_and_remediation() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("t.db");
+    let sc = Scratch::new();
+    let dir = &sc.dir;
+    let db = sc.db();
     let plan = dir.path().join("broken.json");
     std::fs::write(
         &plan,

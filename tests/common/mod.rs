@@ -5,6 +5,11 @@
 //!
 //! Nothing here sleeps to wait for a result: runs are followed through their
 //! events; the only polling is the bounded look at `/proc` after a kill.
+//!
+//! Each test file uses a part of these helpers.
+#![allow(dead_code)]
+
+mod leak;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -63,29 +68,11 @@ pub struct Scratch {
 }
 
 /// The leak check after every test that uses a scratch directory: no
-/// process carrying the marker of a run in its store may outlive the test
-/// (a bounded wait covers a step still inside its kill grace period).
+/// process carrying the marker of a run in its store may outlive the test.
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        let Ok(conn) = rusqlite::Connection::open(self.db()) else {
-            return;
-        };
-        let runs: Vec<String> = conn
-            .prepare("SELECT id FROM runs")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(7);
-        for run in runs {
-            while !plandeck::engine::ownership::marked_processes(&run).is_empty() {
-                assert!(
-                    Instant::now() < deadline,
-                    "processes of run {run} outlived the test"
-                );
-                thread::sleep(Duration::from_millis(20));
-            }
+        if !thread::panicking() {
+            leak::assert_no_leaked_processes(&self.db());
         }
     }
 }

@@ -2,7 +2,11 @@
 //! screen fed by everything the program writes (the raw bytes are kept too),
 //! key presses, resizes, signals, hanging up, and bounded waits on the
 //! screen and on the process. Included with `#[path]` by the PTY tests.
+//! Dropping a terminal ends with the leak check on its store.
 #![allow(dead_code)]
+
+#[path = "leak.rs"]
+mod leak;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -51,6 +55,8 @@ pub struct Term {
     stop_reading: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     status: Option<ExitStatus>,
+    /// The store plandeck was started on.
+    db: PathBuf,
 }
 
 fn size(rows: u16, cols: u16) -> PtySize {
@@ -141,6 +147,7 @@ impl Term {
             stop_reading: stop,
             reader: Some(thread),
             status: None,
+            db: l.db,
         }
     }
 
@@ -303,10 +310,15 @@ impl Term {
     }
 }
 
+/// The leak check after every PTY test: no process carrying the marker of a
+/// run in the terminal's store may outlive it.
 impl Drop for Term {
     fn drop(&mut self) {
         let _ = self.child.kill();
         self.stop_reading.store(true, Ordering::SeqCst);
+        if !std::thread::panicking() {
+            leak::assert_no_leaked_processes(&self.db);
+        }
     }
 }
 
