@@ -192,6 +192,44 @@ fn failing_or_lying_commits_stop_the_run_resumably() {
 }
 
 #[test]
+fn a_store_failure_still_kills_escaped_children_and_says_so() {
+    let sc = Scratch::new();
+    let dir = &sc.dir;
+    // `escape` leaves a `setsid` child behind and succeeds; the chain after
+    // it needs at least one commit per step, so the 8th commit fails after
+    // the child is out.
+    let mut steps = vec![
+        r#"{"id":"escape","run":"setsid sh -c 'touch escaped.started; exec sleep 60' & while [ ! -e escaped.started ]; do sleep 0.01; done"}"#.to_string(),
+    ];
+    let mut prev = "escape".to_string();
+    for i in 0..10 {
+        steps.push(format!(
+            r#"{{"id":"c{i}","run":"true","depends_on":["{prev}"]}}"#
+        ));
+        prev = format!("c{i}");
+    }
+    let plan = write_plan(dir.path(), &steps.join(","));
+    let db = sc.db();
+    let out = plandeck(
+        &["run", "--yes", plan.to_str().expect("utf-8")],
+        &db,
+        Some("store:fail_commit:8"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(dir.path().join("escaped.started").exists());
+    assert!(
+        stderr.contains("write failed") && stderr.contains("sleep 60"),
+        "the error names the escaped process: {stderr}"
+    );
+    let run_id: String = query::<String>(&db, "SELECT id FROM runs").remove(0);
+    assert!(
+        survivors(&run_id).is_empty(),
+        "the escaped child was killed"
+    );
+}
+
+#[test]
 fn escaped_children_are_killed_and_reported() {
     let sc = Scratch::new();
     let dir = &sc.dir;

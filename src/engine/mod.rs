@@ -379,6 +379,16 @@ async fn drive(
             Core::restore(cfg, r.next_seq, &r.steps, &r.orphans)
         }
     };
+    // No step starts before the run is on record: a crash in between would
+    // leave processes that no resume can find.
+    let (recorded_tx, recorded) = tokio::sync::oneshot::channel();
+    d.write(WriteOp::Barrier(recorded_tx)).await?;
+    if recorded.await.is_err() {
+        return Err(match committed.recv().await {
+            Some(Committed::Failed(e)) => e,
+            _ => StoreError("the store writer stopped".into()),
+        });
+    }
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
     }
@@ -478,14 +488,20 @@ async fn drive(
     // go now, before the final state commits, so that a kill after that
     // commit leaves nothing behind.
     let _ = std::fs::remove_dir_all(&scratch_dir);
+    // Whatever escaped its step's group goes too; the run's events say so,
+    // or, when the store is what failed, the error does.
+    let escaped = ownership::sweep_escaped(&run_id);
     let result = match result {
         Ok(()) => {
-            if let Some(message) = ownership::sweep_escaped(&run_id) {
+            if let Some(message) = escaped {
                 core.warn(message);
             }
             d.perform(&mut core).await
         }
-        err => err,
+        Err(StoreError(e)) => Err(StoreError(match escaped {
+            Some(message) => format!("{e}; {message}"),
+            None => e,
+        })),
     };
     if result.is_ok() {
         let _ =

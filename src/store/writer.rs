@@ -84,6 +84,9 @@ pub enum WriteOp {
     Release {
         run_id: String,
     },
+    /// Answered once everything queued before it has committed; dropped
+    /// unanswered if that write failed.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the writer reports back.
@@ -156,11 +159,17 @@ fn run(
             Ok(()) => {
                 let mut events = Vec::new();
                 for op in batch {
-                    if let WriteOp::Event(e, _) = op {
-                        if !matches!(e.kind, EventKind::Log { .. }) {
-                            last_seq = e.seq;
+                    match op {
+                        WriteOp::Event(e, _) => {
+                            if !matches!(e.kind, EventKind::Log { .. }) {
+                                last_seq = e.seq;
+                            }
+                            events.push(*e);
                         }
-                        events.push(*e);
+                        WriteOp::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                        _ => {}
                     }
                 }
                 if !events.is_empty() && out.send(Committed::Events { events, last_seq }).is_err() {
@@ -252,6 +261,7 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
             )?
             .execute(params![run_id, owner.pid, owner.host, ts(&owner.started_at), ts(&Utc::now())])?;
         }
+        WriteOp::Barrier(_) => {}
         WriteOp::Release { run_id } => {
             tx.prepare_cached(
                 "UPDATE runs SET owner_pid = NULL, heartbeat_at = NULL WHERE id = ?1",
