@@ -493,15 +493,12 @@ async fn drive(
     let escaped = ownership::sweep_escaped(&run_id);
     let result = match result {
         Ok(()) => {
-            if let Some(message) = escaped {
-                core.warn(message);
+            if let Some(message) = &escaped {
+                core.warn(message.clone());
             }
             d.perform(&mut core).await
         }
-        Err(StoreError(e)) => Err(StoreError(match escaped {
-            Some(message) => format!("{e}; {message}"),
-            None => e,
-        })),
+        err => err,
     };
     if result.is_ok() {
         let _ =
@@ -514,17 +511,32 @@ async fn drive(
     tokio::task::spawn_blocking(move || writer.finish())
         .await
         .ok();
+    // What committed is still shown; a write that failed meanwhile is the
+    // error to report (more precise than "the writer stopped").
+    let mut failure = None;
     while let Some(c) = committed.recv().await {
-        if let Committed::Events { events, .. } = c {
-            for e in events {
-                let _ = out.send(e).await;
+        match c {
+            Committed::Events { events, .. } => {
+                for e in events {
+                    let _ = out.send(e).await;
+                }
             }
+            Committed::Failed(e) => failure = Some(e),
         }
     }
-    result.map(|()| EngineExit {
-        state: core.state,
-        interrupted,
-    })
+    let result = match failure {
+        Some(e) => Err(e),
+        None => result,
+    };
+    result
+        .map_err(|StoreError(e)| match &escaped {
+            Some(message) => StoreError(format!("{e}; {message}")),
+            None => StoreError(e),
+        })
+        .map(|()| EngineExit {
+            state: core.state,
+            interrupted,
+        })
 }
 
 /// SIGINT, SIGTERM and SIGHUP as one stream, when asked for.
