@@ -44,11 +44,7 @@ impl App {
             },
             Prompt::Search(mut text) => {
                 match k.code {
-                    KeyCode::Esc => {
-                        self.prompt = None;
-                        return vec![];
-                    }
-                    KeyCode::Enter => {
+                    KeyCode::Esc | KeyCode::Enter => {
                         self.prompt = None;
                         return vec![];
                     }
