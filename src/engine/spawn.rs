@@ -14,7 +14,7 @@
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -78,18 +78,27 @@ fn resolve(program: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
 /// plandeck's own environment as `NAME=value` C strings, read once: nothing
 /// in plandeck changes its environment while it runs, and rebuilding it for
 /// every spawn was a measurable share of the per-step cost.
-fn own_environment() -> &'static [(OsString, CString)] {
-    static OWN: OnceLock<Vec<(OsString, CString)>> = OnceLock::new();
+fn own_environment() -> &'static [CString] {
+    static OWN: OnceLock<Vec<CString>> = OnceLock::new();
     OWN.get_or_init(|| {
         std::env::vars_os()
             .filter_map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
+                let mut kv = k.into_vec();
                 kv.push(b'=');
                 kv.extend_from_slice(v.as_bytes());
-                CString::new(kv).ok().map(|c| (k, c))
+                CString::new(kv).ok()
             })
             .collect()
     })
+}
+
+/// The name and value of a `NAME=value` entry.
+fn split_var(kv: &CStr) -> (&[u8], &[u8]) {
+    let bytes = kv.to_bytes();
+    match bytes.iter().position(|&b| b == b'=') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[]),
+    }
 }
 
 /// Start `program` with `args`; `env` is added to plandeck's own environment.
@@ -99,7 +108,6 @@ pub fn spawn(
     env: &[(String, String)],
     cwd: &Path,
 ) -> io::Result<Spawned> {
-    let own = own_environment();
     // Later layers win: of several entries with one name, the last counts.
     let added = env
         .iter()
@@ -108,23 +116,17 @@ pub fn spawn(
         .map(|(_, (k, v))| cstring(format!("{k}={v}").as_bytes(), "an environment variable"))
         .collect::<io::Result<Vec<_>>>()?;
     // The step's variables replace plandeck's own of the same name.
-    let mut envp: Vec<&CStr> = own
+    let mut envp: Vec<&CStr> = own_environment()
         .iter()
-        .filter(|(name, _)| !env.iter().any(|(k, _)| name.as_bytes() == k.as_bytes()))
-        .map(|(_, kv)| kv.as_c_str())
+        .map(CString::as_c_str)
+        .filter(|kv| !env.iter().any(|(k, _)| split_var(kv).0 == k.as_bytes()))
         .collect();
     envp.extend(added.iter().map(CString::as_c_str));
-    let path_var = env
+    let path_var = envp
         .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| OsStr::new(v))
-        .or_else(|| {
-            own.iter()
-                .find(|(k, _)| k == "PATH")
-                .and_then(|(_, kv)| kv.to_bytes().strip_prefix(b"PATH="))
-                .map(OsStr::from_bytes)
-        });
+        .map(|kv| split_var(kv))
+        .find(|(name, _)| *name == b"PATH")
+        .map(|(_, value)| OsStr::from_bytes(value));
     let exe = resolve(program, path_var)?;
     let exe = cstring(exe.as_os_str().as_bytes(), "the program path")?;
     // argv[0] as a shell would show it: the name, not the absolute path.
