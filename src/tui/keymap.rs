@@ -42,6 +42,21 @@ pub enum Action {
     Remedy,
 }
 
+impl Action {
+    /// Moves within a list or pane: a line, a page, or to an end.
+    pub fn scrolls(self) -> bool {
+        matches!(
+            self,
+            Action::Up
+                | Action::Down
+                | Action::PageUp
+                | Action::PageDown
+                | Action::Top
+                | Action::Bottom
+        )
+    }
+}
+
 /// A key as written in the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {

@@ -36,24 +36,14 @@ impl App {
                     self.prompt = None;
                 }
                 KeyCode::Enter => self.prompt = None,
-                KeyCode::Backspace => {
-                    self.runs.filter.pop();
-                }
-                KeyCode::Char(c) => self.runs.filter.push(c),
-                _ => {}
+                code => edit(&mut self.runs.filter, code),
             },
             Prompt::Search(mut text) => {
-                match k.code {
-                    KeyCode::Esc | KeyCode::Enter => {
-                        self.prompt = None;
-                        return vec![];
-                    }
-                    KeyCode::Backspace => {
-                        text.pop();
-                    }
-                    KeyCode::Char(c) => text.push(c),
-                    _ => {}
+                if matches!(k.code, KeyCode::Esc | KeyCode::Enter) {
+                    self.prompt = None;
+                    return vec![];
                 }
+                edit(&mut text, k.code);
                 let plan = match self.screen {
                     Screen::Review => self.review.as_ref().map(|r| r.plan.clone()),
                     _ => self.run.as_ref().map(|r| r.plan.clone()),
@@ -66,17 +56,11 @@ impl App {
                 self.prompt = Some(Prompt::Search(text));
             }
             Prompt::LogSearch(mut text) => {
-                match k.code {
-                    KeyCode::Esc | KeyCode::Enter => {
-                        self.prompt = None;
-                        return vec![];
-                    }
-                    KeyCode::Backspace => {
-                        text.pop();
-                    }
-                    KeyCode::Char(c) => text.push(c),
-                    _ => {}
+                if matches!(k.code, KeyCode::Esc | KeyCode::Enter) {
+                    self.prompt = None;
+                    return vec![];
                 }
+                edit(&mut text, k.code);
                 let h = crate::tui::views::run::log_height(self);
                 if let Some(r) = &mut self.run {
                     r.log.search = text.clone();
@@ -104,20 +88,25 @@ impl App {
                     KeyCode::BackTab | KeyCode::Up => {
                         self.prompt = Some(Prompt::Input(i.saturating_sub(1)));
                     }
-                    KeyCode::Backspace => {
+                    code => {
                         if let Some(f) = r.inputs.get_mut(i) {
-                            f.value.pop();
+                            edit(&mut f.value, code);
                         }
                     }
-                    KeyCode::Char(c) => {
-                        if let Some(f) = r.inputs.get_mut(i) {
-                            f.value.push(c);
-                        }
-                    }
-                    _ => {}
                 }
             }
         }
         vec![]
+    }
+}
+
+/// Type `code` into a line: a character adds itself, backspace takes one back.
+fn edit(text: &mut String, code: KeyCode) {
+    match code {
+        KeyCode::Backspace => {
+            text.pop();
+        }
+        KeyCode::Char(c) => text.push(c),
+        _ => {}
     }
 }

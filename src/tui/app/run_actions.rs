@@ -150,6 +150,7 @@ impl App {
         let mut fx = Vec::new();
         let (mut confirm, mut prompt) = (None, None);
         let say = Some;
+        let in_log = r.focus == Focus::Log || r.log.full;
         let status = match a {
             Action::FocusNext => {
                 r.focus = if r.log.full {
@@ -269,13 +270,11 @@ impl App {
                     say("only an interrupted or paused run can be resumed".into())
                 }
             }
-            Action::Search if r.focus == Focus::Log || r.log.full => {
+            Action::Search if in_log => {
                 prompt = Some(Prompt::LogSearch(String::new()));
                 None
             }
-            Action::NextMatch | Action::PrevMatch
-                if (r.focus == Focus::Log || r.log.full) && !r.log.search.is_empty() =>
-            {
+            Action::NextMatch | Action::PrevMatch if in_log && !r.log.search.is_empty() => {
                 let back = a == Action::NextMatch;
                 if !log_jump(r, back, log_h) {
                     say(format!("no more matches of '{}'", r.log.search))
@@ -283,14 +282,7 @@ impl App {
                     None
                 }
             }
-            Action::Up
-            | Action::Down
-            | Action::PageUp
-            | Action::PageDown
-            | Action::Top
-            | Action::Bottom
-                if r.focus == Focus::Log || r.log.full =>
-            {
+            a if a.scrolls() && in_log => {
                 let len = r.log_lines().map_or(0, |l| l.len());
                 let top = r.log.top.unwrap_or(len.saturating_sub(log_h.max(1)));
                 r.log.top = follow_scroll(a, r.log.top, len, log_h);
@@ -308,14 +300,7 @@ impl App {
                     None
                 }
             }
-            Action::Up
-            | Action::Down
-            | Action::PageUp
-            | Action::PageDown
-            | Action::Top
-            | Action::Bottom
-                if r.focus == Focus::Events =>
-            {
+            a if a.scrolls() && r.focus == Focus::Events => {
                 r.feed_top = follow_scroll(
                     a,
                     r.feed_top,
