@@ -18,6 +18,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::marked_pids;
+
 const BIN: &str = env!("CARGO_BIN_EXE_plandeck");
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -201,27 +203,6 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Live processes whose environment marks them as steps of `run_id`.
-fn marked_pids(run_id: &str) -> Vec<i32> {
-    let marker = format!("PLANDECK_RUN_ID={run_id}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
-            && env.split(|&b| b == 0).any(|v| v == marker.as_bytes())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn ids(list: &Value, key: &str) -> Vec<String> {

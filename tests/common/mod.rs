@@ -487,57 +487,12 @@ impl Stamps {
 
 /// Pids of live processes whose environment carries `PLANDECK_RUN_ID=<run>`.
 pub fn marked_pids(run: &str) -> Vec<i32> {
-    let marker = format!("PLANDECK_RUN_ID={run}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc readable")
-        .flatten()
-    {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // A zombie's environment reads empty: it is dead already.
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == marker.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    leak::marked(run)
 }
 
 /// No process of the run survives; allows up to 3 s for SIGKILLed ones to be torn down.
 pub fn assert_no_survivors(run: &str) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let alive = marked_pids(run);
-        if alive.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            let described: Vec<String> = alive
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{p}: {}",
-                        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                            .unwrap_or_default()
-                            .replace('\0', " ")
-                    )
-                })
-                .collect();
-            for p in &alive {
-                let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-            }
-            panic!("processes of run {run} survived it: {described:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    leak::assert_no_survivors(run, Duration::from_secs(3));
 }
 
 /// Whether any process (zombies too) has `id` as its pid or its process group:

@@ -329,47 +329,12 @@ pub fn plan(dir: &Path, json: &str) -> PathBuf {
     p
 }
 
-/// Processes whose environment carries the run's marker (zombies excluded).
-pub fn marked(run: &str) -> Vec<String> {
-    let marker = format!("PLANDECK_RUN_ID={run}");
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(env) = std::fs::read(e.path().join("environ"))
-            && env.split(|&b| b == 0).any(|v| v == marker.as_bytes())
-        {
-            found.push(name);
-        }
-    }
-    found
+/// Pids of live processes carrying the run's marker.
+pub fn marked(run: &str) -> Vec<i32> {
+    leak::marked(run)
 }
 
 /// No process of the run is left, waiting at most `secs` seconds.
 pub fn assert_no_survivors(run: &str, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !marked(run).is_empty() {
-        if Instant::now() > deadline {
-            let left = marked(run);
-            let described: Vec<String> = left
-                .iter()
-                .map(|p| {
-                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                    format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
-                })
-                .collect();
-            for p in &left {
-                if let Ok(pid) = p.parse() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            panic!("processes of run {run} survived: {described:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    leak::assert_no_survivors(run, Duration::from_secs(secs));
 }
