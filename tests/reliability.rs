@@ -282,29 +282,31 @@ fn a_frozen_step_does_not_use_up_its_timeout() {
     let mut started = None;
     let mut ended = None;
     let mut class = None;
-    while let Some(e) = handle.events.blocking_recv() {
-        match &e.kind {
-            EventKind::StepState {
-                state: StepState::Running,
-                ..
-            } => {
-                started = Some(Instant::now());
-                handle.commands.send(EngineCommand::Freeze).expect("freeze");
-                let commands = handle.commands.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_secs(5));
-                    let _ = commands.send(EngineCommand::Resume);
-                });
+    while let Some(batch) = handle.events.blocking_recv() {
+        for e in batch {
+            match &e.kind {
+                EventKind::StepState {
+                    state: StepState::Running,
+                    ..
+                } => {
+                    started = Some(Instant::now());
+                    handle.commands.send(EngineCommand::Freeze).expect("freeze");
+                    let commands = handle.commands.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(5));
+                        let _ = commands.send(EngineCommand::Resume);
+                    });
+                }
+                EventKind::StepState {
+                    state: StepState::Failed,
+                    end,
+                    ..
+                } => {
+                    ended = started.map(|s| s.elapsed());
+                    class = end.as_ref().and_then(|e| e.error_class).map(|c| c.as_str());
+                }
+                _ => {}
             }
-            EventKind::StepState {
-                state: StepState::Failed,
-                end,
-                ..
-            } => {
-                ended = started.map(|s| s.elapsed());
-                class = end.as_ref().and_then(|e| e.error_class).map(|c| c.as_str());
-            }
-            _ => {}
         }
     }
     let exit = handle.join().expect("engine ends");

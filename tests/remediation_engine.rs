@@ -111,30 +111,32 @@ fn fix_and_retry_runs_the_fix_as_an_attempt_then_the_step() {
     .expect("engine starts");
     let mut fixed = false;
     let mut roles = Vec::new();
-    while let Some(e) = handle.events.blocking_recv() {
-        match &e.kind {
-            EventKind::Remediation { error_class, .. } if !fixed => {
-                assert_eq!(error_class.as_str(), "package_not_found");
-                fixed = true;
-                let fix = format!("touch '{}'", marker.display());
-                handle
-                    .commands
-                    .send(EngineCommand::FixAndRetry {
-                        step: "needs-fix".into(),
-                        command: fix,
-                    })
-                    .expect("send");
+    while let Some(batch) = handle.events.blocking_recv() {
+        for e in batch {
+            match &e.kind {
+                EventKind::Remediation { error_class, .. } if !fixed => {
+                    assert_eq!(error_class.as_str(), "package_not_found");
+                    fixed = true;
+                    let fix = format!("touch '{}'", marker.display());
+                    handle
+                        .commands
+                        .send(EngineCommand::FixAndRetry {
+                            step: "needs-fix".into(),
+                            command: fix,
+                        })
+                        .expect("send");
+                }
+                EventKind::StepState {
+                    state: StepState::Running,
+                    role,
+                    ..
+                } => roles.push(*role),
+                EventKind::RunState {
+                    state: RunState::Succeeded,
+                    ..
+                } => handle.close_commands(),
+                _ => {}
             }
-            EventKind::StepState {
-                state: StepState::Running,
-                role,
-                ..
-            } => roles.push(*role),
-            EventKind::RunState {
-                state: RunState::Succeeded,
-                ..
-            } => handle.close_commands(),
-            _ => {}
         }
     }
     let exit = handle.join().expect("engine ends");

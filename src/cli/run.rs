@@ -255,30 +255,32 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut paused: Option<String> = None;
-    while let Some(event) = handle.events.blocking_recv() {
-        printer.print(&mut out, &event);
-        if handle.events.is_empty() {
-            let _ = out.flush();
-        }
-        match &event.kind {
-            EventKind::RunState {
-                state: RunState::Paused,
-                reason,
-            } => {
-                let reason = reason.clone().unwrap_or_default();
-                let _ = out.flush();
-                match gated_step(&reason) {
-                    Some(step) if ask(&format!("Step '{step}' needs approval. Start it?")) => {
-                        let _ = handle.commands.send(Command::ApproveStep(step.to_string()));
-                    }
-                    _ => {
-                        paused = Some(reason);
-                        handle.close_commands();
+    while let Some(batch) = handle.events.blocking_recv() {
+        for event in batch {
+            printer.print(&mut out, &event);
+            match &event.kind {
+                EventKind::RunState {
+                    state: RunState::Paused,
+                    reason,
+                } => {
+                    let reason = reason.clone().unwrap_or_default();
+                    let _ = out.flush();
+                    match gated_step(&reason) {
+                        Some(step) if ask(&format!("Step '{step}' needs approval. Start it?")) => {
+                            let _ = handle.commands.send(Command::ApproveStep(step.to_string()));
+                        }
+                        _ => {
+                            paused = Some(reason);
+                            handle.close_commands();
+                        }
                     }
                 }
+                EventKind::RunState { .. } => paused = None,
+                _ => {}
             }
-            EventKind::RunState { .. } => paused = None,
-            _ => {}
+        }
+        if handle.events.is_empty() {
+            let _ = out.flush();
         }
     }
     let _ = out.flush();

@@ -115,7 +115,9 @@ pub struct EngineExit {
 pub struct EngineHandle {
     pub run_id: String,
     pub commands: mpsc::UnboundedSender<Command>,
-    pub events: mpsc::Receiver<Event>,
+    /// Committed events, a commit's worth at a time (one wake-up per
+    /// commit, not per event).
+    pub events: mpsc::Receiver<Vec<Event>>,
     thread: std::thread::JoinHandle<Result<EngineExit, StoreError>>,
 }
 
@@ -150,7 +152,7 @@ pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
         .map(|r| r.run_id.clone())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (out_tx, out_rx) = mpsc::channel(4096);
+    let (out_tx, out_rx) = mpsc::channel(8);
     let id = run_id.clone();
     let thread = std::thread::Builder::new()
         .name("plandeck-engine".into())
@@ -281,7 +283,7 @@ async fn drive(
     writer: Writer,
     mut committed: mpsc::UnboundedReceiver<Committed>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    out: mpsc::Sender<Event>,
+    out: mpsc::Sender<Vec<Event>>,
 ) -> Result<EngineExit, StoreError> {
     let plan = Arc::clone(&req.plan);
     let schedule = Arc::new(Schedule::build(&plan, &req.estimates));
@@ -447,15 +449,15 @@ async fn drive(
             Some((step, attempt)) = timer_rx.recv() => core.handle(Input::RetryDue { step, attempt }),
             c = committed.recv() => match c {
                 Some(Committed::Events { events, last_seq }) => {
-                    for e in events {
+                    for e in &events {
                         if matches!(e.kind, EventKind::Log { .. }) {
                             logs_in_flight -= 1;
                         }
                         if let EventKind::StepState { step, state: api::StepState::Running, .. } = &e.kind {
                             faults::crash_point(CrashPoint::AfterAttemptRow, step);
                         }
-                        let _ = out.send(e).await;
                     }
+                    let _ = out.send(events).await;
                     core.handle(Input::Committed { last_seq });
                 }
                 Some(Committed::Failed(e)) => break Err(e),
@@ -517,9 +519,7 @@ async fn drive(
     while let Some(c) = committed.recv().await {
         match c {
             Committed::Events { events, .. } => {
-                for e in events {
-                    let _ = out.send(e).await;
-                }
+                let _ = out.send(events).await;
             }
             Committed::Failed(e) => failure = Some(e),
         }

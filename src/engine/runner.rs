@@ -226,23 +226,21 @@ pub async fn run_attempt(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let readers = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)].map(|(fd, stream)| {
-        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-            .ok()
-            .map(|r| {
-                tokio::spawn(read_stream(
-                    r,
-                    Reading {
-                        step: spec.step,
-                        attempt: spec.attempt,
-                        stream,
-                        log_limit: spec.log_limit,
-                        stream_lines: spec.stream_lines,
-                        masker: Arc::clone(&spec.masker),
-                    },
-                    tx.clone(),
-                    stop_rx.clone(),
-                ))
-            })
+        pipe_reader(fd).map(|r| {
+            tokio::spawn(read_stream(
+                r,
+                Reading {
+                    step: spec.step,
+                    attempt: spec.attempt,
+                    stream,
+                    log_limit: spec.log_limit,
+                    stream_lines: spec.stream_lines,
+                    masker: Arc::clone(&spec.masker),
+                },
+                tx.clone(),
+                stop_rx.clone(),
+            ))
+        })
     });
 
     let mut budget = spec.timeout;
@@ -370,6 +368,15 @@ pub async fn run_attempt(
     // Unlisted while the group id is still ours: reaping frees it.
     drop(listed);
     let _ = child.reap();
+}
+
+/// A pipe's read end as a tokio reader, made non-blocking with one system
+/// call (tokio's checked constructor spends three: this is per stream and
+/// attempt).
+fn pipe_reader(fd: std::os::fd::OwnedFd) -> Option<tokio::net::unix::pipe::Receiver> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).ok()?;
+    tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd).ok()
 }
 
 /// SIGTERM (and SIGCONT, in case it is frozen) to the group; when to SIGKILL.

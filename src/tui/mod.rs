@@ -200,11 +200,10 @@ impl<B: Backend> Session<B> {
         let _ = std::thread::Builder::new()
             .name("plandeck-tui-events".into())
             .spawn(move || {
-                while let Some(ev) = handle.events.blocking_recv() {
-                    let mut batch = vec![ev];
+                while let Some(mut batch) = handle.events.blocking_recv() {
                     while batch.len() < BATCH {
                         match handle.events.try_recv() {
-                            Ok(ev) => batch.push(ev),
+                            Ok(more) => batch.extend(more),
                             Err(_) => break,
                         }
                     }

@@ -561,7 +561,7 @@ impl Engine {
         let mut rx = std::mem::replace(&mut handle.events, tokio::sync::mpsc::channel(1).1);
         let (tx, events) = mpsc::channel();
         thread::spawn(move || {
-            while let Some(e) = rx.blocking_recv() {
+            for e in std::iter::from_fn(|| rx.blocking_recv()).flatten() {
                 if tx
                     .send(serde_json::to_value(&e).expect("event serialises"))
                     .is_err()
