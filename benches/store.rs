@@ -61,6 +61,11 @@ fn events_per_second(location: &Location, n: u64) -> f64 {
             .blocking_send(WriteOp::Event(Box::new(event), None))
             .expect("send");
     }
+    // This caller waits for the last event: commit it now.
+    writer.tx.blocking_send(WriteOp::Flush).expect("send");
+    if let Some(t) = writer.thread() {
+        t.unpark();
+    }
     loop {
         match committed.blocking_recv() {
             Some(plandeck::store::writer::Committed::Events { last_seq, .. }) if last_seq == n => {

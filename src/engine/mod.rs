@@ -174,6 +174,10 @@ pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
 
 struct Driver {
     tx: mpsc::Sender<WriteOp>,
+    /// Unparked after a `Flush`, so the writer commits at once.
+    writer_thread: Option<std::thread::Thread>,
+    /// The last sequence number a flush was asked for.
+    flushed_to: u64,
     ctx: RunContext,
     plan: Arc<ValidPlan>,
     runner_tx: mpsc::Sender<RunnerMsg>,
@@ -270,6 +274,18 @@ impl Driver {
         Ok(())
     }
 
+    /// Have the writer commit at once when the core waits on it.
+    async fn flush_if_waited_on(&mut self, core: &Core) -> Result<(), StoreError> {
+        if core.wants_durable_now() && core.last_seq() > self.flushed_to {
+            self.flushed_to = core.last_seq();
+            self.write(WriteOp::Flush).await?;
+            if let Some(t) = &self.writer_thread {
+                t.unpark();
+            }
+        }
+        Ok(())
+    }
+
     fn terminate_all(&self) {
         for c in self.controls.values() {
             let _ = c.send(Control::Terminate);
@@ -313,6 +329,8 @@ async fn drive(
     let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
     let mut d = Driver {
         tx: writer.tx.clone(),
+        writer_thread: writer.thread(),
+        flushed_to: 0,
         ctx: RunContext {
             run_id: run_id.clone(),
             base_dir: req.base_dir.clone(),
@@ -473,6 +491,9 @@ async fn drive(
             }
         }
         if let Err(e) = d.perform(&mut core).await {
+            break Err(e);
+        }
+        if let Err(e) = d.flush_if_waited_on(&core).await {
             break Err(e);
         }
     };

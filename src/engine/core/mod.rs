@@ -308,6 +308,18 @@ impl Core {
         self.durable_seq >= self.last_seq()
     }
 
+    /// Something waits on what was emitted becoming durable: a dependent
+    /// (or the dependents of a step stood in for) waits on an ending, or
+    /// nothing runs, so no further events will come to share a commit.
+    pub fn wants_durable_now(&self) -> bool {
+        !self.all_durable()
+            && (self.running == 0
+                || self
+                    .awaiting
+                    .iter()
+                    .any(|&(_, i)| !self.plan.dependents[i].is_empty()))
+    }
+
     pub fn plan(&self) -> &ValidPlan {
         &self.plan
     }
