@@ -681,6 +681,31 @@ fn a_background_child_holding_stdout_does_not_hang_the_attempt() {
 }
 
 #[test]
+fn an_escaped_child_holding_a_flooded_pipe_does_not_hang_the_attempt() {
+    // The step's own 2 MB put its stdout reader in flood mode; a child in a
+    // session of its own keeps writing to the pipe after the step exits.
+    let sc = Scratch::new();
+    let p = plan(
+        json!({}),
+        json!([{ "id": "flood", "run": "setsid sh -c 'while :; do echo y; sleep 0.01; done' & head -c 2000000 /dev/zero | tr '\\0' x | fold -w 100; echo; echo done" }]),
+    );
+    let out = sc.run(&p, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "the attempt waited for the child holding its pipe: {:?}",
+        out.elapsed
+    );
+    assert!(
+        out.events
+            .iter()
+            .any(|e| is_type(e, "log") && s(e, "line") == "done"),
+        "the output before exit was lost"
+    );
+    assert_no_survivors(&out.run_id());
+}
+
+#[test]
 fn a_step_reading_stdin_gets_end_of_file_at_once() {
     let sc = Scratch::new();
     let p = plan(
@@ -1447,4 +1472,39 @@ fn retry_on_an_error_class_retries_only_that_class() {
     assert_eq!(out.code, Some(1));
     assert_eq!(sc.read("net.log").lines().count(), 3);
     assert_eq!(sc.read("other.log").lines().count(), 1);
+}
+
+#[test]
+fn a_flood_arrives_whole_and_in_order_and_its_head_and_tail_are_kept() {
+    // 2.7 MB of numbered lines: past the 1 MiB at which the reader hands a
+    // stream over to its coalescing flood reader.
+    let sc = Scratch::new();
+    let p = plan(json!({}), json!([{ "id": "flood", "run": "seq 1 400000" }]));
+    let out = sc.run(&p, &[]);
+    assert_eq!(out.code, Some(0), "{}", run_state(&out.events));
+    let lines: Vec<&str> = out
+        .events
+        .iter()
+        .filter(|e| is_type(e, "log") && s(e, "stream") == "stdout")
+        .map(|e| s(e, "line"))
+        .collect();
+    assert_eq!(lines.len(), 400_000);
+    if let Some((i, l)) = lines
+        .iter()
+        .enumerate()
+        .find(|(i, l)| l.parse::<usize>() != Ok(i + 1))
+    {
+        panic!("line {} is {l:?}", i + 1);
+    }
+    let (stdout, truncated): (String, bool) = sc
+        .conn()
+        .query_row(
+            "SELECT stdout, stdout_truncated FROM step_attempts WHERE run_id = ?1 AND step_id = 'flood'",
+            [out.run_id()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("attempt stored");
+    assert!(truncated);
+    assert!(stdout.starts_with("1\n2\n3\n"), "{}", &stdout[..20]);
+    assert!(stdout.ends_with("\n399999\n400000\n"));
 }

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod runner;
 pub mod spawn;
 pub mod spec;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
 use super::api::{CapturedOutput, Stream};
-use super::capture::{HeadTail, LineSplitter, Masker};
+use super::capture::Masker;
 use super::ownership::group_alive;
 use super::spawn;
+use super::stream::{Reading, pipe_reader, read_stream};
 
 /// Everything needed to run one attempt.
 #[derive(Debug, Clone)]
@@ -370,90 +370,11 @@ pub async fn run_attempt(
     let _ = child.reap();
 }
 
-/// A pipe's read end as a tokio reader, made non-blocking with one system
-/// call (tokio's checked constructor spends three: this is per stream and
-/// attempt).
-fn pipe_reader(fd: std::os::fd::OwnedFd) -> Option<tokio::net::unix::pipe::Receiver> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).ok()?;
-    tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd).ok()
-}
-
 /// SIGTERM (and SIGCONT, in case it is frozen) to the group; when to SIGKILL.
 fn begin_stop(pgid: i32, grace: Duration) -> tokio::time::Instant {
     signal_group(pgid, Signal::SIGTERM);
     signal_group(pgid, Signal::SIGCONT);
     tokio::time::Instant::now() + grace
-}
-
-/// What a stream reader needs to know of its attempt.
-struct Reading {
-    step: usize,
-    attempt: u32,
-    stream: Stream,
-    log_limit: usize,
-    stream_lines: bool,
-    masker: Arc<Masker>,
-}
-
-/// Smallest and largest read buffer: most steps print little, so a buffer
-/// starts small and doubles while reads fill it.
-const READ_BUF_MIN: usize = 4 * 1024;
-const READ_BUF_MAX: usize = 64 * 1024;
-
-/// Read one stream to its end (or until told to stop), keeping head and tail
-/// and, when asked, sending lines as they come.
-async fn read_stream<R: AsyncRead + Unpin>(
-    mut reader: R,
-    r: Reading,
-    tx: mpsc::Sender<RunnerMsg>,
-    mut stop: watch::Receiver<bool>,
-) -> (Stream, String, bool) {
-    let mut keep = HeadTail::new(r.log_limit);
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; READ_BUF_MIN];
-    loop {
-        let n = tokio::select! {
-            r = reader.read(&mut buf) => r.unwrap_or(0),
-            _ = stop.changed() => 0,
-        };
-        if n == 0 {
-            break;
-        }
-        keep.push(&buf[..n]);
-        if r.stream_lines {
-            let mut lines = Vec::new();
-            splitter.push(&buf[..n], &mut lines);
-            send_lines(&r, &tx, lines).await;
-        }
-        if n == buf.len() && buf.len() < READ_BUF_MAX {
-            buf.resize(buf.len() * 2, 0);
-        }
-    }
-    if r.stream_lines {
-        let mut lines = Vec::new();
-        splitter.finish(&mut lines);
-        send_lines(&r, &tx, lines).await;
-    }
-    let text = r.masker.mask_owned(keep.text());
-    (r.stream, text, keep.truncated())
-}
-
-async fn send_lines(r: &Reading, tx: &mpsc::Sender<RunnerMsg>, mut lines: Vec<String>) {
-    if lines.is_empty() {
-        return;
-    }
-    if !r.masker.is_empty() {
-        lines = lines.into_iter().map(|l| r.masker.mask_owned(l)).collect();
-    }
-    let _ = tx
-        .send(RunnerMsg::Lines {
-            step: r.step,
-            attempt: r.attempt,
-            stream: r.stream,
-            lines,
-        })
-        .await;
 }
 
 /// Parse `key=value` lines the step wrote; the file is removed afterwards.
