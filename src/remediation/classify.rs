@@ -34,8 +34,7 @@ impl Rules {
     /// Classifies one failed attempt. Deterministic, never panics.
     pub fn classify(&self, facts: &FailureFacts) -> Diagnosis {
         let best = self
-            .compiled
-            .iter()
+            .all()
             .enumerate()
             .filter(|(_, c)| c.matches(facts))
             .min_by_key(|(index, c)| {
