@@ -61,6 +61,13 @@ struct Collected {
 }
 
 impl Collected {
+    fn new(log_limit: usize) -> Collected {
+        Collected {
+            keep: HeadTail::new(log_limit),
+            splitter: LineSplitter::default(),
+        }
+    }
+
     /// Keep `bytes`; the complete lines among them when lines are streamed.
     fn take(&mut self, r: &Reading, bytes: &[u8]) -> Vec<String> {
         self.keep.push(bytes);
@@ -79,10 +86,7 @@ pub(super) async fn read_stream(
     tx: mpsc::Sender<RunnerMsg>,
     mut stop: watch::Receiver<bool>,
 ) -> (Stream, String, bool) {
-    let mut c = Collected {
-        keep: HeadTail::new(r.log_limit),
-        splitter: LineSplitter::default(),
-    };
+    let mut c = Collected::new(r.log_limit);
     let mut buf = vec![0u8; READ_BUF_MIN];
     let mut total = 0usize;
     let mut reader = Some(reader);
@@ -141,10 +145,7 @@ async fn read_flood(
     loop {
         tokio::select! {
             done = &mut job => {
-                return done.unwrap_or_else(|_| Collected {
-                    keep: HeadTail::new(0),
-                    splitter: LineSplitter::default(),
-                });
+                return done.unwrap_or_else(|_| Collected::new(0));
             }
             _ = stop.changed(), if stop_w.is_some() => stop_w = None,
         }
