@@ -727,6 +727,46 @@ fn a_step_reading_stdin_gets_end_of_file_at_once() {
 }
 
 #[test]
+fn steps_get_their_own_stdio_when_plandeck_starts_with_0_1_and_2_closed() {
+    // As from a daemon or cron: steps still get stdin at end-of-file and
+    // their own output captured, and plandeck's prints go nowhere harmful.
+    let sc = Scratch::new();
+    let path = sc.write_plan(&plan(
+        json!({}),
+        json!([
+            { "id": "a", "run": "cat; echo out; echo err >&2" },
+            { "id": "b", "command": "cat", "depends_on": ["a"] },
+        ]),
+    ));
+    let status = std::process::Command::new("/bin/sh")
+        .args(["-c", r#"exec <&- >&- 2>&-; exec "$0" "$@""#, BIN, "run"])
+        .arg(&path)
+        .args(["--yes", "--db"])
+        .arg(sc.db())
+        .current_dir(sc.path(""))
+        .env("NO_COLOR", "1")
+        .status()
+        .expect("sh starts");
+    assert_eq!(status.code(), Some(0));
+    let rows: Vec<(String, String, String, String)> = sc
+        .conn()
+        .prepare("SELECT step_id, state, stdout, stderr FROM step_attempts ORDER BY step_id")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read");
+    let owned = |a: &str, b: &str, c: &str, d: &str| (a.into(), b.into(), c.into(), d.into());
+    assert_eq!(
+        rows,
+        [
+            owned("a", "succeeded", "out\n", "err\n"),
+            owned("b", "succeeded", "", "")
+        ]
+    );
+}
+
+#[test]
 fn a_step_cannot_write_to_the_terminal() {
     let sc = Scratch::new();
     let script = std::process::Command::new("script")

@@ -22,6 +22,7 @@ use std::process::ExitStatus;
 use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use tokio::io::unix::AsyncFd;
 
 /// A started process.
@@ -148,6 +149,7 @@ pub fn spawn(
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         dir: dir.as_ptr(),
+        stdin: dev_null()?,
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         last_signal: libc::SIGRTMAX(),
@@ -186,17 +188,47 @@ pub fn spawn(
     })
 }
 
+/// /dev/null open for reading, kept for every child's stdin (opening it in
+/// each child cost a path walk per step). Above the standard descriptors,
+/// like the pipes' write ends below.
+fn dev_null() -> io::Result<libc::c_int> {
+    static NULL: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    NULL.get_or_init(|| {
+        let fd = nix::fcntl::open(
+            c"/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        above_stdio(fd).ok()
+    })
+    .as_ref()
+    .map(AsRawFd::as_raw_fd)
+    .ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "cannot open /dev/null for the step's stdin",
+        )
+    })
+}
+
+/// `fd`, or a close-on-exec copy of it above 0, 1 and 2.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nix_err)?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(high) })
+}
+
 /// A close-on-exec pipe whose write end is above the standard descriptors
-/// (plandeck may have been started with some of them closed), so the child's
-/// `dup2` onto 0, 1 and 2 cannot clobber it.
+/// (a program using the engine may have closed some of them; the binary's
+/// start-up reopens them), so the child's `dup2` onto 0, 1 and 2 cannot
+/// clobber it.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_err)?;
-    if w.as_raw_fd() > 2 {
-        return Ok((r, w));
-    }
-    let high = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nix_err)?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we now own.
-    Ok((r, unsafe { OwnedFd::from_raw_fd(high) }))
+    Ok((r, above_stdio(w)?))
 }
 
 /// Which step of the child's preparation failed.
@@ -219,6 +251,7 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     dir: *const libc::c_char,
+    stdin: libc::c_int,
     stdout: libc::c_int,
     stderr: libc::c_int,
     last_signal: libc::c_int,
@@ -306,14 +339,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setsid() < 0 {
             fail(a, Failed::Session);
         }
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-        if null < 0 || (null != 0 && libc::dup2(null, 0) < 0) {
-            fail(a, Failed::Stdio);
-        }
-        if null > 2 {
-            libc::close(null);
-        }
-        if libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0 {
+        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
+        {
             fail(a, Failed::Stdio);
         }
         if libc::chdir(a.dir) < 0 {
