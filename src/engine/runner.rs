@@ -21,7 +21,7 @@ use super::api::{CapturedOutput, Stream};
 use super::capture::Masker;
 use super::ownership::group_alive;
 use super::spawn;
-use super::stream::{Reading, pipe_reader, read_stream};
+use super::stream::{Reading, Unwatched};
 
 /// Everything needed to run one attempt.
 #[derive(Debug, Clone)]
@@ -170,6 +170,14 @@ pub fn stop_all_now() -> usize {
     live.groups.len()
 }
 
+/// How long a step runs before its output is watched as it comes. Most
+/// steps end sooner: their output is then read at their end, from the
+/// pipes, which saves two tasks and four epoll changes per attempt (about
+/// 4% of the wall time of 10,000 short steps on two cores). Lines of a
+/// longer step stream from here on; one that fills a pipe (64 KiB) sooner
+/// waits until then.
+const WATCH_AFTER: Duration = Duration::from_millis(10);
+
 /// Run one attempt to its end, reporting on `tx`. Returns once the main
 /// process has exited and leftover group members have been dealt with.
 pub async fn run_attempt(
@@ -225,23 +233,24 @@ pub async fn run_attempt(
         .await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readers = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)].map(|(fd, stream)| {
-        pipe_reader(fd).map(|r| {
-            tokio::spawn(read_stream(
-                r,
-                Reading {
-                    step: spec.step,
-                    attempt: spec.attempt,
-                    stream,
-                    log_limit: spec.log_limit,
-                    stream_lines: spec.stream_lines,
-                    masker: Arc::clone(&spec.masker),
-                },
-                tx.clone(),
-                stop_rx.clone(),
-            ))
-        })
-    });
+    // The output is watched only from `WATCH_AFTER` on; a step that ends
+    // sooner has it read at its end.
+    let mut unwatched = Vec::from([(stdout, Stream::Stdout), (stderr, Stream::Stderr)].map(
+        |(fd, stream)| {
+            let reading = Reading {
+                step: spec.step,
+                attempt: spec.attempt,
+                stream,
+                log_limit: spec.log_limit,
+                stream_lines: spec.stream_lines,
+                masker: Arc::clone(&spec.masker),
+            };
+            Unwatched::new(fd, reading)
+        },
+    ));
+    let mut readers = Vec::new();
+    let watch_from = tokio::time::sleep(WATCH_AFTER);
+    tokio::pin!(watch_from);
 
     let mut budget = spec.timeout;
     let mut clock_from = Instant::now();
@@ -259,6 +268,9 @@ pub async fn run_attempt(
         };
         tokio::select! {
             st = child.wait() => break st,
+            _ = &mut watch_from, if !unwatched.is_empty() => {
+                readers.extend(unwatched.drain(..).filter_map(|u| u.watch(&tx, &stop_rx)));
+            }
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
                 kill_at = Some(begin_stop(pgid, spec.kill_grace));
@@ -300,8 +312,14 @@ pub async fn run_attempt(
     // nothing to look for; otherwise (or after a timeout or cancel) look for
     // live members and stop them. Leftovers that let go of the pipes are
     // found by the run's final sweep for its marker.
-    let mut pending: Vec<_> = readers.into_iter().flatten().collect();
     let mut captures = Vec::new();
+    for u in unwatched {
+        match u.read_ready(&tx).await {
+            Ok(captured) => captures.push(Some(captured)),
+            Err(u) => readers.extend(u.watch(&tx, &stop_rx)),
+        }
+    }
+    let mut pending = readers;
     let quick = tokio::time::sleep(Duration::from_millis(20));
     tokio::pin!(quick);
     while let Some(reader) = pending.first_mut() {

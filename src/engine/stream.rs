@@ -49,15 +49,98 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// A pipe's read end as a tokio reader, made non-blocking with one system
 /// call (tokio's checked constructor spends three: this is per stream and
 /// attempt).
-pub(super) fn pipe_reader(fd: OwnedFd) -> Option<Receiver> {
+fn pipe_reader(fd: OwnedFd) -> Option<Receiver> {
     fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).ok()?;
     Receiver::from_owned_fd_unchecked(fd).ok()
+}
+
+/// What a stream has given: its text (masked) and whether it was cut.
+pub(super) type Captured = (Stream, String, bool);
+
+/// One output stream of an attempt that nobody watches yet: its pipe's read
+/// end (blocking) and what has been read from it.
+pub(super) struct Unwatched {
+    fd: OwnedFd,
+    r: Reading,
+    c: Collected,
+}
+
+impl Unwatched {
+    pub fn new(fd: OwnedFd, r: Reading) -> Unwatched {
+        let c = Collected::new(r.log_limit);
+        Unwatched { fd, r, c }
+    }
+
+    /// Take what the pipe holds now, without waiting: its text once it has
+    /// reached end-of-file, else the stream back (reading stops early at
+    /// `FLOOD_BYTES`, which is for a watcher to handle).
+    pub async fn read_ready(mut self, tx: &mpsc::Sender<RunnerMsg>) -> Result<Captured, Unwatched> {
+        let (ended, lines) = self.read_now();
+        send_lines(&self.r, tx, lines).await;
+        if ended {
+            Ok(self.c.finish(&self.r, tx).await)
+        } else {
+            Err(self)
+        }
+    }
+
+    fn read_now(&mut self) -> (bool, Vec<String>) {
+        let mut lines = Vec::new();
+        let mut buf = Vec::new();
+        while self.c.read < FLOOD_BYTES {
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(_) => return (true, lines),
+            }
+            let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+            if !ready.contains(PollFlags::POLLIN) {
+                // Hung up with nothing left is the end; nothing yet is not.
+                return (!ready.is_empty(), lines);
+            }
+            if buf.is_empty() {
+                buf = vec![0u8; READ_BUF_MIN];
+            }
+            // Readable, and this is the pipe's only reader: no wait.
+            match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(0) => return (true, lines),
+                Ok(n) => {
+                    lines.extend(self.c.take(&self.r, &buf[..n]));
+                    grow(&mut buf, n);
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return (false, lines),
+                Err(_) => return (true, lines),
+            }
+        }
+        (false, lines)
+    }
+
+    /// Read the rest as it comes, in a task of its own, until end-of-file
+    /// or `stop`.
+    pub fn watch(
+        self,
+        tx: &mpsc::Sender<RunnerMsg>,
+        stop: &watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<Captured>> {
+        let reader = pipe_reader(self.fd)?;
+        Some(tokio::spawn(read_stream(
+            reader,
+            self.r,
+            self.c,
+            tx.clone(),
+            stop.clone(),
+        )))
+    }
 }
 
 /// What has been read so far.
 struct Collected {
     keep: HeadTail,
     splitter: LineSplitter,
+    /// Bytes read in all.
+    read: usize,
 }
 
 impl Collected {
@@ -65,32 +148,57 @@ impl Collected {
         Collected {
             keep: HeadTail::new(log_limit),
             splitter: LineSplitter::default(),
+            read: 0,
         }
     }
 
     /// Keep `bytes`; the complete lines among them when lines are streamed.
     fn take(&mut self, r: &Reading, bytes: &[u8]) -> Vec<String> {
         self.keep.push(bytes);
+        self.read += bytes.len();
         let mut lines = Vec::new();
         if r.stream_lines {
             self.splitter.push(bytes, &mut lines);
         }
         lines
     }
+
+    /// The stream has ended: send its unfinished last line, return its text.
+    async fn finish(mut self, r: &Reading, tx: &mpsc::Sender<RunnerMsg>) -> Captured {
+        if r.stream_lines {
+            let mut lines = Vec::new();
+            self.splitter.finish(&mut lines);
+            send_lines(r, tx, lines).await;
+        }
+        let text = r.masker.mask_owned(self.keep.text());
+        (r.stream, text, self.keep.truncated())
+    }
+}
+
+/// A read buffer that a read filled doubles, up to `READ_BUF_MAX`.
+fn grow(buf: &mut Vec<u8>, filled: usize) {
+    if filled == buf.len() && buf.len() < READ_BUF_MAX {
+        buf.resize(buf.len() * 2, 0);
+    }
 }
 
 /// Read one stream to its end (or until told to stop).
-pub(super) async fn read_stream(
+async fn read_stream(
     reader: Receiver,
     r: Reading,
+    mut c: Collected,
     tx: mpsc::Sender<RunnerMsg>,
     mut stop: watch::Receiver<bool>,
-) -> (Stream, String, bool) {
-    let mut c = Collected::new(r.log_limit);
+) -> Captured {
     let mut buf = vec![0u8; READ_BUF_MIN];
-    let mut total = 0usize;
     let mut reader = Some(reader);
     while let Some(rd) = reader.as_mut() {
+        if c.read >= FLOOD_BYTES {
+            if let Some(rd) = reader.take() {
+                c = read_flood(rd, c, &r, &tx, &mut stop).await;
+            }
+            break;
+        }
         let n = tokio::select! {
             r = rd.read(&mut buf) => r.unwrap_or(0),
             _ = stop.changed() => 0,
@@ -100,22 +208,9 @@ pub(super) async fn read_stream(
         }
         let lines = c.take(&r, &buf[..n]);
         send_lines(&r, &tx, lines).await;
-        total += n;
-        if total >= FLOOD_BYTES {
-            if let Some(rd) = reader.take() {
-                c = read_flood(rd, c, &r, &tx, &mut stop).await;
-            }
-        } else if n == buf.len() && buf.len() < READ_BUF_MAX {
-            buf.resize(buf.len() * 2, 0);
-        }
+        grow(&mut buf, n);
     }
-    if r.stream_lines {
-        let mut lines = Vec::new();
-        c.splitter.finish(&mut lines);
-        send_lines(&r, &tx, lines).await;
-    }
-    let text = r.masker.mask_owned(c.keep.text());
-    (r.stream, text, c.keep.truncated())
+    c.finish(&r, &tx).await
 }
 
 /// Read the rest of a flooding stream on a blocking thread; stopping drops
@@ -212,4 +307,82 @@ fn lines_message(r: &Reading, mut lines: Vec<String>) -> Option<RunnerMsg> {
         stream: r.stream,
         lines,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading() -> Reading {
+        Reading {
+            step: 0,
+            attempt: 1,
+            stream: Stream::Stdout,
+            log_limit: 1 << 20,
+            stream_lines: true,
+            masker: Arc::new(Masker::default()),
+        }
+    }
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe")
+    }
+
+    fn write(fd: &OwnedFd, bytes: &[u8]) {
+        assert_eq!(nix::unistd::write(fd, bytes), Ok(bytes.len()));
+    }
+
+    /// The lines sent so far.
+    fn lines(rx: &mut mpsc::Receiver<RunnerMsg>) -> Vec<String> {
+        let mut all = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            if let RunnerMsg::Lines { lines, .. } = msg {
+                all.extend(lines);
+            }
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn a_closed_pipe_is_read_whole_without_a_watcher() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (r, w) = pipe();
+        write(&w, b"one\ntwo");
+        drop(w);
+        let Ok((stream, text, cut)) = Unwatched::new(r, reading()).read_ready(&tx).await else {
+            panic!("a pipe without writers has ended");
+        };
+        assert_eq!(
+            (stream, text.as_str(), cut),
+            (Stream::Stdout, "one\ntwo", false)
+        );
+        assert_eq!(lines(&mut rx), ["one", "two"]);
+
+        let (r, w) = pipe();
+        drop(w);
+        let ended = Unwatched::new(r, reading()).read_ready(&tx).await;
+        assert_eq!(ended.ok().map(|c| c.1), Some(String::new()));
+    }
+
+    #[tokio::test]
+    async fn a_pipe_still_held_is_handed_to_a_watcher_with_what_was_read() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (r, w) = pipe();
+        let u = Unwatched::new(r, reading()).read_ready(&tx).await;
+        let Err(u) = u else {
+            panic!("an empty pipe with a writer has not ended");
+        };
+        write(&w, b"one\ntw");
+        let Err(u) = u.read_ready(&tx).await else {
+            panic!("a pipe with a writer has not ended");
+        };
+        assert_eq!(lines(&mut rx), ["one"]);
+        let (_stop_tx, stop) = watch::channel(false);
+        let watcher = u.watch(&tx, &stop).expect("a watcher starts");
+        write(&w, b"o\nthree");
+        drop(w);
+        let (_, text, _) = watcher.await.expect("the watcher ends");
+        assert_eq!(text, "one\ntwo\nthree");
+        assert_eq!(lines(&mut rx), ["two", "three"]);
+    }
 }
