@@ -209,12 +209,28 @@ fn output_producers(plan: &ValidPlan) -> Vec<(usize, HashSet<usize>)> {
         .collect()
 }
 
+fn writer_stopped() -> StoreError {
+    StoreError("the store writer stopped".into())
+}
+
 impl Driver {
     async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.tx
-            .send(op)
-            .await
-            .map_err(|_| StoreError("the store writer stopped".into()))
+        let op = match self.tx.try_send(op) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(op)) => op,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(writer_stopped()),
+        };
+        // A full queue is a batch worth committing: the writer may be
+        // lingering for more (a flood of log lines with `--json`).
+        self.wake_writer();
+        self.tx.send(op).await.map_err(|_| writer_stopped())
+    }
+
+    /// Unpark the writer, so that a batch lingering for more commits now.
+    fn wake_writer(&self) {
+        if let Some(t) = &self.writer_thread {
+            t.unpark();
+        }
     }
 
     async fn perform(&mut self, core: &mut Core) -> Result<(), StoreError> {
@@ -280,9 +296,7 @@ impl Driver {
         if core.wants_durable_now() && core.last_seq() > self.flushed_to {
             self.flushed_to = core.last_seq();
             self.write(WriteOp::Flush).await?;
-            if let Some(t) = &self.writer_thread {
-                t.unpark();
-            }
+            self.wake_writer();
         }
         Ok(())
     }
@@ -407,7 +421,7 @@ async fn drive(
     if recorded.await.is_err() {
         return Err(match committed.recv().await {
             Some(Committed::Failed(e)) => e,
-            _ => StoreError("the store writer stopped".into()),
+            _ => writer_stopped(),
         });
     }
     for id in &req.approved_steps {
@@ -480,7 +494,7 @@ async fn drive(
                     core.handle(Input::Committed { last_seq });
                 }
                 Some(Committed::Failed(e)) => break Err(e),
-                None => break Err(StoreError("the store writer stopped".into())),
+                None => break Err(writer_stopped()),
             },
             _ = signals.recv() => {
                 interrupted = true;

@@ -159,6 +159,10 @@ impl Writer {
 
 const MAX_BATCH: usize = 4096;
 
+/// A batch this big commits without lingering: its commit is shared widely
+/// enough already (a flood of log lines with `--json` fills one at once).
+const ENOUGH: usize = 256;
+
 /// How long a batch of nothing but events waits for more before it commits.
 /// A commit costs far more than the statements in it (each rewrites the
 /// pages it touched into the WAL), and nothing waits on these events yet (a
@@ -176,7 +180,7 @@ fn drain(rx: &mut mpsc::Receiver<WriteOp>, batch: &mut Vec<WriteOp>) -> bool {
             Err(_) => break,
         }
     }
-    batch.len() < MAX_BATCH && batch.iter().all(WriteOp::may_wait)
+    batch.len() < ENOUGH && batch.iter().all(WriteOp::may_wait)
 }
 
 fn run(
@@ -413,4 +417,38 @@ fn write_event(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(tx: &mpsc::Sender<WriteOp>, n: usize) {
+        for _ in 0..n {
+            tx.try_send(WriteOp::Heartbeat { run_id: "r".into() })
+                .expect("room in the queue");
+        }
+    }
+
+    #[test]
+    fn only_a_small_batch_of_events_waits_for_more() {
+        let (tx, mut rx) = mpsc::channel(2 * MAX_BATCH);
+        let mut batch = Vec::new();
+        queue(&tx, 1);
+        assert!(drain(&mut rx, &mut batch), "a lone event waits for company");
+        tx.try_send(WriteOp::Flush).expect("room in the queue");
+        assert!(!drain(&mut rx, &mut batch), "a flush commits at once");
+
+        batch.clear();
+        queue(&tx, ENOUGH - 1);
+        assert!(drain(&mut rx, &mut batch));
+        queue(&tx, 1);
+        assert!(!drain(&mut rx, &mut batch), "a big batch commits at once");
+        assert_eq!(batch.len(), ENOUGH);
+
+        batch.clear();
+        queue(&tx, MAX_BATCH + 1);
+        assert!(!drain(&mut rx, &mut batch));
+        assert_eq!(batch.len(), MAX_BATCH, "one commit takes at most MAX_BATCH");
+    }
 }
