@@ -1,10 +1,12 @@
 //! Reading one output stream of an attempt: keep its head and tail, and,
-//! when asked, send its lines as they come. A stream that floods is read on
-//! a blocking thread that lets the pipe fill between reads, instead of
-//! waking the engine for every write the step makes.
+//! when asked, send its lines as they come. A stream starts `Unwatched`:
+//! read only when the runner asks (a short step's output, once it ended),
+//! without waiting; once watched, a task reads it as it comes. A stream
+//! that floods is read on a blocking thread that lets the pipe fill between
+//! reads, instead of waking the engine for every write the step makes.
 //!
 //! Memory stays bounded (the kept head and tail, one read buffer, the pipe),
-//! and a reader never blocks the engine thread.
+//! and nothing here waits for a step on the engine thread.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! The single writer: one thread owns the write connection, takes operations
 //! from a channel, applies everything queued in one transaction (group
-//! commit), and only then hands the committed events on. A batch of nothing
-//! but events waits up to `LINGER` for more, unless a `Flush` says somebody
-//! waits on it.
+//! commit), and only then hands the committed events on. A small batch of
+//! nothing but events waits up to `LINGER` for more, unless a `Flush` says
+//! somebody waits on it (or the sender, finding the queue full, unparks it).
 //!
 //! Invariant: an event leaves this module only after the transaction that
 //! stored it committed ("durable before shown"). `log` events are not stored
