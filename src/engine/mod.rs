@@ -35,7 +35,7 @@ use crate::dag::Schedule;
 use crate::faults::{self, CrashPoint};
 use crate::plan::ValidPlan;
 use crate::remediation::Rules;
-use crate::store::writer::{Approval, Committed, NewRun, Owner, WriteOp, Writer};
+use crate::store::writer::{self, Approval, Committed, NewRun, Owner, WriteOp, Writer, WriterTx};
 use crate::store::{Location, StoreError};
 
 /// How many log lines may wait between the runners and the front end.
@@ -174,9 +174,7 @@ pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
 }
 
 struct Driver {
-    tx: mpsc::Sender<WriteOp>,
-    /// Unparked after a `Flush`, so the writer commits at once.
-    writer_thread: Option<std::thread::Thread>,
+    writer: WriterTx,
     /// The last sequence number a flush was asked for.
     flushed_to: u64,
     ctx: RunContext,
@@ -209,34 +207,13 @@ fn output_producers(plan: &ValidPlan) -> Vec<(usize, HashSet<usize>)> {
         .collect()
 }
 
-fn writer_stopped() -> StoreError {
-    StoreError("the store writer stopped".into())
-}
-
 impl Driver {
-    async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
-        let op = match self.tx.try_send(op) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Full(op)) => op,
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(writer_stopped()),
-        };
-        // A full queue is a batch worth committing: the writer may be
-        // lingering for more (a flood of log lines with `--json`).
-        self.wake_writer();
-        self.tx.send(op).await.map_err(|_| writer_stopped())
-    }
-
-    /// Unpark the writer, so that a batch lingering for more commits now.
-    fn wake_writer(&self) {
-        if let Some(t) = &self.writer_thread {
-            t.unpark();
-        }
-    }
-
     async fn perform(&mut self, core: &mut Core) -> Result<(), StoreError> {
         for effect in core.take_effects() {
             match effect {
-                Effect::Emit(event, capture) => self.write(WriteOp::Event(event, capture)).await?,
+                Effect::Emit(event, capture) => {
+                    self.writer.send(WriteOp::Event(event, capture)).await?
+                }
                 Effect::Spawn {
                     step,
                     attempt,
@@ -295,8 +272,7 @@ impl Driver {
     async fn flush_if_waited_on(&mut self, core: &Core) -> Result<(), StoreError> {
         if core.wants_durable_now() && core.last_seq() > self.flushed_to {
             self.flushed_to = core.last_seq();
-            self.write(WriteOp::Flush).await?;
-            self.wake_writer();
+            self.writer.flush().await?;
         }
         Ok(())
     }
@@ -343,8 +319,7 @@ async fn drive(
     let (runner_tx, mut runner_rx) = mpsc::channel(256);
     let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
     let mut d = Driver {
-        tx: writer.tx.clone(),
-        writer_thread: writer.thread(),
+        writer: writer.sender(),
         flushed_to: 0,
         ctx: RunContext {
             run_id: run_id.clone(),
@@ -395,21 +370,23 @@ async fn drive(
                 owner: owner.clone(),
                 created_at: chrono::Utc::now(),
             };
-            d.write(WriteOp::CreateRun(Box::new(new))).await?;
+            d.writer.send(WriteOp::CreateRun(Box::new(new))).await?;
             Core::new(cfg)
         }
         Some(r) => {
-            d.write(WriteOp::Own {
-                run_id: run_id.clone(),
-                owner: owner.clone(),
-            })
-            .await?;
-            if let Some(a) = &req.approval {
-                d.write(WriteOp::Approve {
+            d.writer
+                .send(WriteOp::Own {
                     run_id: run_id.clone(),
-                    approval: a.clone(),
+                    owner: owner.clone(),
                 })
                 .await?;
+            if let Some(a) = &req.approval {
+                d.writer
+                    .send(WriteOp::Approve {
+                        run_id: run_id.clone(),
+                        approval: a.clone(),
+                    })
+                    .await?;
             }
             Core::restore(cfg, r.next_seq, &r.steps, &r.orphans)
         }
@@ -417,11 +394,11 @@ async fn drive(
     // No step starts before the run is on record: a crash in between would
     // leave processes that no resume can find.
     let (recorded_tx, recorded) = tokio::sync::oneshot::channel();
-    d.write(WriteOp::Barrier(recorded_tx)).await?;
+    d.writer.send(WriteOp::Barrier(recorded_tx)).await?;
     if recorded.await.is_err() {
         return Err(match committed.recv().await {
             Some(Committed::Failed(e)) => e,
-            _ => writer_stopped(),
+            _ => writer::stopped(),
         });
     }
     for id in &req.approved_steps {
@@ -466,7 +443,7 @@ async fn drive(
                             ts: chrono::Utc::now(),
                             kind: EventKind::Log { step: plan.id(step).to_string(), attempt, stream, line },
                         };
-                        if d.write(WriteOp::Event(Box::new(event), None)).await.is_err() {
+                        if d.writer.send(WriteOp::Event(Box::new(event), None)).await.is_err() {
                             break;
                         }
                     }
@@ -494,7 +471,7 @@ async fn drive(
                     core.handle(Input::Committed { last_seq });
                 }
                 Some(Committed::Failed(e)) => break Err(e),
-                None => break Err(writer_stopped()),
+                None => break Err(writer::stopped()),
             },
             _ = signals.recv() => {
                 interrupted = true;
@@ -502,7 +479,7 @@ async fn drive(
             }
             _ = cancel_requests.recv() => core.handle(Input::Command(Command::Cancel)),
             _ = heartbeat.tick() => {
-                let _ = d.tx.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
+                d.writer.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
             }
         }
         if let Err(e) = d.perform(&mut core).await {
@@ -539,13 +516,14 @@ async fn drive(
         err => err,
     };
     if result.is_ok() {
-        let _ =
-            d.tx.send(WriteOp::Release {
+        let _ = d
+            .writer
+            .send(WriteOp::Release {
                 run_id: run_id.clone(),
             })
             .await;
     }
-    drop(d.tx);
+    drop(d.writer);
     tokio::task::spawn_blocking(move || writer.finish())
         .await
         .ok();

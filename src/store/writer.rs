@@ -90,7 +90,7 @@ pub enum WriteOp {
     /// unanswered if that write failed.
     Barrier(tokio::sync::oneshot::Sender<()>),
     /// Commit what is queued now: somebody waits for it to be durable
-    /// (then unpark `Writer::thread`).
+    /// (`WriterTx::flush` sends it and wakes the writer).
     Flush,
 }
 
@@ -147,6 +147,14 @@ impl Writer {
         self.join.as_ref().map(|j| j.thread().clone())
     }
 
+    /// A sender that wakes the writer when a lingering batch should commit.
+    pub fn sender(&self) -> WriterTx {
+        WriterTx {
+            tx: self.tx.clone(),
+            thread: self.thread(),
+        }
+    }
+
     /// Close the channel and wait until everything queued is written.
     pub fn finish(mut self) {
         let Writer { tx, join } = &mut self;
@@ -155,6 +163,51 @@ impl Writer {
             let _ = j.join();
         }
     }
+}
+
+/// Sends operations to the writer from async code, and wakes it when a
+/// batch it lets wait for more (see `LINGER`) should commit now.
+#[derive(Clone)]
+pub struct WriterTx {
+    tx: mpsc::Sender<WriteOp>,
+    thread: Option<std::thread::Thread>,
+}
+
+impl WriterTx {
+    /// Queue `op`. A full queue is a batch worth committing, so it wakes a
+    /// writer lingering for more (a flood of log lines with `--json`).
+    pub async fn send(&self, op: WriteOp) -> Result<(), StoreError> {
+        let op = match self.tx.try_send(op) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(op)) => op,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+        };
+        self.wake();
+        self.tx.send(op).await.map_err(|_| stopped())
+    }
+
+    /// Queue `op` unless the queue is full (a heartbeat can skip a beat).
+    pub fn try_send(&self, op: WriteOp) {
+        let _ = self.tx.try_send(op);
+    }
+
+    /// Commit everything queued now: somebody waits for it to be durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.send(WriteOp::Flush).await?;
+        self.wake();
+        Ok(())
+    }
+
+    fn wake(&self) {
+        if let Some(t) = &self.thread {
+            t.unpark();
+        }
+    }
+}
+
+/// The error of a write after the writer thread has gone.
+pub fn stopped() -> StoreError {
+    StoreError("the store writer stopped".into())
 }
 
 const MAX_BATCH: usize = 4096;
