@@ -233,8 +233,6 @@ pub async fn run_attempt(
         .await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    // The output is watched only from `WATCH_AFTER` on; a step that ends
-    // sooner has it read at its end.
     let mut unwatched = Vec::from([(stdout, Stream::Stdout), (stderr, Stream::Stderr)].map(
         |(fd, stream)| {
             let reading = Reading {
