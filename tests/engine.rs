@@ -497,6 +497,31 @@ fn an_abort_ends_the_run_without_waiting_for_a_pending_retry() {
 }
 
 #[test]
+fn the_largest_numbers_validation_accepts_never_panic_the_engine() {
+    use plandeck::plan::limits;
+    let year = limits::TIMEOUT_SEC.max;
+    let longest = limits::BACKOFF_SEC.max;
+    let sc = Scratch::new();
+    let p = plan(
+        json!({ "default_timeout_sec": year, "max_step_duration_sec": year,
+                "max_concurrency": limits::MAX_CONCURRENCY.max }),
+        json!([
+            { "id": "quick", "run": "true", "timeout_sec": year },
+            { "id": "flaky", "run": "exit 1", "retries": limits::RETRIES.max,
+              "retry_backoff": { "initial_sec": longest, "max_sec": longest,
+                                 "multiplier": limits::BACKOFF_MULTIPLIER.max, "jitter": false } },
+        ]),
+    );
+    let mut e = Engine::start(&sc, &p, false);
+    e.wait_for("flaky retrying", step_is("flaky", "retrying"));
+    e.send(Command::Cancel);
+    let (exit, events) = e.finish();
+    assert_eq!(exit.state, RunState::Canceled);
+    assert_eq!(final_state(&events, "quick"), "succeeded");
+    assert_eq!(final_state(&events, "flaky"), "canceled");
+}
+
+#[test]
 fn cancel_during_a_retry_backoff_ends_the_run_at_once() {
     let sc = Scratch::new();
     let mut e = Engine::start(&sc, &plan(json!({}), json!([slow_retry("flaky")])), false);

@@ -32,7 +32,17 @@ pub fn backoff_delay(backoff: &Backoff, retry: u32, unit: f64) -> Duration {
     } else {
         cap
     };
-    Duration::from_secs_f64(if secs.is_finite() { secs } else { 0.0 })
+    seconds(secs)
+}
+
+/// Seconds as a `Duration`, saturating: NaN and negatives are zero, anything
+/// too large for a `Duration` is `Duration::MAX`. Never panics.
+pub fn seconds(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +74,40 @@ mod tests {
         assert!(retryable(&s, ErrorClass::ExitCode, Some(75), false));
         assert!(retryable(&s, ErrorClass::Network, Some(6), false));
         assert!(!retryable(&s, ErrorClass::ExitCode, Some(1), false));
+    }
+
+    #[test]
+    fn absurd_backoffs_saturate_instead_of_panicking() {
+        for (initial_sec, max_sec, multiplier) in [
+            (1e308, 1e308, 1e308),
+            (f64::MAX, f64::INFINITY, 2.0),
+            (1.0, f64::INFINITY, f64::INFINITY),
+            (f64::NAN, f64::NAN, f64::NAN),
+            (-5.0, -1.0, 0.5),
+        ] {
+            for jitter in [false, true] {
+                let b = Backoff {
+                    initial_sec,
+                    max_sec,
+                    multiplier,
+                    jitter,
+                };
+                for n in [0, 1, 2, 64, u32::MAX] {
+                    let d = backoff_delay(&b, n, 0.999);
+                    assert!(d <= Duration::MAX);
+                }
+            }
+        }
+        let huge = Backoff {
+            initial_sec: 1e308,
+            max_sec: 1e308,
+            multiplier: 2.0,
+            jitter: false,
+        };
+        assert_eq!(backoff_delay(&huge, 1, 0.5), Duration::MAX);
+        assert_eq!(seconds(f64::NAN), Duration::ZERO);
+        assert_eq!(seconds(-1.0), Duration::ZERO);
+        assert_eq!(seconds(1.5), Duration::from_millis(1500));
     }
 
     #[test]

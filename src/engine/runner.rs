@@ -259,9 +259,12 @@ pub async fn run_attempt(
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let status = loop {
         let deadline = match budget {
-            Some(b) if !frozen && kill_at.is_none() => {
-                tokio::time::Instant::from_std(clock_from + b)
-            }
+            // A timeout beyond the far future (any u64 of seconds) is no timeout.
+            Some(b) if !frozen && kill_at.is_none() => clock_from
+                .checked_add(b)
+                .map(tokio::time::Instant::from_std)
+                .filter(|d| *d < far)
+                .unwrap_or(far),
             _ => far,
         };
         tokio::select! {

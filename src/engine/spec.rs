@@ -112,7 +112,7 @@ pub fn spawn_spec<'a>(
         env,
         cwd: step_cwd(plan, &ctx.base_dir, step),
         timeout: step_timeout(plan, step),
-        kill_grace: Duration::from_secs_f64(plan.plan.globals.kill_grace_sec.clamp(0.0, 3600.0)),
+        kill_grace: super::policy::seconds(plan.plan.globals.kill_grace_sec.clamp(0.0, 3600.0)),
         log_limit: plan.plan.globals.log_limit_bytes.min(usize::MAX as u64) as usize,
         stream_lines: ctx.stream_lines,
         masker: Arc::clone(&ctx.masker),

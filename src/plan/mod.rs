@@ -7,6 +7,7 @@
 pub mod diagnostic;
 pub mod expr;
 pub mod generate;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod schema;

@@ -10,6 +10,8 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::limits;
+
 /// A plan: a named DAG of shell-command steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +29,7 @@ pub struct Plan {
     pub inputs: BTreeMap<String, InputDef>,
     /// Named resource pools and their capacities; capacity 1 is a mutex.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pools_schema")]
     pub resources: BTreeMap<String, u32>,
     /// The steps, in file order.
     pub steps: Vec<Step>,
@@ -41,12 +44,15 @@ pub struct Plan {
 pub struct Globals {
     /// How many steps may run at once.
     #[serde(default = "default_max_concurrency")]
+    #[schemars(range(min = limits::MAX_CONCURRENCY.min, max = limits::MAX_CONCURRENCY.max))]
     pub max_concurrency: u32,
     /// Per-attempt timeout for steps that set none; no timeout when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::TIMEOUT_SEC.min, max = limits::TIMEOUT_SEC.max))]
     pub default_timeout_sec: Option<u64>,
     /// Upper bound for any step's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::TIMEOUT_SEC.min, max = limits::TIMEOUT_SEC.max))]
     pub max_step_duration_sec: Option<u64>,
     /// Environment added to every step.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -62,9 +68,11 @@ pub struct Globals {
     pub implicit_deps: bool,
     /// Bytes of stdout and of stderr kept in the store per attempt (head and tail).
     #[serde(default = "default_log_limit")]
+    #[schemars(range(min = limits::LOG_LIMIT_BYTES.min, max = limits::LOG_LIMIT_BYTES.max))]
     pub log_limit_bytes: u64,
     /// Seconds between SIGTERM and SIGKILL when a step is stopped.
     #[serde(default = "default_kill_grace")]
+    #[schemars(range(min = limits::KILL_GRACE_SEC.min, max = limits::KILL_GRACE_SEC.max))]
     pub kill_grace_sec: f64,
 }
 
@@ -82,6 +90,19 @@ impl Default for Globals {
             kill_grace_sec: default_kill_grace(),
         }
     }
+}
+
+/// Pool name → capacity, with the capacity's range.
+fn pools_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {
+            "type": "integer",
+            "format": "uint32",
+            "minimum": limits::CAPACITY.min,
+            "maximum": limits::CAPACITY.max
+        }
+    })
 }
 
 fn default_max_concurrency() -> u32 {
@@ -137,9 +158,11 @@ pub struct Step {
     pub depends_on: Option<Vec<String>>,
     /// Per-attempt timeout in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::TIMEOUT_SEC.min, max = limits::TIMEOUT_SEC.max))]
     pub timeout_sec: Option<u64>,
     /// Extra attempts after a retryable failure.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = limits::RETRIES.min, max = limits::RETRIES.max))]
     pub retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_backoff: Option<Backoff>,
@@ -192,10 +215,13 @@ fn is_false(b: &bool) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     #[serde(default = "default_initial")]
+    #[schemars(range(min = limits::BACKOFF_SEC.min, max = limits::BACKOFF_SEC.max))]
     pub initial_sec: f64,
     #[serde(default = "default_max")]
+    #[schemars(range(min = limits::BACKOFF_SEC.min, max = limits::BACKOFF_SEC.max))]
     pub max_sec: f64,
     #[serde(default = "default_multiplier")]
+    #[schemars(range(min = limits::BACKOFF_MULTIPLIER.min, max = limits::BACKOFF_MULTIPLIER.max))]
     pub multiplier: f64,
     /// Full jitter: wait a uniform random time up to the computed delay.
     #[serde(default = "default_true")]
@@ -251,6 +277,7 @@ pub enum ResourceUse {
     Units {
         name: String,
         #[serde(default = "one")]
+        #[schemars(range(min = limits::UNITS.min, max = limits::UNITS.max))]
         units: u32,
     },
 }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{Diagnostic, Severity, did_you_mean};
 use super::expr::{self, Expr, Reference};
+use super::limits;
 use super::load::{Parsed, Reporter, element_offset, key_offset, member_offset};
 use super::model::{OnFailure, Plan};
 use crate::dag;
@@ -203,43 +204,41 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
     let g = &plan.globals;
     let at =
         |k: &str| member_offset(v.src, v.top("globals", None), k).unwrap_or(v.top("globals", None));
-    if g.max_concurrency == 0 {
-        r.error(
-            at("max_concurrency"),
-            None,
-            "`globals.max_concurrency` must be at least 1",
-            None,
-        );
-    }
-    for (key, value) in [
-        ("default_timeout_sec", g.default_timeout_sec),
-        ("max_step_duration_sec", g.max_step_duration_sec),
-    ] {
-        if value == Some(0) {
-            r.error(
-                at(key),
-                None,
-                format!("`globals.{key}` must be at least 1 second"),
-                None,
-            );
+    let ints = [
+        (
+            "max_concurrency",
+            Some(u64::from(g.max_concurrency)),
+            limits::MAX_CONCURRENCY,
+        ),
+        (
+            "default_timeout_sec",
+            g.default_timeout_sec,
+            limits::TIMEOUT_SEC,
+        ),
+        (
+            "max_step_duration_sec",
+            g.max_step_duration_sec,
+            limits::TIMEOUT_SEC,
+        ),
+        (
+            "log_limit_bytes",
+            Some(g.log_limit_bytes),
+            limits::LOG_LIMIT_BYTES,
+        ),
+    ];
+    for (key, value, range) in ints {
+        if let Some(value) = value {
+            check_int(r, at(key), None, &format!("globals.{key}"), value, range);
         }
     }
-    if g.log_limit_bytes < 1024 {
-        r.error(
-            at("log_limit_bytes"),
-            None,
-            "`globals.log_limit_bytes` must be at least 1024",
-            None,
-        );
-    }
-    if !(g.kill_grace_sec >= 0.0 && g.kill_grace_sec <= 3600.0) {
-        r.error(
-            at("kill_grace_sec"),
-            None,
-            "`globals.kill_grace_sec` must be between 0 and 3600",
-            None,
-        );
-    }
+    check_float(
+        r,
+        at("kill_grace_sec"),
+        None,
+        "globals.kill_grace_sec",
+        g.kill_grace_sec,
+        limits::KILL_GRACE_SEC,
+    );
     for name in g.env.keys().chain(&g.secret_env) {
         if !valid_env_name(name) {
             r.error(
@@ -257,6 +256,15 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
                 None,
                 format!("resource pool '{pool}' has capacity 0: no step could ever take it"),
                 Some("give it a capacity of at least 1 (1 makes it a mutex)".into()),
+            );
+        } else {
+            check_int(
+                r,
+                v.top("resources", Some(pool)),
+                None,
+                &format!("resources.{pool}"),
+                u64::from(cap),
+                limits::CAPACITY,
             );
         }
     }
@@ -279,6 +287,53 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
             );
         }
     }
+}
+
+/// Report `value` at `at` unless `range` holds it; true when it does.
+fn check_int(
+    r: &mut Reporter,
+    at: usize,
+    step: Option<&str>,
+    what: &str,
+    value: u64,
+    range: limits::IntRange,
+) -> bool {
+    let ok = range.contains(value);
+    if !ok {
+        r.error(
+            at,
+            step,
+            format!("`{what}` must be {}, found {value}", range.describe()),
+            None,
+        );
+    }
+    ok
+}
+
+/// Report `value` at `at` unless `range` holds it; true when it does.
+fn check_float(
+    r: &mut Reporter,
+    at: usize,
+    step: Option<&str>,
+    what: &str,
+    value: f64,
+    range: limits::FloatRange,
+) -> bool {
+    let ok = range.contains(value);
+    if !ok {
+        let found = if value.abs() >= 1e15 {
+            format!("{value:e}")
+        } else {
+            value.to_string()
+        };
+        r.error(
+            at,
+            step,
+            format!("`{what}` must be {}, found {found}", range.describe()),
+            None,
+        );
+    }
+    ok
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -325,14 +380,24 @@ fn check_steps(
         {
             r.error(v.step(i), id, "the command is empty", None);
         }
-        if s.timeout_sec == Some(0) {
-            r.error(
+        if let Some(t) = s.timeout_sec {
+            check_int(
+                r,
                 v.field(i, "timeout_sec"),
                 id,
-                "`timeout_sec` must be at least 1",
-                None,
+                "timeout_sec",
+                t,
+                limits::TIMEOUT_SEC,
             );
         }
+        check_int(
+            r,
+            v.field(i, "retries"),
+            id,
+            "retries",
+            u64::from(s.retries),
+            limits::RETRIES,
+        );
         if let (Some(t), Some(cap)) = (s.timeout_sec, plan.globals.max_step_duration_sec)
             && t > cap
         {
@@ -345,21 +410,34 @@ fn check_steps(
             );
         }
         if let Some(b) = &s.retry_backoff {
-            let bad = if !(b.initial_sec >= 0.0 && b.initial_sec.is_finite()) {
-                Some("`initial_sec` must be 0 or more")
-            } else if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
-                Some("`multiplier` must be at least 1")
-            } else if !(b.max_sec >= b.initial_sec && b.max_sec.is_finite()) {
-                Some("`max_sec` must be at least `initial_sec`")
-            } else {
-                None
+            let at = |k: &str| {
+                let whole = v.field(i, "retry_backoff");
+                member_offset(v.src, whole, k).unwrap_or(whole)
             };
-            if let Some(msg) = bad {
-                r.error(
-                    v.field(i, "retry_backoff"),
+            let mut ok = true;
+            for (key, value, range) in [
+                ("initial_sec", b.initial_sec, limits::BACKOFF_SEC),
+                ("max_sec", b.max_sec, limits::BACKOFF_SEC),
+                ("multiplier", b.multiplier, limits::BACKOFF_MULTIPLIER),
+            ] {
+                ok &= check_float(
+                    r,
+                    at(key),
                     id,
-                    format!("`retry_backoff`: {msg}"),
-                    None,
+                    &format!("retry_backoff.{key}"),
+                    value,
+                    range,
+                );
+            }
+            if ok && b.max_sec < b.initial_sec {
+                r.error(
+                    at("max_sec"),
+                    id,
+                    format!(
+                        "`retry_backoff.max_sec` ({}) is below `initial_sec` ({})",
+                        b.max_sec, b.initial_sec
+                    ),
+                    Some("make `max_sec` at least `initial_sec`".into()),
                 );
             }
         }
@@ -406,8 +484,9 @@ fn check_steps(
                     ),
                     Some(format!("lower the units to at most {cap} or raise the pool's capacity")),
                 ),
-                Some(_) if res.units() == 0 => r.error(at, id, "resource units must be at least 1", None),
-                Some(_) => {}
+                Some(_) => {
+                    check_int(r, at, id, "units", u64::from(res.units()), limits::UNITS);
+                }
             }
         }
         if let Some(fb) = s.fallback() {
