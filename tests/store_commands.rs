@@ -52,6 +52,7 @@ impl Store {
             .arg("--db")
             .arg(&self.db)
             .env_remove("PLANDECK_DB")
+            .env("PLANDECK_POOL_DIR", self.path("pools"))
             .env("NO_COLOR", "1")
             .env("USER", "tester")
             .stdin(Stdio::null());

@@ -118,6 +118,8 @@ impl Printer {
                     StepState::Skipped => ("↷", "2"),
                     StepState::Canceled => ("■", "31"),
                     StepState::Interrupted => ("⏸", "33"),
+                    // A step waiting for a host pool says who holds it.
+                    StepState::Ready if reason.is_some() => ("…", "33"),
                     StepState::Pending | StepState::Ready => return None,
                 };
                 let role = match role {

@@ -239,8 +239,8 @@ impl Schedule {
             .map(|s| s.files.iter().map(|f| normalize_path(f)).collect())
             .collect();
         let mut conflicts = file_conflicts(&files);
-        for (pool, &cap) in &plan.plan.resources {
-            if cap != 1 {
+        for (pool, def) in &plan.plan.resources {
+            if def.capacity() != 1 {
                 continue;
             }
             let users: Vec<usize> = (0..n)

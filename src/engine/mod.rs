@@ -11,6 +11,7 @@ pub mod api;
 pub mod capture;
 pub mod core;
 pub mod files;
+pub mod hostpool;
 pub mod ownership;
 pub mod policy;
 pub mod runner;
@@ -37,6 +38,9 @@ use crate::plan::ValidPlan;
 use crate::remediation::Rules;
 use crate::store::writer::{self, Approval, Committed, NewRun, Owner, WriteOp, Writer, WriterTx};
 use crate::store::{Location, StoreError};
+
+/// How often a step waiting for a host pool held by another run tries again.
+const HOST_POLL: Duration = Duration::from_millis(100);
 
 /// How many log lines may wait between the runners and the front end.
 const MAX_LOGS_IN_FLIGHT: usize = 4096;
@@ -78,6 +82,11 @@ pub struct RunRequest {
     pub handle_signals: bool,
     pub store: Location,
     pub resume: Option<Resume>,
+    /// The directory of host pools' slot files (default: `hostpool::default_dir`).
+    pub host_pool_dir: Option<PathBuf>,
+    /// The id of the run to create (a run recorded earlier as queued);
+    /// a new id when `None`.
+    pub run_id: Option<String>,
 }
 
 impl RunRequest {
@@ -100,6 +109,8 @@ impl RunRequest {
             handle_signals: false,
             store,
             resume: None,
+            host_pool_dir: None,
+            run_id: None,
         }
     }
 }
@@ -151,6 +162,7 @@ pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
         .resume
         .as_ref()
         .map(|r| r.run_id.clone())
+        .or_else(|| req.run_id.clone())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::channel(8);
@@ -306,6 +318,15 @@ async fn drive(
     let max_concurrency = req
         .max_concurrency
         .unwrap_or(plan.plan.globals.max_concurrency);
+    let host: Box<dyn hostpool::HostPools> = if plan.plan.resources.values().any(|p| p.is_host()) {
+        let dir = req
+            .host_pool_dir
+            .clone()
+            .unwrap_or_else(hostpool::default_dir);
+        Box::new(hostpool::SlotDir::open(&dir, &run_id, &plan.plan.name).map_err(StoreError)?)
+    } else {
+        Box::new(hostpool::NoHostPools)
+    };
     let cfg = CoreConfig {
         run_id: run_id.clone(),
         plan: Arc::clone(&plan),
@@ -315,6 +336,7 @@ async fn drive(
         inputs: req.inputs.clone(),
         env: process_env,
         seed: uuid::Uuid::new_v4().as_u64_pair().0,
+        host,
     };
     let (runner_tx, mut runner_rx) = mpsc::channel(256);
     let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
@@ -408,6 +430,9 @@ async fn drive(
     d.perform(&mut core).await?;
 
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    // A step waiting for a host pool another run holds tries again this often.
+    let mut host_poll = tokio::time::interval(HOST_POLL);
+    host_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interrupted = false;
     let mut commands_open = true;
     // Log lines handed to the writer and not yet published: reading more
@@ -478,6 +503,7 @@ async fn drive(
                 core.handle(Input::Interrupt);
             }
             _ = cancel_requests.recv() => core.handle(Input::Command(Command::Cancel)),
+            _ = host_poll.tick(), if core.waits_on_host_pool() => core.handle(Input::Poll),
             _ = heartbeat.tick() => {
                 d.writer.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
             }

@@ -99,6 +99,12 @@ pub const CAPACITY: IntRange = IntRange {
     max: 1_000_000,
     unit: "units",
 };
+/// The capacity of a host pool (`"scope": "host"`): each unit is a slot file.
+pub const HOST_CAPACITY: IntRange = IntRange {
+    min: 1,
+    max: 1024,
+    unit: "units",
+};
 /// The units of a pool one step takes.
 pub const UNITS: IntRange = IntRange {
     min: 1,
@@ -193,9 +199,19 @@ mod tests {
                 BACKOFF_MULTIPLIER,
             ),
             int(
-                "/properties/resources/additionalProperties",
+                "/properties/resources/additionalProperties/anyOf/0",
                 r#"{"name":"p","resources":{"pool":V},"steps":[{"run":"true"}]}"#,
                 CAPACITY,
+            ),
+            int(
+                "/properties/resources/additionalProperties/anyOf/1/properties/capacity",
+                r#"{"name":"p","resources":{"pool":{"capacity":V}},"steps":[{"run":"true"}]}"#,
+                CAPACITY,
+            ),
+            int(
+                "/properties/resources/additionalProperties/anyOf/1/then/properties/capacity",
+                r#"{"name":"p","resources":{"pool":{"capacity":V,"scope":"host"}},"steps":[{"run":"true"}]}"#,
+                HOST_CAPACITY,
             ),
             int(
                 "/$defs/ResourceUse/anyOf/1/properties/units",
@@ -224,7 +240,7 @@ mod tests {
         let schema: serde_json::Value =
             serde_json::from_str(&crate::plan::schema::plan_schema_json()).expect("schema parses");
         let cases = cases();
-        assert_eq!(cases.len(), 12);
+        assert_eq!(cases.len(), 14);
         for c in cases {
             let node = schema
                 .pointer(c.pointer)

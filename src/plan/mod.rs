@@ -16,7 +16,9 @@ pub mod validate;
 use std::path::Path;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use model::{Backoff, Globals, InputDef, OnFailure, Plan, ResourceUse, RetryOn, Step};
+pub use model::{
+    Backoff, Globals, InputDef, OnFailure, Plan, Pool, PoolScope, ResourceUse, RetryOn, Step,
+};
 pub use validate::ValidPlan;
 
 /// Parse and validate a plan's text; `file` is the name errors are reported under.

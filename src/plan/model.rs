@@ -27,10 +27,12 @@ pub struct Plan {
     /// Values the person supplies at run time (`--input k=v` or the review screen).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, InputDef>,
-    /// Named resource pools and their capacities; capacity 1 is a mutex.
+    /// Named resource pools: a capacity (a pool of this run; 1 is a mutex),
+    /// or `{"capacity": N, "scope": "host"}` for a pool shared by every
+    /// plandeck run on the machine.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "pools_schema")]
-    pub resources: BTreeMap<String, u32>,
+    pub resources: BTreeMap<String, Pool>,
     /// The steps, in file order.
     pub steps: Vec<Step>,
     /// Extra failure-classification rules; they take precedence over the built-in ones.
@@ -97,10 +99,40 @@ fn pools_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "additionalProperties": {
-            "type": "integer",
-            "format": "uint32",
-            "minimum": limits::CAPACITY.min,
-            "maximum": limits::CAPACITY.max
+            "anyOf": [
+                {
+                    "description": "A pool of this run with this many units.",
+                    "type": "integer",
+                    "format": "uint32",
+                    "minimum": limits::CAPACITY.min,
+                    "maximum": limits::CAPACITY.max
+                },
+                {
+                    "description": "A pool with a scope: `run` (default) or `host` (shared by every plandeck run on the machine).",
+                    "type": "object",
+                    "properties": {
+                        "capacity": {
+                            "description": "Units available at once; 1 makes it a mutex.",
+                            "type": "integer",
+                            "format": "uint32",
+                            "minimum": limits::CAPACITY.min,
+                            "maximum": limits::CAPACITY.max
+                        },
+                        "scope": { "type": "string", "enum": ["run", "host"], "default": "run" }
+                    },
+                    "required": ["capacity"],
+                    "additionalProperties": false,
+                    "if": { "properties": { "scope": { "const": "host" } }, "required": ["scope"] },
+                    "then": {
+                        "properties": {
+                            "capacity": {
+                                "minimum": limits::HOST_CAPACITY.min,
+                                "maximum": limits::HOST_CAPACITY.max
+                            }
+                        }
+                    }
+                }
+            ]
         }
     })
 }
@@ -300,6 +332,85 @@ impl ResourceUse {
     }
 }
 
+/// A resource pool: a bare capacity is a pool of this run; the object form
+/// can make it a pool of the whole machine (`"scope": "host"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Pool {
+    /// A pool of this run with this many units.
+    Capacity(u32),
+    /// A pool with a scope.
+    Scoped(ScopedPool),
+}
+
+/// The object form of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedPool {
+    /// Units available at once; 1 makes it a mutex.
+    pub capacity: u32,
+    /// `run` (default): this run's own pool; `host`: shared by every plandeck
+    /// run on the machine, whatever its plan or database.
+    #[serde(default)]
+    pub scope: PoolScope,
+}
+
+/// Who shares a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolScope {
+    /// The steps of one run.
+    #[default]
+    Run,
+    /// Every plandeck run on this machine.
+    Host,
+}
+
+impl Pool {
+    pub fn capacity(&self) -> u32 {
+        match self {
+            Pool::Capacity(c) | Pool::Scoped(ScopedPool { capacity: c, .. }) => *c,
+        }
+    }
+    pub fn scope(&self) -> PoolScope {
+        match self {
+            Pool::Capacity(_) => PoolScope::Run,
+            Pool::Scoped(p) => p.scope,
+        }
+    }
+    pub fn is_host(&self) -> bool {
+        self.scope() == PoolScope::Host
+    }
+}
+
+/// By hand rather than `untagged`, so that a wrong pool gets a message that
+/// says what is wrong (at its place in the file) instead of "did not match
+/// any variant".
+impl<'de> Deserialize<'de> for Pool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pool, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pool;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a capacity (as in 1) or {"capacity": 1, "scope": "host"}"#)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Pool, E> {
+                u32::try_from(n).map(Pool::Capacity).map_err(|_| {
+                    E::custom(format!(
+                        "a pool's capacity must be at most {}, found {n}",
+                        u32::MAX
+                    ))
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Pool, A::Error> {
+                ScopedPool::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Pool::Scoped)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One entry of `retry_on`: `timeout`, `exit:N`, or an error class name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
@@ -466,6 +577,33 @@ mod tests {
             serde_json::from_str(r#"["apt",{"name":"net","units":2}]"#).expect("parses");
         assert_eq!((r[0].name(), r[0].units()), ("apt", 1));
         assert_eq!((r[1].name(), r[1].units()), ("net", 2));
+    }
+
+    #[test]
+    fn pool_forms() {
+        let r: BTreeMap<String, Pool> = serde_json::from_str(
+            r#"{"net": 3, "apt": {"capacity": 1, "scope": "host"}, "x": {"capacity": 2}}"#,
+        )
+        .expect("parses");
+        assert_eq!((r["net"].capacity(), r["net"].scope()), (3, PoolScope::Run));
+        assert_eq!((r["apt"].capacity(), r["apt"].is_host()), (1, true));
+        assert_eq!(r["x"].scope(), PoolScope::Run);
+        let back = serde_json::to_string(&r).expect("serializes");
+        assert_eq!(
+            back,
+            r#"{"apt":{"capacity":1,"scope":"host"},"net":3,"x":{"capacity":2,"scope":"run"}}"#
+        );
+        for bad in [
+            r#"-1"#,
+            r#""two""#,
+            r#"{"capacity": 1, "scope": "world"}"#,
+            r#"{"cap": 1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Pool>(bad).is_err(),
+                "{bad} is refused"
+            );
+        }
     }
 
     #[test]

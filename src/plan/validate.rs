@@ -249,8 +249,16 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
             );
         }
     }
-    for (pool, &cap) in &plan.resources {
-        if cap == 0 {
+    for (pool, def) in &plan.resources {
+        if def.is_host() && !valid_id(pool) {
+            r.error(
+                v.top("resources", Some(pool)),
+                None,
+                format!("host pool name '{pool}' is not a plain name: it names files shared by every run on the machine"),
+                Some("use only letters, digits, '_', '.' and '-'".into()),
+            );
+        }
+        if def.capacity() == 0 {
             r.error(
                 v.top("resources", Some(pool)),
                 None,
@@ -263,8 +271,13 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
                 v.top("resources", Some(pool)),
                 None,
                 &format!("resources.{pool}"),
-                u64::from(cap),
-                limits::CAPACITY,
+                u64::from(def.capacity()),
+                // Each unit of a host pool is a file on the machine.
+                if def.is_host() {
+                    limits::HOST_CAPACITY
+                } else {
+                    limits::CAPACITY
+                },
             );
         }
     }
@@ -463,7 +476,7 @@ fn check_steps(
         }
         for (j, res) in s.resources.iter().enumerate() {
             let at = v.element(i, "resources", j);
-            match plan.resources.get(res.name()) {
+            match plan.resources.get(res.name()).map(|p| p.capacity()) {
                 None => {
                     let hint = match did_you_mean(res.name(), plan.resources.keys().map(String::as_str)) {
                         Some(m) => format!("did you mean '{m}'?"),
@@ -474,7 +487,7 @@ fn check_steps(
                     };
                     r.error(at, id, format!("unknown resource '{}'", res.name()), Some(hint));
                 }
-                Some(&cap) if res.units() > cap && cap > 0 => r.error(
+                Some(cap) if res.units() > cap && cap > 0 => r.error(
                     at,
                     id,
                     format!(

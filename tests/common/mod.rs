@@ -127,9 +127,16 @@ impl Scratch {
             .arg(self.db())
             .current_dir(self.dir.path())
             .env_remove("PLANDECK_DB")
+            .env("PLANDECK_POOL_DIR", self.pools())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         p
+    }
+
+    /// The host pool directory of this test's runs (shared by all of them,
+    /// apart from every other test's).
+    pub fn pools(&self) -> PathBuf {
+        self.path("pools")
     }
 
     /// `plandeck run plan.json --yes --json EXTRA...` to its end.
@@ -551,6 +558,7 @@ impl Engine {
         let req = RunRequest {
             approval,
             stream_logs,
+            host_pool_dir: Some(scratch.pools()),
             ..RunRequest::new(
                 Arc::new(valid),
                 scratch.dir.path().to_path_buf(),

@@ -94,6 +94,7 @@ impl Term {
         cmd.cwd(l.cwd);
         cmd.env("TERM", "xterm-256color");
         cmd.env("NO_COLOR", "1");
+        cmd.env("PLANDECK_POOL_DIR", l.cwd.join("pools"));
         for (k, v) in &l.env {
             cmd.env(k, v);
         }

@@ -10,7 +10,12 @@ impl Core {
     pub(super) fn fits(&self, i: usize) -> bool {
         let step = &self.plan.plan.steps[i];
         let pools_ok = step.resources.iter().all(|r| {
-            let cap = self.plan.plan.resources.get(r.name()).copied().unwrap_or(0);
+            let cap = self
+                .plan
+                .plan
+                .resources
+                .get(r.name())
+                .map_or(0, |p| p.capacity());
             self.pools.get(r.name()).copied().unwrap_or(0) + r.units() <= cap
         });
         pools_ok && !self.files.conflicts(&self.schedule.files[i])
@@ -33,7 +38,7 @@ impl Core {
                     gate = gate.or(Some(i));
                     continue;
                 }
-                if self.fits(i) {
+                if self.fits(i) && self.take_host_pools(i) {
                     self.start_attempt(i);
                 }
             }
@@ -47,6 +52,31 @@ impl Core {
         }
         self.announce_waiting();
         self.check_done();
+    }
+
+    /// Take step `i`'s host-pool units; when another run holds them, the
+    /// step stays ready and says (once per change) who it waits for.
+    fn take_host_pools(&mut self, i: usize) -> bool {
+        if self.host_wants[i].is_empty() {
+            return true;
+        }
+        let id = self.plan.id(i).to_string();
+        match self.host.try_take(i, &id, &self.host_wants[i]) {
+            Ok(()) => {
+                self.host_wait[i] = None;
+                true
+            }
+            Err(why) => {
+                if self.host_wait[i].as_deref() != Some(why.as_str()) {
+                    self.host_wait[i] = Some(why.clone());
+                    // A step made ready in this pass is announced at its end, with the reason.
+                    if !self.unannounced.contains(&i) {
+                        self.emit_step(i, StepState::Ready, None, Some(why), None);
+                    }
+                }
+                false
+            }
+        }
     }
 
     pub(super) fn start_attempt(&mut self, i: usize) {
@@ -88,6 +118,9 @@ impl Core {
             }
         }
         self.files.release(&self.schedule.files[i]);
+        if !self.host_wants[i].is_empty() {
+            self.host.give_back(i);
+        }
     }
 
     // ----- attempt endings ----------------------------------------------

@@ -106,7 +106,8 @@ impl Core {
     pub(super) fn announce_waiting(&mut self) {
         for i in std::mem::take(&mut self.unannounced) {
             if self.steps[i].state == StepState::Ready {
-                self.emit_step(i, StepState::Ready, None, None, None);
+                let why = self.host_wait[i].clone();
+                self.emit_step(i, StepState::Ready, None, why, None);
             }
         }
     }

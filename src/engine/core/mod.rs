@@ -3,7 +3,10 @@
 //! with effects (events to persist, attempts to spawn, signals, timers).
 //!
 //! Pure: no processes, no store, no clock beyond event timestamps. The
-//! driver (`engine::driver`) performs the effects. Invariants: a dependent
+//! driver (`engine::driver`) performs the effects. The one door to the
+//! machine is the `HostPools` the driver hands in: host-pool units are
+//! taken by a try that never blocks, and a step that could not get them
+//! stays ready until the driver's next `Input::Poll`. Invariants: a dependent
 //! starts only after its dependency's ending is durable; a pool's capacity,
 //! `max_concurrency` and file conflicts are never exceeded; every state
 //! change is an event with the next sequence number.
@@ -19,6 +22,7 @@ use super::api::{
     AttemptEnd, CapturedOutput, Command, Event, EventKind, Role, RunState, StepState,
 };
 use super::files::FileLocks;
+use super::hostpool::{HostPools, Want};
 use super::policy;
 use super::runner::{Control, Outcome};
 use crate::dag::Schedule;
@@ -128,6 +132,8 @@ pub enum Input {
     },
     /// plandeck is stopping; leave the run resumable.
     Interrupt,
+    /// Look again at what could start (a host pool may have been freed).
+    Poll,
 }
 
 /// What the core asks the driver to do.
@@ -181,6 +187,11 @@ pub struct Core {
     by_rank: Vec<usize>,
     running: usize,
     pools: BTreeMap<String, u32>,
+    /// Units of host pools (shared with other runs), taken per step.
+    host: Box<dyn HostPools>,
+    /// Per step: its host-pool wants, and why it last waited for them.
+    host_wants: Vec<Vec<Want>>,
+    host_wait: Vec<Option<String>>,
     files: FileLocks,
     unfinished: usize,
     ending: Option<Ending>,
@@ -203,6 +214,8 @@ pub struct CoreConfig {
     /// The environment `env.NAME` reads in conditions.
     pub env: BTreeMap<String, String>,
     pub seed: u64,
+    /// Host pools (`NoHostPools` when the plan has none).
+    pub host: Box<dyn HostPools>,
 }
 
 impl Core {
@@ -235,6 +248,25 @@ impl Core {
             s.pending_deps = cfg.plan.deps[i].len();
         }
         let unfinished = (0..n).filter(|&i| !cfg.plan.fallback_only[i]).count();
+        let host_wants = cfg
+            .plan
+            .plan
+            .steps
+            .iter()
+            .map(|s| {
+                s.resources
+                    .iter()
+                    .filter_map(|r| {
+                        let pool = cfg.plan.plan.resources.get(r.name())?;
+                        pool.is_host().then(|| Want {
+                            pool: r.name().to_string(),
+                            capacity: pool.capacity(),
+                            units: r.units(),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         Core {
             run_id: cfg.run_id,
             max_concurrency: cfg.max_concurrency.max(1) as usize,
@@ -253,6 +285,9 @@ impl Core {
             by_rank,
             running: 0,
             pools: BTreeMap::new(),
+            host: cfg.host,
+            host_wants,
+            host_wait: vec![None; n],
             files: FileLocks::default(),
             unfinished,
             ending: None,
@@ -291,6 +326,18 @@ impl Core {
     /// Record a warning event.
     pub fn warn(&mut self, message: String) {
         self.emit(EventKind::Warning { message });
+    }
+
+    /// A ready step waits for a host pool another run holds: poll again
+    /// (`Input::Poll`) in a moment, as no event of this run will free it.
+    pub fn waits_on_host_pool(&self) -> bool {
+        self.state == RunState::Running
+            && self.ending.is_none()
+            && self
+                .host_wait
+                .iter()
+                .zip(&self.steps)
+                .any(|(w, s)| w.is_some() && s.state == StepState::Ready)
     }
 
     /// Paused with nothing running: a headless front end may leave now.
@@ -371,6 +418,7 @@ impl Core {
                 }
             }
             Input::Interrupt => self.begin_ending(Ending::Interrupt),
+            Input::Poll => {}
         }
         self.pump();
     }
