@@ -126,6 +126,7 @@ fn pools_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                     "then": {
                         "properties": {
                             "capacity": {
+                                "type": "integer",
                                 "minimum": limits::HOST_CAPACITY.min,
                                 "maximum": limits::HOST_CAPACITY.max
                             }
