@@ -1,6 +1,6 @@
 //! The terminal UI without a terminal: the app driven through its session
 //! over a real store in a temporary directory, frames rendered into a
-//! `TestBackend` and compared with snapshots at 80×24 and 160×48.
+//! `TestBackend` and compared with snapshots at 80×24, 120×36 and 200×50, and below 80×24.
 
 mod common;
 
@@ -16,7 +16,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use common::Scratch;
 
-const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+const SIZES: [(u16, u16); 3] = [(80, 24), (120, 36), (200, 50)];
 
 fn backend(db: &Path) -> StoreBackend {
     StoreBackend {
@@ -119,6 +119,19 @@ fn invalid_plan_opens_on_the_error_view() {
             "file:line:col shown"
         );
         insta::assert_snapshot!(format!("error-cycle-{w}x{h}"), frame);
+    }
+}
+
+#[test]
+fn screens_below_80x24_stay_readable() {
+    let sc = Scratch::new();
+    let db = sc.db();
+    seed_runs(sc.dir.path(), &db);
+    for (w, h) in [(64, 18)] {
+        let s = session(&db, Target::Plan("plans/demo.json".into()), (w, h));
+        let frame = render(&s);
+        assert!(frame.contains("prepare"), "step names stay: {frame}");
+        insta::assert_snapshot!(format!("review-demo-{w}x{h}"), frame);
     }
 }
 
@@ -259,7 +272,8 @@ fn approving_runs_the_plan_and_shows_step_states() {
     let mut s = session(&db, Target::Plan(plan.clone()), (80, 24));
     key(&mut s, 'a');
     assert!(s.app.run.is_none(), "a required input blocks approval");
-    s.handle(Msg::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+    assert!(render(&s).contains("(required)"), "the empty field says so");
+    key(&mut s, 'i');
     for c in "s3".chars() {
         key(&mut s, c);
     }
@@ -334,4 +348,29 @@ fn a_stored_failed_run_shows_its_feed_and_remediation() {
         frame.contains("Abort the run"),
         "the remediation actions are listed: {frame}"
     );
+}
+
+#[test]
+fn step_lists_of_every_bundled_plan_keep_names_whole_when_there_is_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    for plan in plans() {
+        for (w, h) in SIZES {
+            let s = session(&db, Target::Plan(plan.clone()), (w, h));
+            let (table, rows) = views::dag::step_list(&s.app).expect("a step list");
+            for cells in &rows {
+                for pair in table.fields(cells).windows(2) {
+                    let (a, b) = (&pair[0].0, &pair[1].0);
+                    assert!(a.x + a.w < b.x, "{plan:?} at {w}x{h}: fields touch");
+                }
+            }
+            if w >= 120 {
+                for cells in &rows {
+                    let id: String = cells[1].iter().map(|s| s.content.as_ref()).collect();
+                    let shown = &table.fields(cells)[1].1;
+                    assert_eq!(shown, &id, "{plan:?} at {w}x{h}: a name cut");
+                }
+            }
+        }
+    }
 }

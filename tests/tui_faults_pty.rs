@@ -153,7 +153,7 @@ fn hanging_up_during_a_flood_leaves_the_run_resumable() {
     let dir = tempfile::tempdir().expect("tempdir");
     plan(dir.path(), FLOOD);
     let mut t = start(dir.path(), None, "flood");
-    t.wait_line("flood output", 10, |l| l.contains("││  y "));
+    t.wait_line("flood output", 10, |l| l.contains("│  y "));
     t.hang_up();
     t.wait_status(5);
     let run = assert_resumable(dir.path());

@@ -15,7 +15,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+const SIZES: [(u16, u16); 4] = [(64, 18), (80, 24), (120, 36), (200, 50)];
 const PLAN: &str = r#"{"name":"ship","steps":[
  {"id":"fetch","run":"true"},
  {"id":"build","run":"make","depends_on":["fetch"],"retries":2},
@@ -221,9 +221,21 @@ fn run_screen_failed_step_with_remediation() {
         let mut f = failed(size);
         let frame = f.render();
         assert!(frame.contains("exit_code"));
-        assert!(frame.contains("make: *** [all] Error 1"), "stderr tail");
-        assert!(frame.contains("2 Clean, then retry"));
         insta::assert_snapshot!(format!("run-failed-{}x{}", size.0, size.1), frame);
+        if size.1 < 24 {
+            // A short panel scrolls: focus it (tab, tab) and go to its end.
+            let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
+            f.app.update(Msg::Key(tab));
+            f.app.update(Msg::Key(tab));
+            f.key('G');
+            let frame = f.render();
+            assert!(frame.contains("Abort the run"), "{frame}");
+            f.key('g');
+            f.app.update(Msg::Key(tab));
+        } else {
+            assert!(frame.contains("make: *** [all] Error 1"), "stderr tail");
+            assert!(frame.contains("2 Clean, then retry"), "{frame}");
+        }
         // 2: fix then retry shows the command and asks first.
         f.key('2');
         let frame = f.render();
@@ -346,4 +358,70 @@ fn the_wheel_scrolls_the_pane_under_the_pointer() {
     // Over the feed: it takes the focus.
     wheel(&mut f, MouseEventKind::ScrollUp, centre(areas.bottom));
     assert_eq!(f.app.run.as_ref().expect("run").focus, Focus::Events);
+}
+
+/// Every field of a laid-out row sits inside its column and a blank cell
+/// separates it from the next, in the row as drawn too.
+fn assert_spaced(what: &str, table: &views::table::Table, cells: &[views::table::Cell<'_>]) {
+    let fields = table.fields(cells);
+    let drawn: Vec<char> = table
+        .line(cells.to_vec())
+        .spans
+        .iter()
+        .flat_map(|s| s.content.chars().collect::<Vec<_>>())
+        .collect();
+    for (p, text) in &fields {
+        assert!(
+            views::table::width(text) <= p.w,
+            "{what}: '{text}' wider than its column ({})",
+            p.w
+        );
+    }
+    for pair in fields.windows(2) {
+        let ((a, at), (b, bt)) = (&pair[0], &pair[1]);
+        assert!(
+            a.x + a.w < b.x,
+            "{what}: '{at}' and '{bt}' touch ({a:?} {b:?})"
+        );
+        assert_eq!(
+            drawn.get(a.x + a.w),
+            Some(&' '),
+            "{what}: no space after '{at}' in {:?}",
+            drawn.iter().collect::<String>()
+        );
+    }
+    if let Some((last, _)) = fields.last() {
+        assert!(
+            last.x + last.w <= table.width,
+            "{what}: row wider than its table"
+        );
+    }
+}
+
+#[test]
+fn step_list_and_remediation_rows_keep_their_fields_apart() {
+    for size in SIZES {
+        let mut f = failed(size);
+        f.step("lint", 2, StepState::Retrying, None);
+        let what = format!("{}x{}", size.0, size.1);
+        let (table, rows) = views::dag::step_list(&f.app).expect("a step list");
+        assert!(!rows.is_empty());
+        assert!(
+            table.shows(1) && table.shows(2),
+            "{what}: name and state are never dropped"
+        );
+        for cells in &rows {
+            assert_spaced(&format!("steps {what}"), &table, cells);
+        }
+        let r = f.app.run.as_ref().expect("run");
+        let o = r.offers[1].as_ref().expect("an offer on build");
+        let w = views::areas(&f.app).bottom.width.saturating_sub(2) as usize;
+        let p = views::run::remediation_panel(r, o, views::Theme { color: false }, w);
+        for row in p.left.iter().chain(&p.right) {
+            assert_spaced(&format!("remediation {what}"), &row.table, &row.cells);
+        }
+        if let Some(split) = p.split {
+            assert!(p.left.iter().all(|r| r.table.width <= split));
+        }
+    }
 }

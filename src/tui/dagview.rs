@@ -9,6 +9,9 @@ use super::keymap::Action;
 use crate::dag::layout::{BOX_W, GraphRow, SLOT_H, WaveMap, graph_rows};
 use crate::plan::ValidPlan;
 
+/// Rows the graph list's column headers take above the steps.
+pub const LIST_HEADER: usize = 1;
+
 /// Which form of the DAG is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DagMode {
@@ -169,7 +172,7 @@ impl DagView {
         self.scroll = super::app::fit_scroll(
             self.scroll,
             self.row_of.get(self.selected).copied().unwrap_or(0),
-            h,
+            h.saturating_sub(LIST_HEADER).max(1),
         );
         if let Some(map) = &self.map
             && let Some(&(x, y)) = map.canvas.boxes.get(self.selected)
@@ -195,7 +198,11 @@ impl DagView {
     /// Select what was clicked at (`x`, `y`) inside the view.
     pub fn click(&mut self, x: usize, y: usize) {
         match self.mode {
-            DagMode::List => self.select_row(self.scroll + y),
+            DagMode::List => {
+                if let Some(y) = y.checked_sub(LIST_HEADER) {
+                    self.select_row(self.scroll + y);
+                }
+            }
             DagMode::Map => {
                 let (cx, cy) = (x + self.map_scroll.0, y + self.map_scroll.1);
                 if let Some(map) = &self.map

@@ -38,6 +38,8 @@ pub enum Action {
     PrevAttempt,
     NextAttempt,
     FullLog,
+    /// Log: wrap long lines on / off.
+    Wrap,
     /// A numbered remediation action (the digit pressed).
     Remedy,
 }
@@ -256,7 +258,13 @@ const REVIEW: &[Binding] = &[
         "edit",
     ),
     b(
-        &[Code(KeyCode::Tab), Char('i')],
+        &[Code(KeyCode::Tab)],
+        Action::FocusNext,
+        "switch panes: steps, step definition (arrows then scroll it)",
+        "pane",
+    ),
+    b(
+        &[Char('i')],
         Action::Inputs,
         "enter the plan's inputs",
         "inputs",
@@ -365,6 +373,12 @@ const RUN: &[Binding] = &[
         Action::FullLog,
         "log full screen on / off",
         "zoom",
+    ),
+    b(
+        &[Char('w')],
+        Action::Wrap,
+        "log: wrap long lines on / off (off: ←/→ scroll sideways)",
+        "",
     ),
     HELP,
     b(

@@ -91,6 +91,10 @@ pub struct LogView {
     pub hit: Option<usize>,
     /// The log takes the whole body.
     pub full: bool,
+    /// Long lines wrap (`w`); otherwise they are cut at the pane's edge
+    /// and scroll sideways from column `left`.
+    pub wrap: bool,
+    pub left: usize,
     pub stored: Option<StoredLog>,
 }
 

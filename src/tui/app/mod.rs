@@ -24,7 +24,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, Mous
 use chrono::{DateTime, Utc};
 
 pub use self::prompt::Prompt;
-pub use self::review::{InputField, Review};
+pub use self::review::{InputField, Review, ReviewFocus};
 pub use self::run_actions::Confirm;
 pub use self::run_view::{LogSource, RunView};
 pub use self::runs_view::{Item, RunsView};
@@ -136,6 +136,8 @@ pub struct App {
     /// Ticks seen while a run is live (drives the spinner).
     pub ticks: u64,
     pub confirm: Option<Confirm>,
+    /// First visible row of the help.
+    pub help_top: usize,
     /// Waiting for the engine to stop before leaving the run screen.
     pub leaving: bool,
     leave_ticks: u32,
@@ -163,6 +165,7 @@ impl App {
             quit: false,
             ticks: 0,
             confirm: None,
+            help_top: 0,
             leaving: false,
             leave_ticks: 0,
             clock: None,
@@ -408,11 +411,15 @@ impl App {
         if let Some(c) = self.confirm.clone() {
             return self.confirm_key(c, k);
         }
+        let action = keymap::action(self.screen, &k);
         if self.help {
-            self.help = false;
+            match action {
+                Some(a) if a.scrolls() => self.scroll_help(a),
+                _ => self.help = false,
+            }
             return vec![];
         }
-        let Some(action) = keymap::action(self.screen, &k) else {
+        let Some(action) = action else {
             return vec![];
         };
         if !self.leaving {
@@ -433,6 +440,7 @@ impl App {
             (_, Action::Quit) => self.leave_all(),
             (_, Action::Help) => {
                 self.help = true;
+                self.help_top = 0;
                 vec![]
             }
             (_, Action::Back) => self.back(),
@@ -493,6 +501,28 @@ impl App {
                 self.prompt = Some(Prompt::Search(String::new()));
                 vec![]
             }
+            (Screen::Review, Action::FocusNext) => {
+                if let Some(r) = &mut self.review {
+                    r.focus = match r.focus {
+                        ReviewFocus::Steps => ReviewFocus::Step,
+                        ReviewFocus::Step => ReviewFocus::Steps,
+                    };
+                }
+                vec![]
+            }
+            (Screen::Review, a)
+                if a.scrolls()
+                    && self
+                        .review
+                        .as_ref()
+                        .is_some_and(|r| r.focus == ReviewFocus::Step) =>
+            {
+                let (len, h) = super::views::review::detail_len(self);
+                if let Some(r) = &mut self.review {
+                    r.detail_top = scroll::step(a, r.detail_top, len, h);
+                }
+                vec![]
+            }
             (_, a) => {
                 let plan = match self.screen {
                     Screen::Review => self.review.as_ref().map(|r| r.plan.clone()),
@@ -502,20 +532,41 @@ impl App {
                 if let (Some(plan), Some(d)) = (plan, self.dag_mut()) {
                     d.act(&plan, a, size);
                 }
+                if let Some(r) = &mut self.review {
+                    r.detail_top = 0;
+                }
                 vec![]
             }
         }
+    }
+
+    fn scroll_help(&mut self, a: Action) {
+        let (len, h) = super::views::help::size(self);
+        self.help_top = scroll::step(a, self.help_top, len, h);
     }
 
     /// On the Run screen, the pane under the pointer takes the focus, so
     /// the wheel scrolls what it is over: the DAG's selection, the log, or
     /// the event feed.
     fn focus_pane_at(&mut self, x: u16, y: u16) {
+        let at = (x, y).into();
+        if self.screen == Screen::Review {
+            let focus = if super::views::dag_area(self).contains(at) {
+                ReviewFocus::Steps
+            } else if super::views::review::detail_area(self).contains(at) {
+                ReviewFocus::Step
+            } else {
+                return;
+            };
+            if let Some(r) = &mut self.review {
+                r.focus = focus;
+            }
+            return;
+        }
         if self.screen != Screen::Run || self.run.is_none() {
             return;
         }
         let areas = super::views::areas(self);
-        let at = (x, y).into();
         let focus = if areas.dag.contains(at) {
             live::Focus::Steps
         } else if areas.side.contains(at) {
@@ -532,9 +583,21 @@ impl App {
 
     fn mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
         let scroll = |app: &mut App, a: Action| {
+            if app.help {
+                for _ in 0..3 {
+                    app.scroll_help(a);
+                }
+                return vec![];
+            }
             app.focus_pane_at(m.column, m.row);
             let lines = match app.run.as_ref().map(|r| r.focus) {
                 Some(live::Focus::Log | live::Focus::Events) if app.screen == Screen::Run => 3,
+                _ if app.review.as_ref().is_some_and(|r| {
+                    r.focus == ReviewFocus::Step && app.screen == Screen::Review
+                }) =>
+                {
+                    3
+                }
                 _ => 1,
             };
             (0..lines).flat_map(|_| app.act(a)).collect()

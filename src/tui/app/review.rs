@@ -27,6 +27,15 @@ pub struct InputField {
     pub description: Option<String>,
 }
 
+/// The review pane that takes movement keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReviewFocus {
+    #[default]
+    Steps,
+    /// The selected step's definition.
+    Step,
+}
+
 /// The review screen's state.
 #[derive(Debug, Clone)]
 pub struct Review {
@@ -37,6 +46,9 @@ pub struct Review {
     pub dag: DagView,
     pub inputs: Vec<InputField>,
     pub notice: Option<String>,
+    pub focus: ReviewFocus,
+    /// First visible row of the Step pane.
+    pub detail_top: usize,
 }
 
 impl App {
@@ -84,6 +96,8 @@ impl App {
             dag,
             inputs,
             notice,
+            focus: ReviewFocus::Steps,
+            detail_top: 0,
         });
         self.screen = Screen::Review;
         self.error = None;

@@ -16,6 +16,9 @@ use crate::engine::api::{Command, RunState, StepState};
 use crate::tui::keymap::{Action, Screen};
 use crate::tui::live::Focus;
 
+/// Columns a sideways scroll of the log moves.
+const HSCROLL: usize = 8;
+
 /// A question the person must answer before something happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Confirm {
@@ -142,6 +145,11 @@ impl App {
     /// The run screen's own actions; `None`: not one of them.
     pub(super) fn run_action(&mut self, a: Action) -> Option<Vec<Effect>> {
         let log_h = crate::tui::views::run::log_height(self);
+        let panel_len = crate::tui::views::run::remediation_len(self);
+        let panel_h = crate::tui::views::areas(self)
+            .bottom
+            .height
+            .saturating_sub(2) as usize;
         let r = self.run.as_mut()?;
         let i = r.dag.selected;
         let id = r.plan.id(i).to_string();
@@ -165,6 +173,23 @@ impl App {
                 if r.log.full {
                     r.focus = Focus::Log;
                 }
+                None
+            }
+            Action::Wrap => {
+                r.log.wrap = !r.log.wrap;
+                r.log.left = 0;
+                say(if r.log.wrap {
+                    "log: long lines wrap".into()
+                } else {
+                    "log: long lines are cut (←/→ scroll sideways)".into()
+                })
+            }
+            Action::Left | Action::Right if in_log && !r.log.wrap => {
+                r.log.left = if a == Action::Left {
+                    r.log.left.saturating_sub(HSCROLL)
+                } else {
+                    (r.log.left + HSCROLL).min(crate::tui::live::LINE_CHARS)
+                };
                 None
             }
             Action::PrevAttempt | Action::NextAttempt => {
@@ -300,6 +325,20 @@ impl App {
                     None
                 }
             }
+            a if a.scrolls() && r.focus == Focus::Events && panel_len > 0 => {
+                let h = panel_h.max(1);
+                let end = panel_len.saturating_sub(h);
+                r.panel_top = match a {
+                    Action::Up => r.panel_top.saturating_sub(1),
+                    Action::Down => r.panel_top + 1,
+                    Action::PageUp => r.panel_top.saturating_sub(h),
+                    Action::PageDown => r.panel_top + h,
+                    Action::Top => 0,
+                    _ => end,
+                }
+                .min(end);
+                None
+            }
             a if a.scrolls() && r.focus == Focus::Events => {
                 r.feed_top = follow_scroll(
                     a,
@@ -333,6 +372,7 @@ impl App {
             r.log.attempt = None;
             r.log.top = None;
             r.log.hit = None;
+            r.panel_top = 0;
         }
         self.load_output()
     }

@@ -49,6 +49,8 @@ pub struct RunView {
     pub tails: Vec<Option<String>>,
     pub log: LogView,
     pub focus: Focus,
+    /// First visible row of the remediation panel.
+    pub panel_top: usize,
     /// Steps that were running when a stored run stopped.
     pub was_running: Vec<usize>,
 }
@@ -86,6 +88,7 @@ impl RunView {
             tails: vec![None; n],
             log: LogView::default(),
             focus: Focus::Steps,
+            panel_top: 0,
             was_running: Vec::new(),
             plan,
         }

@@ -37,3 +37,18 @@ pub fn fit_scroll(scroll: usize, selected: usize, height: usize) -> usize {
         scroll
     }
 }
+
+/// Scroll a pane of `len` rows showing `height` at once: the new top row.
+pub(super) fn step(a: Action, top: usize, len: usize, height: usize) -> usize {
+    let h = height.max(1);
+    let end = len.saturating_sub(h);
+    match a {
+        Action::Up => top.saturating_sub(1),
+        Action::Down => top + 1,
+        Action::PageUp => top.saturating_sub(h),
+        Action::PageDown => top + h,
+        Action::Top => 0,
+        _ => end,
+    }
+    .min(end)
+}

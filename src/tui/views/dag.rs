@@ -6,9 +6,9 @@ use ratatui::Frame;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::Block;
+use ratatui::text::Span;
 
+use super::table::{self, Cell, Col, Table, cell};
 use super::{Theme, clip, step_glyph};
 use crate::dag::layout::{BOX_W, LEFT, RIGHT, SLOT_H, glyph};
 use crate::engine::api::StepState;
@@ -20,8 +20,12 @@ pub struct Status<'a> {
     pub states: Option<&'a [StepState]>,
     /// Right-hand text per step (estimate or duration).
     pub right: &'a dyn Fn(usize) -> String,
+    /// Attempts per step (run screen): `2/3` while retrying, `2` after.
+    pub attempts: Option<&'a dyn Fn(usize) -> String>,
     /// The spinner frame drawn for running steps.
     pub spin: Option<char>,
+    /// The pane has the focus.
+    pub focused: bool,
 }
 
 fn glyph_of(st: &Status, state: StepState) -> char {
@@ -40,7 +44,7 @@ pub fn draw(f: &mut Frame, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, 
             d.map.as_ref().map_or(0, |m| m.order.len())
         ),
     };
-    let block = Block::bordered().title(Span::styled(title, t.title()));
+    let block = super::pane(t, st.focused, title.trim().to_string(), t.title());
     let inner = block.inner(area);
     f.render_widget(block, area);
     match d.mode {
@@ -55,8 +59,35 @@ fn state_of(st: &Status, i: usize) -> StepState {
         .unwrap_or(StepState::Pending)
 }
 
-fn list(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st: &Status) {
-    let h = area.height as usize;
+/// The step list's columns: graph, name, state (run screen only),
+/// description, lane, kind, duration, attempts (run screen only).
+pub fn list_cols(states: bool, attempts: bool, width: usize) -> Vec<Col> {
+    let mut cols = vec![
+        Col::keep("", 1, (width / 3).max(1)),
+        Col::keep("step", 6, 32),
+    ];
+    if states {
+        cols.push(Col::keep("state", 7, 11));
+    }
+    cols.push(Col::optional("description", 1, 60).grow(10));
+    cols.push(Col::optional("lane", 2, 12));
+    cols.push(Col::optional("kind", 3, 12));
+    cols.push(Col::optional(if states { "took" } else { "est." }, 4, 9).right());
+    if attempts {
+        cols.push(Col::optional("att.", 5, 5).right());
+    }
+    cols
+}
+
+/// The step list's rows in view, laid out: the table and each row's cells.
+pub fn list_rows(
+    area: Rect,
+    t: Theme,
+    plan: &ValidPlan,
+    d: &DagView,
+    st: &Status,
+) -> (Table, Vec<(usize, Vec<Cell<'static>>)>) {
+    let h = (area.height as usize).saturating_sub(1);
     let scroll = crate::tui::app::fit_scroll(
         d.scroll,
         d.row_of.get(d.selected).copied().unwrap_or(0),
@@ -64,65 +95,93 @@ fn list(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, s
     );
     let visible = &d.rows[scroll.min(d.rows.len())..(scroll + h).min(d.rows.len())];
     let width = area.width as usize;
-    let graph_w = visible
-        .iter()
-        .map(|r| r.cells.len())
-        .max()
-        .unwrap_or(0)
-        .min(width / 3);
-    let id_w = visible
-        .iter()
-        .map(|r| plan.id(r.node).chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(24);
-    for (k, row) in visible.iter().enumerate() {
+    let cols = list_cols(st.states.is_some(), st.attempts.is_some(), width);
+    let mut natural = vec![0usize; cols.len()];
+    let mut rows = Vec::new();
+    for row in visible {
         let i = row.node;
         let step = &plan.plan.steps[i];
         let state = state_of(st, i);
         let g = glyph_of(st, state);
-        let mut graph: String = row.text(g).chars().take(graph_w).collect();
-        if row.cells.len() > graph_w {
-            graph.pop();
-            graph.push('…');
-        }
-        let graph = format!("{graph:<graph_w$}");
-        let right = (st.right)(i);
-        let lane = step.lane.as_deref().unwrap_or("");
-        let mut spans = Vec::new();
+        let graph = row.text(g);
         let (before, after) = split_at_glyph(&graph, 2 * row.col);
-        spans.push(Span::styled(before, t.dim()));
-        if 2 * row.col < graph_w {
-            spans.push(Span::styled(g.to_string(), t.step(state)));
-        }
-        spans.push(Span::styled(after, t.dim()));
-        spans.push(Span::raw(" "));
-        let id = format!("{:<id_w$}", clip(step.id(), id_w));
-        let state_word = if st.states.is_some() {
-            format!(" {:<11}", state.as_str())
-        } else {
-            String::new()
-        };
-        let fixed = graph_w + 1 + id_w + state_word.chars().count() + 1;
-        let right_w = right.chars().count() + lane.chars().count() + 3;
-        let name_w = width.saturating_sub(fixed + right_w);
-        let name = clip(step.name.as_deref().unwrap_or(""), name_w);
         let mut id_style = Style::new();
         if d.matches(plan, i) {
             id_style = id_style.add_modifier(Modifier::UNDERLINED | Modifier::BOLD);
         }
-        spans.push(Span::styled(id, id_style));
-        spans.push(Span::styled(state_word, t.step(state)));
-        spans.push(Span::raw(format!(" {name:<name_w$}")));
-        if !lane.is_empty() {
-            spans.push(Span::styled(format!(" {lane}"), t.lane(lane)));
+        let mut cells: Vec<Cell> = vec![
+            vec![
+                Span::styled(before, t.dim()),
+                Span::styled(g.to_string(), t.step(state)),
+                Span::styled(after, t.dim()),
+            ],
+            cell(step.id(), id_style),
+        ];
+        if st.states.is_some() {
+            cells.push(cell(state.as_str(), t.step(state)));
         }
-        spans.push(Span::styled(format!(" {right}"), t.dim()));
-        let mut line = Line::from(spans);
+        let lane = step.lane.as_deref().unwrap_or("");
+        cells.push(cell(step.name.as_deref().unwrap_or(""), Style::new()));
+        cells.push(cell(lane, t.lane(lane)));
+        cells.push(cell(step.kind.as_deref().unwrap_or(""), t.dim()));
+        cells.push(cell((st.right)(i), t.dim()));
+        if let Some(a) = st.attempts {
+            cells.push(cell(a(i), t.dim()));
+        }
+        for (n, c) in natural.iter_mut().zip(&cells) {
+            *n = (*n).max(c.iter().map(|s| table::width(&s.content)).sum());
+        }
+        rows.push((i, cells));
+    }
+    (Table::fit(&cols, &natural, width), rows)
+}
+
+/// The step list of the current screen as laid out now: its table and the
+/// cells of each row in view (for checks of the layout).
+pub fn step_list(app: &crate::tui::app::App) -> Option<(Table, Vec<Vec<Cell<'static>>>)> {
+    let area = super::dag_area(app);
+    let inner = Rect::new(
+        area.x + 1,
+        area.y + 1,
+        area.width.saturating_sub(2),
+        area.height.saturating_sub(2),
+    );
+    let t = Theme::of(app);
+    let strip = |(tb, rows): (Table, Vec<(usize, Vec<Cell<'static>>)>)| {
+        (tb, rows.into_iter().map(|(_, c)| c).collect())
+    };
+    if let (crate::tui::keymap::Screen::Run, Some(r)) = (app.screen, &app.run) {
+        return Some(super::run::with_status(app, r, |st| {
+            strip(list_rows(inner, t, &r.plan, &r.dag, st))
+        }));
+    }
+    if let (crate::tui::keymap::Screen::Review, Some(r)) = (app.screen, &app.review) {
+        return Some(super::review::with_status(app, r, |st| {
+            strip(list_rows(inner, t, &r.plan, &r.dag, st))
+        }));
+    }
+    None
+}
+
+fn list(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st: &Status) {
+    if area.height == 0 {
+        return;
+    }
+    let (table, rows) = list_rows(area, t, plan, d, st);
+    buf.set_line(
+        area.x,
+        area.y,
+        &table.header(t.dim().add_modifier(Modifier::BOLD)),
+        area.width,
+    );
+    for (k, (i, cells)) in rows.into_iter().enumerate() {
+        let mut line = table.line(cells);
+        let pad = (area.width as usize).saturating_sub(line.width());
+        line.spans.push(Span::raw(" ".repeat(pad)));
         if i == d.selected {
             line = line.style(t.selected());
         }
-        let y = area.y + k as u16;
+        let y = area.y + 1 + k as u16;
         buf.set_line(area.x, y, &line, area.width);
     }
 }

@@ -3,13 +3,14 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::widgets::{Clear, Paragraph};
 
 use super::Theme;
 use crate::tui::app::App;
 use crate::tui::keymap::{self, Screen};
 
-pub fn draw(f: &mut Frame, app: &App) {
+/// The help's lines and the popup they are drawn in.
+fn layout(app: &App) -> (Vec<Line<'static>>, Rect) {
     let t = Theme::of(app);
     let bindings = keymap::bindings(app.screen);
     let keys: Vec<String> = bindings.iter().map(keymap::keys_label).collect();
@@ -24,7 +25,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             ])
         })
         .collect();
-    let area = f.area();
+    let area = Rect::new(0, 0, app.size.0, app.size.1);
     let w = (lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3).min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect::new(
@@ -33,6 +34,21 @@ pub fn draw(f: &mut Frame, app: &App) {
         w,
         h,
     );
+    (lines, popup)
+}
+
+/// Rows of the help and rows it shows at once.
+pub fn size(app: &App) -> (usize, usize) {
+    let (lines, popup) = layout(app);
+    (lines.len(), popup.height.saturating_sub(2) as usize)
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let t = Theme::of(app);
+    let (lines, popup) = layout(app);
+    let h = popup.height.saturating_sub(2) as usize;
+    let top = app.help_top.min(lines.len().saturating_sub(h));
+    let len = lines.len();
     let name = match app.screen {
         Screen::Runs => "Runs",
         Screen::Review => "Review",
@@ -41,11 +57,14 @@ pub fn draw(f: &mut Frame, app: &App) {
     };
     f.render_widget(Clear, popup);
     f.render_widget(
-        Paragraph::new(lines).block(
-            Block::bordered()
-                .title(Span::styled(format!(" Keys: {name} "), t.title()))
-                .title_bottom(" any key closes "),
+        Paragraph::new(lines.into_iter().skip(top).take(h).collect::<Vec<_>>()).block(
+            super::pane(t, true, format!("Keys: {name}"), t.title()).title_bottom(if len > h {
+                " ↑/↓ scroll · any other key closes "
+            } else {
+                " any key closes "
+            }),
         ),
         popup,
     );
+    super::scrollbar(f, popup, top, len, h);
 }

@@ -8,12 +8,13 @@ pub mod help;
 pub mod review;
 pub mod run;
 pub mod runs;
+pub mod table;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Block, BorderType, Paragraph};
 
 use super::app::{App, MIN_SIZE, Prompt};
 use super::keymap::{self, Screen};
@@ -188,6 +189,40 @@ impl Theme {
             .fold(7usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         self.fg(PALETTE[h % PALETTE.len()])
     }
+}
+
+/// A pane's frame. The focused pane has a thick border and a `▶` before
+/// its title, so the focus shows without colour (`NO_COLOR`) too.
+pub fn pane<'a>(t: Theme, focused: bool, title: impl Into<String>, style: Style) -> Block<'a> {
+    let title = title.into();
+    let block = Block::bordered();
+    if focused {
+        block
+            .border_type(BorderType::Thick)
+            .border_style(t.fg(Color::Cyan))
+            .title(Span::styled(
+                format!(" ▶ {title} "),
+                style.add_modifier(Modifier::BOLD),
+            ))
+    } else {
+        block.title(Span::styled(format!(" {title} "), style))
+    }
+}
+
+/// Where a scrolled pane is, written on its bottom border: `3-8/20`.
+pub fn scrollbar(f: &mut Frame, area: Rect, top: usize, len: usize, h: usize) {
+    if len <= h || area.height < 2 || area.width < 4 {
+        return;
+    }
+    let text = format!(" {}-{}/{} ", top + 1, (top + h).min(len), len);
+    let w = (text.chars().count() as u16).min(area.width.saturating_sub(2));
+    let x = area.right().saturating_sub(w + 1);
+    f.render_widget(Paragraph::new(text), Rect::new(x, area.bottom() - 1, w, 1));
+}
+
+/// `n` and the noun, in the singular for one: `1 step`, `3 steps`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The glyph of a step state.

@@ -4,66 +4,47 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Modifier;
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
-use super::{Theme, clip, duration};
+use super::table::{self, Col, Row, Table, cell};
+use super::{Theme, clip, duration, plural};
 use crate::dag::{ConflictKind, Schedule};
 use crate::plan::{OnFailure, ValidPlan};
-use crate::tui::app::{App, Prompt, Review};
+use crate::tui::app::{App, Prompt, Review, ReviewFocus};
 
 pub fn draw(f: &mut Frame, app: &App) {
     let Some(r) = &app.review else { return };
     let t = Theme::of(app);
     let a = super::areas(app);
     header(f, a.header, t, r);
-    let est = |i: usize| {
-        r.estimates
-            .get(i)
-            .copied()
-            .flatten()
-            .map_or("—".to_string(), |s| format!("~{}", duration(s)))
-    };
-    super::dag::draw(
-        f,
-        a.dag,
-        t,
-        &r.plan,
-        &r.dag,
-        &super::dag::Status {
-            states: None,
-            right: &est,
-            spin: None,
-        },
-    );
-    let inputs_h = if r.inputs.is_empty() {
-        0
-    } else {
-        r.inputs.len() as u16 + 2
-    };
-    let warn_h = if r.plan.warnings.is_empty() {
-        0
-    } else {
-        (r.plan.warnings.len() as u16 + 2).min(a.side.height / 3)
-    };
-    let [inputs, detail, warnings] = Layout::vertical([
-        Constraint::Length(inputs_h),
-        Constraint::Min(0),
-        Constraint::Length(warn_h),
-    ])
-    .areas(a.side);
-    if inputs_h > 0 {
+    with_status(app, r, |st| {
+        super::dag::draw(f, a.dag, t, &r.plan, &r.dag, st)
+    });
+    let [inputs, detail, warnings] = side_areas(app, r);
+    if inputs.height > 0 {
         draw_inputs(f, inputs, t, app, r);
     }
-    let lines = step_lines(t, &r.plan, &r.schedule, r.dag.selected);
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(Span::styled(" Step ", t.title()))),
-        detail,
+    let focused = r.focus == ReviewFocus::Step && app.prompt.is_none();
+    let block = super::pane(t, focused, "Step", t.title());
+    let inner = block.inner(detail);
+    f.render_widget(block, detail);
+    let lines = step_lines(
+        t,
+        &r.plan,
+        &r.schedule,
+        r.dag.selected,
+        inner.width as usize,
     );
-    if warn_h > 0 {
+    let h = inner.height as usize;
+    let top = r.detail_top.min(lines.len().saturating_sub(h));
+    f.render_widget(
+        Paragraph::new(lines.iter().skip(top).take(h).cloned().collect::<Vec<_>>()),
+        inner,
+    );
+    super::scrollbar(f, detail, top, lines.len(), h);
+    if warnings.height > 0 {
         let lines: Vec<Line> = r
             .plan
             .warnings
@@ -79,13 +60,74 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
 }
 
+/// Call `f` with what the step list shows of a plan under review: the
+/// estimates.
+pub fn with_status<R>(app: &App, r: &Review, f: impl FnOnce(&super::dag::Status) -> R) -> R {
+    let est = |i: usize| {
+        r.estimates
+            .get(i)
+            .copied()
+            .flatten()
+            .map_or("—".to_string(), |s| format!("~{}", duration(s)))
+    };
+    f(&super::dag::Status {
+        states: None,
+        right: &est,
+        attempts: None,
+        spin: None,
+        focused: r.focus == ReviewFocus::Steps && app.prompt.is_none(),
+    })
+}
+
+/// The side column: inputs, the step's definition, warnings.
+fn side_areas(app: &App, r: &Review) -> [Rect; 3] {
+    let side = super::areas(app).side;
+    let inputs_h = if r.inputs.is_empty() {
+        0
+    } else {
+        (r.inputs.len() as u16 + 2).min(side.height / 3)
+    };
+    let warn_h = if r.plan.warnings.is_empty() {
+        0
+    } else {
+        (r.plan.warnings.len() as u16 + 2).min(side.height / 4)
+    };
+    Layout::vertical([
+        Constraint::Length(inputs_h),
+        Constraint::Min(0),
+        Constraint::Length(warn_h),
+    ])
+    .areas(side)
+}
+
+/// The Step pane's frame.
+pub fn detail_area(app: &App) -> Rect {
+    app.review
+        .as_ref()
+        .map_or(Rect::default(), |r| side_areas(app, r)[1])
+}
+
+/// Rows of the Step pane's text, and rows it shows at once.
+pub fn detail_len(app: &App) -> (usize, usize) {
+    let Some(r) = &app.review else { return (0, 0) };
+    let area = detail_area(app);
+    let lines = step_lines(
+        Theme::of(app),
+        &r.plan,
+        &r.schedule,
+        r.dag.selected,
+        area.width.saturating_sub(2) as usize,
+    );
+    (lines.len(), area.height.saturating_sub(2) as usize)
+}
+
 fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
     let p = &r.plan;
     let s = &r.schedule;
     let est = match s.estimate_sec {
         Some(e) => format!("~{}", duration(e)),
         None if s.unknown_on_path == s.critical_path.len() => "unknown (no history)".into(),
-        None => format!("unknown for {} step(s)", s.unknown_on_path),
+        None => format!("unknown for {}", plural(s.unknown_on_path, "step", "steps")),
     };
     let title = Line::from(vec![
         Span::styled("Review ", t.title()),
@@ -93,13 +135,17 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
         Span::styled(format!("  {}", r.path.display()), t.dim()),
     ]);
     let stats = Line::from(format!(
-        "{} steps · {} waves · critical path {} steps · estimate {} · {} conflicts · {} implicit deps",
-        p.len(),
-        s.waves.len(),
-        s.critical_path.len(),
+        "{} · {} · critical path {} long · estimate {} · {} · {}",
+        plural(p.len(), "step", "steps"),
+        plural(s.waves.len(), "wave", "waves"),
+        plural(s.critical_path.len(), "step", "steps"),
         est,
-        s.conflicts.len(),
-        p.implicit_deps.len()
+        plural(s.conflicts.len(), "conflict", "conflicts"),
+        plural(
+            p.implicit_deps.len(),
+            "implicit dependency",
+            "implicit dependencies"
+        )
     ));
     let third = match &r.notice {
         Some(n) => Line::from(Span::styled(
@@ -119,81 +165,134 @@ fn draw_inputs(f: &mut Frame, area: Rect, t: Theme, app: &App, r: &Review) {
         Some(Prompt::Input(i)) => Some(i),
         _ => None,
     };
-    let nw = r.inputs.iter().map(|i| i.name.len()).max().unwrap_or(0);
+    let block = super::pane(
+        t,
+        focus.is_some(),
+        format!("Inputs · {} (i)", plural(r.inputs.len(), "input", "inputs")),
+        t.title(),
+    );
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let cols = [
+        Col::keep("", 1, 1),
+        Col::keep("name", 4, 24),
+        Col::keep("value", 8, 40),
+        Col::optional("", 1, 10),
+        Col::optional("description", 2, 80).grow(8),
+    ];
+    let value_w = r
+        .inputs
+        .iter()
+        .map(|i| table::width(&i.value) + 1)
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let natural = [
+        1,
+        r.inputs
+            .iter()
+            .map(|i| table::width(&i.name))
+            .max()
+            .unwrap_or(0),
+        value_w,
+        if r.inputs.iter().any(|i| i.secret) {
+            8
+        } else {
+            0
+        },
+        r.inputs
+            .iter()
+            .filter_map(|i| i.description.as_deref())
+            .map(table::width)
+            .max()
+            .unwrap_or(0),
+    ];
+    let table = Table::fit(&cols, &natural, inner.width as usize);
+    let h = inner.height as usize;
+    let top = crate::tui::app::fit_scroll(0, focus.unwrap_or(0), h.max(1));
     let lines: Vec<Line> = r
         .inputs
         .iter()
         .enumerate()
+        .skip(top)
+        .take(h)
         .map(|(k, i)| {
             let shown = if i.secret {
                 "•".repeat(i.value.chars().count())
             } else {
                 i.value.clone()
             };
-            let cursor = if focus == Some(k) { "▏" } else { "" };
-            let mut spans = vec![
-                Span::styled(
-                    format!("{}{:<nw$} ", if i.required { "*" } else { " " }, i.name),
-                    t.key(),
-                ),
-                Span::raw(format!("{shown}{cursor}")),
-            ];
-            if let Some(d) = &i.description {
-                spans.push(Span::styled(format!("  {d}"), t.dim()));
-            }
-            let mut line = Line::from(spans);
-            if focus == Some(k) {
+            let editing = focus == Some(k);
+            let value = if editing {
+                format!("{shown}▏")
+            } else if i.value.is_empty() && i.required {
+                "(required)".to_string()
+            } else if i.value.is_empty() {
+                "—".to_string()
+            } else {
+                shown
+            };
+            let value_style = if !editing && i.value.is_empty() && i.required {
+                t.warn()
+            } else {
+                Style::new()
+            };
+            let mut line = table.line(vec![
+                cell(if i.required { "*" } else { "" }, t.key()),
+                cell(i.name.clone(), t.key()),
+                cell(value, value_style),
+                cell(if i.secret { "secret" } else { "" }, t.dim()),
+                cell(i.description.clone().unwrap_or_default(), t.dim()),
+            ]);
+            if editing {
                 line = line.style(t.selected());
             }
             line
         })
         .collect();
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(Block::bordered().title(Span::styled(" Inputs (tab) ", t.title()))),
-        area,
-    );
+    f.render_widget(Paragraph::new(lines), inner);
 }
 
+/// Width of the Step pane's labels (`depends on`).
+const LABEL_W: usize = 10;
+
 /// The full definition of step `i`, with secret values masked.
-pub fn step_lines(t: Theme, plan: &ValidPlan, schedule: &Schedule, i: usize) -> Vec<Line<'static>> {
+pub fn step_lines(
+    t: Theme,
+    plan: &ValidPlan,
+    schedule: &Schedule,
+    i: usize,
+    width: usize,
+) -> Vec<Line<'static>> {
     let Some(s) = plan.plan.steps.get(i) else {
         return Vec::new();
     };
     let g = &plan.plan.globals;
     let mut out: Vec<Line<'static>> = Vec::new();
-    let field = |k: &str, v: String| {
-        Line::from(vec![
-            Span::styled(format!("{k:<11}"), t.key()),
-            Span::raw(v),
-        ])
-    };
-    out.push(Line::from(vec![
-        Span::styled(s.id().to_string(), t.title()),
-        Span::raw(
-            s.name
-                .as_ref()
-                .map(|n| format!("  {n}"))
-                .unwrap_or_default(),
-        ),
-    ]));
+    let mut title = vec![Span::styled(s.id().to_string(), t.title())];
+    if let Some(n) = &s.name {
+        title.push(Span::raw(format!("  {n}")));
+    }
+    out.push(Line::from(title));
     if let Some(d) = &s.description {
-        out.push(Line::from(Span::styled(d.clone(), t.dim())));
+        for l in table::wrap(d, width.max(1), 0) {
+            out.push(Line::from(Span::styled(l, t.dim())));
+        }
     }
-    let cmd = s.command_line();
-    let mut cmd_lines = cmd.lines();
-    out.push(field(
-        if s.run.is_some() { "run" } else { "command" },
-        cmd_lines.next().unwrap_or("").to_string(),
-    ));
-    for l in cmd_lines {
-        out.push(Line::from(format!("           {l}")));
-    }
+    let labels = table::label_table(LABEL_W, width.max(LABEL_W + 2));
     let mut kv = |k: &str, v: String| {
         if !v.is_empty() {
-            out.push(field(k, v));
+            out.extend(
+                table::labelled(&labels, k, t.key(), &v, Style::new())
+                    .iter()
+                    .map(Row::line),
+            );
         }
     };
+    kv(
+        if s.run.is_some() { "run" } else { "command" },
+        s.command_line().trim_end().to_string(),
+    );
     kv("kind", s.kind.clone().unwrap_or_default());
     kv("lane", s.lane.clone().unwrap_or_default());
     let deps: Vec<String> = plan.deps[i]
@@ -299,7 +398,7 @@ pub fn step_lines(t: Theme, plan: &ValidPlan, schedule: &Schedule, i: usize) -> 
         kv("role", "runs only as a fallback".into());
     }
     if schedule.critical_path.contains(&i) {
-        kv("critical path", "on it".into());
+        kv("schedule", "on the critical path".into());
     }
     for c in &schedule.conflicts {
         if c.steps.contains(&i) {

@@ -8,6 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
+use super::table::{self, Col, Row, Table, cell};
 use super::{Theme, clip, duration, step_glyph};
 use crate::engine::api::{RunState, StepState, Stream};
 use crate::tui::app::{App, Confirm, RunView};
@@ -29,57 +30,60 @@ pub fn log_height(app: &App) -> usize {
     super::areas(app).side.height.saturating_sub(2) as usize
 }
 
-fn focus_style(t: Theme, on: bool) -> Style {
-    if on { t.key() } else { t.title() }
-}
-
 pub fn draw(f: &mut Frame, app: &App) {
     let Some(r) = &app.run else { return };
     let t = Theme::of(app);
     let a = super::areas(app);
     header(f, app, r, t, a.header);
     if !r.log.full {
-        let spin = spinner(app);
-        let now = app.clock;
-        let running = r.running_for(now);
-        let right = |i: usize| -> String {
-            match r.steps.get(i).copied() {
-                Some(StepState::Running) => running
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .map(|s| duration(s.floor()))
-                    .unwrap_or_default(),
-                Some(StepState::Retrying) => {
-                    let m = r.plan.plan.steps[i].retries + 1;
-                    format!("attempt {}/{m}", r.attempts[i] + 1)
-                }
-                _ => match (r.durations.get(i).copied().flatten(), r.attempts.get(i)) {
-                    (Some(ms), Some(&n)) if n > 1 => {
-                        format!("{} ({n} att.)", duration(ms as f64 / 1000.0))
-                    }
-                    (Some(ms), _) => duration(ms as f64 / 1000.0),
-                    _ => String::new(),
-                },
-            }
-        };
-        super::dag::draw(
-            f,
-            a.dag,
-            t,
-            &r.plan,
-            &r.dag,
-            &super::dag::Status {
-                states: Some(&r.steps),
-                right: &right,
-                spin: r.live.then_some(spin),
-            },
-        );
+        with_status(app, r, |st| {
+            super::dag::draw(f, a.dag, t, &r.plan, &r.dag, st)
+        });
     }
     log_pane(f, app, r, t, a.side);
     if a.bottom.height > 0 {
         bottom(f, app, r, t, a.bottom);
     }
+}
+
+/// Call `f` with what the step list shows of the run's steps: states,
+/// durations (running for, or took), attempts.
+pub fn with_status<R>(app: &App, r: &RunView, f: impl FnOnce(&super::dag::Status) -> R) -> R {
+    let running = r.running_for(app.clock);
+    let right = |i: usize| -> String {
+        match r.steps.get(i).copied() {
+            Some(StepState::Running) => running
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|s| duration(s.floor()))
+                .unwrap_or_default(),
+            _ => r
+                .durations
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|ms| duration(ms as f64 / 1000.0))
+                .unwrap_or_default(),
+        }
+    };
+    let attempts = |i: usize| -> String {
+        let n = r.attempts.get(i).copied().unwrap_or(0);
+        let m = r.plan.plan.steps[i].retries + 1;
+        match r.steps.get(i).copied() {
+            Some(StepState::Running) if m > 1 => format!("{n}/{m}"),
+            Some(StepState::Retrying) => format!("{}/{m}", n + 1),
+            _ if n > 1 => n.to_string(),
+            _ => String::new(),
+        }
+    };
+    f(&super::dag::Status {
+        states: Some(&r.steps),
+        right: &right,
+        attempts: Some(&attempts),
+        spin: r.live.then_some(spinner(app)),
+        focused: r.focus == Focus::Steps,
+    })
 }
 
 fn header(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
@@ -150,31 +154,58 @@ fn log_pane(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
     let n = r.log_attempt();
     let lines = r.log_lines();
     let h = area.height.saturating_sub(2) as usize;
+    let width = area.width.saturating_sub(2) as usize;
     let len = lines.map_or(0, |l| l.len());
-    let bottom = len.saturating_sub(h);
+    let needle = r.log.search.to_lowercase();
+    let rows_of = |k: usize| -> usize {
+        if !r.log.wrap {
+            return 1;
+        }
+        let n = lines
+            .and_then(|l| l.get(k))
+            .map_or(0, |l| table::width(&l.text));
+        n.div_ceil(width.saturating_sub(2).max(1)).max(1)
+    };
+    // Following: as many of the last lines as fill the pane.
+    let mut bottom = len;
+    let mut used = 0;
+    while bottom > 0 && used + rows_of(bottom - 1) <= h.max(1) {
+        used += rows_of(bottom - 1);
+        bottom -= 1;
+    }
     let top = r.log.top.unwrap_or(bottom).min(bottom);
-    let mut title = format!(" Log {} ", r.plan.id(i));
+    let mut title = format!("Log {} ", r.plan.id(i));
     if latest > 0 {
         title.push_str(&format!("· attempt {n}/{latest} "));
     }
     title.push_str(if r.log.top.is_none() {
-        "· follow "
+        "· follow"
     } else {
-        "· scrolled "
+        "· scrolled"
     });
     if matches!(lines, Some(crate::tui::app::LogSource::Stored(_))) {
-        title.push_str("· stored ");
+        title.push_str(" · stored");
+    }
+    title.push_str(if r.log.wrap { " · wrap" } else { "" });
+    if !r.log.wrap && r.log.left > 0 {
+        title.push_str(&format!(" · col {}", r.log.left + 1));
     }
     if !r.log.search.is_empty() {
-        title.push_str(&format!("· /{} ", clip(&r.log.search, 16)));
+        let (at, total) = match lines {
+            Some(l) => match_count(&l, &needle, r.log.hit),
+            None => (0, 0),
+        };
+        title.push_str(&format!(" · /{} ", clip(&r.log.search, 16)));
+        title.push_str(&if at > 0 {
+            format!("{at}/{total}")
+        } else {
+            format!("{total} {}", if total == 1 { "match" } else { "matches" })
+        });
     }
-    let block = Block::bordered().title(Span::styled(
-        title,
-        focus_style(t, r.focus == Focus::Log || r.log.full),
-    ));
+    let focused = r.focus == Focus::Log || r.log.full;
+    let block = super::pane(t, focused, title, t.title());
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let width = inner.width as usize;
     let mut out: Vec<Line> = Vec::new();
     match lines {
         None => out.push(Line::from(Span::styled("loading…", t.dim()))),
@@ -187,28 +218,130 @@ fn log_pane(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
             out.push(Line::from(Span::styled(msg, t.dim())));
         }
         Some(l) => {
-            let needle = r.log.search.to_lowercase();
-            for k in top..(top + h).min(len) {
+            let mut k = top;
+            while out.len() < h {
                 let Some(line) = l.get(k) else { break };
-                let (mark, style) = match line.stream {
-                    Stream::Stdout => ("  ", Style::new()),
-                    Stream::Stderr => ("┃ ", t.fg(Color::Red)),
-                };
-                let mut style = style;
-                if r.log.hit == Some(k) {
-                    style = style.add_modifier(Modifier::REVERSED);
-                } else if !needle.is_empty() && line.text.to_lowercase().contains(&needle) {
-                    style = style.add_modifier(Modifier::BOLD);
-                }
-                out.push(Line::from(vec![
-                    Span::styled(mark, t.fg(Color::Red)),
-                    Span::styled(clip(&line.text, width.saturating_sub(2)), style),
-                ]));
+                out.extend(log_rows(
+                    t,
+                    line,
+                    &needle,
+                    r.log.hit == Some(k),
+                    width,
+                    r.log.wrap,
+                    r.log.left,
+                ));
+                k += 1;
             }
+            out.truncate(h);
         }
     }
     f.render_widget(Paragraph::new(out), inner);
     let _ = app;
+}
+
+/// The current match's rank among the lines matching `needle` and how many
+/// lines match.
+fn match_count(
+    l: &crate::tui::app::LogSource<'_>,
+    needle: &str,
+    hit: Option<usize>,
+) -> (usize, usize) {
+    let mut total = 0;
+    let mut at = 0;
+    for k in 0..l.len() {
+        if l.get(k)
+            .is_some_and(|x| x.text.to_lowercase().contains(needle))
+        {
+            total += 1;
+            if hit == Some(k) {
+                at = total;
+            }
+        }
+    }
+    (at, total)
+}
+
+/// Screen rows of one log line: a stream mark (`┃` for stderr), the text
+/// with each match of `needle` highlighted, wrapped to `width` or cut with
+/// `…` from column `left`.
+pub fn log_rows<'a>(
+    t: Theme,
+    line: &crate::tui::live::LogLine,
+    needle: &str,
+    current: bool,
+    width: usize,
+    wrap: bool,
+    left: usize,
+) -> Vec<Line<'a>> {
+    let (mark, base) = match line.stream {
+        Stream::Stdout => ("  ", Style::new()),
+        Stream::Stderr => ("┃ ", t.fg(Color::Red)),
+    };
+    let matched = base.add_modifier(Modifier::REVERSED);
+    let matched = if current {
+        matched.add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+    } else {
+        matched
+    };
+    // Per character: whether it is inside a match.
+    let chars: Vec<char> = line.text.chars().collect();
+    let mut hit = vec![false; chars.len()];
+    if !needle.is_empty() {
+        let lower: Vec<char> = line.text.to_lowercase().chars().collect();
+        let nd: Vec<char> = needle.chars().collect();
+        if lower.len() == chars.len() {
+            let mut k = 0;
+            while k + nd.len() <= lower.len() {
+                if lower[k..k + nd.len()] == nd[..] {
+                    hit[k..k + nd.len()].iter_mut().for_each(|h| *h = true);
+                    k += nd.len();
+                } else {
+                    k += 1;
+                }
+            }
+        }
+    }
+    let spans_of = |from: usize, to: usize| -> Vec<Span<'a>> {
+        let mut spans = Vec::new();
+        let mut k = from;
+        while k < to {
+            let on = hit[k];
+            let mut e = k;
+            while e < to && hit[e] == on {
+                e += 1;
+            }
+            let text: String = chars[k..e].iter().collect();
+            spans.push(Span::styled(text, if on { matched } else { base }));
+            k = e;
+        }
+        spans
+    };
+    let w = width.saturating_sub(2).max(1);
+    let mark_style = t.fg(Color::Red);
+    if wrap {
+        let mut out = Vec::new();
+        let mut k = 0;
+        loop {
+            let e = (k + w).min(chars.len());
+            let mut spans = vec![Span::styled(mark, mark_style)];
+            spans.extend(spans_of(k, e));
+            out.push(Line::from(spans));
+            k = e;
+            if k >= chars.len() {
+                break;
+            }
+        }
+        return out;
+    }
+    let from = left.min(chars.len());
+    let mut spans = vec![Span::styled(mark, mark_style)];
+    if chars.len() - from > w {
+        spans.extend(spans_of(from, from + w - 1));
+        spans.push(Span::styled("…", t.dim()));
+    } else {
+        spans.extend(spans_of(from, chars.len()));
+    }
+    vec![Line::from(spans)]
 }
 
 fn bottom(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
@@ -231,10 +364,12 @@ fn bottom(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
 }
 
 fn feed(f: &mut Frame, r: &RunView, t: Theme, area: Rect) {
-    let block = Block::bordered().title(Span::styled(
-        format!(" Events ({}) ", r.feed.len()),
-        focus_style(t, r.focus == Focus::Events),
-    ));
+    let block = super::pane(
+        t,
+        r.focus == Focus::Events,
+        format!("Events ({})", r.feed.len()),
+        t.title(),
+    );
     let inner = block.inner(area);
     f.render_widget(block, area);
     let h = inner.height as usize;
@@ -269,54 +404,169 @@ fn feed(f: &mut Frame, r: &RunView, t: Theme, area: Rect) {
     f.render_widget(Paragraph::new(lines), inner);
 }
 
+/// The remediation panel of a failed step laid out for `width` cells:
+/// the explanation, cause and stderr tail (labels in their own column,
+/// wrapped values under their value), then the numbered actions. Wide
+/// panels put the actions beside the rest (`right`), narrow ones below.
+pub struct Panel<'a> {
+    pub left: Vec<Row<'a>>,
+    pub right: Vec<Row<'a>>,
+    /// Width of the left column when side by side.
+    pub split: Option<usize>,
+}
+
+/// Inner widths from which the actions go beside the explanation.
+const SIDE_BY_SIDE: usize = 70;
+
+pub fn remediation_panel<'a>(r: &RunView, o: &live::Offer, t: Theme, width: usize) -> Panel<'a> {
+    let i = r.dag.selected;
+    let split = (width >= SIDE_BY_SIDE).then_some(width * 55 / 100);
+    let lw = split.unwrap_or(width);
+    let kv = table::label_table(7, lw);
+    let mut left = Vec::new();
+    left.extend(table::labelled(
+        &kv,
+        "error",
+        t.error(),
+        &format!("{}: {}", o.error_class, sanitize(&o.explanation)),
+        Style::new(),
+    ));
+    left.extend(table::labelled(
+        &kv,
+        "cause",
+        t.dim(),
+        &sanitize(&o.cause),
+        Style::new(),
+    ));
+    if let Some(tail) = &r.tails[i] {
+        let tail: Vec<&str> = tail.lines().collect();
+        for (k, l) in tail[tail.len().saturating_sub(10)..].iter().enumerate() {
+            left.extend(table::labelled(
+                &kv,
+                if k == 0 { "stderr" } else { "" },
+                t.dim(),
+                &format!("┃ {}", sanitize(l)),
+                t.fg(Color::Red),
+            ));
+        }
+    }
+    let rw = split.map_or(width, |s| width.saturating_sub(s + 2));
+    let cols = [
+        Col::keep("#", 1, 1).right(),
+        Col::keep("press a number", 8, 48),
+        Col::optional("fix command", 1, 80).grow(8),
+    ];
+    let label_w = o
+        .actions
+        .iter()
+        .map(|a| table::width(a.label()))
+        .max()
+        .unwrap_or(0);
+    let cmd_w = o
+        .actions
+        .iter()
+        .filter_map(|a| a.command())
+        .map(table::width)
+        .max()
+        .unwrap_or(0);
+    // Commands go beside their labels only when each fits whole.
+    let beside = cmd_w > 0 && 1 + 1 + label_w + 1 + cmd_w <= rw;
+    let acts = std::rc::Rc::new(Table::fit(
+        &cols,
+        &[1, label_w, if beside { cmd_w } else { 0 }],
+        rw,
+    ));
+    let under = table::label_table(2, rw);
+    let head = t.dim().add_modifier(Modifier::BOLD);
+    let mut right = vec![Row::new(
+        &acts,
+        vec![
+            cell("#", head),
+            cell("press a number", head),
+            cell(if beside { "fix command" } else { "" }, head),
+        ],
+    )];
+    for (k, a) in o.actions.iter().enumerate() {
+        right.push(Row::new(
+            &acts,
+            vec![
+                cell((k + 1).to_string(), t.key()),
+                cell(a.label().to_string(), Style::new()),
+                cell(a.command().unwrap_or("").to_string(), t.dim()),
+            ],
+        ));
+        if let (Some(c), false) = (a.command(), beside) {
+            right.extend(table::labelled(
+                &under,
+                "",
+                t.dim(),
+                &format!("$ {c}"),
+                t.dim(),
+            ));
+        }
+    }
+    if split.is_none() {
+        left.extend(right);
+        right = Vec::new();
+    }
+    Panel { left, right, split }
+}
+
+/// Rows of the remediation panel of the selected step, if it shows one.
+pub fn remediation_len(app: &App) -> usize {
+    let Some(r) = &app.run else { return 0 };
+    let i = r.dag.selected;
+    if r.steps.get(i) != Some(&StepState::Failed) {
+        return 0;
+    }
+    let Some(o) = r.offers.get(i).and_then(Option::as_ref) else {
+        return 0;
+    };
+    let w = super::areas(app).bottom.width.saturating_sub(2) as usize;
+    let p = remediation_panel(r, o, Theme::of(app), w);
+    p.left.len().max(p.right.len())
+}
+
 fn remediation(f: &mut Frame, r: &RunView, o: &live::Offer, t: Theme, area: Rect) {
     let i = r.dag.selected;
-    let block = Block::bordered().title(Span::styled(
+    let focused = r.focus == Focus::Events;
+    let block = super::pane(
+        t,
+        focused,
         format!(
-            " {} failed · {} · attempt {} ",
+            "{} failed · {} · attempt {}",
             r.plan.id(i),
             o.error_class,
             o.attempt
         ),
         t.error(),
-    ));
+    );
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(inner);
-    let mut lines = vec![
-        Line::from(vec![
-            Span::styled(o.error_class.to_string(), t.error()),
-            Span::raw(format!(": {}", sanitize(&o.explanation))),
-        ]),
-        Line::from(vec![
-            Span::styled("cause ", t.dim()),
-            Span::raw(sanitize(&o.cause)),
-        ]),
-    ];
-    if let Some(tail) = &r.tails[i] {
-        lines.push(Line::from(Span::styled("stderr", t.dim())));
-        let tail: Vec<&str> = tail.lines().collect();
-        for l in &tail[tail.len().saturating_sub(3)..] {
-            lines.push(Line::from(vec![
-                Span::styled("┃ ", t.fg(Color::Red)),
-                Span::raw(sanitize(l)),
-            ]));
+    let p = remediation_panel(r, o, t, inner.width as usize);
+    let h = inner.height as usize;
+    let len = p.left.len().max(p.right.len());
+    let top = r.panel_top.min(len.saturating_sub(h));
+    let draw = |f: &mut Frame, rows: &[Row], x: u16, w: u16| {
+        let lines: Vec<Line> = rows.iter().skip(top).take(h).map(Row::line).collect();
+        f.render_widget(
+            Paragraph::new(lines),
+            Rect::new(x, inner.y, w, inner.height),
+        );
+    };
+    match p.split {
+        Some(s) => {
+            draw(f, &p.left, inner.x, s as u16);
+            draw(
+                f,
+                &p.right,
+                inner.x + s as u16 + 2,
+                inner.width.saturating_sub(s as u16 + 2),
+            );
         }
+        None => draw(f, &p.left, inner.x, inner.width),
     }
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
-    let mut acts = vec![Line::from(Span::styled("press a number:", t.dim()))];
-    for (k, a) in o.actions.iter().enumerate() {
-        let mut spans = vec![
-            Span::styled(format!("{} ", k + 1), t.key()),
-            Span::raw(a.label().to_string()),
-        ];
-        if let Some(c) = a.command() {
-            spans.push(Span::styled(format!(": {c}"), t.dim()));
-        }
-        acts.push(Line::from(spans));
-    }
-    f.render_widget(Paragraph::new(acts).wrap(Wrap { trim: false }), right);
+    super::scrollbar(f, area, top, len, h);
 }
 
 fn summary(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {

@@ -1,0 +1,109 @@
+//! Panes in a real pseudo-terminal under `NO_COLOR=1`: the wheel over the
+//! Review screen's Step pane scrolls it (not the step list), the focus shows
+//! as a marked, thick frame without colour, and the log pane wraps on `w`
+//! and counts the matches of a search. Waits are on screen contents, always
+//! bounded.
+
+#[path = "common/pty.rs"]
+mod pty;
+
+use pty::{Term, plan};
+
+/// A wheel event at a cell (0-based), as an SGR mouse report.
+fn wheel(t: &mut Term, down: bool, col: u16, row: u16) {
+    let button = if down { 65 } else { 64 };
+    t.press(&format!("\x1b[<{button};{};{}M", col + 1, row + 1));
+}
+
+/// The step list's side of the screen row holding `what`, inside the frame.
+fn row_of(t: &Term, what: &str) -> Option<String> {
+    t.text()
+        .lines()
+        .find(|l| l.contains(what))
+        .map(|l| l.chars().skip(1).take(60).collect())
+}
+
+#[test]
+fn the_wheel_scrolls_the_step_pane_and_the_focus_shows_without_colour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script: Vec<String> = (1..=60).map(|k| format!("echo line-{k}")).collect();
+    let json = format!(
+        r#"{{"name":"tall","steps":[{{"id":"first","run":"{}"}},{{"id":"second","run":"true","depends_on":["first"]}}]}}"#,
+        script.join("\\n")
+    );
+    plan(dir.path(), &json);
+    let mut t = Term::open(dir.path(), &["plan.json"]);
+    t.wait_for("Review tall", 30);
+    t.wait_for("▶ Steps", 5);
+    // The Step pane is on the right half; its position shows on its border.
+    t.wait_line("the Step pane's position", 5, |l| l.contains(" 1-"));
+    wheel(&mut t, true, 100, 12);
+    t.wait_line("the Step pane scrolled by the wheel", 5, |l| {
+        l.contains(" 4-")
+    });
+    t.wait_for("▶ Step ", 5);
+    assert!(
+        t.text()
+            .lines()
+            .any(|l| l.contains("┏ ▶ Step ━") && l.contains("┌ Steps")),
+        "the focused pane has a thick frame:\n{}",
+        t.text()
+    );
+    let first = row_of(&t, " first ").expect("the first step's row");
+    assert!(
+        !t.text().contains("▶ Steps"),
+        "the focus moved off the step list"
+    );
+    // Tab gives the focus back to the step list; its selection never moved.
+    t.press("\t");
+    t.wait_for("▶ Steps", 5);
+    assert_eq!(row_of(&t, " first ").as_deref(), Some(first.as_str()));
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+}
+
+#[test]
+fn the_log_wraps_on_w_and_a_search_counts_its_matches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "x".repeat(150);
+    plan(
+        dir.path(),
+        &format!(
+            r#"{{"name":"talk","steps":[{{"id":"say","run":"for k in 1 2 3 4 5 6 7; do echo match-$k; done; echo start-{long}-end"}}]}}"#
+        ),
+    );
+    let mut t = Term::open(dir.path(), &["plan.json"]);
+    t.wait_for("Review talk", 30);
+    t.press("a");
+    t.wait_for("Run talk", 15);
+    t.wait_step("say", "succeeded", 30);
+    t.wait_for("start-xxx", 10);
+    assert!(
+        !t.text().contains("-end"),
+        "unwrapped: the long line is cut"
+    );
+    t.press("\t");
+    t.wait_for("▶ Log say", 5);
+    t.press("w");
+    t.wait_for("· wrap", 5);
+    t.wait_for("xxx-end", 5);
+    t.press("w");
+    t.wait_line("wrap off again", 5, |l| {
+        l.contains("▶ Log say") && !l.contains("wrap")
+    });
+    // Sideways: the end of the long line comes into view.
+    for _ in 0..13 {
+        t.press("l");
+    }
+    t.wait_for("xxx-end", 5);
+    t.press("/");
+    t.press("match");
+    t.press("\r");
+    t.wait_for("/match 7/7", 5);
+    t.press("n");
+    t.wait_for("/match 6/7", 5);
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+}
