@@ -84,23 +84,31 @@ pub(super) fn open_run(db: Option<&Path>, prefix: &str) -> Result<(Connection, R
 pub(super) struct RunView {
     pub row: RunRow,
     pub state: RunState,
+    /// Why it is paused, interrupted or failed, as shown (`api::why`).
+    pub reason: Option<String>,
     /// The owner's description while it is alive.
     pub owner: Option<String>,
 }
 
 impl RunView {
     pub fn new(row: RunRow) -> RunView {
-        let owner = if row.state.is_terminal() {
-            None
-        } else {
-            ownership::live_owner(&row)
-        };
-        let state = if !row.state.is_terminal() && owner.is_none() {
-            RunState::Interrupted
-        } else {
-            row.state
-        };
-        RunView { row, state, owner }
+        let shown = ownership::shown(&row);
+        RunView {
+            row,
+            state: shown.state,
+            reason: shown.reason,
+            owner: shown.owner,
+        }
+    }
+
+    /// The reason column: why it stopped, or the failures a succeeded run let pass.
+    pub fn reason_text(&self, failed: usize) -> String {
+        match (self.state, &self.reason) {
+            (RunState::Succeeded, _) if failed > 0 => format!("{failed} failed (continued)"),
+            (RunState::Succeeded, _) => String::new(),
+            (_, Some(r)) => r.clone(),
+            (_, None) => String::new(),
+        }
     }
 
     /// Whether a process still drives the run (the run can change).
@@ -211,19 +219,22 @@ struct RunJson<'a> {
     stored_state: RunState,
     owner_alive: bool,
     created_at: &'a str,
-    reason: Option<&'a str>,
+    reason: Option<String>,
 }
 
 /// `plandeck runs`.
 pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
-    let rows = match open_store(db) {
-        Ok(Some(conn)) => match queries::list_runs(&conn) {
-            Ok(rows) => rows,
-            Err(e) => return store_fail(&conn, e),
-        },
-        Ok(None) => Vec::new(),
+    let (rows, failed) = match open_store(db) {
+        Ok(Some(conn)) => {
+            match queries::list_runs(&conn).and_then(|r| Ok((r, queries::failed_steps(&conn)?))) {
+                Ok(rows) => rows,
+                Err(e) => return store_fail(&conn, e),
+            }
+        }
+        Ok(None) => Default::default(),
         Err(exit) => return exit,
     };
+    let failed_of = |v: &RunView| failed.get(&v.row.id).copied().unwrap_or(0);
     // Newest first, as stored; keep the latest RECENT and every run not ended.
     let total = rows.len();
     let mut views: Vec<RunView> = rows
@@ -249,7 +260,7 @@ pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
                 stored_state: v.row.state,
                 owner_alive: v.is_live(),
                 created_at: &v.row.created_at,
-                reason: v.row.reason.as_deref(),
+                reason: Some(v.reason_text(failed_of(v))).filter(|r| !r.is_empty()),
             })
             .collect();
         outln!(
@@ -262,8 +273,9 @@ pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
         outln!("no runs yet in {}", Location::from_arg(db).display());
         return Exit::Succeeded;
     }
-    let mut table =
-        vec![["RUN", "PLAN", "STATE", "STARTED", "DURATION", "OWNER"].map(String::from)];
+    let mut table = vec![
+        ["RUN", "PLAN", "STATE", "REASON", "STARTED", "DURATION", "OWNER"].map(String::from),
+    ];
     for v in &views {
         let owner = match (v.row.owner_pid, v.is_live()) {
             (Some(pid), true) => pid.to_string(),
@@ -274,12 +286,16 @@ pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
             short(&v.row.id).to_string(),
             v.row.plan_name.clone(),
             v.state.to_string(),
+            match v.reason_text(failed_of(v)) {
+                r if r.is_empty() => "-".into(),
+                r => r,
+            },
             local(v.row.started_at.as_deref().or(Some(&v.row.created_at))),
             run_duration(v).unwrap_or_else(|| "-".into()),
             owner,
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..7)
         .map(|c| {
             table
                 .iter()
@@ -299,8 +315,17 @@ pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
     if hidden > 0 {
         outln!("({hidden} older ended runs not shown; --all lists every run)");
     }
-    if views.iter().any(|v| v.state == RunState::Interrupted) {
-        outln!("resume an interrupted run with `plandeck resume RUN`");
+    if views
+        .iter()
+        .any(|v| matches!(v.state, RunState::Interrupted | RunState::Paused) && !v.is_live())
+    {
+        outln!("continue an interrupted or paused run with `plandeck resume RUN`");
+    }
+    if views
+        .iter()
+        .any(|v| matches!(v.state, RunState::Failed | RunState::Canceled))
+    {
+        outln!("finish a failed or canceled run with `plandeck retry RUN`");
     }
     Exit::Succeeded
 }

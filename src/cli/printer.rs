@@ -61,9 +61,13 @@ impl Printer {
                 }
                 let reason = reason
                     .as_deref()
-                    .map(|r| format!(" — {r}"))
+                    .map(|r| format!(" — {}", crate::engine::api::why::describe(r)))
                     .unwrap_or_default();
                 let text = match state {
+                    // How the previous session ended, recorded as this one begins.
+                    RunState::Interrupted if !self.seen_running => {
+                        format!("run was interrupted{reason}")
+                    }
                     RunState::Succeeded
                     | RunState::Failed
                     | RunState::Canceled

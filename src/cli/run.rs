@@ -215,12 +215,6 @@ pub fn new_request(
     }
 }
 
-/// The step an approval pause waits for (`approval needed: step 'X'`).
-fn gated_step(reason: &str) -> Option<&str> {
-    reason
-        .strip_prefix("approval needed: step '")?
-        .strip_suffix('\'')
-}
 
 /// Ask on the terminal whether a gated step may start.
 fn ask(question: &str) -> bool {
@@ -265,7 +259,7 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
                 } => {
                     let reason = reason.clone().unwrap_or_default();
                     let _ = out.flush();
-                    match gated_step(&reason) {
+                    match crate::engine::api::why::gated_step(&reason) {
                         Some(step) if ask(&format!("Step '{step}' needs approval. Start it?")) => {
                             let _ = handle.commands.send(Command::ApproveStep(step.to_string()));
                         }
@@ -293,7 +287,7 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
         Ok(exit) => match exit.state {
             RunState::Succeeded => Exit::Succeeded,
             RunState::Paused => {
-                let why = paused.unwrap_or_default();
+                let why = crate::engine::api::why::describe(&paused.unwrap_or_default());
                 eprintln!("plandeck: run paused ({why}); continue with `plandeck resume {run_id}`");
                 Exit::RunFailed
             }
@@ -378,6 +372,17 @@ pub fn prepare_resume(location: &Location, run: &str) -> Result<Prepared, (Strin
         .into_iter()
         .filter_map(|p| Some((p.step?, p.attempt?)))
         .collect();
+    // An orphan ran until it was killed just now, not until its owner died.
+    if let Some((at, _)) = &resume.stopped {
+        let more = (chrono::Utc::now() - *at).num_milliseconds().max(0) as u64;
+        for (step, _) in &resume.orphans {
+            if let Some(i) = plan.index.get(step)
+                && let Some(s) = resume.steps.get_mut(*i)
+            {
+                s.interrupted_ms += more;
+            }
+        }
+    }
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
     let mut inputs: BTreeMap<String, String> =
         serde_json::from_str(&row.inputs_json).unwrap_or_default();

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::run;
-use crate::engine::api::RunState;
 use crate::engine::{self, EngineHandle};
 use crate::plan::{self, Diagnostic, ValidPlan};
 use crate::store::writer::Approval;
@@ -23,20 +22,15 @@ fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
-fn summary(row: &queries::RunRow) -> RunSummary {
-    let mut state = row.state;
-    if matches!(
-        state,
-        RunState::Running | RunState::Paused | RunState::Created | RunState::AwaitingApproval
-    ) && engine::ownership::live_owner(row).is_none()
-    {
-        state = RunState::Interrupted;
-    }
+fn summary(row: &queries::RunRow, failed_steps: usize) -> RunSummary {
+    let shown = engine::ownership::shown(row);
     RunSummary {
         id: row.id.clone(),
         plan: row.plan_name.clone(),
         plan_path: row.plan_path.clone(),
-        state,
+        state: shown.state,
+        reason: shown.reason,
+        failed_steps,
         started_at: time(row.started_at.as_deref().or(Some(row.created_at.as_str()))),
         ended_at: time(row.ended_at.as_deref()),
     }
@@ -85,8 +79,13 @@ impl Backend for StoreBackend {
         let Some(conn) = self.open()? else {
             return Ok(Vec::new());
         };
+        let failed = queries::failed_steps(&conn).map_err(|e| e.to_string())?;
         queries::list_runs(&conn)
-            .map(|rows| rows.iter().map(summary).collect())
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| summary(r, failed.get(&r.id).copied().unwrap_or(0)))
+                    .collect()
+            })
             .map_err(|e| e.to_string())
     }
 
@@ -105,9 +104,14 @@ impl Backend for StoreBackend {
         let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
         let resume = queries::load_resume(&conn, &row, &ids).map_err(|e| e.to_string())?;
         let events = queries::events(&conn, &row.id).map_err(|e| e.to_string())?;
+        let failed = resume
+            .steps
+            .iter()
+            .filter(|s| s.state == crate::engine::api::StepState::Failed)
+            .count();
         Ok(RunDetail {
             events,
-            summary: summary(&row),
+            summary: summary(&row, failed),
             steps: resume.steps.iter().map(|s| (s.state, s.attempts)).collect(),
             plan: Arc::new(plan),
         })

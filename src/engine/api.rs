@@ -124,6 +124,61 @@ impl fmt::Display for RunState {
     }
 }
 
+/// Why a run is paused or interrupted: the short, stable words stored in
+/// `runs.reason`, listed by `plandeck runs` and matched by front ends
+/// (`gate STEP`, `restart_required STEP`, `person`, `frozen`, `quit`,
+/// `signal`, `owner died`, `store failure`). `describe` words one for people.
+pub mod why {
+    /// A person paused the run.
+    pub const PERSON: &str = "person";
+    /// A person froze the run (its running steps are stopped).
+    pub const FROZEN: &str = "frozen";
+    /// A person left the terminal UI while the run was going.
+    pub const QUIT: &str = "quit";
+    /// plandeck got SIGINT, SIGTERM or SIGHUP.
+    pub const SIGNAL: &str = "signal";
+    /// The process that drove the run is gone without leaving it.
+    pub const OWNER_DIED: &str = "owner died";
+    /// The store could not record the run any more.
+    pub const STORE_FAILURE: &str = "store failure";
+
+    /// Paused before `step`, which waits for a person's approval.
+    pub fn gate(step: &str) -> String {
+        format!("gate {step}")
+    }
+
+    /// Paused after `step`, which asks for a restart before the run goes on.
+    pub fn restart_required(step: &str) -> String {
+        format!("restart_required {step}")
+    }
+
+    /// The step an approval gate pause waits for.
+    pub fn gated_step(reason: &str) -> Option<&str> {
+        reason.strip_prefix("gate ")
+    }
+
+    /// A reason in words for people; text that is no known reason as it is.
+    pub fn describe(reason: &str) -> String {
+        if let Some(step) = gated_step(reason) {
+            return format!("approval needed: step '{step}'");
+        }
+        if let Some(step) = reason.strip_prefix("restart_required ") {
+            return format!(
+                "restart_required: step '{step}' asks for a restart before the run goes on"
+            );
+        }
+        match reason {
+            PERSON => "paused by a person".into(),
+            FROZEN => "frozen: running steps are stopped".into(),
+            QUIT => "left by a person who quit plandeck".into(),
+            SIGNAL => "plandeck was stopped by a signal".into(),
+            OWNER_DIED => "the plandeck that drove it is gone".into(),
+            STORE_FAILURE => "the store could not record it".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,8 +224,12 @@ pub enum Command {
     /// Stop every running step and end the run as canceled.
     Cancel,
     /// Stop every running step and leave the run interrupted, resumable
-    /// (what a front end sends when a person leaves a run for later).
+    /// (what a front end sends when a person leaves a run at once).
     Interrupt,
+    /// A person leaves: pause (no new step starts; running steps finish),
+    /// then end the engine with the run paused and resumable, or ended if
+    /// it ends meanwhile.
+    Leave,
     /// Run a failed, canceled or skipped step again.
     RetryStep(String),
     /// Mark a step skipped; its dependents may run.

@@ -54,6 +54,12 @@ pub struct Resume {
     /// Attempts the previous owner had started that were still running (killed
     /// now), as (step id, attempt): some may have no attempt row yet.
     pub orphans: Vec<(String, u32)>,
+    /// When and why the previous owner stopped driving the run, when the
+    /// store does not say so yet (it died, or left it paused).
+    pub stopped: Option<(chrono::DateTime<chrono::Utc>, String)>,
+    /// Steps of an ended run to run again (`plandeck retry`), with their
+    /// skipped dependents; empty when resuming.
+    pub retry: Vec<String>,
 }
 
 /// Everything needed to start (or resume) a run.
@@ -410,7 +416,7 @@ async fn drive(
                     })
                     .await?;
             }
-            Core::restore(cfg, r.next_seq, &r.steps, &r.orphans)
+            Core::restore(cfg, r.next_seq, &r.steps, &r.orphans, r.stopped.clone())
         }
     };
     // No step starts before the run is on record: a crash in between would
@@ -426,6 +432,9 @@ async fn drive(
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
     }
+    for id in req.resume.iter().flat_map(|r| &r.retry) {
+        core.handle(Input::Command(Command::RetryStep(id.clone())));
+    }
     core.start(req.approval.is_some());
     d.perform(&mut core).await?;
 
@@ -439,10 +448,15 @@ async fn drive(
     // output waits while this is high, so a flood cannot grow memory.
     let mut logs_in_flight = 0usize;
     let result: Result<(), StoreError> = loop {
-        if core.is_finished() && core.all_durable() && (!req.keep_alive || !commands_open) {
+        let leaving = core.is_leaving();
+        if core.is_finished() && core.all_durable() && (!req.keep_alive || !commands_open || leaving)
+        {
             break Ok(());
         }
-        if req.exit_when_paused && core.is_idle_paused() && core.all_durable() && !commands_open {
+        if (req.exit_when_paused && !commands_open || leaving)
+            && core.is_idle_paused()
+            && core.all_durable()
+        {
             break Ok(());
         }
         tokio::select! {
@@ -568,6 +582,10 @@ async fn drive(
         Some(e) => Err(e),
         None => result,
     };
+    if result.is_err() {
+        // Say why the run stopped, if the store takes one more write.
+        crate::store::maintenance::mark_stopped(&req.store, &run_id, api::why::STORE_FAILURE);
+    }
     result
         .map_err(|StoreError(e)| match &escaped {
             Some(message) => StoreError(format!("{e}; {message}")),

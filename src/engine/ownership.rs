@@ -46,6 +46,42 @@ pub fn live_owner(run: &RunRow) -> Option<String> {
     })
 }
 
+/// A stored run as it is shown: a run nobody drives any more is
+/// `interrupted` (its owner died) unless it was left paused on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub state: crate::engine::api::RunState,
+    /// Why it is paused, interrupted or failed (`api::why`).
+    pub reason: Option<String>,
+    /// The live owner, described.
+    pub owner: Option<String>,
+}
+
+/// How `run` is shown, from its row and its owner's liveness.
+pub fn shown(run: &RunRow) -> Shown {
+    use crate::engine::api::{RunState, why};
+    if run.state.is_terminal() {
+        return Shown {
+            state: run.state,
+            reason: run.reason.clone(),
+            owner: None,
+        };
+    }
+    let owner = live_owner(run);
+    let (state, reason) = match (run.state, run.owner_pid) {
+        _ if owner.is_some() => (run.state, run.reason.clone()),
+        (RunState::Interrupted, _) => (run.state, run.reason.clone()),
+        // Left paused: its owner let go of it.
+        (RunState::Paused, None) => (run.state, run.reason.clone()),
+        _ => (RunState::Interrupted, Some(why::OWNER_DIED.to_string())),
+    };
+    Shown {
+        state,
+        reason,
+        owner,
+    }
+}
+
 /// A live process carrying a run's marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkedProcess {

@@ -69,6 +69,56 @@ impl Appender<'_> {
     }
 }
 
+/// Record that this process stopped driving `run_id` for `reason` (the
+/// store failed under it): the run becomes `interrupted` with that reason
+/// and no owner, if it is still this process's and has not ended. Best
+/// effort: a store that takes no write leaves the run as it was, and it
+/// is then shown as interrupted because its owner is gone.
+pub fn mark_stopped(location: &super::Location, run_id: &str, reason: &str) {
+    let Ok(mut conn) = super::open(location) else {
+        return;
+    };
+    let mut write = || -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let state: Option<String> = tx
+            .query_row(
+                "SELECT state FROM runs WHERE id = ?1 AND owner_pid = ?2",
+                params![run_id, std::process::id()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if state
+            .as_deref()
+            .and_then(RunState::parse)
+            .is_none_or(RunState::is_terminal)
+        {
+            return Ok(());
+        }
+        let seq: u64 = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
+            params![run_id],
+            |r| r.get(0),
+        )?;
+        let mut out = Appender {
+            tx: &tx,
+            run_id,
+            seq,
+            now: Utc::now(),
+        };
+        out.append(EventKind::RunState {
+            state: RunState::Interrupted,
+            reason: Some(reason.to_string()),
+        })?;
+        tx.execute(
+            "UPDATE runs SET state = 'interrupted', reason = ?2, owner_pid = NULL, heartbeat_at = NULL
+             WHERE id = ?1",
+            params![run_id, reason],
+        )?;
+        tx.commit()
+    };
+    let _ = write();
+}
+
 /// End a run whose owner is gone as canceled, in one transaction: every
 /// running attempt and every step that has not ended becomes `canceled` (a
 /// fallback that never ran becomes `skipped`), with a `command`, contiguous

@@ -105,6 +105,16 @@ pub fn list_runs(conn: &Connection) -> Result<Vec<RunRow>, StoreError> {
         .map_err(sql_err)
 }
 
+/// How many steps of each run are `failed` (runs without any are left out).
+pub fn failed_steps(conn: &Connection) -> Result<BTreeMap<String, usize>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT run_id, COUNT(*) FROM steps WHERE state = 'failed' GROUP BY run_id")
+        .map_err(sql_err)?;
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, usize>(1)?)))
+        .and_then(|r| r.collect())
+        .map_err(sql_err)
+}
+
 /// The plan text stored with a run.
 pub fn plan_source(conn: &Connection, hash: &str) -> Result<String, StoreError> {
     conn.query_row(
@@ -174,15 +184,43 @@ pub fn load_resume(
         })
         .and_then(|r| r.collect())
         .map_err(sql_err)?;
+    // When the previous owner stopped: its last event or heartbeat.
+    let last_event: Option<String> = conn
+        .query_row(
+            "SELECT MAX(ts) FROM events WHERE run_id = ?1",
+            params![run.id],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    let stopped_at = [last_event.as_deref(), run.heartbeat_at.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(parse_ts)
+        .max();
+    let mut running_stmt = conn
+        .prepare("SELECT step_id, attempt, started_at FROM step_attempts WHERE run_id = ?1 AND state = 'running'")
+        .map_err(sql_err)?;
+    let running: BTreeMap<String, (u32, String)> = running_stmt
+        .query_map(params![run.id], |r| {
+            Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?)))
+        })
+        .and_then(|r| r.collect())
+        .map_err(sql_err)?;
     let steps = step_ids
         .iter()
         .map(|id| {
             let (state, attempts) = states.get(*id).copied().unwrap_or((StepState::Pending, 0));
             let attempts = attempts.max(max_attempts.get(*id).copied().unwrap_or(0));
             let (outs, exit_code) = outputs.get(*id).cloned().unwrap_or((None, None));
+            let interrupted_ms = running
+                .get(*id)
+                .filter(|(a, _)| *a == attempts)
+                .and_then(|(_, started)| Some((stopped_at? - parse_ts(started)?).num_milliseconds()))
+                .map_or(0, |ms| ms.max(0) as u64);
             StepSnapshot {
                 state,
                 attempts,
+                interrupted_ms,
                 exit_code,
                 outputs: outs
                     .and_then(|o| serde_json::from_str(&o).ok())
@@ -190,12 +228,33 @@ pub fn load_resume(
             }
         })
         .collect();
+    // A run left without a last word (its owner died, or it was left
+    // paused) gets one at the time it stopped.
+    let stopped = match run.state {
+        RunState::Running | RunState::Paused | RunState::Created | RunState::AwaitingApproval => {
+            let reason = match (&run.owner_pid, &run.reason) {
+                (None, Some(r)) => r.clone(),
+                (None, None) => crate::engine::api::why::QUIT.to_string(),
+                (Some(_), _) => crate::engine::api::why::OWNER_DIED.to_string(),
+            };
+            stopped_at.map(|at| (at, reason))
+        }
+        _ => None,
+    };
     Ok(Resume {
         run_id: run.id.clone(),
         next_seq,
         steps,
         orphans: Vec::new(),
+        stopped,
+        retry: Vec::new(),
     })
+}
+
+fn parse_ts(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// Median duration in seconds of past successful attempts of each step of a plan (by name).

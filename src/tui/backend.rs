@@ -28,6 +28,10 @@ pub struct RunSummary {
     pub plan: String,
     pub plan_path: Option<String>,
     pub state: RunState,
+    /// Why it is paused, interrupted or failed (`api::why`).
+    pub reason: Option<String>,
+    /// How many of its steps failed (a succeeded run may have let some pass).
+    pub failed_steps: usize,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -36,6 +40,19 @@ impl RunSummary {
     /// Resumable with one key.
     pub fn resumable(&self) -> bool {
         matches!(self.state, RunState::Interrupted | RunState::Paused)
+    }
+
+    /// Its state with the reason: `paused (gate deploy)`,
+    /// `succeeded, 2 failed (continued)`.
+    pub fn state_text(&self) -> String {
+        match (self.state, &self.reason) {
+            (RunState::Succeeded, _) if self.failed_steps > 0 => {
+                format!("succeeded, {} failed (continued)", self.failed_steps)
+            }
+            (RunState::Succeeded, _) => "succeeded".into(),
+            (s, Some(r)) if !r.is_empty() => format!("{s} ({r})"),
+            (s, _) => s.to_string(),
+        }
     }
 }
 

@@ -337,7 +337,7 @@ const RUN: &[Binding] = &[
     b(
         &[Char('A')],
         Action::ApproveStep,
-        "approve the selected gated step",
+        "approve the gate the run waits at (else the selected gated step)",
         "",
     ),
     b(

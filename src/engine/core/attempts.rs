@@ -44,10 +44,7 @@ impl Core {
             }
             if let Some(g) = gate {
                 let id = self.plan.id(g).to_string();
-                self.set_run(
-                    RunState::Paused,
-                    Some(format!("approval needed: step '{id}'")),
-                );
+                self.set_run(RunState::Paused, Some(why::gate(&id)));
             }
         }
         self.announce_waiting();
@@ -185,12 +182,7 @@ impl Core {
             }
             if self.plan.plan.steps[i].restart_required && self.ending.is_none() {
                 let id = self.plan.id(i).to_string();
-                self.set_run(
-                    RunState::Paused,
-                    Some(format!(
-                        "restart_required: step '{id}' asks for a restart before the run goes on"
-                    )),
-                );
+                self.set_run(RunState::Paused, Some(why::restart_required(&id)));
             }
             return;
         }

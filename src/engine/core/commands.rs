@@ -88,7 +88,7 @@ impl Core {
         let reason = match final_state {
             RunState::Failed => self.reason.clone().or_else(|| Some(self.failure_summary())),
             RunState::Canceled => Some("canceled by a person".into()),
-            RunState::Interrupted => Some("plandeck stopped; resume with `plandeck resume`".into()),
+            RunState::Interrupted => Some(self.interrupt_reason.into()),
             _ => None,
         };
         self.set_run(final_state, reason);
@@ -120,12 +120,22 @@ impl Core {
             Command::Pause => {
                 if self.state == RunState::Running {
                     self.record("pause", None);
-                    self.set_run(RunState::Paused, Some("paused by a person".into()));
+                    self.set_run(RunState::Paused, Some(why::PERSON.into()));
+                }
+            }
+            Command::Leave => {
+                if !self.finished && !self.leaving {
+                    self.record("leave", None);
+                    self.leaving = true;
+                    if self.state == RunState::Running {
+                        self.set_run(RunState::Paused, Some(why::QUIT.into()));
+                    }
                 }
             }
             Command::Resume => {
                 if self.state == RunState::Paused {
                     self.record("resume", None);
+                    self.leaving = false;
                     if self.frozen {
                         self.thaw();
                     }
@@ -147,10 +157,7 @@ impl Core {
                             });
                         }
                     }
-                    self.set_run(
-                        RunState::Paused,
-                        Some("frozen: running steps are stopped".into()),
-                    );
+                    self.set_run(RunState::Paused, Some(why::FROZEN.into()));
                 }
             }
             Command::Cancel => {
@@ -162,6 +169,7 @@ impl Core {
             Command::Interrupt => {
                 if !self.finished {
                     self.record("interrupt", None);
+                    self.interrupt_reason = why::QUIT;
                     self.begin_ending(Ending::Interrupt);
                 }
             }
@@ -173,10 +181,7 @@ impl Core {
                     self.record("approve_step", Some(i));
                     self.steps[i].approved = true;
                     if self.state == RunState::Paused
-                        && self
-                            .reason
-                            .as_deref()
-                            .is_some_and(|r| r.starts_with("approval needed"))
+                        && self.reason.as_deref().and_then(why::gated_step).is_some()
                     {
                         self.set_run(RunState::Running, None);
                     }

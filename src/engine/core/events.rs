@@ -15,12 +15,27 @@ impl Core {
         kind: EventKind,
         capture: Option<Box<CapturedOutput>>,
     ) -> u64 {
+        self.emit_full(kind, capture, Utc::now())
+    }
+
+    /// An event that happened at `ts`, before now (the end of a previous
+    /// owner's session, recorded by the next one).
+    pub(super) fn emit_at(&mut self, kind: EventKind, ts: chrono::DateTime<Utc>) -> u64 {
+        self.emit_full(kind, None, ts)
+    }
+
+    fn emit_full(
+        &mut self,
+        kind: EventKind,
+        capture: Option<Box<CapturedOutput>>,
+        ts: chrono::DateTime<Utc>,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let event = Event {
             seq,
             run_id: self.run_id.clone(),
-            ts: Utc::now(),
+            ts,
             kind,
         };
         self.effects.push(Effect::Emit(Box::new(event), capture));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::api::{
-    AttemptEnd, CapturedOutput, Command, Event, EventKind, Role, RunState, StepState,
+    AttemptEnd, CapturedOutput, Command, Event, EventKind, Role, RunState, StepState, why,
 };
 use super::files::FileLocks;
 use super::hostpool::{HostPools, Want};
@@ -162,6 +162,9 @@ pub enum Effect {
 pub struct StepSnapshot {
     pub state: StepState,
     pub attempts: u32,
+    /// How long its attempt ran when that attempt was left running (the
+    /// owner died or the store failed); it ends now as `interrupted`.
+    pub interrupted_ms: u64,
     pub exit_code: Option<i32>,
     pub outputs: BTreeMap<String, String>,
 }
@@ -196,6 +199,10 @@ pub struct Core {
     unfinished: usize,
     ending: Option<Ending>,
     frozen: bool,
+    /// Why an interrupt ends the run (`why::SIGNAL` unless a person quit).
+    interrupt_reason: &'static str,
+    /// A person leaves: the engine ends once the run is paused and idle.
+    leaving: bool,
     inputs: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
     rng: fastrand::Rng,
@@ -292,6 +299,8 @@ impl Core {
             unfinished,
             ending: None,
             frozen: false,
+            interrupt_reason: why::SIGNAL,
+            leaving: false,
             inputs: cfg.inputs,
             env: cfg.env,
             rng: fastrand::Rng::with_seed(cfg.seed),
@@ -343,6 +352,12 @@ impl Core {
     /// Paused with nothing running: a headless front end may leave now.
     pub fn is_idle_paused(&self) -> bool {
         self.state == RunState::Paused && self.running == 0 && !self.finished
+    }
+
+    /// A person asked to leave (`Command::Leave`): the front end goes once
+    /// the run is paused with nothing running, or has ended.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
     }
 
     /// The last sequence number handed out.

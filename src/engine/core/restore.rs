@@ -9,13 +9,25 @@ impl Core {
     /// running or retrying are marked `interrupted` and will run again.
     /// `orphans` are (step, attempt) pairs whose processes the previous owner
     /// left running; an attempt newer than the stored one gets its row now.
+    /// `stopped`: when and why the previous owner stopped driving the run,
+    /// recorded first (at that time) when nothing recorded it then.
     pub fn restore(
         cfg: CoreConfig,
         next_seq: u64,
         snapshot: &[StepSnapshot],
         orphans: &[(String, u32)],
+        stopped: Option<(chrono::DateTime<Utc>, String)>,
     ) -> Core {
         let mut core = Core::blank(cfg, next_seq);
+        if let Some((at, reason)) = stopped {
+            core.emit_at(
+                EventKind::RunState {
+                    state: RunState::Interrupted,
+                    reason: Some(reason),
+                },
+                at,
+            );
+        }
         let order = crate::dag::topo_order(&core.plan.deps);
         let mut snapshot = snapshot.to_vec();
         for (step, attempt) in orphans {
@@ -41,7 +53,10 @@ impl Core {
                 core.emit_step(
                     i,
                     StepState::Interrupted,
-                    Some(AttemptEnd::default()),
+                    Some(AttemptEnd {
+                        duration_ms: snap.interrupted_ms,
+                        ..AttemptEnd::default()
+                    }),
                     Some("plandeck stopped while it ran".into()),
                     None,
                 );
@@ -54,16 +69,18 @@ impl Core {
             let Some(snap) = snapshot.get(i) else {
                 continue;
             };
+            // A canceled step stays canceled: only a person's retry runs it again.
             if !matches!(
                 snap.state,
-                StepState::Succeeded | StepState::Failed | StepState::Skipped
+                StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Canceled
             ) {
                 continue;
             }
             core.set_state(i, snap.state);
+            // Dependencies come first in this order: their states are set.
             let blocked = core.plan.deps[i]
                 .iter()
-                .any(|&d| core.steps[d].released && !core.steps[d].ok);
+                .any(|&d| core.steps[d].state.is_terminal() && !core.lets_dependents_run(d));
             if snap.state == StepState::Skipped {
                 core.steps[i].skip = Some(if blocked {
                     SkipReason::Upstream

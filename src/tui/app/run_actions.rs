@@ -228,7 +228,7 @@ impl App {
             },
             Action::Freeze => {
                 let frozen = r.state == Some(RunState::Paused)
-                    && r.reason.as_deref().is_some_and(|x| x.starts_with("frozen"));
+                    && r.reason.as_deref() == Some(crate::engine::api::why::FROZEN);
                 if frozen {
                     fx.push(Effect::Engine(Command::Resume));
                     say("unfreezing: running steps continue".into())
@@ -273,11 +273,25 @@ impl App {
                 }
             }
             Action::ApproveStep => {
-                if r.plan.plan.steps[i].approval {
-                    fx.push(Effect::Engine(Command::ApproveStep(id.clone())));
-                    say(format!("approved step {id}"))
-                } else {
-                    say(format!("step {id} needs no approval"))
+                // The gate the run waits at, wherever the selection is.
+                let gated = r
+                    .reason
+                    .as_deref()
+                    .filter(|_| r.state == Some(RunState::Paused))
+                    .and_then(crate::engine::api::why::gated_step)
+                    .map(str::to_string);
+                match gated {
+                    Some(step) => {
+                        fx.push(Effect::Engine(Command::ApproveStep(step.clone())));
+                        say(format!("approved step {step}"))
+                    }
+                    None if r.plan.plan.steps[i].approval => {
+                        fx.push(Effect::Engine(Command::ApproveStep(id.clone())));
+                        say(format!("approved step {id}"))
+                    }
+                    None => say(format!(
+                        "step {id} needs no approval, and the run waits at no gate"
+                    )),
                 }
             }
             Action::Resume => {

@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::table::{self, Col, Row, Table, cell};
 use super::{Theme, clip, duration, step_glyph};
-use crate::engine::api::{RunState, StepState, Stream};
+use crate::engine::api::{RunState, StepState, Stream, why};
 use crate::tui::app::{App, Confirm, RunView};
 use crate::tui::live::{self, FeedKind, Focus};
 use crate::tui::sanitize::sanitize;
@@ -135,9 +135,9 @@ fn header(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
             Span::styled("  · r resume", t.key()),
         ])
     } else if let Some(reason) = &r.reason {
-        let mut spans = vec![Span::styled(sanitize(reason), t.warn())];
+        let mut spans = vec![Span::styled(sanitize(&why::describe(reason)), t.warn())];
         if r.state == Some(RunState::Paused) {
-            spans.push(Span::styled("  · r resume", t.key()));
+            spans.push(Span::styled(resume_hint(reason), t.key()));
         }
         Line::from(spans)
     } else if !r.live && r.state.is_some_and(|s| !s.is_terminal()) {
@@ -146,6 +146,14 @@ fn header(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
         Line::from("")
     };
     f.render_widget(Paragraph::new(vec![line1, line2, third]), area);
+}
+
+/// The key that continues a paused run: `A` approves a gate, `r` resumes.
+fn resume_hint(reason: &str) -> String {
+    match why::gated_step(reason) {
+        Some(step) => format!("  · A approve {step}"),
+        None => "  · r resume".into(),
+    }
 }
 
 fn log_pane(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {

@@ -9,6 +9,15 @@ use ratatui::widgets::{Block, Paragraph};
 use super::{Theme, clip, duration};
 use crate::tui::app::{App, Item};
 
+/// What the state column leaves out: why a run stopped, or the failures a
+/// succeeded run let pass.
+fn reason_column(r: &crate::tui::backend::RunSummary) -> String {
+    r.state_text()
+        .strip_prefix(r.state.as_str())
+        .map(|rest| rest.trim_start_matches([',', ' ']).to_string())
+        .unwrap_or_default()
+}
+
 /// The list's frame.
 pub fn list_area(app: &App) -> Rect {
     let a = super::areas(app);
@@ -101,6 +110,10 @@ pub fn draw(f: &mut Frame, app: &App) {
                     Span::styled("run  ", t.key()),
                     Span::raw(format!("{:<8} ", clip(&r.id, 8))),
                     Span::styled(format!("{:<11} ", r.state.as_str()), t.run(r.state)),
+                    Span::styled(
+                        format!("{:<22} ", clip(&reason_column(r), 22)),
+                        t.dim(),
+                    ),
                     Span::raw(format!("{:<18} ", clip(&r.plan, 18))),
                     Span::styled(format!("{started}  {took}"), t.dim()),
                 ])
