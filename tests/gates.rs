@@ -29,6 +29,17 @@ fn latest_run(db: &std::path::Path) -> (String, String) {
     .expect("a run")
 }
 
+/// The latest run's state and reason as `plandeck runs --json` shows them.
+fn shown(db: &std::path::Path) -> (String, String) {
+    let out = plandeck(&["runs", "--json"], db);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runs json");
+    let run = &list[0];
+    (
+        run["state"].as_str().unwrap_or_default().to_string(),
+        run["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
 #[test]
 fn gates_and_restarts_pause_and_resume() {
     let sc = Scratch::new();
@@ -60,6 +71,13 @@ fn gates_and_restarts_pause_and_resume() {
     let (id, state) = latest_run(&db);
     assert_eq!(state, "paused");
     assert_eq!(std::fs::read_to_string(&ledger).expect("ledger"), "a\n");
+    // Left paused on purpose: shown paused (not interrupted), with why.
+    assert_eq!(shown(&db), ("paused".to_string(), "gate b".to_string()));
+    let table = String::from_utf8_lossy(&plandeck(&["runs"], &db).stdout).into_owned();
+    assert!(
+        table.contains("REASON") && table.contains("gate b"),
+        "{table}"
+    );
 
     let second = plandeck(&["resume", "--yes", "--approve", "b", &id[..8]], &db);
     assert_eq!(
@@ -70,6 +88,10 @@ fn gates_and_restarts_pause_and_resume() {
     );
     assert!(String::from_utf8_lossy(&second.stderr).contains("restart_required"));
     assert_eq!(latest_run(&db).1, "paused");
+    assert_eq!(
+        shown(&db),
+        ("paused".to_string(), "restart_required c".to_string())
+    );
     assert_eq!(
         std::fs::read_to_string(&ledger).expect("ledger"),
         "a\nb\nc\n"

@@ -68,6 +68,17 @@ fn assert_store_invariants(db: &Path, run_id: &str) {
     );
 }
 
+/// The one run's state and reason as `plandeck runs --json` shows them.
+fn shown_reason(db: &Path) -> String {
+    let out = plandeck(&["runs", "--json"], db, None);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runs json");
+    format!(
+        "{} {}",
+        list[0]["state"].as_str().unwrap_or_default(),
+        list[0]["reason"].as_str().unwrap_or_default()
+    )
+}
+
 fn write_plan(dir: &Path, steps: &str) -> std::path::PathBuf {
     let p = dir.join("plan.json");
     std::fs::write(
@@ -104,12 +115,27 @@ fn controller_death_around_spawn_is_recovered_on_resume() {
             "{point}: the injected crash must stop plandeck"
         );
         let run_id: String = query::<String>(&db, "SELECT id FROM runs").remove(0);
+        assert_eq!(
+            shown_reason(&db),
+            "interrupted owner died",
+            "{point}: a crash is told apart"
+        );
         let resumed = plandeck(&["resume", "--yes", &run_id], &db, None);
         assert_eq!(
             resumed.status.code(),
             Some(0),
             "{point}: {}",
             String::from_utf8_lossy(&resumed.stderr)
+        );
+        let ms = query::<i64>(
+            &db,
+            "SELECT duration_ms FROM step_attempts WHERE step_id = 'victim' AND attempt = 1",
+        );
+        // An orphan ran until resume killed it; an attempt that ended
+        // unrecorded ran for a time nobody recorded.
+        assert!(
+            point == "after_exit" || ms[0] > 0,
+            "{point}: the interrupted attempt keeps the time it ran: {ms:?}"
         );
 
         let ledger_text = std::fs::read_to_string(&ledger).expect("ledger");
@@ -170,6 +196,7 @@ fn failing_or_lying_commits_stop_the_run_resumably() {
             survivors(&run_id).is_empty(),
             "{fault}: steps must be stopped"
         );
+        assert_eq!(shown_reason(&db), "interrupted store failure", "{fault}");
         let resumed = plandeck(&["resume", "--yes", &run_id], &db, None);
         assert_eq!(
             resumed.status.code(),

@@ -274,7 +274,10 @@ pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
         return Exit::Succeeded;
     }
     let mut table = vec![
-        ["RUN", "PLAN", "STATE", "REASON", "STARTED", "DURATION", "OWNER"].map(String::from),
+        [
+            "RUN", "PLAN", "STATE", "REASON", "STARTED", "DURATION", "OWNER",
+        ]
+        .map(String::from),
     ];
     for v in &views {
         let owner = match (v.row.owner_pid, v.is_live()) {

@@ -215,7 +215,6 @@ pub fn new_request(
     }
 }
 
-
 /// Ask on the terminal whether a gated step may start.
 fn ask(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {

@@ -449,7 +449,9 @@ async fn drive(
     let mut logs_in_flight = 0usize;
     let result: Result<(), StoreError> = loop {
         let leaving = core.is_leaving();
-        if core.is_finished() && core.all_durable() && (!req.keep_alive || !commands_open || leaving)
+        if core.is_finished()
+            && core.all_durable()
+            && (!req.keep_alive || !commands_open || leaving)
         {
             break Ok(());
         }

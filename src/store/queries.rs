@@ -215,7 +215,9 @@ pub fn load_resume(
             let interrupted_ms = running
                 .get(*id)
                 .filter(|(a, _)| *a == attempts)
-                .and_then(|(_, started)| Some((stopped_at? - parse_ts(started)?).num_milliseconds()))
+                .and_then(|(_, started)| {
+                    Some((stopped_at? - parse_ts(started)?).num_milliseconds())
+                })
                 .map_or(0, |ms| ms.max(0) as u64);
             StepSnapshot {
                 state,
