@@ -110,9 +110,15 @@ pub fn draw(f: &mut Frame, app: &App) {
                     Span::styled("run  ", t.key()),
                     Span::raw(format!("{:<8} ", clip(&r.id, 8))),
                     Span::styled(format!("{:<11} ", r.state.as_str()), t.run(r.state)),
-                    Span::styled(format!("{:<22} ", clip(&reason_column(r), 22)), t.dim()),
                     Span::raw(format!("{:<18} ", clip(&r.plan, 18))),
                     Span::styled(format!("{started}  {took}"), t.dim()),
+                    Span::styled(
+                        match reason_column(r) {
+                            why if why.is_empty() => why,
+                            why => format!("  {why}"),
+                        },
+                        t.run(r.state),
+                    ),
                 ])
             }
         };
