@@ -188,6 +188,7 @@ fn runs_screen_lists_plans_and_runs() {
         let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
         for (i, r) in s.app.runs.runs.iter_mut().enumerate() {
             r.id = format!("run-{i}-0000");
+            r.plan_path = Some("tiny.json".into());
             r.started_at = Some(t0);
             r.ended_at = Some(t0 + chrono::Duration::seconds(3));
         }
@@ -219,12 +220,14 @@ fn enter_on_a_plan_opens_review_and_a_run_opens_its_steps() {
     let db = sc.db();
     seed_runs(dir.path(), &db);
     let mut s = session(&db, Target::Runs, (80, 24));
+    // Runs come first, plans last.
+    key(&mut s, 'G');
     s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
     pump(&mut s);
     assert!(s.app.review.is_some());
     key(&mut s, 'q');
     assert!(!s.app.quit, "q from review goes back to runs");
-    key(&mut s, 'G');
+    key(&mut s, 'g');
     s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
     pump(&mut s);
     let run = s.app.run.as_ref().expect("run view");

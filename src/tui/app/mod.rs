@@ -609,12 +609,8 @@ impl App {
                 let (x, y) = (m.column, m.row);
                 self.focus_pane_at(x, y);
                 if self.screen == Screen::Runs {
-                    let area = super::views::runs::list_area(self);
-                    if area.contains((x, y).into()) && y > area.y {
-                        let row = (y - area.y - 1) as usize + self.runs.scroll;
-                        if row < self.runs.items().len() {
-                            self.runs.selected = row;
-                        }
+                    if let Some(k) = super::views::runs::item_at(self, x, y) {
+                        self.runs.selected = k;
                     }
                     return vec![];
                 }

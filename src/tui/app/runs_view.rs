@@ -30,8 +30,22 @@ pub enum Item {
     Run(usize),
 }
 
+/// Where a run goes in the list: live, queued, paused, interrupted, then
+/// the ended ones (newest first, as listed).
+pub fn run_rank(s: crate::engine::api::RunState) -> u8 {
+    use crate::engine::api::RunState as S;
+    match s {
+        S::Running => 0,
+        S::Created | S::AwaitingApproval => 1,
+        S::Paused => 2,
+        S::Interrupted => 3,
+        S::Succeeded | S::Failed | S::Canceled => 4,
+    }
+}
+
 impl RunsView {
-    /// Plans, then runs (resumable first), narrowed by the filter.
+    /// Runs (live, queued, paused, interrupted, then recent), then plans,
+    /// narrowed by the filter.
     pub fn items(&self) -> Vec<Item> {
         let f = self.filter.to_lowercase();
         let hit = |s: &str| f.is_empty() || s.to_lowercase().contains(&f);
@@ -43,9 +57,11 @@ impl RunsView {
             .iter()
             .enumerate()
             .filter(|(_, r)| hit(&r.id) || hit(&r.plan) || hit(r.state.as_str()));
-        plans
-            .map(|(i, _)| Item::Plan(i))
-            .chain(runs.map(|(i, _)| Item::Run(i)))
+        let mut runs: Vec<(usize, &RunSummary)> = runs.collect();
+        runs.sort_by_key(|(i, r)| (run_rank(r.state), *i));
+        runs.into_iter()
+            .map(|(i, _)| Item::Run(i))
+            .chain(plans.map(|(i, _)| Item::Plan(i)))
             .collect()
     }
 }
@@ -103,5 +119,53 @@ impl App {
         }
         self.runs.scroll = fit_scroll(self.runs.scroll, self.runs.selected, h);
         vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::api::RunState;
+
+    #[test]
+    fn runs_come_first_live_queued_paused_interrupted_then_recent() {
+        let run = |id: &str, state| RunSummary {
+            id: id.into(),
+            plan: "p".into(),
+            plan_path: None,
+            state,
+            reason: None,
+            failed_steps: 0,
+            started_at: None,
+            ended_at: None,
+        };
+        let v = RunsView {
+            plans: vec![PlanEntry {
+                path: "plans/p.json".into(),
+                name: Ok("p".into()),
+                steps: 1,
+            }],
+            runs: vec![
+                run("done", RunState::Succeeded),
+                run("stopped", RunState::Interrupted),
+                run("held", RunState::Paused),
+                run("queued", RunState::Created),
+                run("live", RunState::Running),
+                run("older", RunState::Failed),
+            ],
+            ..RunsView::default()
+        };
+        let order: Vec<String> = v
+            .items()
+            .iter()
+            .map(|i| match *i {
+                Item::Run(k) => v.runs[k].id.clone(),
+                Item::Plan(_) => "plan".into(),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            ["live", "queued", "held", "stopped", "done", "older", "plan"]
+        );
     }
 }
