@@ -779,8 +779,7 @@ fn a_version_1_store_is_migrated_and_its_run_stays_readable() {
 
     let conn = plandeck::store::open(&plandeck::store::Location::File(s.db.clone()))
         .expect("open and migrate");
-    assert_eq!(version(&conn), 2);
-    assert_eq!(plandeck::store::schema::VERSION, 2);
+    assert_eq!(version(&conn), plandeck::store::schema::VERSION);
     let indexes: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('step_attempts_by_state', 'events_by_type') ORDER BY name")
         .expect("prepare")

@@ -37,6 +37,23 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
             Exit::InvalidInput,
         );
     }
+    let row = if row.state == RunState::Queued {
+        let reason = format!("canceled by {} while queued", current_user());
+        match crate::store::queue::cancel_queued(&conn, &row.id, &reason) {
+            Ok(true) => {
+                outln!("run {} canceled — {reason}; it never started", row.id);
+                return Exit::Succeeded;
+            }
+            // Admitted meanwhile: cancel it as a started run.
+            Ok(false) => match queries::find_run(&conn, &row.id) {
+                Ok(r) => r,
+                Err(e) => return store_fail(&conn, e),
+            },
+            Err(e) => return store_fail(&conn, e),
+        }
+    } else {
+        row
+    };
     let mut view = RunView::new(row);
     if let Some(owner) = view.owner.clone() {
         let this_host = Owner::this_process().host;

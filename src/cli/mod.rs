@@ -9,6 +9,7 @@ mod inspect;
 mod logs;
 mod manage;
 mod printer;
+mod queue;
 mod run;
 mod show;
 pub mod tui_backend;
@@ -119,6 +120,26 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// List the run queue (running and waiting runs), set its limit or a queued run's priority.
+    #[command(
+        after_help = "`plandeck run PLAN --queue [--priority N]` and `plandeck resume RUN --queue` wait in it;
+`plandeck cancel RUN` removes a waiting run."
+    )]
+    Queue {
+        /// How many runs started through the queue may be active at once (stored; default 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        parallel: Option<u32>,
+        /// Give RUN (a queued run) this priority: higher starts first.
+        #[arg(long, requires = "run", allow_negative_numbers = true)]
+        priority: Option<i64>,
+        /// The queued run whose priority to change (an id or a unique prefix).
+        run: Option<String>,
+        /// One JSON object: `parallel` and `runs` (run_id, plan, state, position, priority, queued_at, waiting_sec).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Report on a run: state, approval, timing, and every step with its attempts.
     Show {
         /// Run id or a unique prefix of it.
@@ -192,6 +213,13 @@ pub fn main() -> ExitCode {
         Some(Command::Run { plan, inputs, opts }) => run::run(&plan, &inputs, &opts),
         Some(Command::Resume { run, opts }) => run::resume(&run, &opts),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
+        Some(Command::Queue {
+            parallel,
+            priority,
+            run,
+            json,
+            db,
+        }) => queue::command(parallel, priority, run.as_deref(), json, db.db.as_deref()),
         Some(Command::Show { run, json, db }) => show::show(&run, json, db.db.as_deref()),
         Some(Command::Logs {
             run,

@@ -12,7 +12,7 @@ use crate::dag::Schedule;
 use crate::engine::api::{Command, EventKind, RunState};
 use crate::engine::{self, RunRequest};
 use crate::plan::{self, ValidPlan};
-use crate::store::writer::Approval;
+use crate::store::writer::{Approval, Owner};
 use crate::store::{self, Location, queries};
 
 /// Options shared by `run` and `resume`.
@@ -30,6 +30,12 @@ pub struct RunOptions {
     /// Approve this step's `approval` gate in advance (repeatable).
     #[arg(long, value_name = "STEP")]
     pub approve: Vec<String>,
+    /// Wait in the queue for a turn (`plandeck queue`) instead of starting at once.
+    #[arg(long)]
+    pub queue: bool,
+    /// Priority in the queue: higher starts first (default 0).
+    #[arg(long, requires = "queue", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
     #[command(flatten)]
     pub store: super::DbArg,
 }
@@ -182,7 +188,27 @@ pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
     );
     req.exit_when_paused = true;
     req.approved_steps = opts.approve.clone();
-    drive(req, opts)
+    if !opts.queue {
+        return drive(req, opts, None);
+    }
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let signals = super::queue::WaitSignals::install();
+    let mut conn = match super::queue::open(&req.store) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let max_concurrency = req
+        .max_concurrency
+        .unwrap_or(req.plan.plan.globals.max_concurrency);
+    let record = engine::new_run_record(&req, &run_id, max_concurrency, Owner::this_process());
+    if let Err(e) = store::queue::enqueue_new(&mut conn, &record, opts.priority.unwrap_or(0)) {
+        return fail(e, Exit::Internal);
+    }
+    if let Err(exit) = super::queue::wait_turn(&mut conn, &run_id, &signals) {
+        return exit;
+    }
+    req.run_id = Some(run_id);
+    drive(req, opts, Some(&signals))
 }
 
 /// The request that starts a new run of the plan at `path`.
@@ -227,8 +253,13 @@ fn ask(question: &str) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
-/// Start the engine and print until it ends.
-pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
+/// Start the engine and print until it ends. `queued`: the signals of a
+/// run that waited in the queue (a cancel request may have come meanwhile).
+pub fn drive(
+    req: RunRequest,
+    opts: &RunOptions,
+    queued: Option<&super::queue::WaitSignals>,
+) -> Exit {
     for id in &opts.approve {
         if !req.plan.index.contains_key(id) {
             return fail(
@@ -241,6 +272,9 @@ pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
         Ok(h) => h,
         Err(e) => return fail(e, Exit::Internal),
     };
+    if queued.is_some_and(|s| s.cancel_requested()) {
+        let _ = handle.commands.send(Command::Cancel);
+    }
     let color = !opts.json
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -458,8 +492,31 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
         Ok(a) => a,
         Err(exit) => return exit,
     };
+    // A run whose waiter left the queue joins it again.
+    let queue_it = opts.queue || prepared.row.state == RunState::Queued;
+    // Nothing of it was ever recorded: it starts as a new run under its id.
+    let fresh = queue_it && prepared.resume.next_seq <= 1;
+    let seen = prepared.row.clone();
     let mut req = prepared.into_request(approval, location, opts.max_concurrency, opts.json);
     req.exit_when_paused = true;
     req.approved_steps = opts.approve.clone();
-    drive(req, opts)
+    if fresh {
+        req.resume = None;
+        req.run_id = Some(seen.id.clone());
+    }
+    if !queue_it {
+        return drive(req, opts, None);
+    }
+    let signals = super::queue::WaitSignals::install();
+    let mut conn = match super::queue::open(&req.store) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    if let Err(e) = store::queue::requeue(&mut conn, &seen, &Owner::this_process(), opts.priority) {
+        return fail(e, Exit::InvalidInput);
+    }
+    if let Err(exit) = super::queue::wait_turn(&mut conn, &seen.id, &signals) {
+        return exit;
+    }
+    drive(req, opts, Some(&signals))
 }

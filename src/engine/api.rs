@@ -74,6 +74,8 @@ impl fmt::Display for StepState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Waiting in the queue for its turn (`run --queue`); nothing has run yet.
+    Queued,
     Created,
     AwaitingApproval,
     Running,
@@ -85,7 +87,8 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 8] = [
+    pub const ALL: [RunState; 9] = [
+        RunState::Queued,
         RunState::Created,
         RunState::AwaitingApproval,
         RunState::Running,
@@ -97,6 +100,7 @@ impl RunState {
     ];
     pub fn as_str(self) -> &'static str {
         match self {
+            RunState::Queued => "queued",
             RunState::Created => "created",
             RunState::AwaitingApproval => "awaiting_approval",
             RunState::Running => "running",
@@ -127,7 +131,7 @@ impl fmt::Display for RunState {
 /// Why a run is paused or interrupted: the short, stable words stored in
 /// `runs.reason`, listed by `plandeck runs` and matched by front ends
 /// (`gate STEP`, `restart_required STEP`, `person`, `frozen`, `quit`,
-/// `signal`, `owner died`, `store failure`). `describe` words one for people.
+/// `signal`, `owner died`, `store failure`, `queued`). `describe` words one for people.
 pub mod why {
     /// A person paused the run.
     pub const PERSON: &str = "person";
@@ -141,6 +145,9 @@ pub mod why {
     pub const OWNER_DIED: &str = "owner died";
     /// The store could not record the run any more.
     pub const STORE_FAILURE: &str = "store failure";
+    /// Waiting in the queue; shown with `interrupted` once the waiting
+    /// process is gone (`resume` queues it again).
+    pub const QUEUED: &str = "queued";
 
     /// Paused before `step`, which waits for a person's approval.
     pub fn gate(step: &str) -> String {
@@ -174,6 +181,7 @@ pub mod why {
             SIGNAL => "plandeck was stopped by a signal".into(),
             OWNER_DIED => "the plandeck that drove it is gone".into(),
             STORE_FAILURE => "the store could not record it".into(),
+            QUEUED => "left the queue before its turn; resume queues it again".into(),
             other => other.to_string(),
         }
     }

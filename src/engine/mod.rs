@@ -161,6 +161,35 @@ pub fn current_user() -> String {
         .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()))
 }
 
+/// The record of a new run of `req` (secret inputs left out), as stored
+/// when it starts or when it joins the queue.
+pub fn new_run_record(
+    req: &RunRequest,
+    run_id: &str,
+    max_concurrency: u32,
+    owner: Owner,
+) -> NewRun {
+    let plan = &req.plan;
+    let stored_inputs: BTreeMap<&String, &String> = req
+        .inputs
+        .iter()
+        .filter(|(k, _)| !plan.plan.inputs.get(*k).is_some_and(|d| d.secret))
+        .collect();
+    NewRun {
+        id: run_id.to_string(),
+        plan_hash: plan.hash.clone(),
+        plan_name: plan.plan.name.clone(),
+        plan_source: plan.source.clone(),
+        plan_path: req.plan_path.as_ref().map(|p| p.display().to_string()),
+        base_dir: req.base_dir.display().to_string(),
+        inputs_json: serde_json::to_string(&stored_inputs).unwrap_or_else(|_| "{}".into()),
+        max_concurrency,
+        approval: req.approval.clone(),
+        owner,
+        created_at: chrono::Utc::now(),
+    }
+}
+
 /// Start the engine on a thread of its own. Fails early if the store cannot be opened.
 pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
     let (writer, committed) = Writer::spawn(&req.store)?;
@@ -373,31 +402,7 @@ async fn drive(
     let owner = Owner::this_process();
     let mut core = match &req.resume {
         None => {
-            let secret: Vec<&String> = plan
-                .plan
-                .inputs
-                .iter()
-                .filter(|(_, d)| d.secret)
-                .map(|(n, _)| n)
-                .collect();
-            let stored_inputs: BTreeMap<&String, &String> = req
-                .inputs
-                .iter()
-                .filter(|(k, _)| !secret.contains(k))
-                .collect();
-            let new = NewRun {
-                id: run_id.clone(),
-                plan_hash: plan.hash.clone(),
-                plan_name: plan.plan.name.clone(),
-                plan_source: plan.source.clone(),
-                plan_path: req.plan_path.as_ref().map(|p| p.display().to_string()),
-                base_dir: req.base_dir.display().to_string(),
-                inputs_json: serde_json::to_string(&stored_inputs).unwrap_or_else(|_| "{}".into()),
-                max_concurrency,
-                approval: req.approval.clone(),
-                owner: owner.clone(),
-                created_at: chrono::Utc::now(),
-            };
+            let new = new_run_record(&req, &run_id, max_concurrency, owner.clone());
             d.writer.send(WriteOp::CreateRun(Box::new(new))).await?;
             Core::new(cfg)
         }

@@ -71,6 +71,8 @@ pub fn shown(run: &RunRow) -> Shown {
     let (state, reason) = match (run.state, run.owner_pid) {
         _ if owner.is_some() => (run.state, run.reason.clone()),
         (RunState::Interrupted, _) => (run.state, run.reason.clone()),
+        // Its waiter left the queue (or died): nothing ran, resume queues it again.
+        (RunState::Queued, _) => (RunState::Interrupted, Some(why::QUEUED.to_string())),
         // Left paused: its owner let go of it.
         (RunState::Paused, None) => (run.state, run.reason.clone()),
         _ => (RunState::Interrupted, Some(why::OWNER_DIED.to_string())),

@@ -6,6 +6,7 @@
 
 pub mod maintenance;
 pub mod queries;
+pub mod queue;
 pub mod schema;
 pub mod writer;
 

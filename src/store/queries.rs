@@ -33,12 +33,17 @@ pub struct RunRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    /// The run's priority in the queue; `None` for a run not started through it.
+    pub queue_priority: Option<i64>,
+    /// When it (last) joined the queue.
+    pub queued_at: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, plan_hash, plan_name, plan_path, base_dir, state, reason, inputs, max_concurrency,
-    approved_by, approved_at, owner_pid, owner_host, owner_started_at, heartbeat_at, created_at, started_at, ended_at";
+pub(super) const RUN_COLUMNS: &str = "id, plan_hash, plan_name, plan_path, base_dir, state, reason, inputs, max_concurrency,
+    approved_by, approved_at, owner_pid, owner_host, owner_started_at, heartbeat_at, created_at, started_at, ended_at,
+    queue_priority, queued_at";
 
-fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+pub(super) fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
     let state: String = r.get(5)?;
     Ok(RunRow {
         id: r.get(0)?,
@@ -59,6 +64,8 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         created_at: r.get(15)?,
         started_at: r.get(16)?,
         ended_at: r.get(17)?,
+        queue_priority: r.get(18)?,
+        queued_at: r.get(19)?,
     })
 }
 

@@ -85,6 +85,18 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX step_attempts_by_state ON step_attempts(state);
     CREATE INDEX events_by_type ON events(run_id, type);
     ",
+    // 3: the run queue: a queued run's priority and when it joined (both
+    // NULL for a run not started through the queue), and stored settings
+    // (`queue.parallel`).
+    "
+    ALTER TABLE runs ADD COLUMN queue_priority INTEGER;
+    ALTER TABLE runs ADD COLUMN queued_at TEXT;
+    CREATE INDEX runs_in_queue ON runs(state) WHERE queue_priority IS NOT NULL;
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

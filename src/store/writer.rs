@@ -320,38 +320,7 @@ fn ts(t: &DateTime<Utc>) -> String {
 
 fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
-        WriteOp::CreateRun(run) => {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO plans (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![run.plan_hash, run.plan_name, run.plan_source, ts(&run.created_at)])?;
-            let (by, at, hash) = match &run.approval {
-                Some(a) => (Some(a.by.clone()), Some(ts(&a.at)), Some(a.hash.clone())),
-                None => (None, None, None),
-            };
-            tx.prepare_cached(
-                "INSERT INTO runs (id, plan_hash, plan_name, plan_path, base_dir, state, inputs,
-                   max_concurrency, approved_by, approved_at, approved_hash,
-                   owner_pid, owner_host, owner_started_at, heartbeat_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'created', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
-            )?
-            .execute(params![
-                run.id,
-                run.plan_hash,
-                run.plan_name,
-                run.plan_path,
-                run.base_dir,
-                run.inputs_json,
-                run.max_concurrency,
-                by,
-                at,
-                hash,
-                run.owner.pid,
-                run.owner.host,
-                ts(&run.owner.started_at),
-                ts(&run.created_at),
-            ])?;
-        }
+        WriteOp::CreateRun(run) => insert_run(tx, run)?,
         WriteOp::Event(event, capture) => write_event(tx, event, capture.as_deref())?,
         WriteOp::Approve { run_id, approval } => {
             tx.prepare_cached("UPDATE runs SET approved_by = ?2, approved_at = ?3, approved_hash = ?4 WHERE id = ?1")?
@@ -375,6 +344,52 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
             .execute(params![run_id])?;
         }
     }
+    Ok(())
+}
+
+/// Record a run (and its plan version). A run recorded earlier as queued
+/// (same id) becomes `created`, owned and approved as now.
+pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO plans (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        run.plan_hash,
+        run.plan_name,
+        run.plan_source,
+        ts(&run.created_at)
+    ])?;
+    let (by, at, hash) = match &run.approval {
+        Some(a) => (Some(a.by.clone()), Some(ts(&a.at)), Some(a.hash.clone())),
+        None => (None, None, None),
+    };
+    tx.prepare_cached(
+        "INSERT INTO runs (id, plan_hash, plan_name, plan_path, base_dir, state, inputs,
+           max_concurrency, approved_by, approved_at, approved_hash,
+           owner_pid, owner_host, owner_started_at, heartbeat_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'created', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+         ON CONFLICT (id) DO UPDATE SET state = 'created', reason = NULL,
+           max_concurrency = excluded.max_concurrency, approved_by = excluded.approved_by,
+           approved_at = excluded.approved_at, approved_hash = excluded.approved_hash,
+           owner_pid = excluded.owner_pid, owner_host = excluded.owner_host,
+           owner_started_at = excluded.owner_started_at, heartbeat_at = excluded.heartbeat_at",
+    )?
+    .execute(params![
+        run.id,
+        run.plan_hash,
+        run.plan_name,
+        run.plan_path,
+        run.base_dir,
+        run.inputs_json,
+        run.max_concurrency,
+        by,
+        at,
+        hash,
+        run.owner.pid,
+        run.owner.host,
+        ts(&run.owner.started_at),
+        ts(&run.created_at),
+    ])?;
     Ok(())
 }
 
