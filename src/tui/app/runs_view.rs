@@ -36,7 +36,7 @@ pub fn run_rank(s: crate::engine::api::RunState) -> u8 {
     use crate::engine::api::RunState as S;
     match s {
         S::Running => 0,
-        S::Created | S::AwaitingApproval => 1,
+        S::Created | S::AwaitingApproval | S::Queued => 1,
         S::Paused => 2,
         S::Interrupted => 3,
         S::Succeeded | S::Failed | S::Canceled => 4,
