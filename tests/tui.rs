@@ -369,11 +369,37 @@ fn step_lists_of_every_bundled_plan_keep_names_whole_when_there_is_room() {
             }
             if w >= 120 {
                 for cells in &rows {
-                    let id: String = cells[1].iter().map(|s| s.content.as_ref()).collect();
-                    let shown = &table.fields(cells)[1].1;
-                    assert_eq!(shown, &id, "{plan:?} at {w}x{h}: a name cut");
+                    let id: String = cells[2].iter().map(|s| s.content.as_ref()).collect();
+                    let fields = table.fields(cells);
+                    let shown = fields.iter().find(|(p, _)| p.col == 2).map(|(_, t)| t);
+                    assert_eq!(shown, Some(&id), "{plan:?} at {w}x{h}: a name cut");
                 }
             }
         }
     }
+}
+
+#[test]
+fn the_critical_path_is_marked_and_toggled_and_fallbacks_show_dashed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let mut s = session(&db, Target::Plan("plans/demo.json".into()), (120, 36));
+    let frame = render(&s);
+    let r = s.app.review.as_ref().expect("review");
+    let marked = frame.matches('◆').count();
+    // One mark per step on the path, one in the pane's title.
+    assert_eq!(marked, r.schedule.critical_path.len() + 1, "{frame}");
+    key(&mut s, 'C');
+    assert!(!render(&s).contains('◆'), "toggled off");
+    key(&mut s, 'v');
+    key(&mut s, 'C');
+    assert!(render(&s).contains('┏'), "critical boxes in the wave map");
+    let plan = dir.path().join("fb.json");
+    std::fs::write(
+        &plan,
+        r#"{"name":"fb","steps":[{"id":"main","run":"false","on_failure":{"fallback":"plan-b"}},{"id":"plan-b","run":"true"}]}"#,
+    )
+    .expect("write plan");
+    let s = session(&db, Target::Plan(plan), (120, 36));
+    assert!(render(&s).contains("┄▸ plan-b"), "{}", render(&s));
 }

@@ -31,6 +31,10 @@ pub struct DagView {
     pub scroll: usize,
     pub map_scroll: (usize, usize),
     pub search: String,
+    /// Steps on the critical path (empty: not known).
+    pub critical: Vec<bool>,
+    /// The critical path is highlighted (`C` toggles).
+    pub show_critical: bool,
 }
 
 impl DagView {
@@ -51,6 +55,8 @@ impl DagView {
             scroll: 0,
             map_scroll: (0, 0),
             search: String::new(),
+            critical: Vec::new(),
+            show_critical: true,
         };
         if mode == DagMode::Map {
             d.ensure_map(plan);
@@ -62,6 +68,21 @@ impl DagView {
         if self.map.is_none() {
             self.map = Some(Arc::new(WaveMap::build(&plan.deps, &self.wave)));
         }
+    }
+
+    /// Mark the steps of `path` as the critical path.
+    pub fn set_critical(&mut self, path: &[usize]) {
+        self.critical = vec![false; self.row_of.len()];
+        for &i in path {
+            if let Some(c) = self.critical.get_mut(i) {
+                *c = true;
+            }
+        }
+    }
+
+    /// Whether step `i` is drawn as on the critical path.
+    pub fn on_critical(&self, i: usize) -> bool {
+        self.show_critical && self.critical.get(i).copied().unwrap_or(false)
     }
 
     fn select_row(&mut self, row: usize) {
@@ -125,6 +146,7 @@ impl DagView {
                 };
                 self.ensure_map(plan);
             }
+            (Action::CriticalPath, _) => self.show_critical = !self.show_critical,
             (Action::NextMatch, _) => self.jump(plan, 1, size),
             (Action::PrevMatch, _) => self.jump(plan, -1, size),
             _ => {}

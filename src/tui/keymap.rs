@@ -40,6 +40,8 @@ pub enum Action {
     FullLog,
     /// Log: wrap long lines on / off.
     Wrap,
+    /// Highlight the critical path on / off.
+    CriticalPath,
     /// A numbered remediation action (the digit pressed).
     Remedy,
 }
@@ -195,6 +197,12 @@ const GRAPH: [Binding; 6] = [
     b(&[Char('n')], Action::NextMatch, "next match", ""),
     b(&[Char('N')], Action::PrevMatch, "previous match", ""),
 ];
+const CRITICAL: Binding = b(
+    &[Char('C')],
+    Action::CriticalPath,
+    "highlight the critical path (◆) on / off",
+    "",
+);
 const HELP: Binding = b(&[Char('?')], Action::Help, "show or hide this help", "help");
 
 const RUNS: &[Binding] = &[
@@ -245,6 +253,7 @@ const REVIEW: &[Binding] = &[
     GRAPH[3],
     GRAPH[4],
     GRAPH[5],
+    CRITICAL,
     b(
         &[Char('a')],
         Action::Approve,
@@ -297,6 +306,7 @@ const RUN: &[Binding] = &[
     ),
     GRAPH[4],
     GRAPH[5],
+    CRITICAL,
     b(
         &[Code(KeyCode::Tab)],
         Action::FocusNext,

@@ -87,7 +87,8 @@ impl App {
                 description: def.description.clone(),
             })
             .collect();
-        let dag = DagView::new(&plan, mode);
+        let mut dag = DagView::new(&plan, mode);
+        dag.set_critical(&schedule.critical_path);
         self.review = Some(Review {
             path,
             plan,

@@ -64,7 +64,8 @@ impl RunView {
         live: bool,
     ) -> RunView {
         let n = plan.len();
-        let dag = DagView::new(&plan, mode);
+        let mut dag = DagView::new(&plan, mode);
+        dag.set_critical(&crate::dag::Schedule::build(&plan, &estimates).critical_path);
         RunView {
             run_id,
             state: None,

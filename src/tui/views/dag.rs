@@ -36,15 +36,18 @@ fn glyph_of(st: &Status, state: StepState) -> char {
 }
 
 pub fn draw(f: &mut Frame, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st: &Status) {
-    let title = match d.mode {
-        DagMode::List => format!(" Steps ({}) · graph ", plan.len()),
+    let mut title = match d.mode {
+        DagMode::List => format!("Steps ({}) · graph", plan.len()),
         DagMode::Map => format!(
-            " Steps ({}) · wave map · {} waves ",
+            "Steps ({}) · wave map · {} waves",
             plan.len(),
             d.map.as_ref().map_or(0, |m| m.order.len())
         ),
     };
-    let block = super::pane(t, st.focused, title.trim().to_string(), t.title());
+    if d.show_critical && d.critical.iter().any(|&c| c) {
+        title.push_str(" · ◆ critical path");
+    }
+    let block = super::pane(t, st.focused, title, t.title());
     let inner = block.inner(area);
     f.render_widget(block, area);
     match d.mode {
@@ -64,17 +67,19 @@ fn state_of(st: &Status, i: usize) -> StepState {
 pub fn list_cols(states: bool, attempts: bool, width: usize) -> Vec<Col> {
     let mut cols = vec![
         Col::keep("", 1, (width / 3).max(1)),
+        Col::optional("", 7, 1),
         Col::keep("step", 6, 32),
     ];
     if states {
         cols.push(Col::keep("state", 7, 11));
     }
     cols.push(Col::optional("description", 1, 60).grow(10));
-    cols.push(Col::optional("lane", 2, 12));
-    cols.push(Col::optional("kind", 3, 12));
-    cols.push(Col::optional(if states { "took" } else { "est." }, 4, 9).right());
+    cols.push(Col::optional("on failure", 2, 24));
+    cols.push(Col::optional("lane", 3, 12));
+    cols.push(Col::optional("kind", 4, 12));
+    cols.push(Col::optional(if states { "took" } else { "est." }, 5, 9).right());
     if attempts {
-        cols.push(Col::optional("att.", 5, 5).right());
+        cols.push(Col::optional("att.", 6, 5).right());
     }
     cols
 }
@@ -115,13 +120,26 @@ pub fn list_rows(
                 Span::styled(g.to_string(), t.step(state)),
                 Span::styled(after, t.dim()),
             ],
-            cell(step.id(), id_style),
+            cell(if d.on_critical(i) { "◆" } else { "" }, t.warn()),
+            cell(
+                step.id(),
+                if d.on_critical(i) {
+                    id_style.add_modifier(Modifier::BOLD)
+                } else {
+                    id_style
+                },
+            ),
         ];
         if st.states.is_some() {
             cells.push(cell(state.as_str(), t.step(state)));
         }
         let lane = step.lane.as_deref().unwrap_or("");
         cells.push(cell(step.name.as_deref().unwrap_or(""), Style::new()));
+        let fallback = match step.failure_policy() {
+            crate::plan::OnFailure::Fallback { fallback } => format!("┄▸ {fallback}"),
+            _ => String::new(),
+        };
+        cells.push(cell(fallback, t.dim()));
         cells.push(cell(lane, t.lane(lane)));
         cells.push(cell(step.kind.as_deref().unwrap_or(""), t.dim()));
         cells.push(cell((st.right)(i), t.dim()));
@@ -218,6 +236,8 @@ fn map(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st
         let selected = i == d.selected;
         let (tl, tr, bl, br, hz, vt) = if selected {
             ('╔', '╗', '╚', '╝', '═', '║')
+        } else if d.on_critical(i) {
+            ('┏', '┓', '┗', '┛', '━', '┃')
         } else {
             ('┌', '┐', '└', '┘', '─', '│')
         };

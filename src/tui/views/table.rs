@@ -158,6 +158,23 @@ impl Table {
             };
             on[i] = false;
         }
+        // 5. A dropped column that fits in what is left comes back, the
+        //    most important first (a growing one at its minimum).
+        let mut back: Vec<usize> = (0..n)
+            .filter(|&i| {
+                !on[i] && cols[i].drop.is_some() && natural.get(i).copied().unwrap_or(0) > 0
+            })
+            .collect();
+        back.sort_by_key(|&i| std::cmp::Reverse((cols[i].drop, i)));
+        for i in back {
+            if cols[i].grow {
+                w[i] = cols[i].min;
+            }
+            on[i] = true;
+            if total(&w, &on) > width {
+                on[i] = false;
+            }
+        }
         // What is left over goes to the growing column.
         let slack = width.saturating_sub(total(&w, &on));
         if let Some(i) = (0..n).find(|&i| on[i] && cols[i].grow) {
