@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
+use plandeck::cli::tui_backend::StoreBackend;
+use plandeck::store::Location;
+use plandeck::tui::backend::Backend;
 use serde_json::{Value, json};
 
 /// A one-step plan named `name` whose step appends `name` to `order.log`
@@ -123,6 +126,15 @@ fn queued_runs_start_by_priority_then_arrival_and_a_canceled_one_never_starts() 
     assert_eq!(running.len(), 1, "{q}");
     assert_eq!(running[0]["plan"], "p0");
     assert!(q["runs"][1]["waiting_sec"].as_f64().is_some(), "{q}");
+
+    // The TUI's Runs screen lists the waiting runs with their positions.
+    let backend = StoreBackend {
+        plans_dir: s.path("plans"),
+        location: Location::File(s.db()),
+    };
+    let listed = backend.list_runs().expect("runs listed");
+    let p9 = listed.iter().find(|r| r.plan == "p9").expect("p9 listed");
+    assert_eq!(p9.state_text(), "queued (position 1 of 4, priority 9)");
 
     // Cancel p7 while it waits: it leaves the queue and never starts.
     let p7 = q["runs"]

@@ -80,10 +80,25 @@ impl Backend for StoreBackend {
             return Ok(Vec::new());
         };
         let failed = queries::failed_steps(&conn).map_err(|e| e.to_string())?;
+        let alive = |r: &queries::RunRow| engine::ownership::live_owner(r).is_some();
+        let queue = store::queue::read(&conn, &alive, None).map_err(|e| e.to_string())?;
         queries::list_runs(&conn)
             .map(|rows| {
                 rows.iter()
-                    .map(|r| summary(r, failed.get(&r.id).copied().unwrap_or(0)))
+                    .map(|r| {
+                        let mut s = summary(r, failed.get(&r.id).copied().unwrap_or(0));
+                        // A waiting run says where it stands: `queued (position 2 of 3, priority 5)`.
+                        if s.state == crate::engine::api::RunState::Queued
+                            && let Some(p) = queue.position(&r.id)
+                        {
+                            s.reason = Some(format!(
+                                "position {p} of {}, priority {}",
+                                queue.waiting.len(),
+                                r.queue_priority.unwrap_or(0)
+                            ));
+                        }
+                        s
+                    })
                     .collect()
             })
             .map_err(|e| e.to_string())
