@@ -28,6 +28,7 @@ fn events_per_second(location: &Location, n: u64) -> f64 {
         max_concurrency: 1,
         approval: None,
         owner: Owner::this_process(),
+        containment: String::new(),
         created_at: now,
     };
     writer

@@ -1,8 +1,11 @@
 //! `plandeck cancel` and `plandeck prune`: the commands that change stored runs.
 //!
 //! Cancel asks a live owner to cancel (SIGUSR1; the engine treats it as the
-//! Cancel command) and waits for the run to end; a run whose owner is gone is
-//! ended here, after killing what the dead owner left running.
+//! Cancel command) and waits for the run to end; the signal goes only to the
+//! recorded owner process itself (pid and start time, through a pidfd),
+//! never to another process that got its pid. A run whose owner is gone is
+//! claimed here (fencing off any other claimant), what the dead owner left
+//! running is killed, and the run is ended.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,13 +17,16 @@ use super::Exit;
 use super::manage::{RunView, fail, open_run, open_store, outln, plan_steps, short, store_fail};
 use crate::engine::api::RunState;
 use crate::engine::{current_user, ownership};
+use crate::store::claim::{self, ClaimError};
 use crate::store::maintenance::{self, CancelError, PlanStep};
 use crate::store::queries;
-use crate::store::writer::Owner;
+use crate::store::writer::{self, Owner};
 
 /// How long `cancel` waits for a live owner to end the run.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
+/// How often a cancel request is sent again while the run goes on.
+const RESEND: Duration = Duration::from_secs(1);
 
 /// `plandeck cancel RUN`.
 pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
@@ -55,62 +61,58 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
         row
     };
     let mut view = RunView::new(row);
-    if let Some(owner) = view.owner.clone() {
-        let this_host = Owner::this_process().host;
-        if view.row.owner_host.as_deref() != Some(this_host.as_str()) {
-            return fail(
-                format!(
-                    "run {} is driven by {owner}, on another host; cancel it there",
-                    view.row.id
-                ),
-                Exit::InvalidInput,
-            );
-        }
-        let pid = view.row.owner_pid.unwrap_or_default() as i32;
-        match kill(Pid::from_raw(pid), Signal::SIGUSR1) {
-            Ok(()) => eprintln!("plandeck: asked {owner} to cancel run {}", view.row.id),
-            Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => {
-                return fail(
-                    format!(
-                        "cannot signal the owner of run {} ({owner}): {e}",
-                        view.row.id
-                    ),
-                    Exit::Internal,
-                );
-            }
-        }
-        let deadline = Instant::now() + CANCEL_WAIT;
-        loop {
-            view = match queries::find_run(&conn, &view.row.id) {
-                Ok(r) => RunView::new(r),
-                Err(e) => return store_fail(&conn, e),
+    // A claim lost to a resume means a live owner to ask: at most twice round.
+    let mut claimed = None;
+    for _ in 0..2 {
+        if view.owner.is_some() {
+            view = match ask_owner(&conn, view) {
+                Ok(v) => v,
+                Err(exit) => return exit,
             };
-            if view.row.state.is_terminal() {
-                return ended(&view);
-            }
-            if !view.is_live() {
-                eprintln!(
-                    "plandeck: the owner of run {} is gone before it ended the run",
-                    view.row.id
-                );
+        }
+        // Nobody drives the run: claim it, so that no resume starts on it
+        // while it is ended here.
+        match claim::claim(
+            &mut conn,
+            &view.row.id,
+            view.row.owner_epoch,
+            &Owner::this_process(),
+            None,
+        ) {
+            Ok(epoch) => {
+                claimed = Some(epoch);
                 break;
             }
-            if Instant::now() >= deadline {
-                return fail(
-                    format!(
-                        "run {} did not end within {} s of the cancel request; its owner ({owner}) may still be stopping steps — check with `plandeck show {}`",
-                        view.row.id,
-                        CANCEL_WAIT.as_secs(),
-                        short(&view.row.id)
-                    ),
-                    Exit::Internal,
-                );
+            Err(ClaimError::Taken(by)) => {
+                eprintln!("plandeck: run {} was just claimed by {by}", view.row.id);
+                view = match queries::find_run(&conn, &view.row.id) {
+                    Ok(r) => RunView::new(r),
+                    Err(e) => return store_fail(&conn, e),
+                };
+                if view.row.state.is_terminal() {
+                    return ended(&view);
+                }
             }
-            std::thread::sleep(POLL);
+            Err(ClaimError::Ended(_)) => {
+                return match queries::find_run(&conn, &view.row.id) {
+                    Ok(r) => ended(&RunView::new(r)),
+                    Err(e) => store_fail(&conn, e),
+                };
+            }
+            Err(ClaimError::Store(e)) => return fail(e, Exit::Internal),
         }
     }
-    // Nobody drives the run: stop what its last owner left, then end it here.
+    let Some(epoch) = claimed else {
+        return fail(
+            format!(
+                "run {} keeps changing owner; try `plandeck cancel` again",
+                view.row.id
+            ),
+            Exit::Internal,
+        );
+    };
+    view.row.owner_epoch = epoch;
+    // Stop what its last owner left, then end it here.
     let killed = ownership::kill_orphans(&view.row.id)
         .iter()
         .map(|p| p.pgid)
@@ -145,6 +147,81 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
         }
         Err(CancelError::Refused(msg)) => fail(msg, Exit::InvalidInput),
         Err(CancelError::Store(e)) => store_fail(&conn, e),
+    }
+}
+
+/// Ask the live owner of a run to cancel it and wait until the run ends
+/// (`Err` carries the exit) or the owner is gone (`Ok`, the run as it is).
+fn ask_owner(conn: &rusqlite::Connection, mut view: RunView) -> Result<RunView, Exit> {
+    let owner = view.owner.clone().unwrap_or_default();
+    let this_host = writer::this_host();
+    if view.row.owner_host.as_deref() != Some(this_host.as_str()) {
+        return Err(fail(
+            format!(
+                "run {} is driven by {owner}, on another host; cancel it there",
+                view.row.id
+            ),
+            Exit::InvalidInput,
+        ));
+    }
+    let deadline = Instant::now() + CANCEL_WAIT;
+    let mut asked: Option<Instant> = None;
+    loop {
+        // Asked again every second: an owner that has just claimed the run
+        // may not listen yet. Only the recorded process itself is asked.
+        if asked.is_none_or(|t| t.elapsed() >= RESEND) {
+            let sent = match ownership::owner_identity(&view.row) {
+                Some(id) => id.signal(Signal::SIGUSR1),
+                // Recorded without its start time (an older plandeck): by pid.
+                None => kill(
+                    Pid::from_raw(view.row.owner_pid.unwrap_or_default() as i32),
+                    Signal::SIGUSR1,
+                )
+                .map(|()| true),
+            };
+            match sent {
+                Ok(true) if asked.is_none() => {
+                    eprintln!("plandeck: asked {owner} to cancel run {}", view.row.id)
+                }
+                Ok(_) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    return Err(fail(
+                        format!(
+                            "cannot signal the owner of run {} ({owner}): {e}",
+                            view.row.id
+                        ),
+                        Exit::Internal,
+                    ));
+                }
+            }
+            asked = Some(Instant::now());
+        }
+        std::thread::sleep(POLL);
+        view = match queries::find_run(conn, &view.row.id) {
+            Ok(r) => RunView::new(r),
+            Err(e) => return Err(store_fail(conn, e)),
+        };
+        if view.row.state.is_terminal() {
+            return Err(ended(&view));
+        }
+        if !view.is_live() {
+            eprintln!(
+                "plandeck: the owner of run {} is gone before it ended the run",
+                view.row.id
+            );
+            return Ok(view);
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(
+                format!(
+                    "run {} did not end within {} s of the cancel request; its owner ({owner}) may still be stopping steps — check with `plandeck show {}`",
+                    view.row.id,
+                    CANCEL_WAIT.as_secs(),
+                    short(&view.row.id)
+                ),
+                Exit::Internal,
+            ));
+        }
     }
 }
 

@@ -103,6 +103,9 @@ pub enum Command {
     Resume {
         /// Run id or a unique prefix of it.
         run: String,
+        /// A secret input's value, given again (secrets are never stored; repeatable).
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
         #[command(flatten)]
         opts: run::RunOptions,
     },
@@ -211,7 +214,7 @@ pub fn main() -> ExitCode {
         Some(Command::Validate { plans }) => inspect::validate(&plans),
         Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
         Some(Command::Run { plan, inputs, opts }) => run::run(&plan, &inputs, &opts),
-        Some(Command::Resume { run, opts }) => run::resume(&run, &opts),
+        Some(Command::Resume { run, inputs, opts }) => run::resume(&run, &inputs, &opts),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
         Some(Command::Queue {
             parallel,

@@ -10,8 +10,9 @@ use super::Exit;
 use super::printer::Printer;
 use crate::dag::Schedule;
 use crate::engine::api::{Command, EventKind, RunState};
-use crate::engine::{self, RunRequest};
+use crate::engine::{self, EngineExit, RunRequest};
 use crate::plan::{self, ValidPlan};
+use crate::store::claim::ClaimError;
 use crate::store::writer::{Approval, Owner};
 use crate::store::{self, Location, queries};
 
@@ -313,6 +314,14 @@ pub fn drive(
     let _ = out.flush();
     let run_id = handle.run_id.clone();
     match handle.join() {
+        Ok(EngineExit {
+            fenced: Some(by), ..
+        }) => fail(
+            format!(
+                "{by}; this process stopped starting steps and leaves the steps it started to the new owner"
+            ),
+            Exit::Internal,
+        ),
         Ok(exit) if exit.interrupted => {
             eprintln!("plandeck: interrupted; resume with `plandeck resume {run_id}`");
             Exit::Interrupted
@@ -335,22 +344,36 @@ pub fn drive(
     }
 }
 
-/// A stored run made ready to continue (approval aside).
+/// A stored run made ready to continue (approval and claim aside).
 pub struct Prepared {
     pub row: queries::RunRow,
     pub plan: ValidPlan,
-    pub resume: engine::Resume,
+    /// Loaded by `claim`, once this process owns the run.
+    pub resume: Option<engine::Resume>,
     pub estimates: Vec<Option<f64>>,
     pub inputs: BTreeMap<String, String>,
-    /// Process groups of the previous owner that were stopped.
+    /// Process groups of the previous owner that were stopped (by `claim`).
     pub killed: usize,
     /// The plan file changed since the run started.
     pub changed: bool,
 }
 
-/// Find a resumable run, check nobody drives it, load its plan and state,
-/// and stop what its dead owner left running.
-pub fn prepare_resume(location: &Location, run: &str) -> Result<Prepared, (String, Exit)> {
+/// The message of a lost claim: somebody else drives the run.
+fn driven_by(run_id: &str, owner: &str) -> (String, Exit) {
+    (
+        format!("run {run_id} is being driven by {owner}; it cannot be resumed twice"),
+        Exit::InvalidInput,
+    )
+}
+
+/// Find a resumable run, check nobody drives it and that every required
+/// secret input is given again (`given`: `--input` values), and load its
+/// plan. Reads only: nothing is claimed, signalled or written.
+pub fn prepare_resume(
+    location: &Location,
+    run: &str,
+    given: &[String],
+) -> Result<Prepared, (String, Exit)> {
     let conn = store::open_existing(location).map_err(|e| (e.to_string(), Exit::Internal))?;
     let row = queries::find_run(&conn, run).map_err(|e| (e.to_string(), Exit::InvalidInput))?;
     if row.state.is_terminal() {
@@ -363,13 +386,7 @@ pub fn prepare_resume(location: &Location, run: &str) -> Result<Prepared, (Strin
         ));
     }
     if let Some(owner) = crate::engine::ownership::live_owner(&row) {
-        return Err((
-            format!(
-                "run {} is being driven by {owner}; it cannot be resumed twice",
-                row.id
-            ),
-            Exit::InvalidInput,
-        ));
+        return Err(driven_by(&row.id, &owner));
     }
     let source =
         queries::plan_source(&conn, &row.plan_hash).map_err(|e| (e.to_string(), Exit::Internal))?;
@@ -393,52 +410,148 @@ pub fn prepare_resume(location: &Location, run: &str) -> Result<Prepared, (Strin
         .and_then(|p| std::fs::read_to_string(p).ok())
         .is_some_and(|now| plan::validate::content_hash(&now) != row.plan_hash);
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
-    let mut resume =
-        queries::load_resume(&conn, &row, &ids).map_err(|e| (e.to_string(), Exit::Internal))?;
-    let orphans = crate::engine::ownership::kill_orphans(&row.id);
-    let killed = orphans
-        .iter()
-        .map(|p| p.pgid)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    resume.orphans = orphans
-        .into_iter()
-        .filter_map(|p| Some((p.step?, p.attempt?)))
-        .collect();
-    // An orphan ran until it was killed just now, not until its owner died.
-    if let Some((at, _)) = &resume.stopped {
-        let more = (chrono::Utc::now() - *at).num_milliseconds().max(0) as u64;
-        for (step, _) in &resume.orphans {
-            if let Some(i) = plan.index.get(step)
-                && let Some(s) = resume.steps.get_mut(*i)
-            {
-                s.interrupted_ms += more;
-            }
-        }
-    }
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
-    let mut inputs: BTreeMap<String, String> =
-        serde_json::from_str(&row.inputs_json).unwrap_or_default();
-    for (name, def) in &plan.plan.inputs {
-        if def.secret
-            && let Ok(v) = std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name)))
-        {
-            inputs.insert(name.clone(), v);
-        }
-    }
+    let inputs = resume_inputs(&plan, &row, given)?;
     Ok(Prepared {
         row,
         plan,
-        resume,
+        resume: None,
         estimates,
         inputs,
-        killed,
+        killed: 0,
         changed,
     })
 }
 
+/// The inputs a resumed run goes on with: those stored with it, and the
+/// secrets (never stored) from `--input`, else `PLANDECK_INPUT_<NAME>`, else
+/// their default. A required secret given nowhere refuses the resume.
+fn resume_inputs(
+    plan: &ValidPlan,
+    row: &queries::RunRow,
+    given: &[String],
+) -> Result<BTreeMap<String, String>, (String, Exit)> {
+    let mut inputs: BTreeMap<String, String> =
+        serde_json::from_str(&row.inputs_json).unwrap_or_default();
+    let mut passed = BTreeMap::new();
+    for item in given {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err((
+                format!("--input '{item}' must be NAME=VALUE"),
+                Exit::InvalidInput,
+            ));
+        };
+        match plan.plan.inputs.get(k) {
+            Some(def) if def.secret => {
+                passed.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => {
+                return Err((
+                    format!(
+                        "--input '{k}': only secret inputs are given again at resume; '{k}' keeps the value the run started with"
+                    ),
+                    Exit::InvalidInput,
+                ));
+            }
+            None => {
+                return Err((
+                    format!(
+                        "--input '{k}': the plan of run {} has no such input",
+                        row.id
+                    ),
+                    Exit::InvalidInput,
+                ));
+            }
+        }
+    }
+    for (name, def) in plan.plan.inputs.iter().filter(|(_, d)| d.secret) {
+        let var = format!("PLANDECK_INPUT_{}", plan::model::env_name(name));
+        let value = passed
+            .remove(name)
+            .or_else(|| std::env::var(&var).ok())
+            .or_else(|| def.default.clone());
+        match value {
+            Some(v) => {
+                inputs.insert(name.clone(), v);
+            }
+            None if def.required => {
+                return Err((
+                    format!(
+                        "run {} needs its secret input '{name}' to go on, and secrets are never stored: pass --input {name}=VALUE or set {var} in the environment, then resume again",
+                        row.id
+                    ),
+                    Exit::InvalidInput,
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(inputs)
+}
+
 impl Prepared {
-    /// The request that continues the run.
+    /// Claim the run for this process (one compare-and-set against the
+    /// ownership epoch seen by `prepare_resume`): the loser of a race is
+    /// refused having touched nothing. Then stop what the previous owner
+    /// left running, and load the run's state as it is now.
+    pub fn claim(&mut self, location: &Location) -> Result<(), (String, Exit)> {
+        let mut conn =
+            store::open_existing(location).map_err(|e| (e.to_string(), Exit::Internal))?;
+        // From the claim on, `plandeck cancel` may signal this process: a
+        // cancel that comes before the engine listens must not kill it (it
+        // sends again until the run ends).
+        crate::engine::ignore_cancel_signal_until_listening();
+        let owner = crate::store::writer::Owner::this_process();
+        let epoch = match crate::store::claim::claim(
+            &mut conn,
+            &self.row.id,
+            self.row.owner_epoch,
+            &owner,
+            Some(&crate::engine::contain::in_force()),
+        ) {
+            Ok(e) => e,
+            Err(ClaimError::Taken(by)) => return Err(driven_by(&self.row.id, &by)),
+            Err(ClaimError::Ended(state)) => {
+                return Err((
+                    format!("run {} ended meanwhile ({state})", self.row.id),
+                    Exit::InvalidInput,
+                ));
+            }
+            Err(ClaimError::Store(e)) => return Err((e.to_string(), Exit::Internal)),
+        };
+        let orphans = crate::engine::ownership::kill_orphans(&self.row.id);
+        self.killed = orphans
+            .iter()
+            .map(|p| p.pgid)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let row =
+            queries::find_run(&conn, &self.row.id).map_err(|e| (e.to_string(), Exit::Internal))?;
+        let ids: Vec<&str> = (0..self.plan.len()).map(|i| self.plan.id(i)).collect();
+        let mut resume =
+            queries::load_resume(&conn, &row, &ids).map_err(|e| (e.to_string(), Exit::Internal))?;
+        resume.epoch = epoch;
+        resume.orphans = orphans
+            .into_iter()
+            .filter_map(|p| Some((p.step?, p.attempt?)))
+            .collect();
+        // An orphan ran until it was killed just now, not until its owner died.
+        if let Some((at, _)) = &resume.stopped {
+            let more = (chrono::Utc::now() - *at).num_milliseconds().max(0) as u64;
+            for (step, _) in &resume.orphans {
+                if let Some(i) = self.plan.index.get(step)
+                    && let Some(s) = resume.steps.get_mut(*i)
+                {
+                    s.interrupted_ms += more;
+                }
+            }
+        }
+        self.row = row;
+        self.resume = Some(resume);
+        Ok(())
+    }
+
+    /// The request that continues the run (after `claim`).
     pub fn into_request(
         self,
         approval: Option<Approval>,
@@ -454,7 +567,7 @@ impl Prepared {
             estimates: self.estimates,
             stream_logs,
             handle_signals: true,
-            resume: Some(self.resume),
+            resume: self.resume,
             ..RunRequest::new(
                 Arc::new(self.plan),
                 PathBuf::from(&self.row.base_dir),
@@ -465,9 +578,9 @@ impl Prepared {
 }
 
 /// `plandeck resume RUN`.
-pub fn resume(run: &str, opts: &RunOptions) -> Exit {
+pub fn resume(run: &str, inputs: &[String], opts: &RunOptions) -> Exit {
     let location = Location::from_arg(opts.store.db.as_deref());
-    let prepared = match prepare_resume(&location, run) {
+    let mut prepared = match prepare_resume(&location, run, inputs) {
         Ok(p) => p,
         Err((msg, exit)) => return fail(msg, exit),
     };
@@ -478,12 +591,6 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
             "plandeck: note: {p} changed since this run started; resuming the plan as stored with the run"
         );
     }
-    if prepared.killed > 0 {
-        eprintln!(
-            "plandeck: stopped {} process group(s) left running by the previous owner",
-            prepared.killed
-        );
-    }
     let summary = format!(
         "Resuming run {} of \"{}\"\n",
         prepared.row.id, prepared.plan.plan.name
@@ -492,10 +599,19 @@ pub fn resume(run: &str, opts: &RunOptions) -> Exit {
         Ok(a) => a,
         Err(exit) => return exit,
     };
+    if let Err((msg, exit)) = prepared.claim(&location) {
+        return fail(msg, exit);
+    }
+    if prepared.killed > 0 {
+        eprintln!(
+            "plandeck: stopped {} process group(s) left running by the previous owner",
+            prepared.killed
+        );
+    }
     // A run whose waiter left the queue joins it again.
     let queue_it = opts.queue || prepared.row.state == RunState::Queued;
     // Nothing of it was ever recorded: it starts as a new run under its id.
-    let fresh = queue_it && prepared.resume.next_seq <= 1;
+    let fresh = queue_it && prepared.resume.as_ref().is_none_or(|r| r.next_seq <= 1);
     let seen = prepared.row.clone();
     let mut req = prepared.into_request(approval, location, opts.max_concurrency, opts.json);
     req.exit_when_paused = true;

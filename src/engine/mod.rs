@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod contain;
 pub mod core;
 pub mod files;
 pub mod hostpool;
@@ -49,6 +50,9 @@ const MAX_LOGS_IN_FLIGHT: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Resume {
     pub run_id: String,
+    /// The ownership epoch this process claimed the run at
+    /// (`store::claim::claim`): its writes are fenced by it.
+    pub epoch: u64,
     pub next_seq: u64,
     pub steps: Vec<StepSnapshot>,
     /// Attempts the previous owner had started that were still running (killed
@@ -127,6 +131,9 @@ pub struct EngineExit {
     pub state: RunState,
     /// The run was stopped by a signal (exit code 130).
     pub interrupted: bool,
+    /// Another process claimed the run: this one stopped starting steps,
+    /// signalled nothing and wrote nothing more. Names the new owner.
+    pub fenced: Option<String>,
 }
 
 /// The front end's side of a running engine.
@@ -186,6 +193,7 @@ pub fn new_run_record(
         max_concurrency,
         approval: req.approval.clone(),
         owner,
+        containment: contain::in_force(),
         created_at: chrono::Utc::now(),
     }
 }
@@ -408,9 +416,9 @@ async fn drive(
         }
         Some(r) => {
             d.writer
-                .send(WriteOp::Own {
+                .send(WriteOp::Fence {
                     run_id: run_id.clone(),
-                    owner: owner.clone(),
+                    epoch: r.epoch,
                 })
                 .await?;
             if let Some(a) = &req.approval {
@@ -429,10 +437,15 @@ async fn drive(
     let (recorded_tx, recorded) = tokio::sync::oneshot::channel();
     d.writer.send(WriteOp::Barrier(recorded_tx)).await?;
     if recorded.await.is_err() {
-        return Err(match committed.recv().await {
-            Some(Committed::Failed(e)) => e,
-            _ => writer::stopped(),
-        });
+        return match committed.recv().await {
+            Some(Committed::Failed(e)) => Err(e),
+            Some(Committed::Fenced(by)) => Ok(EngineExit {
+                state: core.state,
+                interrupted: false,
+                fenced: Some(by),
+            }),
+            _ => Err(writer::stopped()),
+        };
     }
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
@@ -452,6 +465,8 @@ async fn drive(
     // Log lines handed to the writer and not yet published: reading more
     // output waits while this is high, so a flood cannot grow memory.
     let mut logs_in_flight = 0usize;
+    // Set when another process claimed the run (the writer refused a batch).
+    let mut fenced: Option<String> = None;
     let result: Result<(), StoreError> = loop {
         let leaving = core.is_leaving();
         if core.is_finished()
@@ -517,6 +532,10 @@ async fn drive(
                     core.handle(Input::Committed { last_seq });
                 }
                 Some(Committed::Failed(e)) => break Err(e),
+                Some(Committed::Fenced(by)) => {
+                    fenced = Some(by);
+                    break Err(writer::stopped());
+                }
                 None => break Err(writer::stopped()),
             },
             _ = signals.recv() => {
@@ -536,6 +555,37 @@ async fn drive(
             break Err(e);
         }
     };
+    let mut failure = None;
+    if result.is_err() && fenced.is_none() {
+        // A write that failed for want of the writer: was it fenced?
+        while let Ok(c) = committed.try_recv() {
+            match c {
+                Committed::Events { events, .. } => {
+                    let _ = out.send(events).await;
+                }
+                Committed::Fenced(by) => fenced = Some(by),
+                Committed::Failed(e) => failure = Some(e),
+            }
+        }
+    }
+    if let Some(by) = fenced {
+        // Fenced: the run belongs to another process now. Start nothing,
+        // signal nothing (the steps still running are its to deal with),
+        // write nothing, leave the scratch directory to it.
+        d.timers.abort_all();
+        d.tasks.abort_all();
+        while d.tasks.join_next().await.is_some() {}
+        drop(d);
+        drop(runner_rx);
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .ok();
+        return Ok(EngineExit {
+            state: core.state,
+            interrupted,
+            fenced: Some(by),
+        });
+    }
     if result.is_err() {
         // The store failed: stop every step; the run stays resumable.
         d.terminate_all();
@@ -576,14 +626,22 @@ async fn drive(
         .ok();
     // What committed is still shown; a write that failed meanwhile is the
     // error to report (more precise than "the writer stopped").
-    let mut failure = None;
     while let Some(c) = committed.recv().await {
         match c {
             Committed::Events { events, .. } => {
                 let _ = out.send(events).await;
             }
             Committed::Failed(e) => failure = Some(e),
+            Committed::Fenced(by) => fenced = Some(by),
         }
+    }
+    if fenced.is_some() {
+        // Claimed by another process while this one was ending the run.
+        return Ok(EngineExit {
+            state: core.state,
+            interrupted,
+            fenced,
+        });
     }
     let result = match failure {
         Some(e) => Err(e),
@@ -601,6 +659,7 @@ async fn drive(
         .map(|()| EngineExit {
             state: core.state,
             interrupted,
+            fenced: None,
         })
 }
 
@@ -633,6 +692,24 @@ impl Signals {
         }
         let futures = self.streams.iter_mut().map(|s| Box::pin(s.recv()));
         futures::future::select_all(futures).await;
+    }
+}
+
+/// Ignore SIGUSR1 (the cancel request) while its default action, which
+/// would end the process, is in force: a process that claimed a run may be
+/// sent one before its engine listens. The engine's handler replaces this.
+pub fn ignore_cancel_signal_until_listening() {
+    // SAFETY: sigaction only reads and writes the structs given; an
+    // all-zero sigaction is valid to be filled in.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGUSR1, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_DFL
+        {
+            let mut ign: libc::sigaction = std::mem::zeroed();
+            ign.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGUSR1, &ign, std::ptr::null_mut());
+        }
     }
 }
 

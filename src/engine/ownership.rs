@@ -1,7 +1,10 @@
-//! Who drives a run, and what a dead driver left behind: an owner is live
-//! while its pid exists on this host and its heartbeat is fresh; orphaned
-//! step processes are found by the run marker in their environment
-//! (`PLANDECK_RUN_ID`), so a reused pid is never killed.
+//! Who drives a run, and what a dead driver left behind. On this host an
+//! owner is alive while its pid exists with the start time recorded when it
+//! claimed the run (stopped or swapped out, it is alive; a reused pid is
+//! not it); on another host, while its heartbeat is fresh. Orphaned step
+//! processes are found by the run marker in their environment
+//! (`PLANDECK_RUN_ID`) and signalled through a pidfd checked against it, so
+//! a reused pid is never killed.
 //!
 //! Reads `/proc` and sends signals; never touches the store.
 
@@ -10,17 +13,38 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use super::contain::Identity;
 use crate::store::queries::RunRow;
-use crate::store::writer::Owner;
+use crate::store::writer;
 
-/// A heartbeat older than this means the owner is gone.
+/// A heartbeat older than this means an owner on another host is gone.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// The recorded owner of `run` as a process of this host, if it is one and
+/// its start time was recorded.
+pub fn owner_identity(run: &RunRow) -> Option<Identity> {
+    let pid = run.owner_pid? as i32;
+    if run.owner_host.as_deref() != Some(writer::this_host().as_str()) {
+        return None;
+    }
+    // Start times count from the boot: one of another boot names nothing now.
+    if run.owner_boot_id.is_some() && run.owner_boot_id != writer::boot_id() {
+        return Some(Identity {
+            pid,
+            start_ticks: u64::MAX,
+        });
+    }
+    Some(Identity {
+        pid,
+        start_ticks: run.owner_start_ticks?,
+    })
+}
 
 /// The owner of `run`, described, if it is still alive.
 pub fn live_owner(run: &RunRow) -> Option<String> {
     let pid = run.owner_pid?;
     let host = run.owner_host.clone().unwrap_or_default();
-    let this_host = Owner::this_process().host;
+    let this_host = writer::this_host();
     let fresh = run
         .heartbeat_at
         .as_deref()
@@ -32,7 +56,12 @@ pub fn live_owner(run: &RunRow) -> Option<String> {
                 < STALE_AFTER
         });
     let alive = if host == this_host {
-        pid != std::process::id() && kill(Pid::from_raw(pid as i32), None).is_ok() && fresh
+        pid != std::process::id()
+            && match owner_identity(run) {
+                Some(id) => id.is_alive(),
+                // Recorded before start times were: the pid and the heartbeat.
+                None => kill(Pid::from_raw(pid as i32), None).is_ok() && fresh,
+            }
     } else {
         fresh
     };
@@ -89,6 +118,8 @@ pub fn shown(run: &RunRow) -> Shown {
 pub struct MarkedProcess {
     pub pid: i32,
     pub pgid: i32,
+    /// Its start time: signals go only to this very process.
+    pub start_ticks: u64,
     /// Its command line, for messages.
     pub command: String,
     /// The step and attempt it was started for (`PLANDECK_STEP_ID`, `PLANDECK_ATTEMPT`).
@@ -121,7 +152,8 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
             {
                 return None;
             }
-            let (state, pgid) = process_state(pid)?;
+            let proc = super::contain::proc_of(pid)?;
+            let (state, pgid) = (proc.state, proc.pgid);
             let command = std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| {
                     String::from_utf8_lossy(&c)
@@ -130,9 +162,10 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
                         .to_string()
                 })
                 .unwrap_or_default();
-            (state != "Z" && pgid != own_group).then(|| MarkedProcess {
+            (state != 'Z' && pgid != own_group).then(|| MarkedProcess {
                 pid,
                 pgid,
+                start_ticks: proc.start_ticks,
                 command,
                 step: env_value(&environ, "PLANDECK_STEP_ID"),
                 attempt: env_value(&environ, "PLANDECK_ATTEMPT").and_then(|a| a.parse().ok()),
@@ -159,10 +192,7 @@ pub fn sweep_escaped(run_id: &str) -> Option<String> {
     if escaped.is_empty() {
         return None;
     }
-    for p in &escaped {
-        let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
-        let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
-    }
+    kill_marked(&escaped);
     let list: Vec<String> = escaped
         .iter()
         .map(|p| format!("pid {} ({})", p.pid, p.command))
@@ -199,13 +229,28 @@ pub fn group_alive(pgid: i32) -> bool {
         .any(|(state, group)| group == pgid && state != "Z")
 }
 
+/// SIGKILL each marked process that is still the one found (through a
+/// checked pidfd), and the group it leads while that leader is still the one
+/// found (a group id stays in use while its leader exists, so it names no
+/// stranger's group).
+fn kill_marked(found: &[MarkedProcess]) {
+    for p in found {
+        let id = Identity {
+            pid: p.pid,
+            start_ticks: p.start_ticks,
+        };
+        if p.pid == p.pgid && id.is_alive() {
+            let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
+        }
+        let _ = id.signal(Signal::SIGKILL);
+    }
+}
+
 /// Kill every process group left by a run's previous owner; wait until they
 /// are gone. Returns the processes that were found (with their step and attempt).
 pub fn kill_orphans(run_id: &str) -> Vec<MarkedProcess> {
     let found = marked_processes(run_id);
-    for p in &found {
-        let _ = killpg(Pid::from_raw(p.pgid), Signal::SIGKILL);
-    }
+    kill_marked(&found);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && !marked_groups(run_id).is_empty() {
         std::thread::sleep(Duration::from_millis(10));

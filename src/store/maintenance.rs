@@ -124,8 +124,9 @@ pub fn mark_stopped(location: &super::Location, run_id: &str, reason: &str) {
 /// fallback that never ran becomes `skipped`), with a `command`, contiguous
 /// `step_state` events and a final `run_state` event.
 ///
-/// `seen` is the run as the caller checked it (no live owner); if the run
-/// ended or changed owner since, nothing is written.
+/// `seen` is the run as the caller claimed it (`store::claim`, at
+/// `seen.owner_epoch`); if the run ended or was claimed again since, nothing
+/// is written.
 pub fn cancel_orphaned(
     conn: &mut Connection,
     seen: &super::queries::RunRow,
@@ -135,15 +136,15 @@ pub fn cancel_orphaned(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
-    let now_row: Option<(String, Option<u32>, Option<String>)> = tx
+    let now_row: Option<(String, Option<u32>, u64)> = tx
         .query_row(
-            "SELECT state, owner_pid, heartbeat_at FROM runs WHERE id = ?1",
+            "SELECT state, owner_pid, owner_epoch FROM runs WHERE id = ?1",
             params![seen.id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(sql_err)?;
-    let Some((state, owner_pid, heartbeat_at)) = now_row else {
+    let Some((state, owner_pid, epoch)) = now_row else {
         return Err(CancelError::Refused(format!(
             "run {} no longer exists",
             seen.id
@@ -156,7 +157,7 @@ pub fn cancel_orphaned(
             seen.id
         )));
     }
-    if owner_pid != seen.owner_pid || heartbeat_at != seen.heartbeat_at {
+    if epoch != seen.owner_epoch {
         return Err(CancelError::Refused(format!(
             "run {} was taken over meanwhile (owner pid {}); run `plandeck cancel` again",
             seen.id,

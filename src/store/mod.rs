@@ -4,6 +4,7 @@
 //! Only this module speaks SQL. Writes go through `writer` (one thread owns
 //! the write connection); readers open their own connections.
 
+pub mod claim;
 pub mod maintenance;
 pub mod queries;
 pub mod queue;

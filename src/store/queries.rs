@@ -37,11 +37,18 @@ pub struct RunRow {
     pub queue_priority: Option<i64>,
     /// When it (last) joined the queue.
     pub queued_at: Option<String>,
+    /// Moves on with every claim of the run (see `store::claim`).
+    pub owner_epoch: u64,
+    /// The owner's process start time, clock ticks since boot `owner_boot_id`.
+    pub owner_start_ticks: Option<u64>,
+    pub owner_boot_id: Option<String>,
+    /// How the run's processes are held together, in words.
+    pub containment: Option<String>,
 }
 
 pub(super) const RUN_COLUMNS: &str = "id, plan_hash, plan_name, plan_path, base_dir, state, reason, inputs, max_concurrency,
     approved_by, approved_at, owner_pid, owner_host, owner_started_at, heartbeat_at, created_at, started_at, ended_at,
-    queue_priority, queued_at";
+    queue_priority, queued_at, owner_epoch, owner_start_ticks, owner_boot_id, containment";
 
 pub(super) fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
     let state: String = r.get(5)?;
@@ -66,6 +73,10 @@ pub(super) fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         ended_at: r.get(17)?,
         queue_priority: r.get(18)?,
         queued_at: r.get(19)?,
+        owner_epoch: r.get(20)?,
+        owner_start_ticks: r.get::<_, Option<i64>>(21)?.map(|t| t as u64),
+        owner_boot_id: r.get(22)?,
+        containment: r.get(23)?,
     })
 }
 
@@ -252,6 +263,7 @@ pub fn load_resume(
     };
     Ok(Resume {
         run_id: run.id.clone(),
+        epoch: run.owner_epoch,
         next_seq,
         steps,
         orphans: Vec::new(),

@@ -174,7 +174,8 @@ pub fn requeue(
             "UPDATE runs SET state = 'queued', reason = 'queued',
                queue_priority = COALESCE(?4, queue_priority, 0),
                queued_at = CASE WHEN state = 'queued' AND queued_at IS NOT NULL THEN queued_at ELSE ?5 END,
-               owner_pid = ?6, owner_host = ?7, owner_started_at = ?8, heartbeat_at = ?5
+               owner_pid = ?6, owner_host = ?7, owner_started_at = ?8, heartbeat_at = ?5,
+               owner_start_ticks = ?9, owner_boot_id = ?10
              WHERE id = ?1 AND state = ?2 AND owner_pid IS ?3",
             params![
                 seen.id,
@@ -185,6 +186,8 @@ pub fn requeue(
                 owner.pid,
                 owner.host,
                 ts(&owner.started_at),
+                owner.start_ticks.map(|t| t as i64),
+                owner.boot_id,
             ],
         )
         .map_err(sql_err)?;

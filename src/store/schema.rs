@@ -97,6 +97,17 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 4: ownership fencing. `owner_epoch` moves on with every claim of a
+    // run; an owner's writes are refused once it has moved on. The owner's
+    // process start time (clock ticks since boot, and the boot it counts
+    // from) tells a live owner from a reused pid. `containment` says how the
+    // run's processes are held together (shown by `plandeck show`).
+    "
+    ALTER TABLE runs ADD COLUMN owner_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN owner_start_ticks INTEGER;
+    ALTER TABLE runs ADD COLUMN owner_boot_id TEXT;
+    ALTER TABLE runs ADD COLUMN containment TEXT;
+    ",
 ];
 
 /// The schema version this build writes.

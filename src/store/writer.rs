@@ -11,7 +11,7 @@
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::mpsc;
 
 use super::{Location, StoreError};
@@ -23,6 +23,11 @@ pub struct Owner {
     pub pid: u32,
     pub host: String,
     pub started_at: DateTime<Utc>,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat`
+    /// field 22): with `boot_id`, tells this process from a later one that
+    /// got the same pid.
+    pub start_ticks: Option<u64>,
+    pub boot_id: Option<String>,
 }
 
 impl Owner {
@@ -30,13 +35,40 @@ impl Owner {
     pub fn this_process() -> Owner {
         Owner {
             pid: std::process::id(),
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into()),
+            host: this_host(),
             started_at: Utc::now(),
+            start_ticks: std::fs::read_to_string("/proc/self/stat")
+                .ok()
+                .and_then(|s| start_ticks_of_stat(&s)),
+            boot_id: boot_id(),
         }
     }
+}
+
+/// This machine's host name.
+pub fn this_host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The id of the running boot of this machine's kernel.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Field 22 (start time, clock ticks since boot) of a `/proc/PID/stat` text.
+pub fn start_ticks_of_stat(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    stat.get(stat.rfind(')')? + 2..)?
+        .split(' ')
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// A person's approval of a plan version.
@@ -61,6 +93,8 @@ pub struct NewRun {
     pub max_concurrency: u32,
     pub approval: Option<Approval>,
     pub owner: Owner,
+    /// How the run's processes are held together, in words.
+    pub containment: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -77,10 +111,12 @@ pub enum WriteOp {
     Heartbeat {
         run_id: String,
     },
-    /// Take ownership of an existing run.
-    Own {
+    /// From here on, every batch commits only while `run_id` is still at
+    /// ownership `epoch` (this process claimed it: `store::claim`). A new
+    /// run is fenced from its `CreateRun` on, at epoch 1.
+    Fence {
         run_id: String,
-        owner: Owner,
+        epoch: u64,
     },
     /// Give up ownership (the run can be resumed by anyone).
     Release {
@@ -110,6 +146,9 @@ pub enum Committed {
     Events { events: Vec<Event>, last_seq: u64 },
     /// A write failed; nothing after it was written.
     Failed(StoreError),
+    /// Another process claimed the run: nothing of the batch was written,
+    /// nothing more will be. Names the new owner.
+    Fenced(String),
 }
 
 /// Handle to the writer thread.
@@ -243,6 +282,7 @@ fn run(
     out: mpsc::UnboundedSender<Committed>,
 ) {
     let mut last_seq = 0;
+    let mut fence: Option<(String, u64)> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
@@ -261,7 +301,7 @@ fn run(
                 }
             }
         }
-        match write_batch(&mut conn, &batch) {
+        match write_batch(&mut conn, &batch, &mut fence) {
             Ok(()) => {
                 let mut events = Vec::new();
                 for op in batch {
@@ -282,7 +322,11 @@ fn run(
                     // Nobody listens any more; keep writing what comes.
                 }
             }
-            Err(e) => {
+            Err(BatchError::Fenced(by)) => {
+                let _ = out.send(Committed::Fenced(by));
+                return;
+            }
+            Err(BatchError::Sql(e)) => {
                 let _ = out.send(Committed::Failed(StoreError(format!(
                     "store {name}: write failed: {}",
                     super::note_if_disk_full(std::path::Path::new(&name), super::explain(&e))
@@ -293,10 +337,65 @@ fn run(
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+/// Why a batch was not written.
+enum BatchError {
+    Sql(rusqlite::Error),
+    /// The run's ownership epoch moved on; the new owner, described.
+    Fenced(String),
+}
+
+impl From<rusqlite::Error> for BatchError {
+    fn from(e: rusqlite::Error) -> BatchError {
+        BatchError::Sql(e)
+    }
+}
+
+/// Refuse the batch unless the run is still at the fenced epoch.
+fn check_fence(tx: &Transaction, fence: &Option<(String, u64)>) -> Result<(), BatchError> {
+    let Some((run_id, epoch)) = fence else {
+        return Ok(());
+    };
+    let now: Option<(u64, Option<u32>, Option<String>)> = tx
+        .prepare_cached("SELECT owner_epoch, owner_pid, owner_host FROM runs WHERE id = ?1")?
+        .query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    match now {
+        Some((e, _, _)) if e == *epoch => Ok(()),
+        Some((e, pid, host)) => Err(BatchError::Fenced(format!(
+            "run {run_id} was claimed by {} (ownership epoch {e}, this process held {epoch})",
+            super::claim::describe(pid, host.as_deref())
+        ))),
+        None => Err(BatchError::Fenced(format!(
+            "run {run_id} no longer exists in the store"
+        ))),
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[WriteOp],
+    fence: &mut Option<(String, u64)>,
+) -> Result<(), BatchError> {
+    // IMMEDIATE: the fence is checked under the write lock, so no claim can
+    // slip in between the check and the commit.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    check_fence(&tx, fence)?;
     for op in batch {
         apply(&tx, op)?;
+        match op {
+            WriteOp::CreateRun(run) => {
+                // A run recorded earlier (queued) is claimed again here.
+                let epoch: u64 = tx
+                    .prepare_cached("SELECT owner_epoch FROM runs WHERE id = ?1")?
+                    .query_row(params![run.id], |r| r.get(0))?;
+                *fence = Some((run.id.clone(), epoch));
+            }
+            WriteOp::Fence { run_id, epoch } => {
+                *fence = Some((run_id.clone(), *epoch));
+                check_fence(&tx, fence)?;
+            }
+            _ => {}
+        }
     }
     let injected = || {
         rusqlite::Error::SqliteFailure(
@@ -305,16 +404,16 @@ fn write_batch(conn: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()>
         )
     };
     match crate::faults::store_fault() {
-        Some(crate::faults::StoreFault::FailCommit(_)) => Err(injected()),
+        Some(crate::faults::StoreFault::FailCommit(_)) => Err(injected().into()),
         Some(crate::faults::StoreFault::LieCommit(_)) => {
             tx.commit()?;
-            Err(injected())
+            Err(injected().into())
         }
-        None => tx.commit(),
+        None => Ok(tx.commit()?),
     }
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(super) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -330,13 +429,7 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
             tx.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?
                 .execute(params![run_id, ts(&Utc::now())])?;
         }
-        WriteOp::Own { run_id, owner } => {
-            tx.prepare_cached(
-                "UPDATE runs SET owner_pid = ?2, owner_host = ?3, owner_started_at = ?4, heartbeat_at = ?5 WHERE id = ?1",
-            )?
-            .execute(params![run_id, owner.pid, owner.host, ts(&owner.started_at), ts(&Utc::now())])?;
-        }
-        WriteOp::Barrier(_) | WriteOp::Flush => {}
+        WriteOp::Barrier(_) | WriteOp::Flush | WriteOp::Fence { .. } => {}
         WriteOp::Release { run_id } => {
             tx.prepare_cached(
                 "UPDATE runs SET owner_pid = NULL, heartbeat_at = NULL WHERE id = ?1",
@@ -366,13 +459,17 @@ pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<()>
     tx.prepare_cached(
         "INSERT INTO runs (id, plan_hash, plan_name, plan_path, base_dir, state, inputs,
            max_concurrency, approved_by, approved_at, approved_hash,
-           owner_pid, owner_host, owner_started_at, heartbeat_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'created', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+           owner_pid, owner_host, owner_started_at, heartbeat_at, created_at,
+           owner_epoch, owner_start_ticks, owner_boot_id, containment)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'created', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14,
+           1, ?15, ?16, ?17)
          ON CONFLICT (id) DO UPDATE SET state = 'created', reason = NULL,
            max_concurrency = excluded.max_concurrency, approved_by = excluded.approved_by,
            approved_at = excluded.approved_at, approved_hash = excluded.approved_hash,
            owner_pid = excluded.owner_pid, owner_host = excluded.owner_host,
-           owner_started_at = excluded.owner_started_at, heartbeat_at = excluded.heartbeat_at",
+           owner_started_at = excluded.owner_started_at, heartbeat_at = excluded.heartbeat_at,
+           owner_epoch = runs.owner_epoch + 1, owner_start_ticks = excluded.owner_start_ticks,
+           owner_boot_id = excluded.owner_boot_id, containment = excluded.containment",
     )?
     .execute(params![
         run.id,
@@ -389,6 +486,9 @@ pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<()>
         run.owner.host,
         ts(&run.owner.started_at),
         ts(&run.created_at),
+        run.owner.start_ticks.map(|t| t as i64),
+        run.owner.boot_id,
+        run.containment,
     ])?;
     Ok(())
 }
