@@ -425,3 +425,51 @@ fn step_list_and_remediation_rows_keep_their_fields_apart() {
         }
     }
 }
+
+#[test]
+fn a_steps_own_colours_are_kept_and_nothing_else() {
+    use plandeck::tui::live::LogLine;
+    use ratatui::style::{Color, Modifier};
+    let line = LogLine::new(
+        Stream::Stdout,
+        "\x1b[1;31merror\x1b[0m: \x1b[2Jgone \x1b]52;c;aGk=\x07wrong",
+    );
+    assert_eq!(line.text, "error: gone wrong");
+    let rows = views::run::log_rows(
+        views::Theme { color: true },
+        &line,
+        "wrong",
+        true,
+        60,
+        false,
+        0,
+    );
+    let spans = &rows[0].spans;
+    let red = spans
+        .iter()
+        .find(|s| s.content == "error")
+        .expect("the coloured word in its own span");
+    assert_eq!(red.style.fg, Some(Color::Red));
+    assert!(red.style.add_modifier.contains(Modifier::BOLD));
+    let after = spans
+        .iter()
+        .find(|s| s.content.starts_with(':'))
+        .expect("the text after the reset");
+    assert_eq!(after.style.fg, None, "reset to the stream's style");
+    let hit = spans
+        .iter()
+        .find(|s| s.content == "wrong")
+        .expect("the match in its own span");
+    assert!(hit.style.add_modifier.contains(Modifier::REVERSED));
+    // Without colour, attributes stay and colours go.
+    let rows = views::run::log_rows(
+        views::Theme { color: false },
+        &line,
+        "",
+        false,
+        60,
+        false,
+        0,
+    );
+    assert!(rows[0].spans.iter().all(|s| s.style.fg.is_none()));
+}

@@ -23,11 +23,13 @@ pub const FEED_LEN: usize = 2_000;
 pub struct LogLine {
     pub stream: Stream,
     pub text: String,
+    /// The step's own colours: SGR parameters at character offsets of `text`.
+    pub sgr: super::sanitize::Sgr,
 }
 
 impl LogLine {
     pub fn new(stream: Stream, raw: &str) -> LogLine {
-        let mut text = sanitize(raw);
+        let (mut text, sgr) = super::sanitize::sanitize_keep_sgr(raw);
         if text.len() > LINE_CHARS {
             let cut = (0..=LINE_CHARS)
                 .rev()
@@ -36,7 +38,7 @@ impl LogLine {
             text.truncate(cut);
             text.push('…');
         }
-        LogLine { stream, text }
+        LogLine { stream, text, sgr }
     }
 }
 
@@ -312,6 +314,7 @@ pub fn stored_lines(stdout: &str, stderr: &str, truncated: bool) -> Vec<LogLine>
             LogLine {
                 stream: Stream::Stderr,
                 text: "(stored output: head and tail of a long attempt, stdout then stderr)".into(),
+                sgr: Vec::new(),
             },
         );
     }

@@ -5,7 +5,8 @@
 //! `sanitize` drops every escape sequence (CSI, OSC, DCS, SOS, PM, APC and
 //! two-character escapes, in their 7-bit and 8-bit forms), every C0 and C1
 //! control character and the bidirectional overrides. SGR colours are
-//! dropped too. Tabs become spaces; a carriage return starts the line over
+//! dropped too; `sanitize_keep_sgr` returns them beside the text, as
+//! numbers, for the log pane to draw as styles. Tabs become spaces; a carriage return starts the line over
 //! (as a progress bar means it). A sequence cut off at the end of the line
 //! is dropped whole.
 
@@ -16,13 +17,35 @@ const ST: char = '\u{9c}';
 
 /// `line` with every escape sequence and control character removed.
 pub fn sanitize(line: &str) -> String {
+    sanitize_with(line, None)
+}
+
+/// Colours and attributes set by an SGR sequence (`ESC [ params m`) at a
+/// character offset of the sanitised text.
+pub type Sgr = Vec<(usize, Vec<u16>)>;
+
+/// `line` sanitised as by `sanitize`, with the SGR sequences it held
+/// returned beside the text (never in it): the caller may draw them as
+/// styles. Nothing else survives.
+pub fn sanitize_keep_sgr(line: &str) -> (String, Sgr) {
+    let mut sgr = Vec::new();
+    let text = sanitize_with(line, Some(&mut sgr));
+    (text, sgr)
+}
+
+fn sanitize_with(line: &str, mut sgr: Option<&mut Sgr>) -> String {
     let mut out = String::with_capacity(line.len());
     let mut col = 0usize;
     let mut it = line.chars().peekable();
     while let Some(c) = it.next() {
         match c {
             ESC => match it.next_if(|c| !c.is_control()) {
-                Some('[') => skip_csi(&mut it),
+                Some('[') => {
+                    let params = skip_csi(&mut it);
+                    if let (Some(list), Some(p)) = (sgr.as_deref_mut(), params) {
+                        list.push((col_chars(&out), p));
+                    }
+                }
                 Some(']') => skip_string(&mut it, true),
                 Some('P' | 'X' | '^' | '_') => skip_string(&mut it, false),
                 Some(c) if ('\x20'..='\x2f').contains(&c) => {
@@ -33,7 +56,9 @@ pub fn sanitize(line: &str) -> String {
                 // A two-character escape (`ESC 7`, `ESC c` ...), or a lone ESC.
                 _ => {}
             },
-            '\u{9b}' => skip_csi(&mut it),
+            '\u{9b}' => {
+                skip_csi(&mut it);
+            }
             '\u{9d}' => skip_string(&mut it, true),
             '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut it, false),
             '\t' => {
@@ -45,6 +70,9 @@ pub fn sanitize(line: &str) -> String {
                 if it.peek().is_some() {
                     out.clear();
                     col = 0;
+                    if let Some(list) = sgr.as_deref_mut() {
+                        list.clear();
+                    }
                 }
             }
             c if c.is_control() || is_bidi(c) => {}
@@ -62,17 +90,35 @@ fn is_bidi(c: char) -> bool {
     matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
 }
 
-/// Skip a control sequence's parameters, intermediates and final byte.
-fn skip_csi(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+fn col_chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Skip a control sequence's parameters, intermediates and final byte;
+/// an SGR sequence (digits and `;` only, final `m`) returns its numbers.
+fn skip_csi(it: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<u16>> {
+    let mut params = String::new();
     for c in it.by_ref() {
         if ('\x40'..='\x7e').contains(&c) {
-            return;
+            if c == 'm' && params.chars().all(|p| p.is_ascii_digit() || p == ';') {
+                return Some(
+                    params
+                        .split(';')
+                        .map(|n| n.parse::<u16>().unwrap_or(0))
+                        .collect(),
+                );
+            }
+            return None;
         }
         if !('\x20'..='\x3f').contains(&c) {
             // Not a well-formed sequence: stop here, dropping what was read.
-            return;
+            return None;
+        }
+        if params.len() < 64 {
+            params.push(c);
         }
     }
+    None
 }
 
 /// Skip a string sequence up to ST (`ESC \` or 0x9c), or BEL when `bel` ends it.
@@ -92,7 +138,7 @@ fn skip_string(it: &mut std::iter::Peekable<std::str::Chars<'_>>, bel: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize;
+    use super::{sanitize, sanitize_keep_sgr};
 
     #[test]
     fn plain_text_is_kept() {
@@ -155,6 +201,16 @@ mod tests {
         assert_eq!(sanitize("10%\r50%\r100%"), "100%");
         assert_eq!(sanitize("done\r"), "done");
         assert_eq!(sanitize("a\u{202e}cba\u{2066}"), "acba");
+    }
+
+    #[test]
+    fn sgr_is_kept_beside_the_text_and_nothing_else() {
+        let (text, sgr) = sanitize_keep_sgr("a\x1b[1;31mred\x1b[0m \x1b[2Jb\x1b]52;c;x\x07");
+        assert_eq!(text, "ared b");
+        assert_eq!(sgr, vec![(1, vec![1, 31]), (4, vec![0])]);
+        let (text, sgr) = sanitize_keep_sgr("\x1b[32m10%\r\x1b[33m100%");
+        assert_eq!((text.as_str(), sgr), ("100%", vec![(0, vec![33])]));
+        assert_eq!(sanitize_keep_sgr("\x1b[m").1, vec![(0, vec![0])]);
     }
 
     #[test]

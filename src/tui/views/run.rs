@@ -247,6 +247,76 @@ fn log_pane(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
     let _ = app;
 }
 
+/// `cur` changed by one SGR sequence's parameters; `0` goes back to
+/// `base`. Colours only when the theme has them; attributes always.
+fn sgr_style(t: Theme, base: Style, cur: Style, p: &[u16]) -> Style {
+    let mut s = cur;
+    let mut k = 0;
+    let ansi = |n: u16| match n % 10 {
+        0 => Color::Black,
+        1 => Color::Red,
+        2 => Color::Green,
+        3 => Color::Yellow,
+        4 => Color::Blue,
+        5 => Color::Magenta,
+        6 => Color::Cyan,
+        _ => Color::Gray,
+    };
+    let bright = |n: u16| match n % 10 {
+        0 => Color::DarkGray,
+        1 => Color::LightRed,
+        2 => Color::LightGreen,
+        3 => Color::LightYellow,
+        4 => Color::LightBlue,
+        5 => Color::LightMagenta,
+        6 => Color::LightCyan,
+        _ => Color::White,
+    };
+    while let Some(&n) = p.get(k) {
+        match n {
+            0 => s = base,
+            1 => s = s.add_modifier(Modifier::BOLD),
+            2 => s = s.add_modifier(Modifier::DIM),
+            3 => s = s.add_modifier(Modifier::ITALIC),
+            4 => s = s.add_modifier(Modifier::UNDERLINED),
+            7 => s = s.add_modifier(Modifier::REVERSED),
+            22 => s = s.remove_modifier(Modifier::BOLD | Modifier::DIM),
+            23 => s = s.remove_modifier(Modifier::ITALIC),
+            24 => s = s.remove_modifier(Modifier::UNDERLINED),
+            27 => s = s.remove_modifier(Modifier::REVERSED),
+            30..=37 if t.color => s = s.fg(ansi(n)),
+            40..=47 if t.color => s = s.bg(ansi(n)),
+            90..=97 if t.color => s = s.fg(bright(n)),
+            100..=107 if t.color => s = s.bg(bright(n)),
+            39 if t.color => s.fg = base.fg,
+            49 if t.color => s.bg = base.bg,
+            38 | 48 => {
+                // 256 colours (`5;n`) or true colour (`2;r;g;b`).
+                let c = match p.get(k + 1) {
+                    Some(5) => {
+                        let c = p.get(k + 2).map(|&i| Color::Indexed(i.min(255) as u8));
+                        k += 2;
+                        c
+                    }
+                    Some(2) => {
+                        let v = |j: usize| p.get(k + j).map_or(0, |&x| x.min(255) as u8);
+                        let c = Some(Color::Rgb(v(2), v(3), v(4)));
+                        k += 4;
+                        c
+                    }
+                    _ => None,
+                };
+                if let (Some(c), true) = (c, t.color) {
+                    s = if n == 38 { s.fg(c) } else { s.bg(c) };
+                }
+            }
+            _ => {}
+        }
+        k += 1;
+    }
+    s
+}
+
 /// The current match's rank among the lines matching `needle` and how many
 /// lines match.
 fn match_count(
@@ -309,17 +379,30 @@ pub fn log_rows<'a>(
             }
         }
     }
+    // Per character: the step's own colours (SGR), from the base style.
+    let mut styles = vec![base; chars.len()];
+    if !line.sgr.is_empty() {
+        let mut cur = base;
+        let mut next = line.sgr.iter().peekable();
+        for (k, st) in styles.iter_mut().enumerate() {
+            while let Some((_, p)) = next.next_if(|(at, _)| *at <= k) {
+                cur = sgr_style(t, base, cur, p);
+            }
+            *st = cur;
+        }
+    }
     let spans_of = |from: usize, to: usize| -> Vec<Span<'a>> {
         let mut spans = Vec::new();
         let mut k = from;
         while k < to {
-            let on = hit[k];
+            let (on, st) = (hit[k], styles[k]);
             let mut e = k;
-            while e < to && hit[e] == on {
+            while e < to && hit[e] == on && styles[e] == st {
                 e += 1;
             }
             let text: String = chars[k..e].iter().collect();
-            spans.push(Span::styled(text, if on { matched } else { base }));
+            let style = if on { st.patch(matched) } else { st };
+            spans.push(Span::styled(text, style));
             k = e;
         }
         spans
