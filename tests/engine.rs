@@ -557,6 +557,12 @@ fn a_timeout_kills_the_process_tree_even_a_grandchild_ignoring_sigterm() {
     assert_eq!(s(last, "state"), "failed");
     assert_eq!(s(last, "error_class"), "timeout");
     assert_eq!(last["signal"], 15, "the shell itself dies of SIGTERM");
+    // The timeout as given, and the grace apart from it.
+    let reason = s(last, "reason");
+    assert!(
+        reason.starts_with("timed out after 1 s (ended "),
+        "{reason}"
+    );
     let rows = attempts(&sc.conn(), &out.run_id(), "slow");
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -564,6 +570,26 @@ fn a_timeout_kills_the_process_tree_even_a_grandchild_ignoring_sigterm() {
         ("failed", Some("timeout"))
     );
     assert_no_survivors(&out.run_id());
+}
+
+#[test]
+fn remediation_names_the_shell_line_of_a_run_step() {
+    let sc = Scratch::new();
+    let p = plan(
+        json!({}),
+        json!([{ "id": "try", "run": "echo try; exit 3" }]),
+    );
+    let out = sc.run(&p, &[]);
+    assert_eq!(out.code, Some(1));
+    let remedy = out
+        .events
+        .iter()
+        .find(|e| is_type(e, "remediation"))
+        .expect("a remediation");
+    assert!(
+        s(remedy, "explanation").contains("The step's shell line `echo try; exit 3`"),
+        "{remedy}"
+    );
 }
 
 #[test]

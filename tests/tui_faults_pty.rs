@@ -199,8 +199,9 @@ fn a_resize_storm_during_a_run_is_survived() {
     t.press("x");
     t.press("q");
     t.wait_for("pause and quit", 5);
-    t.press("p");
-    t.wait_exit(10);
+    t.press("\x1b");
+    t.press("\x03");
+    assert_eq!(t.wait_status(10).exit_code(), 130);
     t.assert_cooked();
     let run = assert_resumable(dir.path());
     assert_no_survivors(&run, 5);

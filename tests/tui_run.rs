@@ -41,6 +41,7 @@ impl Feed {
             run_id: "run-0001".into(),
             plan,
             estimates: vec![Some(1.0), Some(10.0), Some(3.0), Some(5.0), Some(2.0)],
+            detail: None,
         });
         let mut f = Feed {
             app,

@@ -109,6 +109,18 @@ pub enum Command {
         #[command(flatten)]
         opts: run::RunOptions,
     },
+    /// Reopen an ended failed or canceled run: run its failed steps again.
+    #[command(
+        after_help = "The named steps (default: every failed or canceled one) and the dependents they\nskipped get new attempts; steps that succeeded keep their results. A succeeded or\nlive run is refused."
+    )]
+    Retry {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// Steps to run again (default: every failed or canceled step).
+        steps: Vec<String>,
+        #[command(flatten)]
+        opts: run::RunOptions,
+    },
     /// List runs: interrupted and paused first, then newest first.
     #[command(
         after_help = "A run whose plandeck process is gone is shown as interrupted; resume it with `plandeck resume RUN`."
@@ -215,6 +227,7 @@ pub fn main() -> ExitCode {
         Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
         Some(Command::Run { plan, inputs, opts }) => run::run(&plan, &inputs, &opts),
         Some(Command::Resume { run, inputs, opts }) => run::resume(&run, &inputs, &opts),
+        Some(Command::Retry { run, steps, opts }) => run::retry(&run, &steps, &opts),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
         Some(Command::Queue {
             parallel,
@@ -255,6 +268,41 @@ pub fn main() -> ExitCode {
     exit.into()
 }
 
+/// The line left on the terminal after the TUI: the run, its state and
+/// reason, and the one command that continues it, if any.
+pub fn left_line(left: &crate::tui::Left) -> String {
+    use crate::engine::api::RunState;
+    let id = &left.run_id;
+    let state = left.state.map_or("starting".to_string(), |s| s.to_string());
+    let why = left
+        .reason
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    match left.state {
+        Some(RunState::Succeeded) if left.let_pass > 0 => format!(
+            "run {id} succeeded, {} failed (continued); nothing to continue",
+            left.let_pass
+        ),
+        Some(RunState::Succeeded) => format!("run {id} succeeded; nothing to continue"),
+        Some(RunState::Failed | RunState::Canceled) => {
+            format!("run {id} {state}{why}; run its failed steps again with `plandeck retry {id}`")
+        }
+        _ => format!("run {id} {state}{why}; continue it with `plandeck resume {id}`"),
+    }
+}
+
+/// The exit code of a run the TUI drove, as headless (SPEC §8).
+fn left_exit(state: Option<crate::engine::api::RunState>) -> Exit {
+    use crate::engine::api::RunState;
+    match state {
+        Some(RunState::Succeeded) => Exit::Succeeded,
+        Some(RunState::Failed | RunState::Canceled | RunState::Paused) => Exit::RunFailed,
+        _ => Exit::Interrupted,
+    }
+}
+
 /// `plandeck [PLAN | RUN]`: the terminal UI.
 fn open_tui(target: Option<String>, db: DbArg) -> Exit {
     use std::io::IsTerminal;
@@ -278,7 +326,15 @@ fn open_tui(target: Option<String>, db: DbArg) -> Exit {
         location: crate::store::Location::from_arg(db.db.as_deref()),
     };
     match crate::tui::run(backend, target) {
-        Ok(()) => Exit::Succeeded,
+        Ok(None) => Exit::Succeeded,
+        Ok(Some(left)) => {
+            eprintln!("plandeck: {}", left_line(&left));
+            if left.driven {
+                left_exit(left.state)
+            } else {
+                Exit::Succeeded
+            }
+        }
         Err(e) => {
             eprintln!("plandeck: {e:?}");
             Exit::Internal

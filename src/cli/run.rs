@@ -350,6 +350,8 @@ pub struct Prepared {
     pub plan: ValidPlan,
     /// Loaded by `claim`, once this process owns the run.
     pub resume: Option<engine::Resume>,
+    /// A retry of an ended run: the steps named (empty: the default set).
+    pub retry: Option<Vec<String>>,
     pub estimates: Vec<Option<f64>>,
     pub inputs: BTreeMap<String, String>,
     /// Process groups of the previous owner that were stopped (by `claim`).
@@ -374,16 +376,60 @@ pub fn prepare_resume(
     run: &str,
     given: &[String],
 ) -> Result<Prepared, (String, Exit)> {
+    prepare(location, run, given, None)
+}
+
+/// Find an ended failed or canceled run and load it like `prepare_resume`;
+/// `claim` then names the steps to run again: `steps`, or every failed or
+/// canceled step whose failure stopped the run (their skipped dependents
+/// follow them).
+pub fn prepare_retry(
+    location: &Location,
+    run: &str,
+    steps: &[String],
+) -> Result<Prepared, (String, Exit)> {
+    prepare(location, run, &[], Some(steps))
+}
+
+fn prepare(
+    location: &Location,
+    run: &str,
+    given: &[String],
+    retry: Option<&[String]>,
+) -> Result<Prepared, (String, Exit)> {
     let conn = store::open_existing(location).map_err(|e| (e.to_string(), Exit::Internal))?;
     let row = queries::find_run(&conn, run).map_err(|e| (e.to_string(), Exit::InvalidInput))?;
-    if row.state.is_terminal() {
-        return Err((
-            format!(
-                "run {} already ended ({}); start a new one with `plandeck run`",
-                row.id, row.state
-            ),
-            Exit::InvalidInput,
-        ));
+    let refuse = |msg: String| Err((msg, Exit::InvalidInput));
+    let id = &row.id;
+    match (retry.is_some(), row.state) {
+        (false, s) if s.is_terminal() => {
+            let next = if s == RunState::Succeeded {
+                "start a new one with `plandeck run`".to_string()
+            } else {
+                format!("run its failed steps again with `plandeck retry {id}`")
+            };
+            return refuse(format!("run {id} already ended ({s}); {next}"));
+        }
+        (true, RunState::Succeeded) => {
+            return refuse(format!(
+                "run {id} succeeded: nothing to retry (start a new one with `plandeck run`)"
+            ));
+        }
+        (true, RunState::Failed | RunState::Canceled) => {}
+        (true, s) => {
+            let shown = crate::engine::ownership::shown(&row);
+            if shown.owner.is_none() {
+                return refuse(format!(
+                    "run {id} has not ended ({}); continue it with `plandeck resume {id}`",
+                    shown.state
+                ));
+            }
+            return refuse(format!(
+                "run {id} is live ({s}, driven by {}); only an ended failed or canceled run can be retried",
+                shown.owner.unwrap_or_default()
+            ));
+        }
+        _ => {}
     }
     if let Some(owner) = crate::engine::ownership::live_owner(&row) {
         return Err(driven_by(&row.id, &owner));
@@ -412,9 +458,23 @@ pub fn prepare_resume(
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
     let inputs = resume_inputs(&plan, &row, given)?;
+    // The steps a retry runs, named before anyone is asked (checked again
+    // once the run is claimed).
+    let retry = match retry {
+        Some(named) => {
+            let now = queries::load_resume(&conn, &row, &ids)
+                .map_err(|e| (e.to_string(), Exit::Internal))?;
+            Some(
+                retry_targets(&row.id, &plan, &now.steps, named)
+                    .map_err(|m| (m, Exit::InvalidInput))?,
+            )
+        }
+        None => None,
+    };
     Ok(Prepared {
         row,
         plan,
+        retry,
         resume: None,
         estimates,
         inputs,
@@ -489,6 +549,68 @@ fn resume_inputs(
     Ok(inputs)
 }
 
+/// The steps a retry runs again: the named ones (each must have failed,
+/// been canceled or skipped), or every failed or canceled step whose
+/// failure was not let pass (by `continue` or a fallback that stood in).
+fn retry_targets(
+    run_id: &str,
+    plan: &ValidPlan,
+    steps: &[crate::engine::core::StepSnapshot],
+    named: &[String],
+) -> Result<Vec<String>, String> {
+    use crate::engine::api::StepState;
+    let state = |i: usize| steps.get(i).map_or(StepState::Pending, |s| s.state);
+    if !named.is_empty() {
+        let mut out = Vec::new();
+        for id in named {
+            let Some(&i) = plan.index.get(id) else {
+                let hint =
+                    plan::diagnostic::did_you_mean(id, plan.index.keys().map(String::as_str))
+                        .map(|m| format!(" (did you mean '{m}'?)"))
+                        .unwrap_or_default();
+                return Err(format!("run {run_id} has no step '{id}'{hint}"));
+            };
+            let st = state(i);
+            if !matches!(
+                st,
+                StepState::Failed
+                    | StepState::Canceled
+                    | StepState::Skipped
+                    | StepState::Interrupted
+            ) {
+                return Err(format!(
+                    "step '{id}' of run {run_id} is {st}: only a failed, canceled or skipped step can be retried"
+                ));
+            }
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        return Ok(out);
+    }
+    let let_pass = |i: usize| {
+        plan.plan.steps[i].failure_policy() == plan::OnFailure::Continue
+            || plan
+                .fallback_of(i)
+                .is_some_and(|f| state(f) == StepState::Succeeded)
+    };
+    let out: Vec<String> = (0..plan.len())
+        .filter(|&i| !plan.fallback_only[i])
+        .filter(|&i| match state(i) {
+            StepState::Failed => !let_pass(i),
+            StepState::Canceled | StepState::Interrupted => true,
+            _ => false,
+        })
+        .map(|i| plan.id(i).to_string())
+        .collect();
+    if out.is_empty() {
+        return Err(format!(
+            "run {run_id} has no failed or canceled step to retry; name the steps to run again"
+        ));
+    }
+    Ok(out)
+}
+
 impl Prepared {
     /// Claim the run for this process (one compare-and-set against the
     /// ownership epoch seen by `prepare_resume`): the loser of a race is
@@ -502,12 +624,13 @@ impl Prepared {
         // sends again until the run ends).
         crate::engine::ignore_cancel_signal_until_listening();
         let owner = crate::store::writer::Owner::this_process();
-        let epoch = match crate::store::claim::claim(
+        let epoch = match crate::store::claim::claim_run(
             &mut conn,
             &self.row.id,
             self.row.owner_epoch,
             &owner,
             Some(&crate::engine::contain::in_force()),
+            self.retry.is_some(),
         ) {
             Ok(e) => e,
             Err(ClaimError::Taken(by)) => return Err(driven_by(&self.row.id, &by)),
@@ -546,6 +669,10 @@ impl Prepared {
                 }
             }
         }
+        if let Some(named) = &self.retry {
+            resume.retry = retry_targets(&row.id, &self.plan, &resume.steps, named)
+                .map_err(|m| (m, Exit::InvalidInput))?;
+        }
         self.row = row;
         self.resume = Some(resume);
         Ok(())
@@ -575,6 +702,37 @@ impl Prepared {
             )
         }
     }
+}
+
+/// `plandeck retry RUN [STEP...]`.
+pub fn retry(run: &str, steps: &[String], opts: &RunOptions) -> Exit {
+    let location = Location::from_arg(opts.store.db.as_deref());
+    let mut prepared = match prepare_retry(&location, run, steps) {
+        Ok(p) => p,
+        Err((msg, exit)) => return fail(msg, exit),
+    };
+    let summary = format!(
+        "Retrying run {} of \"{}\": {} (and what they skipped)\n",
+        prepared.row.id,
+        prepared.plan.plan.name,
+        prepared.retry.as_deref().unwrap_or_default().join(", ")
+    );
+    let approval = match approve(
+        opts,
+        &summary,
+        "Run these steps again?",
+        &prepared.plan.hash,
+    ) {
+        Ok(a) => a,
+        Err(exit) => return exit,
+    };
+    if let Err((msg, exit)) = prepared.claim(&location) {
+        return fail(msg, exit);
+    }
+    let mut req = prepared.into_request(approval, location, opts.max_concurrency, opts.json);
+    req.exit_when_paused = true;
+    req.approved_steps = opts.approve.clone();
+    drive(req, opts, None)
 }
 
 /// `plandeck resume RUN`.

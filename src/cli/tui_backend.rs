@@ -176,6 +176,27 @@ impl Backend for StoreBackend {
             .map_err(|e| e.to_string())
     }
 
+    fn retry_run(
+        &self,
+        id: &str,
+        steps: &[String],
+    ) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
+        let mut prepared = run::prepare_retry(&self.location, id, steps).map_err(|(m, _)| m)?;
+        prepared.claim(&self.location).map_err(|(m, _)| m)?;
+        let approval = Approval {
+            by: engine::current_user(),
+            at: chrono::Utc::now(),
+            hash: prepared.plan.hash.clone(),
+        };
+        let mut req = prepared.into_request(Some(approval), self.location.clone(), None, true);
+        req.keep_alive = true;
+        req.exit_when_paused = true;
+        let plan = req.plan.clone();
+        engine::spawn(req)
+            .map(|h| (plan, h))
+            .map_err(|e| e.to_string())
+    }
+
     fn attempt_output(
         &self,
         run_id: &str,

@@ -456,7 +456,8 @@ async fn drive(
     core.start(req.approval.is_some());
     d.perform(&mut core).await?;
 
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    // Also the last sign of life a resume finds when this process dies.
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     // A step waiting for a host pool another run holds tries again this often.
     let mut host_poll = tokio::time::interval(HOST_POLL);
     host_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -81,8 +81,20 @@ pub struct Outcome {
     pub terminated: bool,
     pub spawn_error: Option<String>,
     pub duration_ms: u64,
+    /// The timeout it ran past, and how long it took to end after it.
+    pub timeout_ms: u64,
+    pub stop_ms: u64,
     pub capture: CapturedOutput,
     pub outputs: BTreeMap<String, String>,
+}
+
+/// `1 s`, `1.5 s`.
+fn secs(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
 }
 
 impl Outcome {
@@ -98,7 +110,16 @@ impl Outcome {
         let how = if let Some(e) = &self.spawn_error {
             format!("could not start: {e}")
         } else if self.timed_out {
-            format!("timed out after {:.1} s", self.duration_ms as f64 / 1000.0)
+            let how = if self.signal == Some(Signal::SIGKILL as i32) {
+                "killed"
+            } else {
+                "ended"
+            };
+            format!(
+                "timed out after {} ({how} {} later)",
+                secs(self.timeout_ms),
+                secs(self.stop_ms)
+            )
         } else if let Some(sig) = self.signal {
             format!("killed by signal {sig} ({})", signal_name(sig))
         } else {
@@ -254,6 +275,7 @@ pub async fn run_attempt(
     let mut clock_from = Instant::now();
     let mut frozen = false;
     let mut timed_out = false;
+    let mut stop_began: Option<Instant> = None;
     let mut terminated = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
@@ -274,6 +296,7 @@ pub async fn run_attempt(
             }
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
+                stop_began = Some(Instant::now());
                 kill_at = Some(begin_stop(pgid, spec.kill_grace));
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
@@ -374,6 +397,8 @@ pub async fn run_attempt(
         terminated,
         spawn_error: status.err().map(|e| e.to_string()),
         duration_ms,
+        timeout_ms: spec.timeout.map_or(0, |t| t.as_millis() as u64),
+        stop_ms: stop_began.map_or(0, |t| t.elapsed().as_millis() as u64),
         capture,
         outputs,
     };

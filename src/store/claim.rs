@@ -42,6 +42,19 @@ pub fn claim(
     owner: &Owner,
     containment: Option<&str>,
 ) -> Result<u64, ClaimError> {
+    claim_run(conn, run_id, seen_epoch, owner, containment, false)
+}
+
+/// `claim`; with `reopen`, an ended failed or canceled run may be claimed
+/// too (`plandeck retry`), never a succeeded one.
+pub fn claim_run(
+    conn: &mut Connection,
+    run_id: &str,
+    seen_epoch: u64,
+    owner: &Owner,
+    containment: Option<&str>,
+    reopen: bool,
+) -> Result<u64, ClaimError> {
     let sql = |e: rusqlite::Error| {
         ClaimError::Store(StoreError(format!(
             "claiming run {run_id}: {}",
@@ -75,7 +88,8 @@ pub fn claim(
         )));
     }
     let state = RunState::parse(&state).unwrap_or(RunState::Interrupted);
-    if state.is_terminal() {
+    let reopens = reopen && matches!(state, RunState::Failed | RunState::Canceled);
+    if state.is_terminal() && !reopens {
         return Err(ClaimError::Ended(state));
     }
     let changed = tx

@@ -100,6 +100,13 @@ pub trait Backend {
     fn start_run(&self, run: StartRun) -> Result<EngineHandle, String>;
     /// Resume an interrupted or paused run; returns its plan too.
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
+    /// Reopen an ended (failed or canceled) run: `steps` (none: every
+    /// failed or canceled one) and their skipped dependents run again.
+    fn retry_run(
+        &self,
+        id: &str,
+        steps: &[String],
+    ) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
     /// The stored output of a step's attempt (empty while it runs).
     fn attempt_output(
         &self,

@@ -44,6 +44,8 @@ pub enum Action {
     CriticalPath,
     /// A numbered remediation action (the digit pressed).
     Remedy,
+    /// Clear a kept search (the run screen's Esc: it never leaves a run).
+    ClearSearch,
 }
 
 impl Action {
@@ -392,15 +394,21 @@ const RUN: &[Binding] = &[
     ),
     HELP,
     b(
-        &[Char('q'), Code(KeyCode::Esc)],
+        &[Code(KeyCode::Esc)],
+        Action::ClearSearch,
+        "clear a kept search (esc never leaves a run)",
+        "",
+    ),
+    b(
+        &[Char('q')],
         Action::Back,
-        "back; during a run: pause and quit, or cancel and quit",
+        "back; during a run asks: pause and quit (nothing new starts, running steps finish, then plandeck exits), or cancel and quit",
         "quit",
     ),
     b(
         &[Ctrl('c')],
         Action::Quit,
-        "leave at once (a live run stays resumable)",
+        "stop the running steps and quit (the run stays resumable)",
         "",
     ),
 ];
@@ -455,9 +463,18 @@ pub fn keys_label(b: &Binding) -> String {
 
 /// Footer hints: `(key, label)` for the bindings marked for the footer.
 pub fn footer(screen: Screen) -> Vec<(String, &'static str)> {
+    footer_offered(screen, |_| true)
+}
+
+/// Footer hints for the actions `offered` says are open now (a run that
+/// has ended offers no pause, resume or cancel).
+pub fn footer_offered(
+    screen: Screen,
+    offered: impl Fn(Action) -> bool,
+) -> Vec<(String, &'static str)> {
     bindings(screen)
         .iter()
-        .filter(|b| !b.footer.is_empty())
+        .filter(|b| !b.footer.is_empty() && offered(b.action))
         .map(|b| (b.keys[0].label(), b.footer))
         .collect()
 }

@@ -138,18 +138,32 @@ impl<B: Backend> Session<B> {
                     let estimates = std::mem::take(&mut start.estimates);
                     start.estimates = estimates.clone();
                     match self.backend.start_run(start) {
-                        Ok(h) => self.attach(h, plan, estimates),
+                        Ok(h) => self.attach(h, plan, estimates, None),
                         Err(e) => Msg::Failed(e),
                     }
                 }
             },
-            Effect::Resume(id) => match self.backend.resume_run(&id) {
-                Ok((plan, h)) => {
-                    let e = self.backend.estimates(&plan);
-                    self.attach(h, plan, e)
+            Effect::Resume(id) => {
+                // The stored run first: the engine adds to it from here.
+                let detail = self.backend.run_detail(&id).ok();
+                match self.backend.resume_run(&id) {
+                    Ok((plan, h)) => {
+                        let e = self.backend.estimates(&plan);
+                        self.attach(h, plan, e, detail)
+                    }
+                    Err(e) => Msg::Failed(e),
                 }
-                Err(e) => Msg::Failed(e),
-            },
+            }
+            Effect::Retry { run_id, steps } => {
+                let detail = self.backend.run_detail(&run_id).ok();
+                match self.backend.retry_run(&run_id, &steps) {
+                    Ok((plan, h)) => {
+                        let e = self.backend.estimates(&plan);
+                        self.attach(h, plan, e, detail)
+                    }
+                    Err(e) => Msg::Failed(e),
+                }
+            }
             Effect::OpenRun(id) => Msg::RunOpened(self.backend.run_detail(&id)),
             Effect::Engine(cmd) => {
                 if let Some(e) = &self.engine {
@@ -188,6 +202,7 @@ impl<B: Backend> Session<B> {
         handle: EngineHandle,
         plan: Arc<crate::plan::ValidPlan>,
         estimates: Vec<Option<f64>>,
+        detail: Option<backend::RunDetail>,
     ) -> Msg {
         let run_id = handle.run_id.clone();
         let mut handle = handle;
@@ -233,12 +248,44 @@ impl<B: Backend> Session<B> {
             run_id,
             plan,
             estimates,
+            detail: detail.map(Box::new),
         }
     }
 }
 
-/// Open the TUI on `target` and run until the person quits.
-pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<()> {
+/// The run the person leaves the TUI on, as it is when the TUI ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    pub run_id: String,
+    pub state: Option<crate::engine::api::RunState>,
+    /// Why it is paused, interrupted or failed (`api::why`).
+    pub reason: Option<String>,
+    /// Failed steps whose failure the run let pass (`continue`, a fallback).
+    pub let_pass: usize,
+    /// This process drove it (its exit code is the run's).
+    pub driven: bool,
+}
+
+impl Left {
+    fn of(app: &App) -> Option<Left> {
+        let r = app.run.as_ref()?;
+        let let_pass = (0..r.steps.len())
+            .filter(|&i| r.steps[i] == crate::engine::api::StepState::Failed)
+            .filter(|&i| r.failure_let_pass(i))
+            .count();
+        Some(Left {
+            run_id: r.run_id.clone(),
+            state: r.state,
+            reason: r.reason.clone(),
+            let_pass,
+            driven: r.driven,
+        })
+    }
+}
+
+/// Open the TUI on `target` and run until the person quits; the run shown
+/// last, if any, as it was left.
+pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<Option<Left>> {
     let mut guard = terminal::Guard::enter()?;
     let size = guard.terminal.size()?;
     let mut session = Session::new(backend, &target, color_allowed(), (size.width, size.height));
@@ -293,17 +340,7 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<()> {
         }
     }
     drop(guard);
-    if let Some(r) = &session.app.run
-        && r.live
-    {
-        eprintln!(
-            "plandeck: run {} left {}; continue it with `plandeck resume {}`",
-            r.run_id,
-            r.state.map_or("starting", |s| s.as_str()),
-            r.run_id
-        );
-    }
-    Ok(())
+    Ok(Left::of(&session.app))
 }
 
 fn spawn_input(tx: Sender<Msg>, paused: Arc<AtomicBool>, ack: Sender<()>) {

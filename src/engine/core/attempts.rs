@@ -207,7 +207,24 @@ impl Core {
                 crate::remediation::TAIL_BYTES,
             ),
         };
-        let diagnosis = self.rules.classify(&facts);
+        let mut diagnosis = self.rules.classify(&facts);
+        // A `run` step's command is its shell line, not the line's first word.
+        if role != Role::Fix
+            && let (Some(run), Some(program)) = (&step.run, step.program())
+        {
+            let line: String = run
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(120)
+                .collect();
+            diagnosis.explanation = diagnosis.explanation.replacen(
+                &format!("The step's command `{program}`"),
+                &format!("The step's shell line `{line}`"),
+                1,
+            );
+        }
         let class = diagnosis.class;
         end.error_class = Some(class);
         self.steps[i].error_class = Some(class);

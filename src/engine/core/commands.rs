@@ -169,7 +169,9 @@ impl Core {
             Command::Interrupt => {
                 if !self.finished {
                     self.record("interrupt", None);
-                    self.interrupt_reason = why::QUIT;
+                    if self.ending.is_none() {
+                        self.interrupt_reason = why::QUIT;
+                    }
                     self.begin_ending(Ending::Interrupt);
                 }
             }

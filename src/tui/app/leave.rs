@@ -2,8 +2,9 @@
 //! not ended is paused (left resumable) or canceled first, and the app waits
 //! for the engine to stop, or gives up waiting after a while.
 //!
-//! It never walks away from a live run unasked: it asks first, or on a
-//! signal pauses it.
+//! It never walks away from a live run unasked: it asks first (pause and
+//! quit really pauses: running steps finish first), or on ctrl-c or a
+//! signal stops the running steps and leaves the run resumable.
 
 use super::{App, Confirm, Effect};
 use crate::engine::api::Command;
@@ -28,22 +29,47 @@ impl App {
     }
 
     /// The run is live and has not ended.
-    fn run_going(&self) -> bool {
+    pub(super) fn run_going(&self) -> bool {
         self.run
             .as_ref()
             .is_some_and(|r| r.live && !r.state.is_some_and(|s| s.is_terminal()))
     }
 
-    /// Stop the engine leaving the run resumable, then go.
+    /// Pause and quit: no new step starts, the running ones finish, then
+    /// the engine ends with the run paused (reason `quit`) and the app goes.
+    /// Pressing q or ctrl-c again stops the running steps at once.
     pub(super) fn pause_and_quit(&mut self) -> Vec<Effect> {
         self.leaving = true;
+        self.leave_patient = true;
         self.leave_ticks = 0;
-        self.status = Some("pausing: stopping running steps; the run stays resumable…".into());
-        vec![
-            Effect::Engine(Command::Pause),
-            Effect::Engine(Command::Interrupt),
-            Effect::Detach,
-        ]
+        self.status = Some(
+            "pausing: no new step starts; plandeck quits when the running steps finish (q again: stop them now)"
+                .into(),
+        );
+        vec![Effect::Engine(Command::Leave)]
+    }
+
+    /// Stop the running steps now and go; the run stays resumable.
+    pub(super) fn stop_and_quit(&mut self) -> Vec<Effect> {
+        self.leaving = true;
+        self.leave_patient = false;
+        self.leave_ticks = 0;
+        self.status = Some("stopping the running steps; the run stays resumable…".into());
+        vec![Effect::Engine(Command::Interrupt), Effect::Detach]
+    }
+
+    /// SIGTERM or SIGHUP: the engine got the signal too and stops the
+    /// steps (reason `signal`); let go of it and wait for it to end.
+    pub(super) fn on_signal(&mut self) -> Vec<Effect> {
+        if !self.run_going() {
+            self.quit = true;
+            return vec![Effect::Quit];
+        }
+        self.home = None;
+        self.leaving = true;
+        self.leave_patient = false;
+        self.leave_ticks = 0;
+        vec![Effect::Detach]
     }
 
     /// Go back to the runs screen, or quit when the app was opened elsewhere.
@@ -51,7 +77,11 @@ impl App {
         let mut fx = Vec::new();
         if self.screen == Screen::Run {
             if self.leaving {
-                return fx;
+                return if self.leave_patient {
+                    self.stop_and_quit()
+                } else {
+                    fx
+                };
             }
             if self.run_going() {
                 self.confirm = Some(Confirm::Quit);
@@ -77,11 +107,11 @@ impl App {
 
     pub(super) fn leave_all(&mut self) -> Vec<Effect> {
         if self.run_going() {
-            if self.leaving {
+            if self.leaving && !self.leave_patient {
                 return vec![];
             }
             self.home = None;
-            return self.pause_and_quit();
+            return self.stop_and_quit();
         }
         self.quit = true;
         vec![Effect::Quit]

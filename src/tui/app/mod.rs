@@ -34,7 +34,7 @@ use super::backend::{PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
 use super::dagview::{DagMode, DagView};
 use super::keymap::{self, Action, Screen};
 use super::live::{self, StoredLog};
-use crate::engine::api::{Command, Event, RunState, StepState};
+use crate::engine::api::{Command, Event, RunState};
 use crate::plan::{Diagnostic, ValidPlan};
 
 /// A loaded plan with its duration estimates, or why it does not load.
@@ -67,6 +67,8 @@ pub enum Msg {
         run_id: String,
         plan: Arc<ValidPlan>,
         estimates: Vec<Option<f64>>,
+        /// The stored run it continues (resume, retry): the view starts from it.
+        detail: Option<Box<RunDetail>>,
     },
     RunOpened(Result<RunDetail, String>),
     Engine(Event),
@@ -95,6 +97,12 @@ pub enum Effect {
         hash: String,
     },
     Resume(String),
+    /// Reopen an ended run: run these steps again (none: every failed or
+    /// canceled one) with their skipped dependents.
+    Retry {
+        run_id: String,
+        steps: Vec<String>,
+    },
     OpenRun(String),
     Edit(PathBuf),
     Engine(Command),
@@ -141,6 +149,8 @@ pub struct App {
     /// Waiting for the engine to stop before leaving the run screen.
     pub leaving: bool,
     leave_ticks: u32,
+    /// Leaving waits for running steps to finish (pause and quit), however long.
+    leave_patient: bool,
     /// Wall-clock time of the last tick (unset: times come from events).
     pub clock: Option<DateTime<Utc>>,
 }
@@ -168,6 +178,7 @@ impl App {
             help_top: 0,
             leaving: false,
             leave_ticks: 0,
+            leave_patient: false,
             clock: None,
         }
     }
@@ -205,7 +216,7 @@ impl App {
             }
             Msg::Tick => {
                 self.ticks = self.ticks.wrapping_add(1);
-                if self.leaving {
+                if self.leaving && !self.leave_patient {
                     self.leave_ticks += 1;
                     // The engine did not stop in time: leave anyway.
                     if self.leave_ticks > 80 {
@@ -214,7 +225,7 @@ impl App {
                 }
                 vec![]
             }
-            Msg::Signal => self.leave_all(),
+            Msg::Signal => self.on_signal(),
             Msg::Listed { plans, runs } => {
                 self.runs.plans = plans;
                 match runs {
@@ -261,6 +272,7 @@ impl App {
                 run_id,
                 plan,
                 estimates,
+                detail,
             } => {
                 let mode = self.dag().map_or(DagMode::List, |d| d.mode);
                 let path = self
@@ -269,8 +281,28 @@ impl App {
                     .filter(|r| r.plan.hash == plan.hash)
                     .map(|r| r.path.clone())
                     .or_else(|| Some(PathBuf::from(&plan.file)).filter(|p| p.is_file()));
-                let mut run = RunView::new(run_id, plan, estimates, mode, true);
-                run.path = path;
+                let run = match detail {
+                    Some(d) if d.summary.id == run_id => {
+                        let selected = self
+                            .run
+                            .as_ref()
+                            .filter(|r| r.run_id == run_id)
+                            .map(|r| r.dag.selected);
+                        let mut run = RunView::from_detail(*d, true);
+                        run.estimates = estimates;
+                        run.dag.mode = mode;
+                        if let Some(s) = selected {
+                            run.dag.selected = s;
+                        }
+                        run.path = run.path.or(path);
+                        run
+                    }
+                    _ => {
+                        let mut run = RunView::new(run_id, plan, estimates, mode, true);
+                        run.path = path;
+                        run
+                    }
+                };
                 self.run = Some(run);
                 self.screen = Screen::Run;
                 self.status = None;
@@ -279,46 +311,7 @@ impl App {
                 vec![]
             }
             Msg::RunOpened(Ok(detail)) => {
-                let plan = detail.plan;
-                let n = plan.len();
-                let mut run = RunView::new(
-                    detail.summary.id,
-                    plan.clone(),
-                    Vec::new(),
-                    DagMode::List,
-                    false,
-                );
-                // Replay what was stored (feed, remediation), then take the
-                // stored states as they are now.
-                for ev in detail.events {
-                    run.apply(ev);
-                }
-                run.state = Some(detail.summary.state);
-                for (i, (st, a)) in detail.steps.iter().take(n).enumerate() {
-                    run.steps[i] = *st;
-                    run.attempts[i] = *a;
-                }
-                run.run_started = detail.summary.started_at;
-                run.run_ended = detail.summary.ended_at;
-                run.path = detail
-                    .summary
-                    .plan_path
-                    .map(PathBuf::from)
-                    .filter(|p| p.is_file());
-                if detail.summary.state == RunState::Interrupted {
-                    run.was_running = (0..n)
-                        .filter(|&i| {
-                            matches!(
-                                run.steps[i],
-                                StepState::Running | StepState::Retrying | StepState::Interrupted
-                            )
-                        })
-                        .collect();
-                    if let Some(&first) = run.was_running.first() {
-                        run.dag.selected = first;
-                    }
-                }
-                self.run = Some(run);
+                self.run = Some(RunView::from_detail(detail, false));
                 self.screen = Screen::Run;
                 self.fit();
                 self.load_output()
@@ -335,7 +328,8 @@ impl App {
                 for ev in evs {
                     self.apply_event(ev);
                 }
-                vec![]
+                // The selected step may have ended: its output is stored now.
+                self.load_output()
             }
             Msg::OutputLoaded {
                 step,
@@ -617,8 +611,12 @@ impl App {
                 let area = super::views::dag_area(self);
                 if area.contains((x, y).into()) && y > area.y && x > area.x {
                     let (rx, ry) = ((x - area.x - 1) as usize, (y - area.y - 1) as usize);
+                    let before = self.run.as_ref().map(|r| r.dag.selected);
                     if let Some(d) = self.dag_mut() {
                         d.click(rx, ry);
+                    }
+                    if self.screen == Screen::Run {
+                        return self.selection_moved(before);
                     }
                 }
                 vec![]

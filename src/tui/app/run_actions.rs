@@ -28,22 +28,30 @@ pub enum Confirm {
     Fix { step: String, command: String },
     /// Leave a live run: pause and quit, or cancel and quit.
     Quit,
+    /// Reopen an ended run: run this step again (with what it skipped).
+    Retry { run_id: String, step: String },
+    /// Stop a running step and mark it skipped.
+    Skip { step: String },
 }
 
 impl App {
     /// Ask for the stored output the log pane needs, if any.
-    pub(super) fn load_output(&self) -> Vec<Effect> {
-        self.run
-            .as_ref()
-            .and_then(|r| {
-                r.wants_output().map(|(step, attempt)| Effect::LoadOutput {
+    /// Each attempt's output is asked for once.
+    pub(super) fn load_output(&mut self) -> Vec<Effect> {
+        let Some(r) = self.run.as_mut() else {
+            return vec![];
+        };
+        match r.wants_output() {
+            Some(want) if r.output_asked != Some(want) => {
+                r.output_asked = Some(want);
+                vec![Effect::LoadOutput {
                     run_id: r.run_id.clone(),
-                    step,
-                    attempt,
-                })
-            })
-            .into_iter()
-            .collect()
+                    step: want.0,
+                    attempt: want.1,
+                }]
+            }
+            _ => vec![],
+        }
     }
 
     pub(super) fn confirm_key(&mut self, c: Confirm, k: KeyEvent) -> Vec<Effect> {
@@ -63,6 +71,7 @@ impl App {
                 KeyCode::Char('c') => {
                     self.confirm = None;
                     self.leaving = true;
+                    self.leave_patient = false;
                     self.leave_ticks = 0;
                     self.status = Some("canceling: stopping running steps…".into());
                     vec![Effect::Engine(Command::Cancel), Effect::Detach]
@@ -82,6 +91,19 @@ impl App {
                 self.confirm = None;
                 self.status = Some("canceling the run: stopping running steps…".into());
                 vec![Effect::Engine(Command::Cancel)]
+            }
+            Confirm::Retry { run_id, step } if yes => {
+                self.confirm = None;
+                self.status = Some(format!("reopening the run: running {step} again"));
+                vec![Effect::Retry {
+                    run_id,
+                    steps: vec![step],
+                }]
+            }
+            Confirm::Skip { step } if yes => {
+                self.confirm = None;
+                self.status = Some(format!("stopping {step} and skipping it"));
+                vec![Effect::Engine(Command::SkipStep(step))]
             }
             Confirm::Fix { step, command } if yes => {
                 self.confirm = None;
@@ -110,11 +132,36 @@ impl App {
             self.status = Some(format!("no remediation action {n} on step {id}"));
             return vec![];
         };
+        use crate::remediation::Action as R;
+        let ended = r.state.is_some_and(|s| s.is_terminal());
         if !r.live {
-            self.status = Some("this run is not live: press r to resume it first".into());
+            let reopen = matches!(r.state, Some(RunState::Failed | RunState::Canceled));
+            match action {
+                R::Retry { .. } if reopen => {
+                    self.confirm = Some(Confirm::Retry {
+                        run_id: r.run_id.clone(),
+                        step: id.clone(),
+                    });
+                }
+                R::EditPlan { .. } => {}
+                _ if reopen => {
+                    self.status = Some(
+                        "this run has ended: press R to run the step again (it reopens the run)"
+                            .into(),
+                    );
+                }
+                _ => {
+                    self.status = Some("this run is not live: press r to resume it first".into());
+                }
+            }
+            if !matches!(action, R::EditPlan { .. }) {
+                return vec![];
+            }
+        }
+        if ended && matches!(action, R::Abort { .. }) {
+            self.status = Some("the run has already ended".into());
             return vec![];
         }
-        use crate::remediation::Action as R;
         match action {
             R::Retry { .. } => {
                 self.status = Some(format!("retrying step {id}"));
@@ -139,6 +186,27 @@ impl App {
                     vec![]
                 }
             },
+        }
+    }
+
+    /// Whether `a` does something on the current screen now (the footer
+    /// offers only those).
+    pub fn offers(&self, a: Action) -> bool {
+        if self.screen != Screen::Run {
+            return true;
+        }
+        let Some(r) = &self.run else { return true };
+        let going = r.live && !r.state.is_some_and(|s| s.is_terminal());
+        match a {
+            Action::Pause | Action::Cancel => going,
+            Action::Resume => {
+                going && r.state == Some(RunState::Paused)
+                    || !r.live && matches!(r.state, Some(RunState::Interrupted | RunState::Paused))
+            }
+            Action::RetryStep => {
+                going || matches!(r.state, Some(RunState::Failed | RunState::Canceled))
+            }
+            _ => true,
         }
     }
 
@@ -192,6 +260,13 @@ impl App {
                 };
                 None
             }
+            Action::ClearSearch => {
+                let had = !r.log.search.is_empty() || !r.dag.search.is_empty();
+                r.log.search.clear();
+                r.log.hit = None;
+                r.dag.search.clear();
+                had.then(|| "search cleared".to_string())
+            }
             Action::PrevAttempt | Action::NextAttempt => {
                 let latest = r.attempts[i];
                 let cur = r.log_attempt();
@@ -212,7 +287,6 @@ impl App {
             Action::Pause
             | Action::Freeze
             | Action::Cancel
-            | Action::RetryStep
             | Action::SkipStep
             | Action::ApproveStep
                 if !live =>
@@ -248,15 +322,25 @@ impl App {
                 }
             }
             Action::RetryStep => {
-                if matches!(
+                let retryable = matches!(
                     r.steps[i],
                     StepState::Failed
                         | StepState::Canceled
                         | StepState::Interrupted
                         | StepState::Skipped
-                ) {
+                );
+                let ended = matches!(r.state, Some(RunState::Failed | RunState::Canceled));
+                if retryable && live {
                     fx.push(Effect::Engine(Command::RetryStep(id.clone())));
                     say(format!("retrying step {id}"))
+                } else if retryable && ended {
+                    confirm = Some(Confirm::Retry {
+                        run_id: r.run_id.clone(),
+                        step: id.clone(),
+                    });
+                    None
+                } else if retryable {
+                    say(not_live.into())
                 } else {
                     say(format!(
                         "step {id} is {}: only a failed, canceled, interrupted or skipped step can be retried",
@@ -267,6 +351,9 @@ impl App {
             Action::SkipStep => {
                 if r.steps[i].is_terminal() {
                     say(format!("step {id} has already ended ({})", r.steps[i]))
+                } else if r.steps[i] == StepState::Running {
+                    confirm = Some(Confirm::Skip { step: id.clone() });
+                    None
                 } else {
                     fx.push(Effect::Engine(Command::SkipStep(id.clone())));
                     say(format!("skipping step {id}"))
@@ -305,8 +392,13 @@ impl App {
                 } else if r.state.is_some_and(|s| !s.is_terminal()) {
                     fx.push(Effect::Resume(r.run_id.clone()));
                     say("resuming the run".into())
+                } else if matches!(r.state, Some(RunState::Failed | RunState::Canceled)) {
+                    say(format!(
+                        "this run ended {}: press R on a failed step to run it again (it reopens the run)",
+                        r.state.map_or("", |s| s.as_str())
+                    ))
                 } else {
-                    say("only an interrupted or paused run can be resumed".into())
+                    say("the run succeeded: nothing to resume".into())
                 }
             }
             Action::Search if in_log => {

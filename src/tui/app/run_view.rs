@@ -38,6 +38,15 @@ pub struct RunView {
     pub started_at: Vec<Option<DateTime<Utc>>>,
     pub run_started: Option<DateTime<Utc>>,
     pub run_ended: Option<DateTime<Utc>>,
+    /// Milliseconds the run was driven (running or paused) in sessions
+    /// that ended; the time between sessions does not count.
+    pub active_ms: i64,
+    /// When the current driven stretch began.
+    pub active_since: Option<DateTime<Utc>>,
+    /// This process drove the run (started, resumed or retried it here).
+    pub driven: bool,
+    /// The stored output last asked for (step, attempt): asked once.
+    pub output_asked: Option<(usize, u32)>,
     /// The newest event time seen.
     pub last_ts: Option<DateTime<Utc>>,
     pub logs: Vec<StepLog>,
@@ -81,6 +90,10 @@ impl RunView {
             started_at: vec![None; n],
             run_started: None,
             run_ended: None,
+            active_ms: 0,
+            active_since: None,
+            driven: live,
+            output_asked: None,
             last_ts: None,
             logs: vec![StepLog::default(); n],
             feed: VecDeque::new(),
@@ -117,6 +130,12 @@ impl RunView {
         if ring.attempt == n || n == 0 {
             return Some(LogSource::Ring(&ring.lines));
         }
+        // A running attempt that printed nothing yet: its (empty) ring.
+        let running = matches!(self.steps[i], StepState::Running | StepState::Retrying);
+        if self.live && running && self.log.attempt.is_none() && ring.attempt < n {
+            static EMPTY: VecDeque<LogLine> = VecDeque::new();
+            return Some(LogSource::Ring(&EMPTY));
+        }
         None
     }
 
@@ -142,11 +161,81 @@ impl RunView {
         need.then_some((i, n))
     }
 
-    /// Elapsed seconds of the run at `now`.
+    /// Seconds the run has been driven at `now`, over all its sessions.
     pub fn elapsed(&self, now: Option<DateTime<Utc>>) -> Option<f64> {
-        let start = self.run_started?;
-        let end = self.run_ended.or(now).or(self.last_ts)?;
-        Some(((end - start).num_milliseconds().max(0)) as f64 / 1000.0)
+        self.run_started?;
+        let open = match self.active_since {
+            Some(since) => {
+                let end = if self.live {
+                    now.or(self.last_ts)
+                } else {
+                    self.last_ts
+                };
+                end.map_or(0, |e| (e - since).num_milliseconds().max(0))
+            }
+            None => 0,
+        };
+        Some((self.active_ms + open) as f64 / 1000.0)
+    }
+
+    /// A run from the store (all its attempts and sessions): its events
+    /// replayed, then its stored step states as they are now. A live view
+    /// follows the engine's committed events from there.
+    pub fn from_detail(detail: crate::tui::backend::RunDetail, live: bool) -> RunView {
+        let plan = detail.plan;
+        let n = plan.len();
+        let mut run = RunView::new(detail.summary.id, plan, Vec::new(), DagMode::List, live);
+        for ev in detail.events {
+            run.apply(ev);
+        }
+        run.state = Some(detail.summary.state);
+        run.reason = detail.summary.reason.clone();
+        for (i, (st, a)) in detail.steps.iter().take(n).enumerate() {
+            run.steps[i] = *st;
+            run.attempts[i] = *a;
+        }
+        run.run_started = detail.summary.started_at;
+        run.run_ended = detail.summary.ended_at;
+        run.path = detail
+            .summary
+            .plan_path
+            .map(PathBuf::from)
+            .filter(|p| p.is_file());
+        if !live && detail.summary.state == RunState::Interrupted {
+            run.was_running = (0..n)
+                .filter(|&i| {
+                    matches!(
+                        run.steps[i],
+                        StepState::Running | StepState::Retrying | StepState::Interrupted
+                    )
+                })
+                .collect();
+            if let Some(&first) = run.was_running.first() {
+                run.dag.selected = first;
+            }
+        }
+        run
+    }
+
+    /// Whether a fallback succeeded in place of failed step `i`.
+    pub fn stood_in(&self, i: usize) -> bool {
+        self.steps.get(i) == Some(&StepState::Failed)
+            && self
+                .plan
+                .fallback_of(i)
+                .is_some_and(|f| self.steps.get(f) == Some(&StepState::Succeeded))
+    }
+
+    /// Whether failed step `i` let its dependents run (`continue`, or a
+    /// fallback stood in): the run goes on as if it had not failed.
+    pub fn failure_let_pass(&self, i: usize) -> bool {
+        self.stood_in(i)
+            || self
+                .plan
+                .plan
+                .steps
+                .get(i)
+                .is_some_and(|s| s.failure_policy() == crate::plan::OnFailure::Continue)
     }
 
     /// Seconds each running step has run at `now`.
@@ -185,6 +274,18 @@ impl RunView {
             EventKind::RunState { state, reason } => {
                 if state == RunState::Running && self.run_started.is_none() {
                     self.run_started = Some(ev.ts);
+                }
+                match state {
+                    RunState::Running | RunState::Paused => {
+                        if self.active_since.is_none() {
+                            self.active_since = Some(ev.ts);
+                        }
+                    }
+                    _ => {
+                        if let Some(since) = self.active_since.take() {
+                            self.active_ms += (ev.ts - since).num_milliseconds().max(0);
+                        }
+                    }
                 }
                 self.run_ended = state.is_terminal().then_some(ev.ts);
                 self.state = Some(state);

@@ -297,7 +297,7 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
                 Line::from(Span::styled(s.clone(), t.warn()))
             } else {
                 let mut spans = Vec::new();
-                for (k, label) in keymap::footer(app.screen) {
+                for (k, label) in keymap::footer_offered(app.screen, |a| app.offers(a)) {
                     if !spans.is_empty() {
                         spans.push(Span::raw("  "));
                     }

@@ -89,9 +89,16 @@ pub fn with_status<R>(app: &App, r: &RunView, f: impl FnOnce(&super::dag::Status
 fn header(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
     let total = r.steps.len();
     let done = r.steps.iter().filter(|s| s.is_terminal()).count();
-    let state = r
-        .state
-        .map_or("starting".to_string(), |s| s.as_str().to_string());
+    let let_pass = (0..total)
+        .filter(|&i| r.steps[i] == StepState::Failed && r.failure_let_pass(i))
+        .count();
+    let state = match r.state {
+        Some(RunState::Succeeded) if let_pass > 0 => {
+            format!("succeeded, {let_pass} failed (continued)")
+        }
+        Some(s) => s.as_str().to_string(),
+        None => "starting".to_string(),
+    };
     let going = r.live && !r.state.is_some_and(|s| s.is_terminal());
     let bar_w = 20usize;
     let filled = (done * bar_w).checked_div(total).unwrap_or(0);
@@ -114,7 +121,14 @@ fn header(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
         Span::styled("Run ", t.title()),
         Span::styled(r.plan.plan.name.clone(), t.title()),
         Span::styled(format!("  {}", r.run_id), t.dim()),
-        Span::styled(if r.live { "  live" } else { "  stored" }, t.dim()),
+        Span::styled(
+            match (r.live, r.state.is_some_and(|s| s.is_terminal())) {
+                (true, false) => "  live",
+                (true, true) => "  ended",
+                (false, _) => "  stored",
+            },
+            t.dim(),
+        ),
     ]);
     let line2 = Line::from(vec![
         Span::raw(if going {
@@ -438,6 +452,7 @@ pub fn log_rows<'a>(
 fn bottom(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
     let i = r.dag.selected;
     if r.steps.get(i) == Some(&StepState::Failed)
+        && !r.stood_in(i)
         && let Some(offer) = &r.offers[i]
     {
         remediation(f, r, offer, t, area);
@@ -607,7 +622,7 @@ pub fn remediation_panel<'a>(r: &RunView, o: &live::Offer, t: Theme, width: usiz
 pub fn remediation_len(app: &App) -> usize {
     let Some(r) = &app.run else { return 0 };
     let i = r.dag.selected;
-    if r.steps.get(i) != Some(&StepState::Failed) {
+    if r.steps.get(i) != Some(&StepState::Failed) || r.stood_in(i) {
         return 0;
     }
     let Some(o) = r.offers.get(i).and_then(Option::as_ref) else {
@@ -694,10 +709,17 @@ fn summary(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
         ]));
     }
     for (i, class, end) in &s.failures {
+        let passed = if r.stood_in(*i) {
+            " (its fallback stood in)"
+        } else if r.failure_let_pass(*i) {
+            " (continued)"
+        } else {
+            ""
+        };
         lines.push(Line::from(vec![
             Span::styled("✗ ", t.error()),
             Span::raw(format!(
-                "{} {} {end}",
+                "{} {} {end}{passed}",
                 r.plan.id(*i),
                 class.map_or("-".to_string(), |c| c.to_string())
             )),
@@ -748,13 +770,43 @@ pub fn confirm(f: &mut Frame, app: &App) {
                 Line::from("The run is still going."),
                 Line::from(vec![
                     Span::styled("p", t.key()),
-                    Span::raw(" pause and quit (resumable later)"),
+                    Span::raw(" pause and quit: nothing new starts, running steps finish"),
                 ]),
                 Line::from(vec![
                     Span::styled("c", t.key()),
                     Span::raw(" cancel the run and quit"),
                 ]),
                 Line::from(vec![Span::styled("esc", t.key()), Span::raw(" stay")]),
+            ],
+        ),
+        Confirm::Retry { run_id, step } => (
+            " Run the step again? ",
+            vec![
+                Line::from(format!(
+                    "Reopen run {} and run {step} again (a new attempt),",
+                    super::clip(run_id, 8)
+                )),
+                Line::from("with the steps it skipped; steps that succeeded stay."),
+                Line::from(vec![
+                    Span::styled("y", t.key()),
+                    Span::raw(" run it again   "),
+                    Span::styled("n", t.key()),
+                    Span::raw(" do nothing"),
+                ]),
+            ],
+        ),
+        Confirm::Skip { step } => (
+            " Skip a running step? ",
+            vec![
+                Line::from(format!(
+                    "{step} is running: it is stopped and marked skipped."
+                )),
+                Line::from(vec![
+                    Span::styled("y", t.key()),
+                    Span::raw(" stop and skip it   "),
+                    Span::styled("n", t.key()),
+                    Span::raw(" let it run"),
+                ]),
             ],
         ),
     };
