@@ -318,11 +318,13 @@ fn log_search_attempts_and_zoom() {
         KeyCode::Char('p'),
         KeyModifiers::NONE,
     )));
-    let fx = format!("{fx:?}");
-    assert!(
-        fx.contains("Pause") && fx.contains("Interrupt") && fx.contains("Detach"),
-        "{fx}"
-    );
+    // Pause and quit pauses (running steps finish); q again stops them.
+    assert_eq!(format!("{fx:?}"), "[Engine(Leave)]");
+    let fx = f.app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('q'),
+        KeyModifiers::NONE,
+    )));
+    assert_eq!(format!("{fx:?}"), "[Engine(Interrupt), Detach]");
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn pause_resume_and_cancel_a_long_step() {
         assert!(all.contains(&format!("\"{cmd}\"")), "{cmd} recorded: {all}");
     }
     t.press("q");
-    t.wait_exit(10);
+    assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }
 
 #[test]
@@ -197,5 +197,5 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
     t.press("y");
     t.wait_for("Summary · run canceled", 15);
     t.press("q");
-    t.wait_exit(10);
+    assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }

@@ -101,7 +101,7 @@ fn resuming_a_crashed_run_from_the_runs_screen_shows_the_whole_run() {
         "first\nlast\n"
     );
     t.press("q");
-    t.wait_for("Plans and runs", 5);
+    t.wait_for("Runs (1)", 5);
     t.press("q");
     let status = t.wait_status(10);
     assert_eq!(status.exit_code(), 0, "{status:?}");
