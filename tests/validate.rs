@@ -177,3 +177,39 @@ fn completions_and_help() {
     let help = plandeck(&["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("Examples:"));
 }
+
+#[test]
+fn faults_of_every_stage_come_out_in_one_run_in_file_order() {
+    let out = plandeck(&[
+        "validate",
+        "tests/fixtures/invalid/43-faults-of-every-stage.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let positions: Vec<(usize, usize)> = stderr
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .filter_map(|l| {
+            let mut parts = l.split(':').skip(1);
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(positions.len(), 20, "{stderr}");
+    assert!(positions.is_sorted(), "not in file order:\n{stderr}");
+    for needle in [
+        "unknown field `descripton` in the plan",
+        "unknown field `max_concurency` in `globals`",
+        "`retry_on[0]`: unknown retry_on entry `netwrok`",
+        "`retry_on[2]`: `exit:x`",
+        "duplicate step id 'fetch'",
+        "dependency cycle: a -> b -> a",
+        "dependency cycle: c -> d -> c",
+        "step 'd': depends on itself",
+        "step 'e': unknown field `rn` in a step",
+        "step 'g': bad `when` condition",
+        "step 11 must be an object",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    assert!(stderr.ends_with("invalid (20 errors)\n"), "{stderr}");
+}

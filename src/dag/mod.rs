@@ -1,134 +1,17 @@
-//! Planning over a validated plan's dependency graph (SPEC §2): cycles,
-//! ancestors, waves (Kahn layers), the critical path, and the conflicts that
-//! force steps apart — gathered in one `Schedule` the engine and the UI read.
+//! Planning over a validated plan's dependency graph (SPEC §2): waves (Kahn
+//! layers), the critical path, and the conflicts that force steps apart —
+//! gathered in one `Schedule` the engine and the UI read.
 //!
-//! Pure functions over indices; no I/O, no clock, no processes.
+//! Pure functions over indices, linear in steps plus edges and without
+//! recursion (the graph algorithms live in `crate::graph`, which validation
+//! shares); no I/O, no clock, no processes.
 
 pub mod export;
 pub mod layout;
 
-use std::collections::HashSet;
-
-use petgraph::algo::tarjan_scc;
-use petgraph::graph::{DiGraph, NodeIndex};
-
 use crate::plan::ValidPlan;
 
-/// Build a petgraph graph with an edge dependency → dependent.
-fn graph(deps: &[Vec<usize>]) -> DiGraph<(), ()> {
-    let mut g = DiGraph::with_capacity(deps.len(), deps.iter().map(Vec::len).sum());
-    for _ in deps {
-        g.add_node(());
-    }
-    for (i, ds) in deps.iter().enumerate() {
-        for &d in ds {
-            g.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
-        }
-    }
-    g
-}
-
-/// A dependency cycle as a path of indices that starts and ends on the same
-/// step (in the direction work flows), or `None` when the graph is acyclic.
-pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
-    let g = graph(deps);
-    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&g)
-        .into_iter()
-        .map(|c| c.into_iter().map(NodeIndex::index).collect::<Vec<_>>())
-        .filter(|c| c.len() > 1 || deps[c[0]].contains(&c[0]))
-        .collect();
-    for c in &mut sccs {
-        c.sort_unstable();
-    }
-    sccs.sort();
-    let scc = sccs.into_iter().next()?;
-    let members: HashSet<usize> = scc.iter().copied().collect();
-    let start = scc[0];
-    // Breadth-first from `start` along dependency → dependent edges inside the
-    // component, until an edge leads back to `start`.
-    let mut dependents = vec![Vec::new(); deps.len()];
-    for &i in &scc {
-        for &d in &deps[i] {
-            if members.contains(&d) {
-                dependents[d].push(i);
-            }
-        }
-    }
-    let mut prev = vec![usize::MAX; deps.len()];
-    let mut queue = std::collections::VecDeque::from([start]);
-    while let Some(at) = queue.pop_front() {
-        for &next in &dependents[at] {
-            if next == start {
-                // Walk back from `at` to `start`, then read it forwards.
-                let mut path = Vec::new();
-                let mut cur = at;
-                while cur != start {
-                    path.push(cur);
-                    cur = prev[cur];
-                }
-                path.push(start);
-                path.reverse();
-                path.push(start);
-                return Some(path);
-            }
-            if prev[next] == usize::MAX && next != start {
-                prev[next] = at;
-                queue.push_back(next);
-            }
-        }
-    }
-    Some(vec![start, start])
-}
-
-/// Every step `i` transitively depends on.
-pub fn ancestors(deps: &[Vec<usize>], i: usize) -> HashSet<usize> {
-    let mut seen = HashSet::new();
-    let mut stack: Vec<usize> = deps[i].clone();
-    while let Some(d) = stack.pop() {
-        if seen.insert(d) {
-            stack.extend(&deps[d]);
-        }
-    }
-    seen
-}
-
-/// Kahn layers: wave k holds the steps whose longest dependency chain has k links.
-pub fn waves(deps: &[Vec<usize>]) -> Vec<usize> {
-    let order = topo_order(deps);
-    let mut wave = vec![0usize; deps.len()];
-    for &i in &order {
-        wave[i] = deps[i].iter().map(|&d| wave[d] + 1).max().unwrap_or(0);
-    }
-    wave
-}
-
-/// A topological order (dependencies first, file order among equals).
-/// The graph must be acyclic.
-pub fn topo_order(deps: &[Vec<usize>]) -> Vec<usize> {
-    let n = deps.len();
-    let mut indegree: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let mut dependents = vec![Vec::new(); n];
-    for (i, ds) in deps.iter().enumerate() {
-        for &d in ds {
-            dependents[d].push(i);
-        }
-    }
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
-        .filter(|&i| indegree[i] == 0)
-        .map(std::cmp::Reverse)
-        .collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(std::cmp::Reverse(i)) = ready.pop() {
-        order.push(i);
-        for &j in &dependents[i] {
-            indegree[j] -= 1;
-            if indegree[j] == 0 {
-                ready.push(std::cmp::Reverse(j));
-            }
-        }
-    }
-    order
-}
+pub use crate::graph::{topo_order, waves};
 
 /// Why some steps may never run at the same time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,22 +122,27 @@ impl Schedule {
             .map(|s| s.files.iter().map(|f| normalize_path(f)).collect())
             .collect();
         let mut conflicts = file_conflicts(&files);
-        for (pool, def) in &plan.plan.resources {
-            if def.capacity() != 1 {
-                continue;
+        let mut users: std::collections::BTreeMap<&str, Vec<usize>> = plan
+            .plan
+            .resources
+            .iter()
+            .filter(|(_, def)| def.capacity() == 1)
+            .map(|(pool, _)| (pool.as_str(), Vec::new()))
+            .collect();
+        for (i, step) in plan.plan.steps.iter().enumerate() {
+            for r in &step.resources {
+                if let Some(u) = users.get_mut(r.name())
+                    && u.last() != Some(&i)
+                {
+                    u.push(i);
+                }
             }
-            let users: Vec<usize> = (0..n)
-                .filter(|&i| {
-                    plan.plan.steps[i]
-                        .resources
-                        .iter()
-                        .any(|r| r.name() == pool)
-                })
-                .collect();
-            if users.len() > 1 {
+        }
+        for (pool, steps) in users {
+            if steps.len() > 1 {
                 conflicts.push(Conflict {
-                    kind: ConflictKind::Mutex(pool.clone()),
-                    steps: users,
+                    kind: ConflictKind::Mutex(pool.to_string()),
+                    steps,
                 });
             }
         }
@@ -343,20 +231,6 @@ fn file_conflicts(files: &[Vec<String>]) -> Vec<Conflict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_a_cycle_in_work_order() {
-        // 0 fetch <- 2 verify, 1 build <- 0, 2 verify <- 1
-        let deps = vec![vec![2], vec![0], vec![1], vec![]];
-        assert_eq!(find_cycle(&deps), Some(vec![0, 1, 2, 0]));
-        assert_eq!(find_cycle(&[vec![], vec![0]]), None);
-    }
-
-    #[test]
-    fn waves_are_kahn_layers() {
-        let deps = vec![vec![], vec![0], vec![0], vec![1, 2], vec![]];
-        assert_eq!(waves(&deps), vec![0, 1, 1, 2, 0]);
-    }
 
     #[test]
     fn paths_normalise_and_nest() {

@@ -1,6 +1,8 @@
 //! Generated plans for benchmarks and scale tests: a random DAG of `n` steps
-//! where each step depends on up to `fan_in` earlier steps. Deterministic for
-//! a given seed. Builds JSON text only.
+//! where each step depends on up to `fan_in` earlier steps (deterministic for
+//! a given seed), a linear chain in the default shape (implicit dependencies)
+//! and the densest DAG (every step depends on all earlier ones). Builds JSON
+//! text only.
 
 use std::fmt::Write;
 
@@ -35,6 +37,42 @@ pub fn random_dag(n: usize, fan_in: usize, seed: u64, command: &str) -> String {
     out
 }
 
+/// JSON text of `n` steps without `depends_on`: each depends on the one before.
+pub fn chain(n: usize) -> String {
+    let mut out = String::with_capacity(n * 32 + 64);
+    let _ = write!(out, "{{\"name\":\"chain-{n}\",\"steps\":[");
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"id\":\"s{i}\",\"run\":\"true\"}}");
+    }
+    out.push_str("]}");
+    out
+}
+
+/// JSON text of `n` steps where each depends on every earlier step
+/// (n(n-1)/2 dependencies).
+pub fn all_pairs(n: usize) -> String {
+    let mut out = String::with_capacity(n * n * 4 + 64);
+    let _ = write!(out, "{{\"name\":\"all-pairs-{n}\",\"steps\":[");
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"id\":\"s{i}\",\"run\":\"true\",\"depends_on\":[");
+        for d in 0..i {
+            if d > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"s{d}\"");
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -43,5 +81,13 @@ mod tests {
         let plan = crate::plan::from_text("gen.json", &text).expect("valid");
         assert_eq!(plan.len(), 500);
         assert!(plan.deps.iter().skip(1).all(|d| !d.is_empty()));
+    }
+
+    #[test]
+    fn chains_and_all_pairs_have_their_shape() {
+        let chain = crate::plan::from_text("c.json", &super::chain(5)).expect("valid");
+        assert_eq!(chain.implicit_deps.len(), 4);
+        let dense = crate::plan::from_text("d.json", &super::all_pairs(6)).expect("valid");
+        assert_eq!(dense.deps.iter().map(Vec::len).sum::<usize>(), 15);
     }
 }

@@ -2,8 +2,10 @@
 //! step and top-level field so later checks can point at file:line:col.
 //!
 //! Reports every structural error it can find at once (syntax, wrong root,
-//! unknown or duplicate fields with a "did you mean", wrong types), one per
-//! object. It never panics on any input and does no I/O.
+//! unknown or duplicate fields with a "did you mean", wrong types): each bad
+//! member of an object and each bad entry of a list on its own, keeping
+//! everything that does decode so validation can go on with it. Only
+//! malformed JSON stops it. It never panics on any input and does no I/O.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -23,6 +25,8 @@ pub struct Parsed {
     pub step_offsets: Vec<usize>,
     /// Byte offset of each top-level field's value.
     pub top_offsets: HashMap<String, usize>,
+    /// Steps that had a structural error (what is left of them may be partial).
+    pub flawed: Vec<bool>,
 }
 
 /// The members of a JSON object in file order, duplicates kept.
@@ -69,12 +73,12 @@ pub fn member_offset(src: &str, at: usize, key: &str) -> Option<usize> {
         .map(|(_, v)| offset_in(src, v))
 }
 
-/// The offset of element `index` of the array starting at `at`.
-pub fn element_offset(src: &str, at: usize, index: usize) -> Option<usize> {
+/// The offsets of every element of the array starting at `at`.
+pub fn element_offsets(src: &str, at: usize) -> Option<Vec<usize>> {
     let text = src.get(at..)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let items: Vec<&RawValue> = Deserialize::deserialize(&mut de).ok()?;
-    items.get(index).map(|raw| offset_in(src, raw))
+    Some(items.iter().map(|raw| offset_in(src, raw)).collect())
 }
 
 /// The offset of the key of member `key` (its opening quote) in the object at `at`.
@@ -103,6 +107,10 @@ fn field_names<T: schemars::JsonSchema>() -> Vec<String> {
 fn plan_fields() -> &'static [String] {
     static F: OnceLock<Vec<String>> = OnceLock::new();
     F.get_or_init(field_names::<Plan>)
+}
+fn input_fields() -> &'static [String] {
+    static F: OnceLock<Vec<String>> = OnceLock::new();
+    F.get_or_init(field_names::<super::model::InputDef>)
 }
 fn globals_fields() -> &'static [String] {
     static F: OnceLock<Vec<String>> = OnceLock::new();
@@ -174,6 +182,17 @@ impl<'a> Reporter<'a> {
             let local = SourceMap::new(&self.src[base..]);
             base + local.offset_of(err.line(), err.column())
         };
+        self.serde_error_at(offset, err, path, step);
+    }
+
+    /// Report a serde_json error at a known offset of the file.
+    fn serde_error_at(
+        &mut self,
+        offset: usize,
+        err: &serde_json::Error,
+        path: &str,
+        step: Option<&str>,
+    ) {
         let (mut message, mut hint) = explain_serde_error(err, path);
         if err.is_syntax() && self.trailing_comma_before(offset) {
             message = "invalid JSON: trailing comma".into();
@@ -228,25 +247,165 @@ impl<'a> Reporter<'a> {
         ok
     }
 
-    /// Check an object's keys, then deserialize it; `None` after any error.
-    fn checked_part<T: DeserializeOwned>(
+    /// Decode an object of type `T` as far as it goes: unknown and duplicate
+    /// keys and each member (or list entry) that does not decode are
+    /// reported, and the value keeps everything else. `what` names the
+    /// object in messages (empty for a step); the flag is true when nothing
+    /// was wrong.
+    fn lenient<T: DeserializeOwned + Default>(
         &mut self,
         raw: &RawValue,
         known: &[String],
         what: &str,
         step: Option<&str>,
-    ) -> Option<T> {
-        if let Ok(m) = Members::deserialize(&mut serde_json::Deserializer::from_str(raw.get())) {
-            let name = if what.is_empty() {
-                "a step".to_string()
+    ) -> (T, bool) {
+        let Ok(members) = Members::deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+        else {
+            // Not an object: the type error names what was found.
+            return (self.part(raw, what, step).unwrap_or_default(), false);
+        };
+        let name = if what.is_empty() {
+            "a step".to_string()
+        } else {
+            format!("`{what}`")
+        };
+        let keys_ok = self.check_keys(&members, known, &name, step);
+        if keys_ok && let Ok(value) = serde_json::from_str::<T>(raw.get()) {
+            return (value, true);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut kept = Vec::new();
+        let mut ok = keys_ok;
+        for (key, value) in &members.0 {
+            if !known.iter().any(|k| k == key) || !seen.insert(key.as_str()) {
+                continue;
+            }
+            let path = if what.is_empty() {
+                key.clone()
             } else {
-                format!("`{what}`")
+                format!("{what}.{key}")
             };
-            if !self.check_keys(&m, known, &name, step) {
-                return None;
+            match self.member::<T>(key, value, &path, step) {
+                (Some(text), fine) => {
+                    kept.push(text);
+                    ok &= fine;
+                }
+                (None, _) => ok = false,
             }
         }
-        self.part(raw, what, step)
+        let value = serde_json::from_str(&format!("{{{}}}", kept.join(","))).unwrap_or_default();
+        (value, ok)
+    }
+
+    /// Check one member `key: value` of a `T` on its own. Returns the text
+    /// to keep (for a list, only the entries that decode) and whether all
+    /// of it was fine; every failure is reported at its place in the file.
+    fn member<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        value: &RawValue,
+        path: &str,
+        step: Option<&str>,
+    ) -> (Option<String>, bool) {
+        let k = serde_json::to_string(key).unwrap_or_default();
+        let at = offset_in(self.src, value);
+        let Err(err) = decode_as::<T>(&format!("{{{k}:{}}}", value.get())) else {
+            return (Some(format!("{k}:{}", value.get())), true);
+        };
+        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(value.get())
+            && !items.is_empty()
+        {
+            let mut good = Vec::new();
+            for (j, item) in items.iter().enumerate() {
+                let one = format!("{{{k}:[{}]}}", item.get());
+                match decode_as::<T>(&one) {
+                    Ok(()) => good.push(item.get()),
+                    Err(e) => {
+                        let inner = e.path().to_string();
+                        let rest = inner.strip_prefix(&format!("{key}[0]")).unwrap_or_default();
+                        let place = (offset_in(self.src, item), item.get().len());
+                        let where_ = self.mapped(&one, k.len() + 3, place, e.inner());
+                        self.serde_error_at(where_, e.inner(), &format!("{path}[{j}]{rest}"), step);
+                    }
+                }
+            }
+            if good.len() < items.len() {
+                return (Some(format!("{k}:[{}]", good.join(","))), false);
+            }
+        }
+        let inner = err.path().to_string();
+        let rest = inner.strip_prefix(key).unwrap_or_default();
+        let whole = format!("{{{k}:{}}}", value.get());
+        let where_ = self.mapped(&whole, k.len() + 2, (at, value.get().len()), err.inner());
+        self.serde_error_at(where_, err.inner(), &format!("{path}{rest}"), step);
+        (None, false)
+    }
+
+    /// The offset in the file of an error in `text`, whose part from byte
+    /// `prefix` on is the file's value `len` bytes long at `at`. serde
+    /// reports a value it refuses after reading it: that points at its start.
+    fn mapped(
+        &self,
+        text: &str,
+        prefix: usize,
+        (at, len): (usize, usize),
+        err: &serde_json::Error,
+    ) -> usize {
+        if err.line() == 0 {
+            return at;
+        }
+        let local = SourceMap::new(text).offset_of(err.line(), err.column());
+        let inside = local.saturating_sub(prefix);
+        let offset = if inside + 1 >= len { at } else { at + inside };
+        let mut offset = offset.min(self.src.len());
+        while !self.src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        offset
+    }
+
+    /// Decode a map entry by entry; bad entries are reported and left out.
+    fn entries<V: DeserializeOwned>(
+        &mut self,
+        raw: &RawValue,
+        what: &str,
+        each: impl Fn(&mut Self, &RawValue, &str) -> Option<V>,
+    ) -> std::collections::BTreeMap<String, V> {
+        let Ok(members) = Members::deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+        else {
+            let _ = self.part::<std::collections::BTreeMap<String, IgnoredAny>>(raw, what, None);
+            return Default::default();
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for (key, value) in &members.0 {
+            let path = format!("{what}.{key}");
+            if out.contains_key(key) {
+                let at = offset_in(self.src, value);
+                self.error(
+                    at,
+                    None,
+                    format!("duplicate key `{key}` in `{what}`"),
+                    Some("keep one of them".into()),
+                );
+                continue;
+            }
+            if let Some(v) = each(self, value, &path) {
+                out.insert(key.clone(), v);
+            }
+        }
+        out
+    }
+
+    /// Decode a list entry by entry; bad entries are reported and left out.
+    fn items<V: DeserializeOwned>(&mut self, raw: &RawValue, what: &str) -> Vec<V> {
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+            return self.part(raw, what, None).unwrap_or_default();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(j, item)| self.part(item, &format!("{what}[{j}]"), None))
+            .collect()
     }
 
     /// Deserialize one part, reporting a failure at its position.
@@ -330,14 +489,20 @@ fn syntax_hint(text: &str) -> String {
     }
 }
 
-/// Parse a plan's text; on failure return every structural error found.
-pub fn parse(file: &str, src: &str) -> Result<Parsed, Vec<Diagnostic>> {
+/// Decode `text` as a `T`, keeping the path of a failure.
+fn decode_as<T: DeserializeOwned>(
+    text: &str,
+) -> Result<(), serde_path_to_error::Error<serde_json::Error>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, T>(&mut de).map(drop)
+}
+
+/// Parse a plan's text: what could be read of it (nothing when the JSON is
+/// malformed or not an object) and every structural error found.
+pub fn parse(file: &str, src: &str) -> (Option<Parsed>, Vec<Diagnostic>) {
     let mut r = Reporter::new(file, src);
     let parsed = parse_into(&mut r);
-    match parsed {
-        Some(p) if !r.has_errors() => Ok(p),
-        _ => Err(r.diags),
-    }
+    (parsed, r.diags)
 }
 
 fn parse_into(r: &mut Reporter) -> Option<Parsed> {
@@ -367,6 +532,7 @@ fn parse_into(r: &mut Reporter) -> Option<Parsed> {
     }
     let members = Members::deserialize(&mut serde_json::Deserializer::from_str(src)).ok()?;
     r.check_keys(&members, plan_fields(), "the plan", None);
+    let mut flawed = Vec::new();
 
     let mut top_offsets = HashMap::new();
     let mut plan = Plan {
@@ -388,21 +554,19 @@ fn parse_into(r: &mut Reporter) -> Option<Parsed> {
                 plan.name = r.part(raw, "name", None).unwrap_or_default();
             }
             "description" => plan.description = r.part(raw, "description", None).flatten(),
-            "globals" => {
-                if let Some(g) = r.checked_part(raw, globals_fields(), "globals", None) {
-                    plan.globals = g;
-                }
+            "globals" => plan.globals = r.lenient(raw, globals_fields(), "globals", None).0,
+            "inputs" => {
+                plan.inputs = r.entries(raw, "inputs", |r, v, path| {
+                    Some(r.lenient(v, input_fields(), path, None).0)
+                })
             }
-            "inputs" => plan.inputs = r.part(raw, "inputs", None).unwrap_or_default(),
-            "resources" => plan.resources = r.part(raw, "resources", None).unwrap_or_default(),
-            "remediation" => {
-                plan.remediation = r.part(raw, "remediation", None).unwrap_or_default()
+            "resources" => {
+                plan.resources = r.entries(raw, "resources", |r, v, path| r.part(v, path, None))
             }
+            "remediation" => plan.remediation = r.items(raw, "remediation"),
             "steps" => {
                 has_steps = true;
-                let (steps, offsets) = parse_steps(r, raw)?;
-                plan.steps = steps;
-                step_offsets = offsets;
+                (plan.steps, step_offsets, flawed) = parse_steps(r, raw);
             }
             _ => {}
         }
@@ -428,10 +592,14 @@ fn parse_into(r: &mut Reporter) -> Option<Parsed> {
         plan,
         step_offsets,
         top_offsets,
+        flawed,
     })
 }
 
-fn parse_steps(r: &mut Reporter, raw: &RawValue) -> Option<(Vec<Step>, Vec<usize>)> {
+/// The steps, their offsets, and which of them had structural errors. A
+/// step that is not an object stays in the list as an empty step, so every
+/// index still matches the file.
+fn parse_steps(r: &mut Reporter, raw: &RawValue) -> (Vec<Step>, Vec<usize>, Vec<bool>) {
     let src = r.src;
     let at = offset_in(src, raw);
     let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
@@ -442,7 +610,7 @@ fn parse_steps(r: &mut Reporter, raw: &RawValue) -> Option<(Vec<Step>, Vec<usize
             format!("`steps` must be a list of step objects, found {found}"),
             None,
         );
-        return None;
+        return Default::default();
     };
     if items.is_empty() {
         r.error(
@@ -454,6 +622,7 @@ fn parse_steps(r: &mut Reporter, raw: &RawValue) -> Option<(Vec<Step>, Vec<usize
     }
     let mut steps = Vec::with_capacity(items.len());
     let mut offsets = Vec::with_capacity(items.len());
+    let mut flawed = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let item_at = offset_in(src, item);
         offsets.push(item_at);
@@ -466,14 +635,20 @@ fn parse_steps(r: &mut Reporter, raw: &RawValue) -> Option<(Vec<Step>, Vec<usize
                 format!("step {} must be an object, found {found}", i + 1),
                 None,
             );
+            steps.push(Step::default());
+            flawed.push(true);
             continue;
         };
         let label = step_label(&members, i);
-        if let Some(step) = r.checked_part::<Step>(item, step_fields(), "", Some(&label)) {
-            steps.push(step);
+        let (mut step, ok): (Step, bool) = r.lenient(item, step_fields(), "", Some(&label));
+        if !ok && step.depends_on.is_none() && members.0.iter().any(|(k, _)| k == "depends_on") {
+            // A `depends_on` that is there but unreadable is no licence for an implicit dependency.
+            step.depends_on = Some(Vec::new());
         }
+        steps.push(step);
+        flawed.push(!ok);
     }
-    Some((steps, offsets))
+    (steps, offsets, flawed)
 }
 
 /// The id a step is reported under: its `id`, else `step-N`.
@@ -503,16 +678,19 @@ mod tests {
     use super::*;
 
     fn errors(src: &str) -> Vec<String> {
-        match parse("p.json", src) {
-            Ok(_) => vec![],
-            Err(d) => d.iter().map(|d| d.to_string()).collect(),
-        }
+        parse("p.json", src)
+            .1
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
     }
 
     #[test]
     fn parses_a_small_plan_with_offsets() {
         let src = "{\"name\":\"x\",\n \"steps\":[{\"id\":\"a\",\"run\":\"true\"},\n {\"run\":\"false\"}]}";
-        let p = parse("p.json", src).expect("valid");
+        let (p, errors) = parse("p.json", src);
+        assert!(errors.is_empty(), "{errors:?}");
+        let p = p.expect("parsed");
         assert_eq!(p.plan.steps.len(), 2);
         assert_eq!(&src[p.step_offsets[1]..p.step_offsets[1] + 1], "{");
         assert_eq!(

@@ -30,13 +30,25 @@ pub fn from_text(file: &str, src: &str) -> Result<ValidPlan, Vec<Diagnostic>> {
     };
     // A byte-order mark some editors write is not part of the JSON.
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let parsed = load::parse(file, src).map_err(by_position)?;
-    validate::validate(file, src, parsed)
-        .map(|mut v| {
+    // Structural errors do not stop the semantic checks: they run on what
+    // could be read, and every finding of both comes out together.
+    let (parsed, structural) = load::parse(file, src);
+    let Some(parsed) = parsed else {
+        return Err(by_position(structural));
+    };
+    let broken = structural.iter().any(|d| d.severity == Severity::Error);
+    match validate::validate(file, src, parsed) {
+        Ok(mut v) if !broken => {
             v.warnings = by_position(std::mem::take(&mut v.warnings));
-            v
-        })
-        .map_err(by_position)
+            Ok(v)
+        }
+        Ok(v) => Err(by_position(
+            structural.into_iter().chain(v.warnings).collect(),
+        )),
+        Err(semantic) => Err(by_position(
+            structural.into_iter().chain(semantic).collect(),
+        )),
+    }
 }
 
 /// Read, parse and validate a plan file.

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use super::diagnostic::{Diagnostic, Severity, did_you_mean};
 use super::expr::{self, Expr, Reference};
 use super::limits;
-use super::load::{Parsed, Reporter, element_offset, key_offset, member_offset};
+use super::load::{Parsed, Reporter, element_offsets, key_offset, member_offset};
 use super::model::{OnFailure, Plan};
-use crate::dag;
+use crate::graph;
 
 /// A plan that passed validation, with everything derived from it.
 #[derive(Debug, Clone)]
@@ -75,34 +75,36 @@ pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<
         mut plan,
         step_offsets,
         top_offsets,
+        flawed,
     } = parsed;
     let v = Checker {
         src,
         offsets: &step_offsets,
         top: &top_offsets,
+        flawed: &flawed,
+        list: Default::default(),
     };
     assign_ids(&mut plan);
     let index = check_ids(&mut r, &v, &plan);
     check_globals(&mut r, &v, &plan);
     let fallback_only = check_steps(&mut r, &v, &plan, &index);
     let (deps, implicit_deps) = resolve_deps(&mut r, &v, &plan, &index, &fallback_only);
-    if !r.has_errors()
-        && let Some(cycle) = dag::find_cycle(&deps)
-    {
+    for (cycle, caught) in graph::cycles(&deps) {
         let path: Vec<&str> = cycle.iter().map(|&i| plan.steps[i].id()).collect();
         let first = cycle[0];
+        let more = if caught + 1 > cycle.len() {
+            format!(" ({caught} steps are caught in this tangle)")
+        } else {
+            String::new()
+        };
         r.error(
             v.field(first, "depends_on"),
             Some(plan.steps[first].id()),
-            format!("dependency cycle: {}", path.join(" -> ")),
+            format!("dependency cycle: {}{more}", path.join(" -> ")),
             Some("remove one of these dependencies to break the cycle".into()),
         );
     }
-    let conditions = if r.has_errors() {
-        Vec::new()
-    } else {
-        check_conditions(&mut r, &v, &plan, &index, &deps)
-    };
+    let conditions = check_conditions(&mut r, &v, &plan, &index, &deps);
     if r.has_errors() {
         return Err(r.diags);
     }
@@ -135,12 +137,20 @@ pub fn content_hash(src: &str) -> String {
         .collect()
 }
 
-/// Positions of the parts of the plan.
+/// Positions of the parts of the plan, looked up only when a finding needs
+/// one (a lookup reads the step's text again).
 struct Checker<'a> {
     src: &'a str,
     offsets: &'a [usize],
     top: &'a HashMap<String, usize>,
+    /// Steps the loader found structural errors in: what is missing from
+    /// them may just have been unreadable.
+    flawed: &'a [bool],
+    /// Element offsets of the last list looked up: (step, field) → offsets.
+    list: std::cell::RefCell<Option<ListOffsets>>,
 }
+
+type ListOffsets = ((usize, &'static str), Vec<usize>);
 
 impl Checker<'_> {
     fn step(&self, i: usize) -> usize {
@@ -151,9 +161,16 @@ impl Checker<'_> {
         member_offset(self.src, self.step(i), key).unwrap_or(self.step(i))
     }
     /// Element `j` of a step's list field.
-    fn element(&self, i: usize, key: &str, j: usize) -> usize {
-        let at = self.field(i, key);
-        element_offset(self.src, at, j).unwrap_or(at)
+    fn element(&self, i: usize, key: &'static str, j: usize) -> usize {
+        let mut list = self.list.borrow_mut();
+        if list.as_ref().is_none_or(|(k, _)| *k != (i, key)) {
+            let at = self.field(i, key);
+            *list = Some(((i, key), element_offsets(self.src, at).unwrap_or_default()));
+        }
+        let found = list
+            .as_ref()
+            .and_then(|(_, offsets)| offsets.get(j).copied());
+        found.unwrap_or_else(|| self.field(i, key))
     }
     /// A top-level field, or member `key` of it.
     fn top(&self, field: &str, key: Option<&str>) -> usize {
@@ -228,12 +245,12 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
     ];
     for (key, value, range) in ints {
         if let Some(value) = value {
-            check_int(r, at(key), None, &format!("globals.{key}"), value, range);
+            check_int(r, || at(key), None, &format!("globals.{key}"), value, range);
         }
     }
     check_float(
         r,
-        at("kill_grace_sec"),
+        || at("kill_grace_sec"),
         None,
         "globals.kill_grace_sec",
         g.kill_grace_sec,
@@ -268,7 +285,7 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
         } else {
             check_int(
                 r,
-                v.top("resources", Some(pool)),
+                || v.top("resources", Some(pool)),
                 None,
                 &format!("resources.{pool}"),
                 u64::from(def.capacity()),
@@ -305,7 +322,7 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
 /// Report `value` at `at` unless `range` holds it; true when it does.
 fn check_int(
     r: &mut Reporter,
-    at: usize,
+    at: impl FnOnce() -> usize,
     step: Option<&str>,
     what: &str,
     value: u64,
@@ -314,7 +331,7 @@ fn check_int(
     let ok = range.contains(value);
     if !ok {
         r.error(
-            at,
+            at(),
             step,
             format!("`{what}` must be {}, found {value}", range.describe()),
             None,
@@ -326,7 +343,7 @@ fn check_int(
 /// Report `value` at `at` unless `range` holds it; true when it does.
 fn check_float(
     r: &mut Reporter,
-    at: usize,
+    at: impl FnOnce() -> usize,
     step: Option<&str>,
     what: &str,
     value: f64,
@@ -340,7 +357,7 @@ fn check_float(
             value.to_string()
         };
         r.error(
-            at,
+            at(),
             step,
             format!("`{what}` must be {}, found {found}", range.describe()),
             None,
@@ -374,7 +391,7 @@ fn check_steps(
                         .into(),
                 ),
             ),
-            (None, None) => r.error(
+            (None, None) if !v.flawed.get(i).copied().unwrap_or(false) => r.error(
                 v.step(i),
                 id,
                 "has neither `run` nor `command`",
@@ -396,7 +413,7 @@ fn check_steps(
         if let Some(t) = s.timeout_sec {
             check_int(
                 r,
-                v.field(i, "timeout_sec"),
+                || v.field(i, "timeout_sec"),
                 id,
                 "timeout_sec",
                 t,
@@ -405,7 +422,7 @@ fn check_steps(
         }
         check_int(
             r,
-            v.field(i, "retries"),
+            || v.field(i, "retries"),
             id,
             "retries",
             u64::from(s.retries),
@@ -435,7 +452,7 @@ fn check_steps(
             ] {
                 ok &= check_float(
                     r,
-                    at(key),
+                    || at(key),
                     id,
                     &format!("retry_backoff.{key}"),
                     value,
@@ -475,7 +492,7 @@ fn check_steps(
             }
         }
         for (j, res) in s.resources.iter().enumerate() {
-            let at = v.element(i, "resources", j);
+            let at = || v.element(i, "resources", j);
             match plan.resources.get(res.name()).map(|p| p.capacity()) {
                 None => {
                     let hint = match did_you_mean(res.name(), plan.resources.keys().map(String::as_str)) {
@@ -485,10 +502,10 @@ fn check_steps(
                             res.name()
                         ),
                     };
-                    r.error(at, id, format!("unknown resource '{}'", res.name()), Some(hint));
+                    r.error(at(), id, format!("unknown resource '{}'", res.name()), Some(hint));
                 }
                 Some(cap) if res.units() > cap && cap > 0 => r.error(
-                    at,
+                    at(),
                     id,
                     format!(
                         "uses {} units of resource '{}' whose capacity is {cap}: it could never start",
@@ -552,7 +569,8 @@ fn resolve_deps(
             Some(list) => {
                 let mut seen = HashSet::new();
                 for (j, dep) in list.iter().enumerate() {
-                    let at = v.element(i, "depends_on", j);
+                    // Positions are looked up only for findings: a step may list thousands.
+                    let at = || v.element(i, "depends_on", j);
                     match index.get(dep.as_str()) {
                         None => {
                             let hint = did_you_mean(dep, plan.steps.iter().map(|s| s.id()))
@@ -560,16 +578,16 @@ fn resolve_deps(
                                 .or_else(|| {
                                     Some("depends_on lists ids of steps in this plan".into())
                                 });
-                            r.error(at, id, format!("unknown dependency '{dep}'"), hint);
+                            r.error(at(), id, format!("unknown dependency '{dep}'"), hint);
                         }
                         Some(&d) if d == i => r.error(
-                            at,
+                            at(),
                             id,
                             "depends on itself",
                             Some("remove its own id from depends_on".into()),
                         ),
                         Some(&d) if fallback_only[d] => r.error(
-                            at,
+                            at(),
                             id,
                             format!("depends on '{dep}', which runs only as a fallback"),
                             Some(format!(
@@ -582,7 +600,7 @@ fn resolve_deps(
                             } else {
                                 r.at(
                                     Severity::Warning,
-                                    Some(at),
+                                    Some(at()),
                                     id,
                                     format!("lists dependency '{dep}' twice"),
                                     None,
@@ -615,6 +633,7 @@ fn check_conditions(
     deps: &[Vec<usize>],
 ) -> Vec<Option<Expr>> {
     let mut out = Vec::with_capacity(plan.steps.len());
+    let mut upstream = graph::Upstream::new(deps);
     for (i, s) in plan.steps.iter().enumerate() {
         let Some(text) = &s.when else {
             out.push(None);
@@ -642,7 +661,6 @@ fn check_conditions(
                 continue;
             }
         };
-        let ancestors = dag::ancestors(deps, i);
         for (reference, col) in parsed.references() {
             let pos = col_at(col);
             if let Reference::Input(name) = &reference {
@@ -670,7 +688,7 @@ fn check_conditions(
                         .map(|m| format!("did you mean '{m}'?"));
                     r.error(pos, id, format!("`when` names unknown step '{step}'"), hint);
                 }
-                Some(&t) if !ancestors.contains(&t) => r.error(
+                Some(&t) if !upstream.is_upstream(i, t) => r.error(
                     pos,
                     id,
                     format!("`when` names step '{step}', which is not upstream of this step"),
