@@ -561,7 +561,14 @@ fn parse_into(r: &mut Reporter) -> Option<Parsed> {
                 })
             }
             "resources" => {
-                plan.resources = r.entries(raw, "resources", |r, v, path| r.part(v, path, None))
+                // A pool whose definition is refused still names a pool: the
+                // steps that use it get no second error.
+                plan.resources = r.entries(raw, "resources", |r, v, path| {
+                    let unreadable = super::model::Pool::Capacity(
+                        u32::try_from(super::limits::CAPACITY.max).unwrap_or(1),
+                    );
+                    Some(r.part(v, path, None).unwrap_or(unreadable))
+                })
             }
             "remediation" => plan.remediation = r.items(raw, "remediation"),
             "steps" => {
