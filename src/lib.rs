@@ -11,6 +11,7 @@ pub mod dag;
 pub mod engine;
 pub mod faults;
 pub mod graph;
+pub mod hygiene;
 pub mod plan;
 pub mod remediation;
 pub mod store;

@@ -2,13 +2,15 @@
 //!
 //! A panic anywhere (the engine's tasks included) stops every running step
 //! at once and ends the process: the store keeps the run as it was, so it
-//! shows as interrupted and `plandeck resume` continues it.
+//! shows as interrupted and `plandeck resume` continues it. The run's
+//! scratch directory (its steps' outputs files) goes with it.
 
 fn main() -> std::process::ExitCode {
     let _ = color_eyre::install();
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         plandeck::engine::runner::stop_all_now();
+        plandeck::engine::scratch::remove_all_now();
         report(info);
         eprintln!(
             "plandeck: internal error; the run is left resumable (`plandeck runs`, then `plandeck resume RUN`)"

@@ -120,6 +120,10 @@ fn a_panic_is_survived(fault: &str) {
     let mut t = start(dir.path(), Some(fault), "slow");
     assert_died_of_panic(&mut t);
     let run = assert_resumable(dir.path());
+    assert!(
+        !dir.path().join(format!("plandeck-{run}")).exists(),
+        "the run's scratch directory went with the panic"
+    );
     assert_no_survivors(&run, 5);
     assert_resume_finishes(dir.path(), &run);
 }

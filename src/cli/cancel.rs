@@ -14,7 +14,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::Exit;
-use super::manage::{RunView, fail, open_run, open_store, outln, plan_steps, short, store_fail};
+use super::manage::{
+    RunView, errln, fail, open_run, open_store, outln, plan_steps, short, store_fail,
+};
 use crate::engine::api::RunState;
 use crate::engine::{current_user, ownership};
 use crate::store::claim::{self, ClaimError};
@@ -84,7 +86,7 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
                 break;
             }
             Err(ClaimError::Taken(by)) => {
-                eprintln!("plandeck: run {} was just claimed by {by}", view.row.id);
+                errln!("plandeck: run {} was just claimed by {by}", view.row.id);
                 view = match queries::find_run(&conn, &view.row.id) {
                     Ok(r) => RunView::new(r),
                     Err(e) => return store_fail(&conn, e),
@@ -119,9 +121,11 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     if killed > 0 {
-        eprintln!(
-            "plandeck: killed {killed} process group(s) left running by the run's last owner"
-        );
+        errln!("plandeck: killed {killed} process group(s) left running by the run's last owner");
+    }
+    // Its steps' outputs files go too: nobody will read them now.
+    if let Err(e) = crate::engine::scratch::remove_for(&view.row.id) {
+        errln!("plandeck: {e}");
     }
     let recorded = match queries::steps(&conn, &view.row.id) {
         Ok(s) => s,
@@ -181,7 +185,7 @@ fn ask_owner(conn: &rusqlite::Connection, mut view: RunView) -> Result<RunView, 
             };
             match sent {
                 Ok(true) if asked.is_none() => {
-                    eprintln!("plandeck: asked {owner} to cancel run {}", view.row.id)
+                    errln!("plandeck: asked {owner} to cancel run {}", view.row.id)
                 }
                 Ok(_) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => {
@@ -205,7 +209,7 @@ fn ask_owner(conn: &rusqlite::Connection, mut view: RunView) -> Result<RunView, 
             return Err(ended(&view));
         }
         if !view.is_live() {
-            eprintln!(
+            errln!(
                 "plandeck: the owner of run {} is gone before it ended the run",
                 view.row.id
             );

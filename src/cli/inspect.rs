@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use super::Exit;
+use super::manage::{errln, out};
 use crate::dag::export::{GraphFormat, render};
 use crate::dag::{ConflictKind, Schedule};
 use crate::plan::{self, Diagnostic, ValidPlan};
 
 fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("{d}");
+        errln!("{d}");
     }
 }
 
@@ -22,7 +23,7 @@ pub fn validate(paths: &[std::path::PathBuf]) -> Exit {
             Ok(valid) => {
                 print_diagnostics(&valid.warnings);
                 let schedule = Schedule::build(&valid, &[]);
-                print!("{}", summary(&valid, &schedule));
+                out!("{}", summary(&valid, &schedule));
             }
             Err(diags) => {
                 print_diagnostics(&diags);
@@ -30,7 +31,7 @@ pub fn validate(paths: &[std::path::PathBuf]) -> Exit {
                     .iter()
                     .filter(|d| d.severity == plan::Severity::Error)
                     .count();
-                eprintln!(
+                errln!(
                     "{}: invalid ({errors} error{})",
                     path.display(),
                     plural(errors)
@@ -47,7 +48,7 @@ pub fn graph(path: &Path, format: GraphFormat) -> Exit {
     match plan::load_file(path) {
         Ok(valid) => {
             let schedule = Schedule::build(&valid, &[]);
-            print!("{}", render(&valid, &schedule, format));
+            out!("{}", render(&valid, &schedule, format));
             Exit::Succeeded
         }
         Err(diags) => {

@@ -1,6 +1,10 @@
 //! `plandeck logs`: the stored stdout and stderr of a run's attempts, and
 //! with `--follow`, each attempt's output as it ends while the run is live.
 //!
+//! A step's output is written as stored (byte for byte) when stdout is not
+//! a terminal or with `--raw`; on a terminal it is shown inert (escape
+//! sequences and control characters as visible pictures).
+//!
 //! Another process writes the run, so following re-reads the store (the
 //! run's highest event seq) every 200 ms; it stops when the run has ended or
 //! its owner is gone.
@@ -12,7 +16,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::Exit;
-use super::manage::{RunView, fail, open_run, out, outln, plan_steps, store_fail};
+use super::manage::{RunView, errln, fail, open_run, out, outln, plan_steps, store_fail};
 use crate::engine::api::StepState;
 use crate::store::queries::{self, AttemptRow};
 
@@ -42,9 +46,25 @@ fn header(a: &AttemptRow, state: StepState, stream: &str) -> String {
     )
 }
 
+/// Write a step's stored output: as stored when `exact`, else inert.
+fn body(text: &str, exact: bool) {
+    use std::io::Write as _;
+    let text = with_newline(text);
+    if exact {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+    } else {
+        out!("{text}");
+    }
+}
+
 /// Print one attempt's stored output: stdout under the attempt's header,
 /// stderr (when there is any) under a header of its own.
-fn print_attempt(conn: &Connection, view: &RunView, a: &AttemptRow) -> Result<(), Exit> {
+fn print_attempt(
+    conn: &Connection,
+    view: &RunView,
+    a: &AttemptRow,
+    exact: bool,
+) -> Result<(), Exit> {
     let state = view.attempt_state(a);
     outln!("{}", header(a, state, ""));
     if state == StepState::Running {
@@ -56,10 +76,10 @@ fn print_attempt(conn: &Connection, view: &RunView, a: &AttemptRow) -> Result<()
     if out.stdout.is_empty() && out.stderr.is_empty() {
         outln!("(no output)");
     }
-    out!("{}", with_newline(&out.stdout));
+    body(&out.stdout, exact);
     if !out.stderr.is_empty() {
         outln!("{}", header(a, state, " stderr"));
-        out!("{}", with_newline(&out.stderr));
+        body(&out.stderr, exact);
     }
     Ok(())
 }
@@ -72,15 +92,18 @@ fn with_newline(s: &str) -> String {
     }
 }
 
-/// `plandeck logs RUN [STEP] [--attempt N] [--follow]`.
+/// `plandeck logs RUN [STEP] [--attempt N] [--follow] [--raw]`.
 pub fn logs(
     run: &str,
     step: Option<&str>,
     attempt: Option<u32>,
     follow: bool,
+    raw: bool,
     db: Option<&Path>,
 ) -> Exit {
-    match logs_inner(run, step, attempt, follow, db) {
+    use std::io::IsTerminal;
+    let exact = raw || !std::io::stdout().is_terminal();
+    match logs_inner(run, step, attempt, follow, exact, db) {
         Ok(()) => Exit::Succeeded,
         Err(exit) => exit,
     }
@@ -91,6 +114,7 @@ fn logs_inner(
     step: Option<&str>,
     attempt: Option<u32>,
     follow: bool,
+    exact: bool,
     db: Option<&Path>,
 ) -> Result<(), Exit> {
     let (conn, row) = open_run(db, run)?;
@@ -140,7 +164,7 @@ fn logs_inner(
         };
         match chosen {
             Some(a) if follow && view.attempt_state(a) == StepState::Running => {}
-            Some(a) => print_attempt(&conn, &view, a)?,
+            Some(a) => print_attempt(&conn, &view, a, exact)?,
             None if step.is_some() && !(follow && view.is_live()) => {
                 let why = recorded
                     .iter()
@@ -156,7 +180,7 @@ fn logs_inner(
                         )
                     })
                     .unwrap_or_else(|| "pending".into());
-                eprintln!("plandeck: step '{id}' has no attempts ({why})");
+                errln!("plandeck: step '{id}' has no attempts ({why})");
             }
             None => {}
         }
@@ -192,7 +216,7 @@ fn logs_inner(
                 .then_with(|| a.step_id.cmp(&b.step_id))
         });
         for a in &ended {
-            print_attempt(&conn, &view, a)?;
+            print_attempt(&conn, &view, a, exact)?;
             printed.insert((a.step_id.clone(), a.attempt));
         }
     }

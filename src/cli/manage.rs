@@ -14,31 +14,52 @@ use serde::Serialize;
 use super::Exit;
 use crate::engine::api::{RunState, StepState};
 use crate::engine::ownership;
+use crate::hygiene::sanitize::json_safe;
 use crate::plan;
 use crate::store::queries::{self, AttemptRow, RunRow, StepRow};
 use crate::store::{self, Location};
 
-/// `println!` that ignores a closed stdout (`plandeck runs | head`).
+/// `println!` through the sanitiser (control characters shown inert, see
+/// `hygiene::sanitize::inert`), ignoring a closed stdout (`plandeck runs | head`).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stdout(), "{}", $crate::hygiene::sanitize::inert(&text));
     }};
 }
-/// `print!` that ignores a closed stdout.
+/// `print!` through the sanitiser, ignoring a closed stdout.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = write!(std::io::stdout(), "{}", $crate::hygiene::sanitize::inert(&text));
     }};
 }
-pub(super) use {out, outln};
+/// `eprintln!` through the sanitiser: every message naming something from
+/// a plan or a step (names, ids, fields, output) is shown inert.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", $crate::hygiene::sanitize::inert(&text));
+    }};
+}
+/// `eprint!` through the sanitiser (a question asked on the terminal).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = write!(std::io::stderr(), "{}", $crate::hygiene::sanitize::inert(&text));
+    }};
+}
+pub(super) use {err, errln, out, outln};
 
 /// How many runs `runs` lists without `--all` (non-ended runs come on top).
 const RECENT: usize = 20;
 
 pub(super) fn fail(msg: impl std::fmt::Display, exit: Exit) -> Exit {
-    eprintln!("plandeck: {msg}");
+    errln!("plandeck: {msg}");
     exit
 }
 
@@ -265,7 +286,7 @@ pub fn runs(all: bool, json: bool, db: Option<&Path>) -> Exit {
             .collect();
         outln!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into())
+            json_safe(serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into()))
         );
         return Exit::Succeeded;
     }

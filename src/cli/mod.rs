@@ -93,9 +93,13 @@ pub enum Command {
     Run {
         /// Plan file (JSON).
         plan: PathBuf,
-        /// An input value (repeatable).
+        /// An input value (repeatable). Not for secrets: argv is visible to
+        /// other users (use PLANDECK_INPUT_<NAME>, --input-file, or be asked).
         #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
         inputs: Vec<String>,
+        /// An input's value from a file, without its final newline (repeatable).
+        #[arg(long = "input-file", value_name = "NAME=PATH")]
+        input_files: Vec<String>,
         #[command(flatten)]
         opts: run::RunOptions,
     },
@@ -177,6 +181,11 @@ pub enum Command {
         /// While the run is live, print each attempt's output as it ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Write the output as stored even to a terminal (escape sequences
+        /// included); without it a terminal gets it inert. Not a terminal:
+        /// always as stored.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -225,7 +234,12 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Some(Command::Validate { plans }) => inspect::validate(&plans),
         Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
-        Some(Command::Run { plan, inputs, opts }) => run::run(&plan, &inputs, &opts),
+        Some(Command::Run {
+            plan,
+            inputs,
+            input_files,
+            opts,
+        }) => run::run(&plan, &inputs, &input_files, &opts),
         Some(Command::Resume { run, inputs, opts }) => run::resume(&run, &inputs, &opts),
         Some(Command::Retry { run, steps, opts }) => run::retry(&run, &steps, &opts),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
@@ -242,8 +256,16 @@ pub fn main() -> ExitCode {
             step,
             attempt,
             follow,
+            raw,
             db,
-        }) => logs::logs(&run, step.as_deref(), attempt, follow, db.db.as_deref()),
+        }) => logs::logs(
+            &run,
+            step.as_deref(),
+            attempt,
+            follow,
+            raw,
+            db.db.as_deref(),
+        ),
         Some(Command::Cancel { run, db }) => cancel::cancel(&run, db.db.as_deref()),
         Some(Command::Prune {
             older_than,
@@ -260,7 +282,7 @@ pub fn main() -> ExitCode {
             Exit::Succeeded
         }
         Some(Command::Schema) => {
-            print!("{}", crate::plan::schema::plan_schema_json());
+            manage::out!("{}", crate::plan::schema::plan_schema_json());
             Exit::Succeeded
         }
         None => open_tui(cli.target, cli.db),
@@ -310,7 +332,7 @@ fn open_tui(target: Option<String>, db: DbArg) -> Exit {
         if target.is_none() {
             let _ = Cli::command().print_help();
         } else {
-            eprintln!(
+            manage::errln!(
                 "plandeck: the terminal UI needs a terminal; use `plandeck run` or `plandeck validate`"
             );
         }
@@ -336,7 +358,7 @@ fn open_tui(target: Option<String>, db: DbArg) -> Exit {
             }
         }
         Err(e) => {
-            eprintln!("plandeck: {e:?}");
+            manage::errln!("plandeck: {e:?}");
             Exit::Internal
         }
     }

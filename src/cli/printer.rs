@@ -1,11 +1,17 @@
 //! Headless output of a run: one line per state change for people (colour on
 //! a terminal, none with `NO_COLOR` or a pipe), or the event stream as JSON
 //! lines (SPEC §9). Reads committed events only; decides nothing.
+//!
+//! Everything printed goes through the sanitiser: a line for people is
+//! shown inert (its own colours kept), a JSON line has every control
+//! character escaped; names and output from a plan never reach the
+//! terminal as commands.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::engine::api::{Event, EventKind, Role, RunState, StepState};
+use crate::hygiene::sanitize::{inert, inert_sgr, json_safe};
 
 /// How events are printed.
 pub struct Printer {
@@ -39,11 +45,16 @@ impl Printer {
     pub fn print(&mut self, out: &mut impl Write, e: &Event) {
         if self.json {
             if let Ok(line) = serde_json::to_string(e) {
-                let _ = writeln!(out, "{line}");
+                let _ = writeln!(out, "{}", json_safe(line));
             }
             return;
         }
         if let Some(line) = self.human(e) {
+            let line = if self.color {
+                inert_sgr(&line)
+            } else {
+                inert(&line)
+            };
             let _ = writeln!(out, "{line}");
         }
     }

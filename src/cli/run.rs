@@ -41,39 +41,72 @@ pub struct RunOptions {
     pub store: super::DbArg,
 }
 
-fn fail(msg: impl std::fmt::Display, exit: Exit) -> Exit {
-    eprintln!("plandeck: {msg}");
-    exit
+use super::manage::{err, errln, fail};
+
+/// The plan's input named `k`, or an error naming the inputs it has.
+fn known_input(plan: &ValidPlan, flag: &str, k: &str) -> Result<(), String> {
+    if plan.plan.inputs.contains_key(k) {
+        return Ok(());
+    }
+    let hint = plan::diagnostic::did_you_mean(k, plan.plan.inputs.keys().map(String::as_str))
+        .map(|m| format!(" (did you mean '{m}'?)"))
+        .unwrap_or_default();
+    let known: Vec<&str> = plan.plan.inputs.keys().map(String::as_str).collect();
+    Err(format!(
+        "{flag} '{k}': the plan has no such input{hint}; its inputs are: {}",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
-/// Parse `--input k=v` values against the plan's inputs, with defaults and
-/// `PLANDECK_INPUT_<NAME>` from the environment for anything not given.
+/// The inputs of a run, from (first to last) `--input NAME=VALUE`,
+/// `--input-file NAME=PATH` (the file's text without its final newline),
+/// `PLANDECK_INPUT_<NAME>` in the environment, the input's default, and
+/// for a secret input on a terminal, a prompt that does not echo. A secret
+/// given with `--input` is taken, with a warning: argv is visible to every
+/// user of the machine.
 pub fn resolve_inputs(
     plan: &ValidPlan,
     given: &[String],
+    files: &[String],
 ) -> Result<BTreeMap<String, String>, String> {
     let mut values = BTreeMap::new();
-    for item in given {
+    for (n, item) in given.iter().enumerate() {
         let Some((k, v)) = item.split_once('=') else {
-            return Err(format!("--input '{item}' must be NAME=VALUE"));
-        };
-        if !plan.plan.inputs.contains_key(k) {
-            let hint =
-                plan::diagnostic::did_you_mean(k, plan.plan.inputs.keys().map(String::as_str))
-                    .map(|m| format!(" (did you mean '{m}'?)"))
-                    .unwrap_or_default();
-            let known: Vec<&str> = plan.plan.inputs.keys().map(String::as_str).collect();
+            // Not echoed: it may be a secret typed without its name.
             return Err(format!(
-                "--input '{k}': the plan has no such input{hint}; its inputs are: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
+                "--input number {} is not NAME=VALUE (it has no '=')",
+                n + 1
             ));
-        }
+        };
+        known_input(plan, "--input", k)?;
         if v.contains('\0') {
             return Err(format!("--input '{k}': the value contains a NUL byte"));
+        }
+        if plan.plan.inputs.get(k).is_some_and(|d| d.secret) {
+            errln!(
+                "plandeck: warning: --input {k} puts a secret on the command line, where other users of this machine can read it; use PLANDECK_INPUT_{} or --input-file {k}=PATH, or leave it out to be asked",
+                plan::model::env_name(k)
+            );
+        }
+        values.insert(k.to_string(), v.to_string());
+    }
+    for item in files {
+        let Some((k, path)) = item.split_once('=') else {
+            return Err(format!("--input-file '{item}' must be NAME=PATH"));
+        };
+        known_input(plan, "--input-file", k)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--input-file {k}: cannot read {path}: {e}"))?;
+        let v = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if v.contains('\0') {
+            return Err(format!("--input-file {k}: {path} contains a NUL byte"));
         }
         values.insert(k.to_string(), v.to_string());
     }
@@ -83,27 +116,50 @@ pub fn resolve_inputs(
         }
         let from_env =
             std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name))).ok();
-        match from_env.or_else(|| def.default.clone()) {
+        let asked = || {
+            (def.secret && std::io::stdin().is_terminal())
+                .then(|| ask_secret(name, def.description.as_deref()))
+                .flatten()
+        };
+        match from_env.or_else(|| def.default.clone()).or_else(asked) {
             Some(v) => {
                 values.insert(name.clone(), v);
             }
             None if def.required => {
-                return Err(format!(
-                    "input '{name}' is required: pass --input {name}=VALUE{}",
-                    if def.secret {
-                        format!(
-                            " or set PLANDECK_INPUT_{} in the environment",
-                            plan::model::env_name(name)
-                        )
-                    } else {
-                        String::new()
-                    }
-                ));
+                let how = if def.secret {
+                    format!(
+                        "set PLANDECK_INPUT_{} in the environment, pass --input-file {name}=PATH, or run on a terminal to be asked",
+                        plan::model::env_name(name)
+                    )
+                } else {
+                    format!("pass --input {name}=VALUE")
+                };
+                return Err(format!("input '{name}' is required: {how}"));
             }
             None => {}
         }
     }
     Ok(values)
+}
+
+/// Ask for a secret input on the terminal without echoing what is typed.
+fn ask_secret(name: &str, description: Option<&str>) -> Option<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok()?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).ok()?;
+    let about = description.map(|d| format!(" ({d})")).unwrap_or_default();
+    err!("Secret input '{name}'{about}: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+    errln!("");
+    read.ok().filter(|&n| n > 0)?;
+    let v = line.strip_suffix('\n').unwrap_or(&line);
+    Some(v.strip_suffix('\r').unwrap_or(v).to_string())
 }
 
 /// Ask on the terminal; refuse without one.
@@ -126,7 +182,7 @@ fn approve(
             Exit::InvalidInput,
         ));
     }
-    eprint!("{summary}{question} [y/N] ");
+    err!("{summary}{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -153,20 +209,20 @@ pub fn estimates(location: &Location, plan: &ValidPlan) -> Vec<Option<f64>> {
 }
 
 /// `plandeck run PLAN`.
-pub fn run(path: &Path, inputs: &[String], opts: &RunOptions) -> Exit {
+pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOptions) -> Exit {
     let plan = match plan::load_file(path) {
         Ok(p) => p,
         Err(diags) => {
             for d in &diags {
-                eprintln!("{d}");
+                errln!("{d}");
             }
             return Exit::InvalidInput;
         }
     };
     for w in &plan.warnings {
-        eprintln!("{w}");
+        errln!("{w}");
     }
-    let inputs = match resolve_inputs(&plan, inputs) {
+    let inputs = match resolve_inputs(&plan, inputs, input_files) {
         Ok(i) => i,
         Err(e) => return fail(e, Exit::InvalidInput),
     };
@@ -247,7 +303,7 @@ fn ask(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    eprint!("{question} [y/N] ");
+    err!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -323,14 +379,14 @@ pub fn drive(
             Exit::Internal,
         ),
         Ok(exit) if exit.interrupted => {
-            eprintln!("plandeck: interrupted; resume with `plandeck resume {run_id}`");
+            errln!("plandeck: interrupted; resume with `plandeck resume {run_id}`");
             Exit::Interrupted
         }
         Ok(exit) => match exit.state {
             RunState::Succeeded => Exit::Succeeded,
             RunState::Paused => {
                 let why = crate::engine::api::why::describe(&paused.unwrap_or_default());
-                eprintln!("plandeck: run paused ({why}); continue with `plandeck resume {run_id}`");
+                errln!("plandeck: run paused ({why}); continue with `plandeck resume {run_id}`");
                 Exit::RunFailed
             }
             _ => Exit::RunFailed,
@@ -450,11 +506,32 @@ fn prepare(
             Exit::Internal,
         )
     })?;
-    let changed = row
+    let on_disk = row
         .plan_path
         .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .is_some_and(|now| plan::validate::content_hash(&now) != row.plan_hash);
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let changed = on_disk
+        .as_ref()
+        .is_some_and(|now| plan::validate::content_hash(now) != row.plan_hash);
+    // `secret_env` values are not stored: from the plan file when it is the
+    // one the run started from, else from plandeck's environment.
+    let from_file = on_disk
+        .filter(|_| !changed)
+        .and_then(|text| plan::from_text(&file, &text).ok());
+    let mut plan = from_file.unwrap_or(plan);
+    let missing = plan::redact::restore(&mut plan, |name| std::env::var(name).ok());
+    if !missing.is_empty() {
+        return Err((
+            format!(
+                "run {}: the value of secret_env {} is not stored with the run; set {} in the environment (or restore the plan file as it was) and resume again",
+                row.id,
+                missing.join(", "),
+                missing.join(", ")
+            ),
+            Exit::InvalidInput,
+        ));
+    }
+    plan.hash = row.plan_hash.clone();
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
     let inputs = resume_inputs(&plan, &row, given)?;
@@ -745,7 +822,7 @@ pub fn resume(run: &str, inputs: &[String], opts: &RunOptions) -> Exit {
     if prepared.changed
         && let Some(p) = &prepared.row.plan_path
     {
-        eprintln!(
+        errln!(
             "plandeck: note: {p} changed since this run started; resuming the plan as stored with the run"
         );
     }
@@ -761,7 +838,7 @@ pub fn resume(run: &str, inputs: &[String], opts: &RunOptions) -> Exit {
         return fail(msg, exit);
     }
     if prepared.killed > 0 {
-        eprintln!(
+        errln!(
             "plandeck: stopped {} process group(s) left running by the previous owner",
             prepared.killed
         );

@@ -15,6 +15,7 @@ use super::manage::{
     RunView, human_ms, local, open_run, out, outln, plan_steps, run_duration, short, store_fail,
 };
 use crate::engine::api::{EventKind, RunState, StepState};
+use crate::hygiene::sanitize::json_safe;
 use crate::store::queries::{self, AttemptRow};
 
 #[derive(Serialize)]
@@ -151,7 +152,10 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
             owner_host: r.owner_host.clone(),
             owner_alive: view.is_live(),
         };
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!(
+            "{}",
+            json_safe(serde_json::to_string_pretty(&out).unwrap_or_default())
+        );
         return Exit::Succeeded;
     }
     let r = &view.row;

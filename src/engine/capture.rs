@@ -143,43 +143,6 @@ fn utf8_cut(bytes: &[u8], max: usize) -> usize {
     }
 }
 
-/// Replaces every occurrence of a secret with `****`.
-#[derive(Debug, Clone, Default)]
-pub struct Masker {
-    secrets: Vec<String>,
-}
-
-impl Masker {
-    /// Secrets shorter than 3 characters are not masked (they would mask ordinary text).
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Masker {
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 3).collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Masker { secrets }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
-
-    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(text);
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = Cow::Owned(out.replace(s.as_str(), "****"));
-            }
-        }
-        out
-    }
-
-    pub fn mask_owned(&self, text: String) -> String {
-        match self.mask(&text) {
-            Cow::Borrowed(_) => text,
-            Cow::Owned(s) => s,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,11 +196,5 @@ mod tests {
         let mut out = Vec::new();
         s.push(b"a\xffb\n", &mut out);
         assert_eq!(out, vec!["a\u{fffd}b"]);
-    }
-
-    #[test]
-    fn masker_hides_secrets() {
-        let m = Masker::new(["hunter22".to_string(), "ab".to_string()]);
-        assert_eq!(m.mask("pw=hunter22 ab"), "pw=**** ab");
     }
 }

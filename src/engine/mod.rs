@@ -16,6 +16,7 @@ pub mod hostpool;
 pub mod ownership;
 pub mod policy;
 pub mod runner;
+pub mod scratch;
 pub mod spawn;
 pub mod spec;
 mod stream;
@@ -29,12 +30,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use self::api::{Command, Event, EventKind, RunState};
-use self::capture::Masker;
 use self::core::{Core, CoreConfig, Effect, Input, StepSnapshot};
 use self::runner::{Control, RunnerMsg};
 use self::spec::RunContext;
 use crate::dag::Schedule;
 use crate::faults::{self, CrashPoint};
+use crate::hygiene::mask::{Masker, SHORT_SECRET};
 use crate::plan::ValidPlan;
 use crate::remediation::Rules;
 use crate::store::writer::{self, Approval, Committed, NewRun, Owner, WriteOp, Writer, WriterTx};
@@ -186,7 +187,7 @@ pub fn new_run_record(
         id: run_id.to_string(),
         plan_hash: plan.hash.clone(),
         plan_name: plan.plan.name.clone(),
-        plan_source: plan.source.clone(),
+        plan_source: crate::plan::redact::stored_source(plan),
         plan_path: req.plan_path.as_ref().map(|p| p.display().to_string()),
         base_dir: req.base_dir.display().to_string(),
         inputs_json: serde_json::to_string(&stored_inputs).unwrap_or_else(|_| "{}".into()),
@@ -266,7 +267,10 @@ impl Driver {
     async fn perform(&mut self, core: &mut Core) -> Result<(), StoreError> {
         for effect in core.take_effects() {
             match effect {
-                Effect::Emit(event, capture) => {
+                Effect::Emit(mut event, mut capture) => {
+                    if !self.ctx.masker.is_empty() {
+                        mask_event(&self.ctx.masker, &mut event, capture.as_deref_mut());
+                    }
                     self.writer.send(WriteOp::Event(event, capture)).await?
                 }
                 Effect::Spawn {
@@ -350,10 +354,12 @@ async fn drive(
     let plan = Arc::clone(&req.plan);
     let schedule = Arc::new(Schedule::build(&plan, &req.estimates));
     let process_env: BTreeMap<String, String> = std::env::vars().collect();
-    let masker = Arc::new(Masker::new(spec::secrets(&plan, &req.inputs, &process_env)));
-    let scratch_dir = std::env::temp_dir().join(format!("plandeck-{run_id}"));
-    std::fs::create_dir_all(&scratch_dir)
-        .map_err(|e| StoreError(format!("cannot create {}: {e}", scratch_dir.display())))?;
+    let secrets = spec::secrets(&plan, &req.inputs, &process_env);
+    let short_secrets = short_secret_warnings(&secrets);
+    let masker = Arc::new(Masker::new(secrets.into_iter().map(|(_, v)| v)));
+    // Removed when this ends, however it ends.
+    let scratch = scratch::Scratch::create(&run_id).map_err(StoreError)?;
+    let scratch_dir = scratch.path().to_path_buf();
     let rules = match Rules::with_plan_rules(&plan.plan.remediation) {
         Ok(r) => Arc::new(r),
         Err(e) => return Err(StoreError(format!("plan remediation rules: {e}"))),
@@ -446,6 +452,9 @@ async fn drive(
             }),
             _ => Err(writer::stopped()),
         };
+    }
+    for warning in short_secrets {
+        core.warn(warning);
     }
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
@@ -600,7 +609,7 @@ async fn drive(
     // Every attempt has ended and its outputs were read: the scratch files
     // go now, before the final state commits, so that a kill after that
     // commit leaves nothing behind.
-    let _ = std::fs::remove_dir_all(&scratch_dir);
+    drop(scratch);
     // Whatever escaped its step's group goes too; the run's events say so,
     // or, when the store is what failed, the error does.
     let escaped = ownership::sweep_escaped(&run_id);
@@ -662,6 +671,83 @@ async fn drive(
             interrupted,
             fenced: None,
         })
+}
+
+/// A warning for each secret short enough to mask unrelated text too.
+fn short_secret_warnings(secrets: &[(String, String)]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    secrets
+        .iter()
+        .filter(|(_, v)| !v.is_empty() && v.chars().count() < SHORT_SECRET)
+        .filter(|(what, _)| seen.insert(what.clone()))
+        .map(|(what, v)| {
+            let n = v.chars().count();
+            format!(
+                "secret {what} is {n} character{} long: masking it also masks the same characters \
+                 in unrelated output; use a secret of at least {SHORT_SECRET} characters",
+                if n == 1 { "" } else { "s" }
+            )
+        })
+        .collect()
+}
+
+/// Mask the run's secrets in every text an event carries (log lines come
+/// masked from the streams), and in an attempt's captured output.
+fn mask_event(m: &Masker, event: &mut Event, capture: Option<&mut api::CapturedOutput>) {
+    let mask = |s: &mut String| {
+        if let std::borrow::Cow::Owned(masked) = m.mask(s) {
+            *s = masked;
+        }
+    };
+    match &mut event.kind {
+        EventKind::RunState { reason, .. } => reason.iter_mut().for_each(mask),
+        EventKind::StepState {
+            reason,
+            stderr_tail,
+            outputs,
+            ..
+        } => {
+            reason.iter_mut().for_each(mask);
+            stderr_tail.iter_mut().for_each(mask);
+            if outputs
+                .iter()
+                .any(|(k, v)| m.mask(k) != k.as_str() || m.mask(v) != v.as_str())
+            {
+                *outputs = std::mem::take(outputs)
+                    .into_iter()
+                    .map(|(k, v)| (m.mask_owned(k), m.mask_owned(v)))
+                    .collect();
+            }
+        }
+        EventKind::Remediation {
+            explanation,
+            cause,
+            actions,
+            ..
+        } => {
+            mask(explanation);
+            mask(cause);
+            for a in actions {
+                match a {
+                    crate::remediation::Action::FixAndRetry { label, command } => {
+                        mask(label);
+                        mask(command);
+                    }
+                    crate::remediation::Action::Retry { label }
+                    | crate::remediation::Action::Skip { label }
+                    | crate::remediation::Action::Abort { label }
+                    | crate::remediation::Action::EditPlan { label } => mask(label),
+                }
+            }
+        }
+        EventKind::Command { command, .. } => mask(command),
+        EventKind::Warning { message } => mask(message),
+        EventKind::RunCreated { .. } | EventKind::Log { .. } => {}
+    }
+    if let Some(c) = capture {
+        mask(&mut c.stdout);
+        mask(&mut c.stderr);
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP as one stream, when asked for.

@@ -18,10 +18,10 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 
 use super::api::{CapturedOutput, Stream};
-use super::capture::Masker;
 use super::ownership::group_alive;
 use super::spawn;
 use super::stream::{Reading, Unwatched};
+use crate::hygiene::mask::Masker;
 
 /// Everything needed to run one attempt.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct SpawnSpec {
     pub masker: Arc<Masker>,
     /// The file the step writes `key=value` outputs to.
     pub output_file: PathBuf,
+    /// The output keys the step declares (any key when empty).
+    pub declared_outputs: Vec<String>,
 }
 
 /// What the engine may tell a running attempt.
@@ -86,6 +88,9 @@ pub struct Outcome {
     pub stop_ms: u64,
     pub capture: CapturedOutput,
     pub outputs: BTreeMap<String, String>,
+    /// What was wrong with the outputs the step wrote (it fails with class
+    /// `invalid_input`, whatever its exit status).
+    pub invalid_outputs: Option<String>,
 }
 
 /// `1 s`, `1.5 s`.
@@ -103,12 +108,19 @@ impl Outcome {
             && !self.timed_out
             && !self.terminated
             && self.spawn_error.is_none()
+            && self.invalid_outputs.is_none()
     }
 
     /// One line saying how it ended, with the last line of stderr.
     pub fn summary(&self) -> String {
         let how = if let Some(e) = &self.spawn_error {
             format!("could not start: {e}")
+        } else if let Some(e) = self
+            .invalid_outputs
+            .as_ref()
+            .filter(|_| self.exit_code == Some(0))
+        {
+            return format!("invalid outputs: {e}");
         } else if self.timed_out {
             let how = if self.signal == Some(Signal::SIGKILL as i32) {
                 "killed"
@@ -208,10 +220,22 @@ pub async fn run_attempt(
 ) {
     let started = Instant::now();
     // Spawn and list the group at once, so that `stop_all_now` misses none.
+    // The outputs file exists before the step does, private to this user.
+    let private = super::scratch::create_private_file(&spec.output_file).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create its outputs file {}: {e}",
+                spec.output_file.display()
+            ),
+        )
+    });
     let spawned = {
         let mut live = live();
         if live.stopping {
             None
+        } else if let Err(e) = private {
+            Some(Err(e))
         } else {
             let s = spawn::spawn(&spec.program, &spec.args, &spec.env, &spec.cwd);
             if let Ok(s) = &s {
@@ -387,7 +411,11 @@ pub async fn run_attempt(
             Stream::Stderr => (capture.stderr, capture.stderr_truncated) = (text, truncated),
         }
     }
-    let outputs = read_outputs(&spec.output_file, &spec.masker);
+    let (outputs, invalid_outputs) =
+        match read_outputs(&spec.output_file, &spec.masker, &spec.declared_outputs) {
+            Ok(o) => (o, None),
+            Err(e) => (BTreeMap::new(), Some(e)),
+        };
     let outcome = Outcome {
         step: spec.step,
         attempt: spec.attempt,
@@ -401,6 +429,7 @@ pub async fn run_attempt(
         stop_ms: stop_began.map_or(0, |t| t.elapsed().as_millis() as u64),
         capture,
         outputs,
+        invalid_outputs,
     };
     let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
 
@@ -421,22 +450,136 @@ fn begin_stop(pgid: i32, grace: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + grace
 }
 
-/// Parse `key=value` lines the step wrote; the file is removed afterwards.
-fn read_outputs(path: &std::path::Path, masker: &Masker) -> BTreeMap<String, String> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return BTreeMap::new();
+/// Longest output value (bytes).
+pub const MAX_OUTPUT_VALUE: usize = 64 * 1024;
+/// Most a step may write to its outputs file (bytes, all lines together).
+pub const MAX_OUTPUTS: usize = 1 << 20;
+/// Longest output key (characters of `[A-Za-z_][A-Za-z0-9_]*`).
+pub const MAX_OUTPUT_KEY: usize = 128;
+
+/// Read the `key=value` lines the step wrote (at most `MAX_OUTPUTS` bytes
+/// are read, however much it wrote); the file is removed afterwards. An
+/// error says which key broke which limit (secrets masked).
+fn read_outputs(
+    path: &std::path::Path,
+    masker: &Masker,
+    declared: &[String],
+) -> Result<BTreeMap<String, String>, String> {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(BTreeMap::new());
     };
+    let mut bytes = Vec::new();
+    let read = file
+        .take(MAX_OUTPUTS as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the outputs file: {e}"));
     let _ = std::fs::remove_file(path);
-    parse_outputs(&String::from_utf8_lossy(&bytes), masker)
+    read?;
+    parse_outputs(&bytes, masker, declared)
 }
 
-/// `key=value` lines; later keys win; blank lines and lines without `=` are ignored.
-pub fn parse_outputs(text: &str, masker: &Masker) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| !k.trim().is_empty())
-        .map(|(k, v)| (k.trim().to_string(), masker.mask_owned(v.to_string())))
-        .collect()
+/// A key as named in an error: masked, shown up to 64 characters.
+fn key_name(key: &[u8], masker: &Masker) -> String {
+    let key = masker.mask_owned(String::from_utf8_lossy(key).into_owned());
+    let mut shown: String = key.chars().take(64).collect();
+    if shown.len() < key.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+fn valid_key(key: &[u8]) -> bool {
+    matches!(key.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_')
+        && key.len() <= MAX_OUTPUT_KEY
+        && key.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// `key=value` lines, secrets masked in keys and values; later keys win;
+/// blank lines are ignored. Checked against the limits (see the README):
+/// a key of `[A-Za-z_][A-Za-z0-9_]*` up to `MAX_OUTPUT_KEY` characters, a
+/// value up to `MAX_OUTPUT_VALUE` bytes without NUL, `MAX_OUTPUTS` bytes in
+/// all, and only declared keys when the step declares any.
+pub fn parse_outputs(
+    bytes: &[u8],
+    masker: &Masker,
+    declared: &[String],
+) -> Result<BTreeMap<String, String>, String> {
+    let whole = bytes.len() <= MAX_OUTPUTS;
+    let masked = masker.mask_bytes(&bytes[..bytes.len().min(MAX_OUTPUTS + 1)]);
+    let mut out = BTreeMap::new();
+    // The key whose line passes the limit per step, when one does.
+    let mut over = String::new();
+    let mut lines = masked.split(|&b| b == b'\n').enumerate().peekable();
+    while let Some((n, line)) = lines.next() {
+        let cut = !whole && lines.peek().is_none();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let Some(eq) = memchr::memchr(b'=', line) else {
+            if cut {
+                break;
+            }
+            let shown: String = String::from_utf8_lossy(line).chars().take(40).collect();
+            return Err(format!(
+                "line {} of the outputs file is not KEY=VALUE: '{shown}'",
+                n + 1
+            ));
+        };
+        let (key, value) = (&line[..eq], &line[eq + 1..]);
+        let name = || key_name(key, masker);
+        if !valid_key(key) {
+            return Err(format!(
+                "output key '{}' is not a name of [A-Za-z_][A-Za-z0-9_]* up to {MAX_OUTPUT_KEY} characters",
+                name()
+            ));
+        }
+        if value.len() > MAX_OUTPUT_VALUE {
+            return Err(format!(
+                "output '{}' is longer than the limit of {} per value",
+                name(),
+                limit(MAX_OUTPUT_VALUE)
+            ));
+        }
+        if cut {
+            over = name();
+            break;
+        }
+        if memchr::memchr(0, value).is_some() {
+            return Err(format!("output '{}' contains a NUL byte", name()));
+        }
+        let key = String::from_utf8_lossy(key).into_owned();
+        if !declared.is_empty() && !declared.contains(&key) {
+            return Err(format!(
+                "output '{}' is not declared by the step (its outputs: {})",
+                name(),
+                declared.join(", ")
+            ));
+        }
+        out.insert(key, String::from_utf8_lossy(value).into_owned());
+    }
+    if !whole {
+        let what = if over.is_empty() {
+            "the outputs file".to_string()
+        } else {
+            format!("output '{over}'")
+        };
+        return Err(format!(
+            "{what} passes the limit of {} per step (all outputs together)",
+            limit(MAX_OUTPUTS)
+        ));
+    }
+    Ok(out)
+}
+
+/// A byte limit for people: `64 KiB`, `1 MiB`.
+fn limit(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
 }
 
 #[cfg(test)]
@@ -446,10 +589,44 @@ mod tests {
     #[test]
     fn outputs_parse_key_value_lines() {
         let m = Masker::default();
-        let o = parse_outputs("a=1\nnoise\nb = x=y\n\na=2\n", &m);
+        let o = parse_outputs(b"a=1\n\nb= x=y\r\na=2\n", &m, &[]).expect("valid");
         assert_eq!(o.get("a").map(String::as_str), Some("2"));
         assert_eq!(o.get("b").map(String::as_str), Some(" x=y"));
         assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn outputs_break_limits_with_a_message_naming_key_and_limit() {
+        let m = Masker::new(["S3cr3tValue9".to_string()]);
+        let err = |text: &[u8], declared: &[&str]| {
+            let declared: Vec<String> = declared.iter().map(|s| s.to_string()).collect();
+            parse_outputs(text, &m, &declared).expect_err("invalid")
+        };
+        let big = [b"big=".as_slice(), &vec![b'x'; MAX_OUTPUT_VALUE + 1]].concat();
+        assert_eq!(
+            err(&big, &[]),
+            "output 'big' is longer than the limit of 64 KiB per value"
+        );
+        let many: Vec<u8> = (0..20)
+            .flat_map(|i| format!("k{i}={}\n", "v".repeat(60_000)).into_bytes())
+            .collect();
+        assert!(err(&many, &[]).contains("passes the limit of 1 MiB per step"));
+        assert_eq!(
+            err(b"S3cr3tValue9=1\n", &[]),
+            "output key '****' is not a name of [A-Za-z_][A-Za-z0-9_]* up to 128 characters"
+        );
+        assert!(err(b"$(touch x)=1", &[]).starts_with("output key '$(touch x)'"));
+        assert_eq!(err(b"a=x\0y", &[]), "output 'a' contains a NUL byte");
+        assert_eq!(
+            err(b"ok=1\nnoise\n", &[]),
+            "line 2 of the outputs file is not KEY=VALUE: 'noise'"
+        );
+        assert_eq!(
+            err(b"other=1", &["ok"]),
+            "output 'other' is not declared by the step (its outputs: ok)"
+        );
+        let o = parse_outputs(b"ok=pw S3cr3tValue9\n", &m, &["ok".into()]).expect("valid");
+        assert_eq!(o.get("ok").map(String::as_str), Some("pw ****"));
     }
 
     #[test]

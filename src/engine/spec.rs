@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::Role;
-use super::capture::Masker;
 use super::runner::SpawnSpec;
+use crate::hygiene::mask::Masker;
 use crate::plan::ValidPlan;
 use crate::plan::model::env_name;
 
@@ -117,6 +117,7 @@ pub fn spawn_spec<'a>(
         stream_lines: ctx.stream_lines,
         masker: Arc::clone(&ctx.masker),
         output_file,
+        declared_outputs: s.outputs.clone(),
     }
 }
 
@@ -132,24 +133,29 @@ fn sanitize(id: &str) -> String {
         .collect()
 }
 
-/// The secret values of a run: secret inputs and the values of `secret_env` variables.
+/// The secrets of a run, each with what it is (`input 'token'`,
+/// `secret_env 'NAME'`): secret inputs and the values of `secret_env`
+/// variables (from the plan and from plandeck's own environment).
 pub fn secrets(
     plan: &ValidPlan,
     inputs: &BTreeMap<String, String>,
     process_env: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let mut out: Vec<String> = plan
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = plan
         .plan
         .inputs
         .iter()
         .filter(|(_, def)| def.secret)
-        .filter_map(|(name, _)| inputs.get(name).cloned())
+        .filter_map(|(name, _)| Some((format!("input '{name}'"), inputs.get(name)?.clone())))
         .collect();
     for name in &plan.plan.globals.secret_env {
         let from_plan = plan.plan.globals.env.get(name).into_iter();
         let from_steps = plan.plan.steps.iter().filter_map(|s| s.env.get(name));
-        out.extend(from_plan.chain(from_steps).cloned());
-        out.extend(process_env.get(name).cloned());
+        let values = from_plan
+            .chain(from_steps)
+            .chain(process_env.get(name))
+            .cloned();
+        out.extend(values.map(|v| (format!("secret_env '{name}'"), v)));
     }
     out
 }

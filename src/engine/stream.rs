@@ -20,8 +20,9 @@ use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, watch};
 
 use super::api::Stream;
-use super::capture::{HeadTail, LineSplitter, Masker};
+use super::capture::{HeadTail, LineSplitter};
 use super::runner::RunnerMsg;
+use crate::hygiene::mask::{MaskStream, Masker};
 
 /// What a stream reader needs to know of its attempt.
 #[derive(Clone)]
@@ -69,7 +70,7 @@ pub(super) struct Unwatched {
 
 impl Unwatched {
     pub fn new(fd: OwnedFd, r: Reading) -> Unwatched {
-        let c = Collected::new(r.log_limit);
+        let c = Collected::new(&r);
         Unwatched { fd, r, c }
     }
 
@@ -137,43 +138,67 @@ impl Unwatched {
     }
 }
 
-/// What has been read so far.
+/// What has been read so far. Secrets are masked as the bytes come, before
+/// anything cuts them (lines, the kept head and tail): no cut can keep a
+/// piece of one.
 struct Collected {
     keep: HeadTail,
     splitter: LineSplitter,
+    /// `None` when the run has no secrets.
+    mask: Option<(MaskStream, Vec<u8>)>,
     /// Bytes read in all.
     read: usize,
 }
 
 impl Collected {
-    fn new(log_limit: usize) -> Collected {
+    fn new(r: &Reading) -> Collected {
         Collected {
-            keep: HeadTail::new(log_limit),
+            keep: HeadTail::new(r.log_limit),
             splitter: LineSplitter::default(),
+            mask: (!r.masker.is_empty()).then(|| (r.masker.stream(), Vec::new())),
             read: 0,
         }
     }
 
     /// Keep `bytes`; the complete lines among them when lines are streamed.
     fn take(&mut self, r: &Reading, bytes: &[u8]) -> Vec<String> {
-        self.keep.push(bytes);
         self.read += bytes.len();
         let mut lines = Vec::new();
-        if r.stream_lines {
-            self.splitter.push(bytes, &mut lines);
+        match &mut self.mask {
+            None => self.keep_masked(r, bytes, &mut lines),
+            Some((stream, buf)) => {
+                let mut masked = std::mem::take(buf);
+                masked.clear();
+                stream.push(bytes, &mut masked);
+                self.keep_masked(r, &masked, &mut lines);
+                if let Some((_, buf)) = &mut self.mask {
+                    *buf = masked;
+                }
+            }
         }
         lines
     }
 
+    fn keep_masked(&mut self, r: &Reading, bytes: &[u8], lines: &mut Vec<String>) {
+        self.keep.push(bytes);
+        if r.stream_lines {
+            self.splitter.push(bytes, lines);
+        }
+    }
+
     /// The stream has ended: send its unfinished last line, return its text.
     async fn finish(mut self, r: &Reading, tx: &mpsc::Sender<RunnerMsg>) -> Captured {
+        let mut lines = Vec::new();
+        if let Some((mut stream, mut rest)) = self.mask.take() {
+            rest.clear();
+            stream.finish(&mut rest);
+            self.keep_masked(r, &rest, &mut lines);
+        }
         if r.stream_lines {
-            let mut lines = Vec::new();
             self.splitter.finish(&mut lines);
             send_lines(r, tx, lines).await;
         }
-        let text = r.masker.mask_owned(self.keep.text());
-        (r.stream, text, self.keep.truncated())
+        (r.stream, self.keep.text(), self.keep.truncated())
     }
 }
 
@@ -233,6 +258,10 @@ async fn read_flood(
     };
     // A bigger pipe, so the step rarely waits while the reader lets it fill.
     let _ = fcntl(&fd, FcntlArg::F_SETPIPE_SZ(FLOOD_PIPE));
+    let r_lost = Reading {
+        log_limit: 0,
+        ..r.clone()
+    };
     let (r, tx) = (r.clone(), tx.clone());
     let mut job = tokio::task::spawn_blocking(move || {
         read_coalescing(&fd, &stop_r, &mut c, &r, &tx);
@@ -242,7 +271,7 @@ async fn read_flood(
     loop {
         tokio::select! {
             done = &mut job => {
-                return done.unwrap_or_else(|_| Collected::new(0));
+                return done.unwrap_or_else(|_| Collected::new(&r_lost));
             }
             _ = stop.changed(), if stop_w.is_some() => stop_w = None,
         }
@@ -295,13 +324,10 @@ async fn send_lines(r: &Reading, tx: &mpsc::Sender<RunnerMsg>, lines: Vec<String
     }
 }
 
-/// Masked lines as a report, unless there are none.
-fn lines_message(r: &Reading, mut lines: Vec<String>) -> Option<RunnerMsg> {
+/// Lines (masked as they were read) as a report, unless there are none.
+fn lines_message(r: &Reading, lines: Vec<String>) -> Option<RunnerMsg> {
     if lines.is_empty() {
         return None;
-    }
-    if !r.masker.is_empty() {
-        lines = lines.into_iter().map(|l| r.masker.mask_owned(l)).collect();
     }
     Some(RunnerMsg::Lines {
         step: r.step,
@@ -386,5 +412,50 @@ mod tests {
         let (_, text, _) = watcher.await.expect("the watcher ends");
         assert_eq!(text, "one\ntwo\nthree");
         assert_eq!(lines(&mut rx), ["two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn no_cut_keeps_a_piece_of_a_secret() {
+        const SECRET: &str = "S3cr3tValue9";
+        let pieces: Vec<&str> = (0..=SECRET.len() - 6).map(|i| &SECRET[i..i + 6]).collect();
+        let leaks = |text: &str| pieces.iter().any(|p| text.contains(p));
+        let masked = |log_limit| Reading {
+            log_limit,
+            masker: Arc::new(Masker::new([SECRET.to_string()])),
+            ..reading()
+        };
+        // A 64 KiB line cut inside the secret, and the secret in two writes.
+        let (tx, mut rx) = mpsc::channel(64);
+        let (r, w) = pipe();
+        let mut long = vec![b'a'; crate::engine::capture::MAX_LINE - 2];
+        long.extend_from_slice(&SECRET.as_bytes()[..4]);
+        let (_stop_tx, stop) = watch::channel(false);
+        let watcher = Unwatched::new(r, masked(1 << 20))
+            .watch(&tx, &stop)
+            .expect("a watcher starts");
+        // More than a pipe holds: written by a thread while the watcher reads.
+        let writer = std::thread::spawn(move || {
+            write(&w, &long);
+            write(&w, &SECRET.as_bytes()[4..]);
+            write(&w, b"\nnext ");
+            write(&w, &SECRET.as_bytes()[..5]);
+        });
+        let (_, text, _) = watcher.await.expect("the watcher ends");
+        writer.join().expect("the writer ends");
+        let sent = lines(&mut rx);
+        assert!(!leaks(&text) && !sent.iter().any(|l| leaks(l)), "{sent:?}");
+        assert_eq!(sent.last().map(String::as_str), Some("next S3cr3"));
+        // The kept head ends and the tail starts inside a secret.
+        let (tx, _rx) = mpsc::channel(64);
+        let (r, w) = pipe();
+        write(
+            &w,
+            format!("xyz{SECRET}{}{SECRET}zz", "-".repeat(40)).as_bytes(),
+        );
+        drop(w);
+        let Ok((_, text, cut)) = Unwatched::new(r, masked(16)).read_ready(&tx).await else {
+            panic!("a pipe without writers has ended");
+        };
+        assert!(cut && !leaks(&text), "{text:?}");
     }
 }

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod limits;
 pub mod load;
 pub mod model;
+pub mod redact;
 pub mod schema;
 pub mod validate;
 

@@ -501,7 +501,19 @@ fn write_event(
     if matches!(e.kind, EventKind::Log { .. }) {
         return Ok(());
     }
-    let payload = serde_json::to_string(e).unwrap_or_default();
+    // An attempt's outputs are stored once, with the attempt, not again in
+    // its event.
+    let payload = match &e.kind {
+        EventKind::StepState { outputs, .. } if !outputs.is_empty() => {
+            let mut lean = e.clone();
+            if let EventKind::StepState { outputs, .. } = &mut lean.kind {
+                outputs.clear();
+            }
+            serde_json::to_string(&lean)
+        }
+        _ => serde_json::to_string(e),
+    }
+    .unwrap_or_default();
     let when = ts(&e.ts);
     tx.prepare_cached("INSERT INTO events (run_id, seq, ts, type, step_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![e.run_id, e.seq, when, e.kind.type_name(), e.kind.step(), payload])?;

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 
-use super::sanitize::sanitize;
 use crate::engine::api::{AttemptEnd, Event, EventKind, RunState, StepState, Stream};
+use crate::hygiene::sanitize::sanitize;
 use crate::plan::ValidPlan;
 use crate::remediation::{Action as Remedy, ErrorClass};
 

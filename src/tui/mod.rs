@@ -11,7 +11,7 @@ pub mod backend;
 pub mod dagview;
 pub mod keymap;
 pub mod live;
-pub mod sanitize;
+pub use crate::hygiene::sanitize;
 pub mod terminal;
 pub mod views;
 

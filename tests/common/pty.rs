@@ -30,6 +30,8 @@ pub struct Launch<'a> {
     pub env: Vec<(&'a str, String)>,
     pub rows: u16,
     pub cols: u16,
+    /// Pass `--db` (commands that open no store take none).
+    pub with_db: bool,
 }
 
 impl<'a> Launch<'a> {
@@ -42,6 +44,7 @@ impl<'a> Launch<'a> {
             env: vec![("TMPDIR", dir.display().to_string())],
             rows: ROWS,
             cols: COLS,
+            with_db: true,
         }
     }
 }
@@ -89,8 +92,10 @@ impl Term {
             .expect("pty");
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_plandeck"));
         cmd.args(l.args);
-        cmd.arg("--db");
-        cmd.arg(&l.db);
+        if l.with_db {
+            cmd.arg("--db");
+            cmd.arg(&l.db);
+        }
         cmd.cwd(l.cwd);
         cmd.env("TERM", "xterm-256color");
         cmd.env("NO_COLOR", "1");

@@ -207,7 +207,10 @@ impl Core {
                 crate::remediation::TAIL_BYTES,
             ),
         };
-        let mut diagnosis = self.rules.classify(&facts);
+        let mut diagnosis = match &o.invalid_outputs {
+            Some(problem) => invalid_outputs(problem),
+            None => self.rules.classify(&facts),
+        };
         // A `run` step's command is its shell line, not the line's first word.
         if role != Role::Fix
             && let (Some(run), Some(program)) = (&step.run, step.program())
@@ -316,5 +319,30 @@ impl Core {
             }
             OnFailure::SkipDependents | OnFailure::Continue => self.awaiting.push_back((seq, i)),
         }
+    }
+}
+
+/// The diagnosis of a step whose outputs break the limits: the step itself
+/// failed, whatever its exit status, and running it again as it is will
+/// not help.
+fn invalid_outputs(problem: &str) -> crate::remediation::Diagnosis {
+    use crate::remediation::{Action, Diagnosis, ErrorClass};
+    Diagnosis {
+        class: ErrorClass::InvalidInput,
+        rule_id: "engine.invalid_outputs".into(),
+        explanation: format!("The step wrote outputs plandeck does not accept: {problem}."),
+        cause: "Outputs are KEY=VALUE lines: a key of [A-Za-z_][A-Za-z0-9_]* (up to 128 \
+                characters, one the step declares when it declares outputs), a value of up to \
+                64 KiB without NUL, at most 1 MiB per step. Larger data belongs in a file whose \
+                path the step outputs."
+            .into(),
+        actions: vec![
+            Action::EditPlan {
+                label: "Change what the step writes to $PLANDECK_OUTPUT".into(),
+            },
+            Action::Skip {
+                label: "Skip the step".into(),
+            },
+        ],
     }
 }

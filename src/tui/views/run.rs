@@ -11,9 +11,9 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use super::table::{self, Col, Row, Table, cell};
 use super::{Theme, clip, duration, step_glyph};
 use crate::engine::api::{RunState, StepState, Stream, why};
+use crate::hygiene::sanitize::sanitize;
 use crate::tui::app::{App, Confirm, RunView};
 use crate::tui::live::{self, FeedKind, Focus};
-use crate::tui::sanitize::sanitize;
 
 /// Rows a page of the event feed moves.
 pub const FEED_ROWS: usize = 6;
