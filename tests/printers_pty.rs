@@ -160,3 +160,27 @@ fn no_printer_lets_step_output_or_plan_names_talk_to_the_terminal() {
     let (raw, _) = on_terminal(d, &["logs", &id, "hostile", "--raw"], false);
     assert!(String::from_utf8_lossy(&raw).contains("\x1b]0;TITLE\x07"));
 }
+
+#[test]
+fn a_secret_input_is_asked_for_without_echo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let plan = json!({
+        "name": "ask",
+        "inputs": { "token": { "secret": true, "required": true, "description": "API token" } },
+        "steps": [{ "id": "check", "run": "[ \"$PLANDECK_INPUT_TOKEN\" = S3cr3tTyped ] && echo \"got $PLANDECK_INPUT_TOKEN\"" }]
+    });
+    std::fs::write(d.join("plan.json"), plan.to_string()).expect("plan");
+    let mut term = Term::launch(Launch::new(d, &["run", "plan.json", "--yes"]));
+    term.wait_for("Secret input 'token' (API token):", 20);
+    term.press("S3cr3tTyped\r");
+    let status = term.wait_status(30);
+    term.drain();
+    let shown = String::from_utf8_lossy(&term.raw()).into_owned();
+    assert!(status.success(), "{shown}");
+    assert!(
+        !shown.contains("S3cr3tTyped"),
+        "the secret was echoed or printed: {shown}"
+    );
+    assert!(shown.contains("run succeeded"), "{shown}");
+}

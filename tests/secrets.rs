@@ -251,3 +251,53 @@ fn a_50_mb_output_value_fails_its_own_step_cheaply() {
         "{remediation:?}"
     );
 }
+
+#[test]
+fn secret_inputs_come_from_a_file_or_the_environment_and_argv_warns() {
+    let sc = Scratch::new();
+    let mut p = plan(
+        json!({}),
+        json!([{ "id": "check", "run": "[ \"$PLANDECK_INPUT_TOKEN\" = \"$EXPECTED\" ]" }]),
+    );
+    p["inputs"] = json!({ "token": { "secret": true, "required": true } });
+    let path = sc.write_plan(&p);
+    let path = path.to_str().expect("utf-8");
+    std::fs::write(sc.path("token.txt"), format!("{TOKEN}\n")).expect("token file");
+    let file_arg = format!("token={}", sc.path("token.txt").display());
+    let mut from_file = sc.plandeck(&["run", path, "--yes", "--input-file", &file_arg]);
+    from_file.env("EXPECTED", TOKEN);
+    let from_file = Cli::start(from_file).finish();
+    assert_eq!(from_file.code, Some(0), "{}", from_file.stderr);
+    assert!(
+        !from_file.stderr.contains("warning"),
+        "{}",
+        from_file.stderr
+    );
+
+    let argv = format!("token={TOKEN}");
+    let mut on_argv = sc.plandeck(&["run", path, "--yes", "--input", &argv]);
+    on_argv.env("EXPECTED", TOKEN);
+    let on_argv = Cli::start(on_argv).finish();
+    assert_eq!(on_argv.code, Some(0), "{}", on_argv.stderr);
+    assert!(
+        on_argv
+            .stderr
+            .contains("warning: --input token puts a secret on the command line"),
+        "{}",
+        on_argv.stderr
+    );
+
+    let missing = Cli::start(sc.plandeck(&["run", path, "--yes"])).finish();
+    assert_eq!(missing.code, Some(2));
+    assert!(
+        missing.stderr.contains("PLANDECK_INPUT_TOKEN"),
+        "{}",
+        missing.stderr
+    );
+    let typo = Cli::start(sc.plandeck(&["run", path, "--yes", "--input", TOKEN])).finish();
+    assert_eq!(typo.code, Some(2));
+    assert_no_piece(
+        "the error about a malformed --input",
+        typo.stderr.as_bytes(),
+    );
+}

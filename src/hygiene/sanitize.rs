@@ -94,18 +94,26 @@ pub fn inert_sgr(text: &str) -> String {
 /// without SGR (no control character, no bidirectional override): the
 /// common case, checked without allocating.
 pub fn is_inert(text: &str) -> bool {
-    !text
-        .chars()
-        .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi(c))
+    // Bytes that cannot start a control or bidi character: the common case.
+    let plain =
+        |b: &u8| (*b >= 0x20 && !matches!(b, 0x7f | 0xc2 | 0xe2)) || matches!(b, b'\n' | b'\t');
+    text.as_bytes().iter().all(plain)
+        || !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi(c))
 }
 
 /// JSON text with every control character and bidirectional override that
 /// serde_json leaves raw (DEL, C1, U+202E ...) written as a `\\uXXXX` escape:
 /// the same JSON value, inert on a terminal.
 pub fn json_safe(json: String) -> String {
-    if !json
-        .chars()
-        .any(|c| c.is_control() && c != '\n' || is_bidi(c))
+    // What needs escaping starts with one of these bytes (DEL; C1 is
+    // U+0080..U+009F, 0xC2 0x80..0x9F in UTF-8; the bidi marks 0xE2 ...):
+    // most lines have none and are passed on after one fast scan.
+    if memchr::memchr3(0x7f, 0xc2, 0xe2, json.as_bytes()).is_none()
+        || !json
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || is_bidi(c))
     {
         return json;
     }

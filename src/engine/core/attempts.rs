@@ -207,9 +207,11 @@ impl Core {
                 crate::remediation::TAIL_BYTES,
             ),
         };
+        // Bad outputs are the failure of a step that otherwise succeeded;
+        // one that failed anyway is classified by how it failed.
         let mut diagnosis = match &o.invalid_outputs {
-            Some(problem) => invalid_outputs(problem),
-            None => self.rules.classify(&facts),
+            Some(problem) if o.exit_code == Some(0) && !o.timed_out => invalid_outputs(problem),
+            _ => self.rules.classify(&facts),
         };
         // A `run` step's command is its shell line, not the line's first word.
         if role != Role::Fix
