@@ -15,7 +15,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::Exit;
-use super::manage::{fail, open_run, open_store, outln, short, store_fail};
+use super::manage::{errln, fail, open_run, open_store, outln, short, store_fail};
 use crate::engine::ownership;
 use crate::store::queries::RunRow;
 use crate::store::queue::{self, Admission};
@@ -70,7 +70,7 @@ pub fn wait_turn(conn: &mut Connection, run: &str, signals: &WaitSignals) -> Res
             if let Err(e) = queue::leave(conn, run) {
                 return Err(store_fail(conn, e));
             }
-            eprintln!(
+            errln!(
                 "plandeck: left the queue; run {run} is interrupted (reason: queued); `plandeck resume {run}` queues it again"
             );
             return Err(Exit::Interrupted);
@@ -78,22 +78,20 @@ pub fn wait_turn(conn: &mut Connection, run: &str, signals: &WaitSignals) -> Res
         match queue::try_admit(conn, run, &alive) {
             Ok(Admission::Admitted) => {
                 if last.is_some() {
-                    eprintln!("plandeck: run {} leaves the queue and starts", short(run));
+                    errln!("plandeck: run {} leaves the queue and starts", short(run));
                 }
                 return Ok(());
             }
             Ok(Admission::Waiting { position, of }) => {
                 if last != Some(position) {
-                    eprintln!(
+                    errln!(
                         "plandeck: run {run} is queued: position {position} of {of} (see `plandeck queue`)"
                     );
                     last = Some(position);
                 }
             }
             Ok(Admission::Gone(state)) => {
-                eprintln!(
-                    "plandeck: run {run} was {state} while it waited in the queue; nothing ran"
-                );
+                errln!("plandeck: run {run} was {state} while it waited in the queue; nothing ran");
                 return Err(Exit::RunFailed);
             }
             Err(e) => return Err(store_fail(conn, e)),
@@ -213,7 +211,9 @@ pub fn command(
         };
         outln!(
             "{}",
-            serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".into())
+            crate::hygiene::sanitize::json_safe(
+                serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".into())
+            )
         );
         return Exit::Succeeded;
     }
