@@ -100,7 +100,10 @@ pub fn crash_point(point: CrashPoint, step: &str) {
         && *p == point
         && s == step
     {
-        eprintln!("plandeck: injected crash {point:?} at step '{step}'");
+        eprintln!(
+            "plandeck: injected crash {point:?} at step '{}'",
+            crate::hygiene::sanitize::inert(step)
+        );
         std::process::abort();
     }
 }

@@ -350,7 +350,7 @@ fn open_tui(target: Option<String>, db: DbArg) -> Exit {
     match crate::tui::run(backend, target) {
         Ok(None) => Exit::Succeeded,
         Ok(Some(left)) => {
-            eprintln!("plandeck: {}", left_line(&left));
+            manage::errln!("plandeck: {}", left_line(&left));
             if left.driven {
                 left_exit(left.state)
             } else {

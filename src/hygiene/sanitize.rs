@@ -145,9 +145,7 @@ fn strip(text: &str, keep_sgr: bool, mut collect: Option<&mut Sgr>) -> String {
     while let Some(c) = it.next() {
         match c {
             ESC => {
-                if keep_sgr
-                    && let Some(sgr) = sgr_at(&it)
-                {
+                if keep_sgr && let Some(sgr) = sgr_at(&it) {
                     out.push(ESC);
                     for _ in 0..sgr {
                         if let Some(c) = it.next() {
