@@ -225,8 +225,11 @@ fn resume_refuses_to_go_on_without_a_required_secret() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("--input token=VALUE") && err.contains("PLANDECK_INPUT_TOKEN"),
-        "says how to give it: {err}"
+        err.contains("secret input 'token'")
+            && err.contains("--input-file token=PATH")
+            && err.contains("PLANDECK_INPUT_TOKEN")
+            && !err.contains("--input token="),
+        "names the secret and how to give it, never on argv: {err}"
     );
     // Refused before anything was touched: the old step still runs.
     assert!(!common::marked_pids(&run).is_empty());

@@ -184,3 +184,48 @@ fn a_secret_input_is_asked_for_without_echo() {
     );
     assert!(shown.contains("run succeeded"), "{shown}");
 }
+
+#[test]
+fn resume_asks_for_a_secret_input_without_echo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let check = "[ \"$PLANDECK_INPUT_TOKEN\" = S3cr3tTyped ]";
+    let plan = json!({
+        "name": "ask again",
+        "inputs": { "token": { "secret": true, "required": true, "description": "API token" } },
+        "steps": [
+            { "id": "first", "run": check, "restart_required": true },
+            { "id": "then", "depends_on": ["first"], "run": check },
+        ]
+    });
+    std::fs::write(d.join("plan.json"), plan.to_string()).expect("plan");
+    let started = Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "plan.json", "--yes", "--db"])
+        .arg(d.join("t.db"))
+        .current_dir(d)
+        .env("TMPDIR", d)
+        .env("PLANDECK_INPUT_TOKEN", "S3cr3tTyped")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(
+        started.status.code(),
+        Some(1),
+        "paused after the first step: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let id = run_id(d);
+    let args = ["resume", id.as_str(), "--yes"];
+    let mut term = Term::launch(Launch::new(d, &args));
+    term.wait_for("Secret input 'token' (API token):", 20);
+    term.press("S3cr3tTyped\r");
+    let status = term.wait_status(30);
+    term.drain();
+    let shown = String::from_utf8_lossy(&term.raw()).into_owned();
+    assert!(status.success(), "{shown}");
+    assert!(
+        !shown.contains("S3cr3tTyped"),
+        "the secret was echoed or printed: {shown}"
+    );
+    assert!(shown.contains("run succeeded"), "{shown}");
+}

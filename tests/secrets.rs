@@ -5,7 +5,9 @@
 //! a 64 KiB line cut, the stored head/tail cut, a failing command's name,
 //! `secret_env` in the plan); the scratch directory and outputs file are
 //! private while a step runs and gone after every ending; an oversized
-//! output fails its own step, cheaply.
+//! output fails its own step, cheaply. Secret inputs come from a file or
+//! the environment (argv warns, nothing is echoed) for `run`, `resume`
+//! and `retry` alike.
 
 mod common;
 
@@ -300,4 +302,126 @@ fn secret_inputs_come_from_a_file_or_the_environment_and_argv_warns() {
         "the error about a malformed --input",
         typo.stderr.as_bytes(),
     );
+}
+
+/// A stored run asks again for its secret inputs the way `run` does:
+/// `--input-file`, `PLANDECK_INPUT_<NAME>`, `--input` with a warning; a
+/// refusal names the secret and those ways, never `--input`; nothing given
+/// is echoed; a non-secret input keeps its stored value.
+#[test]
+fn resume_and_retry_take_secret_inputs_as_run_does() {
+    let sc = Scratch::new();
+    let check =
+        |id: &str| format!("[ \"$PLANDECK_INPUT_TOKEN\" = \"$EXPECTED\" ] && touch {id}.ok");
+    let mut p = plan(
+        json!({}),
+        json!([
+            { "id": "s1", "run": "true", "restart_required": true },
+            { "id": "s2", "depends_on": ["s1"], "run": check("s2"), "restart_required": true },
+            { "id": "s3", "depends_on": ["s2"], "run": check("s3"), "restart_required": true },
+            { "id": "s4", "depends_on": ["s3"], "run": format!("{} && [ -e fixed ]", check("s4")) },
+        ]),
+    );
+    p["inputs"] = json!({
+        "token": { "secret": true, "required": true },
+        "region": { "default": "north" },
+    });
+    let path = sc.write_plan(&p);
+    let path = path.to_str().expect("utf-8");
+    std::fs::write(sc.path("token.txt"), format!("{TOKEN}\n")).expect("token file");
+    let file_arg = format!("token={}", sc.path("token.txt").display());
+    let cmd = |args: &[&str]| {
+        let mut c = sc.plandeck(args);
+        c.env("EXPECTED", TOKEN).env_remove("PLANDECK_INPUT_TOKEN");
+        c
+    };
+    let quiet = |what: &str, out: &Outcome| {
+        assert_no_piece(what, out.stderr.as_bytes());
+        assert_no_piece(what, out.stdout.as_bytes());
+        assert!(!out.stderr.contains("warning"), "{what}: {}", out.stderr);
+    };
+
+    let started = Cli::start(cmd(&["run", path, "--yes", "--input-file", &file_arg])).finish();
+    assert_eq!(started.code, Some(1), "paused after s1: {}", started.stderr);
+    let id: String = sc
+        .conn()
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .expect("one run");
+
+    // Given nowhere: refused, naming the secret and the ways to give it.
+    let missing = Cli::start(cmd(&["resume", &id, "--yes"])).finish();
+    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
+    for says in [
+        "secret input 'token'",
+        "PLANDECK_INPUT_TOKEN",
+        "--input-file token=PATH",
+        "resume on a terminal to be asked",
+    ] {
+        assert!(missing.stderr.contains(says), "{says}: {}", missing.stderr);
+    }
+    assert!(
+        !missing.stderr.contains("--input token="),
+        "{}",
+        missing.stderr
+    );
+    // A malformed item (the secret typed without its name) is not echoed;
+    // a non-secret input keeps the value the run started with.
+    let typo = Cli::start(cmd(&["resume", &id, "--yes", "--input", TOKEN])).finish();
+    assert_eq!(typo.code, Some(2));
+    quiet("a malformed --input at resume", &typo);
+    let typo = Cli::start(cmd(&["resume", &id, "--yes", "--input-file", TOKEN])).finish();
+    assert_eq!(typo.code, Some(2));
+    quiet("a malformed --input-file at resume", &typo);
+    let region = Cli::start(cmd(&["resume", &id, "--yes", "--input", "region=south"])).finish();
+    assert_eq!(region.code, Some(2));
+    assert!(
+        region
+            .stderr
+            .contains("only secret inputs are given again at resume"),
+        "{}",
+        region.stderr
+    );
+    assert!(!sc.path("s2.ok").exists(), "nothing ran while refused");
+
+    // From a file, then from the environment: no warning, the step sees it.
+    let by_file = Cli::start(cmd(&["resume", &id, "--yes", "--input-file", &file_arg])).finish();
+    assert_eq!(by_file.code, Some(1), "paused after s2: {}", by_file.stderr);
+    quiet("resume --input-file", &by_file);
+    assert!(sc.path("s2.ok").exists(), "{}", by_file.stderr);
+    let mut by_env = cmd(&["resume", &id, "--yes"]);
+    by_env.env("PLANDECK_INPUT_TOKEN", TOKEN);
+    let by_env = Cli::start(by_env).finish();
+    assert_eq!(by_env.code, Some(1), "paused after s3: {}", by_env.stderr);
+    quiet("resume with PLANDECK_INPUT_TOKEN", &by_env);
+    assert!(sc.path("s3.ok").exists(), "{}", by_env.stderr);
+
+    // On argv: taken, with the warning; s4 then fails (no `fixed` yet).
+    let argv = format!("token={TOKEN}");
+    let on_argv = Cli::start(cmd(&["resume", &id, "--yes", "--input", &argv])).finish();
+    assert_eq!(on_argv.code, Some(1), "{}", on_argv.stderr);
+    assert!(sc.path("s4.ok").exists(), "{}", on_argv.stderr);
+    assert!(
+        on_argv
+            .stderr
+            .contains("warning: --input token puts a secret on the command line"),
+        "{}",
+        on_argv.stderr
+    );
+    assert_no_piece("resume --input", on_argv.stderr.as_bytes());
+    assert_eq!(db_run_state(&sc.conn(), &id), "failed");
+
+    // A retry asks the same way.
+    let missing = Cli::start(cmd(&["retry", &id, "--yes"])).finish();
+    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("--input-file token=PATH")
+            && missing.stderr.contains("retry on a terminal to be asked"),
+        "{}",
+        missing.stderr
+    );
+    sc.touch("fixed");
+    let retried = Cli::start(cmd(&["retry", &id, "--yes", "--input-file", &file_arg])).finish();
+    assert_eq!(retried.code, Some(0), "{}", retried.stderr);
+    quiet("retry --input-file", &retried);
+    assert_eq!(db_run_state(&sc.conn(), &id), "succeeded");
 }

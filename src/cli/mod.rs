@@ -107,9 +107,8 @@ pub enum Command {
     Resume {
         /// Run id or a unique prefix of it.
         run: String,
-        /// A secret input's value, given again (secrets are never stored; repeatable).
-        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
-        inputs: Vec<String>,
+        #[command(flatten)]
+        secrets: run::SecretArgs,
         #[command(flatten)]
         opts: run::RunOptions,
     },
@@ -122,6 +121,8 @@ pub enum Command {
         run: String,
         /// Steps to run again (default: every failed or canceled step).
         steps: Vec<String>,
+        #[command(flatten)]
+        secrets: run::SecretArgs,
         #[command(flatten)]
         opts: run::RunOptions,
     },
@@ -240,8 +241,13 @@ pub fn main() -> ExitCode {
             input_files,
             opts,
         }) => run::run(&plan, &inputs, &input_files, &opts),
-        Some(Command::Resume { run, inputs, opts }) => run::resume(&run, &inputs, &opts),
-        Some(Command::Retry { run, steps, opts }) => run::retry(&run, &steps, &opts),
+        Some(Command::Resume { run, secrets, opts }) => run::resume(&run, &secrets, &opts),
+        Some(Command::Retry {
+            run,
+            steps,
+            secrets,
+            opts,
+        }) => run::retry(&run, &steps, &secrets, &opts),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
         Some(Command::Queue {
             parallel,

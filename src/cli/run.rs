@@ -62,27 +62,95 @@ fn known_input(plan: &ValidPlan, flag: &str, k: &str) -> Result<(), String> {
     ))
 }
 
-/// The inputs of a run, from (first to last) `--input NAME=VALUE`,
+/// Where the inputs of a run come from, besides the environment
+/// (`PLANDECK_INPUT_<NAME>`) and the inputs' defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSources<'a> {
+    /// `--input NAME=VALUE` items.
+    pub given: &'a [String],
+    /// `--input-file NAME=PATH` items.
+    pub files: &'a [String],
+    /// A secret input nothing else gives may be asked for on the terminal
+    /// (not while the terminal UI owns it).
+    pub may_ask: bool,
+}
+
+impl InputSources<'_> {
+    /// No flags, no prompt: the environment and the defaults only.
+    pub const NONE: InputSources<'static> = InputSources {
+        given: &[],
+        files: &[],
+        may_ask: false,
+    };
+}
+
+/// Whose inputs are settled: a new run's (every input), or a stored run's
+/// going on again (`command` is `resume` or `retry`): only its secret
+/// inputs, which are never stored; the others keep the values the run
+/// started with.
+#[derive(Debug, Clone, Copy)]
+pub enum InputsOf<'a> {
+    NewRun,
+    Stored { run_id: &'a str, command: &'a str },
+}
+
+/// Secret inputs given again to a stored run (`resume`, `retry`): secrets
+/// are never stored, the other inputs keep their values.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SecretArgs {
+    /// A secret input's value, given again (repeatable). Argv is visible to
+    /// other users: prefer PLANDECK_INPUT_<NAME>, --input-file, or being asked.
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+    /// A secret input's value from a file, without its final newline (repeatable).
+    #[arg(long = "input-file", value_name = "NAME=PATH")]
+    pub input_files: Vec<String>,
+}
+
+impl SecretArgs {
+    /// These flags, and a prompt on a terminal.
+    pub fn sources(&self) -> InputSources<'_> {
+        InputSources {
+            given: &self.inputs,
+            files: &self.input_files,
+            may_ask: true,
+        }
+    }
+}
+
+/// The inputs of a run (`of`), from (first to last) `--input NAME=VALUE`,
 /// `--input-file NAME=PATH` (the file's text without its final newline),
 /// `PLANDECK_INPUT_<NAME>` in the environment, the input's default, and
 /// for a secret input on a terminal, a prompt that does not echo. A secret
 /// given with `--input` is taken, with a warning: argv is visible to every
-/// user of the machine.
+/// user of the machine. Nothing given is echoed in an error (a malformed
+/// item may be a secret typed without its name). `run`, `resume` and
+/// `retry` all settle their inputs here.
 pub fn resolve_inputs(
     plan: &ValidPlan,
-    given: &[String],
-    files: &[String],
+    from: InputSources<'_>,
+    of: InputsOf<'_>,
 ) -> Result<BTreeMap<String, String>, String> {
+    // At a stored run, only secret inputs are given again.
+    let settles = |def: &plan::model::InputDef| matches!(of, InputsOf::NewRun) || def.secret;
+    let given_again = |flag: &str, k: &str| -> Result<(), String> {
+        known_input(plan, flag, k)?;
+        match (of, plan.plan.inputs.get(k)) {
+            (InputsOf::Stored { command, .. }, Some(def)) if !settles(def) => Err(format!(
+                "{flag} '{k}': only secret inputs are given again at {command}; '{k}' keeps the value the run started with"
+            )),
+            _ => Ok(()),
+        }
+    };
     let mut values = BTreeMap::new();
-    for (n, item) in given.iter().enumerate() {
+    for (n, item) in from.given.iter().enumerate() {
         let Some((k, v)) = item.split_once('=') else {
-            // Not echoed: it may be a secret typed without its name.
             return Err(format!(
                 "--input number {} is not NAME=VALUE (it has no '=')",
                 n + 1
             ));
         };
-        known_input(plan, "--input", k)?;
+        given_again("--input", k)?;
         if v.contains('\0') {
             return Err(format!("--input '{k}': the value contains a NUL byte"));
         }
@@ -94,11 +162,14 @@ pub fn resolve_inputs(
         }
         values.insert(k.to_string(), v.to_string());
     }
-    for item in files {
+    for (n, item) in from.files.iter().enumerate() {
         let Some((k, path)) = item.split_once('=') else {
-            return Err(format!("--input-file '{item}' must be NAME=PATH"));
+            return Err(format!(
+                "--input-file number {} is not NAME=PATH (it has no '=')",
+                n + 1
+            ));
         };
-        known_input(plan, "--input-file", k)?;
+        given_again("--input-file", k)?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--input-file {k}: cannot read {path}: {e}"))?;
         let v = text
@@ -110,36 +181,62 @@ pub fn resolve_inputs(
         }
         values.insert(k.to_string(), v.to_string());
     }
-    for (name, def) in &plan.plan.inputs {
+    for (name, def) in plan.plan.inputs.iter().filter(|(_, d)| settles(d)) {
         if values.contains_key(name) {
             continue;
         }
-        let from_env =
-            std::env::var(format!("PLANDECK_INPUT_{}", plan::model::env_name(name))).ok();
+        let var = format!("PLANDECK_INPUT_{}", plan::model::env_name(name));
         let asked = || {
-            (def.secret && std::io::stdin().is_terminal())
+            (def.secret && from.may_ask && std::io::stdin().is_terminal())
                 .then(|| ask_secret(name, def.description.as_deref()))
                 .flatten()
         };
-        match from_env.or_else(|| def.default.clone()).or_else(asked) {
+        match std::env::var(&var)
+            .ok()
+            .or_else(|| def.default.clone())
+            .or_else(asked)
+        {
             Some(v) => {
                 values.insert(name.clone(), v);
             }
-            None if def.required => {
-                let how = if def.secret {
-                    format!(
-                        "set PLANDECK_INPUT_{} in the environment, pass --input-file {name}=PATH, or run on a terminal to be asked",
-                        plan::model::env_name(name)
-                    )
-                } else {
-                    format!("pass --input {name}=VALUE")
-                };
-                return Err(format!("input '{name}' is required: {how}"));
-            }
+            None if def.required => return Err(missing_input(name, def.secret, &var, from, of)),
             None => {}
         }
     }
     Ok(values)
+}
+
+/// The refusal for a required input given nowhere: it names the input and
+/// the ways to give it (for a secret, never `--input`).
+fn missing_input(
+    name: &str,
+    secret: bool,
+    var: &str,
+    from: InputSources<'_>,
+    of: InputsOf<'_>,
+) -> String {
+    match of {
+        InputsOf::NewRun if !secret => {
+            format!("input '{name}' is required: pass --input {name}=VALUE or set {var}")
+        }
+        InputsOf::NewRun => format!(
+            "input '{name}' is required: set {var} in the environment, pass --input-file {name}=PATH, or run on a terminal to be asked"
+        ),
+        InputsOf::Stored { run_id, command } => {
+            let how = if from.may_ask {
+                format!(
+                    "set {var} in the environment, pass --input-file {name}=PATH, or {command} on a terminal to be asked"
+                )
+            } else {
+                format!(
+                    "set {var} in plandeck's environment, or continue it with `plandeck {command} {run_id} --input-file {name}=PATH` (or on a terminal, to be asked)"
+                )
+            };
+            format!(
+                "run {run_id} needs its secret input '{name}' to go on, and secrets are never stored: {how}"
+            )
+        }
+    }
 }
 
 /// Ask for a secret input on the terminal without echoing what is typed.
@@ -222,7 +319,12 @@ pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOpt
     for w in &plan.warnings {
         errln!("{w}");
     }
-    let inputs = match resolve_inputs(&plan, inputs, input_files) {
+    let sources = InputSources {
+        given: inputs,
+        files: input_files,
+        may_ask: true,
+    };
+    let inputs = match resolve_inputs(&plan, sources, InputsOf::NewRun) {
         Ok(i) => i,
         Err(e) => return fail(e, Exit::InvalidInput),
     };
@@ -425,14 +527,14 @@ fn driven_by(run_id: &str, owner: &str) -> (String, Exit) {
 }
 
 /// Find a resumable run, check nobody drives it and that every required
-/// secret input is given again (`given`: `--input` values), and load its
-/// plan. Reads only: nothing is claimed, signalled or written.
+/// secret input is given again (from `secrets`, as `run` takes them), and
+/// load its plan. Reads only: nothing is claimed, signalled or written.
 pub fn prepare_resume(
     location: &Location,
     run: &str,
-    given: &[String],
+    secrets: InputSources<'_>,
 ) -> Result<Prepared, (String, Exit)> {
-    prepare(location, run, given, None)
+    prepare(location, run, secrets, None)
 }
 
 /// Find an ended failed or canceled run and load it like `prepare_resume`;
@@ -443,14 +545,15 @@ pub fn prepare_retry(
     location: &Location,
     run: &str,
     steps: &[String],
+    secrets: InputSources<'_>,
 ) -> Result<Prepared, (String, Exit)> {
-    prepare(location, run, &[], Some(steps))
+    prepare(location, run, secrets, Some(steps))
 }
 
 fn prepare(
     location: &Location,
     run: &str,
-    given: &[String],
+    secrets: InputSources<'_>,
     retry: Option<&[String]>,
 ) -> Result<Prepared, (String, Exit)> {
     let conn = store::open_existing(location).map_err(|e| (e.to_string(), Exit::Internal))?;
@@ -534,7 +637,13 @@ fn prepare(
     plan.hash = row.plan_hash.clone();
     let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
     let estimates = queries::estimates(&conn, &plan.plan.name, &ids).unwrap_or_default();
-    let inputs = resume_inputs(&plan, &row, given)?;
+    let mut inputs: BTreeMap<String, String> =
+        serde_json::from_str(&row.inputs_json).unwrap_or_default();
+    let of = InputsOf::Stored {
+        run_id: &row.id,
+        command: if retry.is_some() { "retry" } else { "resume" },
+    };
+    inputs.extend(resolve_inputs(&plan, secrets, of).map_err(|m| (m, Exit::InvalidInput))?);
     // The steps a retry runs, named before anyone is asked (checked again
     // once the run is claimed).
     let retry = match retry {
@@ -558,72 +667,6 @@ fn prepare(
         killed: 0,
         changed,
     })
-}
-
-/// The inputs a resumed run goes on with: those stored with it, and the
-/// secrets (never stored) from `--input`, else `PLANDECK_INPUT_<NAME>`, else
-/// their default. A required secret given nowhere refuses the resume.
-fn resume_inputs(
-    plan: &ValidPlan,
-    row: &queries::RunRow,
-    given: &[String],
-) -> Result<BTreeMap<String, String>, (String, Exit)> {
-    let mut inputs: BTreeMap<String, String> =
-        serde_json::from_str(&row.inputs_json).unwrap_or_default();
-    let mut passed = BTreeMap::new();
-    for item in given {
-        let Some((k, v)) = item.split_once('=') else {
-            return Err((
-                format!("--input '{item}' must be NAME=VALUE"),
-                Exit::InvalidInput,
-            ));
-        };
-        match plan.plan.inputs.get(k) {
-            Some(def) if def.secret => {
-                passed.insert(k.to_string(), v.to_string());
-            }
-            Some(_) => {
-                return Err((
-                    format!(
-                        "--input '{k}': only secret inputs are given again at resume; '{k}' keeps the value the run started with"
-                    ),
-                    Exit::InvalidInput,
-                ));
-            }
-            None => {
-                return Err((
-                    format!(
-                        "--input '{k}': the plan of run {} has no such input",
-                        row.id
-                    ),
-                    Exit::InvalidInput,
-                ));
-            }
-        }
-    }
-    for (name, def) in plan.plan.inputs.iter().filter(|(_, d)| d.secret) {
-        let var = format!("PLANDECK_INPUT_{}", plan::model::env_name(name));
-        let value = passed
-            .remove(name)
-            .or_else(|| std::env::var(&var).ok())
-            .or_else(|| def.default.clone());
-        match value {
-            Some(v) => {
-                inputs.insert(name.clone(), v);
-            }
-            None if def.required => {
-                return Err((
-                    format!(
-                        "run {} needs its secret input '{name}' to go on, and secrets are never stored: pass --input {name}=VALUE or set {var} in the environment, then resume again",
-                        row.id
-                    ),
-                    Exit::InvalidInput,
-                ));
-            }
-            None => {}
-        }
-    }
-    Ok(inputs)
 }
 
 /// The steps a retry runs again: the named ones (each must have failed,
@@ -782,9 +825,9 @@ impl Prepared {
 }
 
 /// `plandeck retry RUN [STEP...]`.
-pub fn retry(run: &str, steps: &[String], opts: &RunOptions) -> Exit {
+pub fn retry(run: &str, steps: &[String], secrets: &SecretArgs, opts: &RunOptions) -> Exit {
     let location = Location::from_arg(opts.store.db.as_deref());
-    let mut prepared = match prepare_retry(&location, run, steps) {
+    let mut prepared = match prepare_retry(&location, run, steps, secrets.sources()) {
         Ok(p) => p,
         Err((msg, exit)) => return fail(msg, exit),
     };
@@ -813,9 +856,9 @@ pub fn retry(run: &str, steps: &[String], opts: &RunOptions) -> Exit {
 }
 
 /// `plandeck resume RUN`.
-pub fn resume(run: &str, inputs: &[String], opts: &RunOptions) -> Exit {
+pub fn resume(run: &str, secrets: &SecretArgs, opts: &RunOptions) -> Exit {
     let location = Location::from_arg(opts.store.db.as_deref());
-    let mut prepared = match prepare_resume(&location, run, inputs) {
+    let mut prepared = match prepare_resume(&location, run, secrets.sources()) {
         Ok(p) => p,
         Err((msg, exit)) => return fail(msg, exit),
     };

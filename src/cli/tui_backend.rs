@@ -161,7 +161,8 @@ impl Backend for StoreBackend {
     }
 
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
-        let mut prepared = run::prepare_resume(&self.location, id, &[]).map_err(|(m, _)| m)?;
+        let mut prepared =
+            run::prepare_resume(&self.location, id, run::InputSources::NONE).map_err(|(m, _)| m)?;
         prepared.claim(&self.location).map_err(|(m, _)| m)?;
         let approval = Approval {
             by: engine::current_user(),
@@ -181,7 +182,8 @@ impl Backend for StoreBackend {
         id: &str,
         steps: &[String],
     ) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
-        let mut prepared = run::prepare_retry(&self.location, id, steps).map_err(|(m, _)| m)?;
+        let mut prepared = run::prepare_retry(&self.location, id, steps, run::InputSources::NONE)
+            .map_err(|(m, _)| m)?;
         prepared.claim(&self.location).map_err(|(m, _)| m)?;
         let approval = Approval {
             by: engine::current_user(),
