@@ -265,8 +265,10 @@ pub struct AttemptEnd {
 /// What happened (SPEC §9). Serialised flat: `{"seq":..,"run_id":..,"ts":..,"type":..}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Per run, from 1, without gaps for stored events. A `log` event repeats
-    /// the seq of the last stored event (log lines are kept per attempt, not as events).
+    /// Per run, from 1, without gaps or repeats: the event's place in the
+    /// store. A `log` event has none (0, left out of its JSON): output lines
+    /// are not stored as events and are not durable (see docs/events.md).
+    #[serde(default, skip_serializing_if = "is_unnumbered")]
     pub seq: u64,
     pub run_id: String,
     pub ts: DateTime<Utc>,
@@ -333,6 +335,10 @@ pub enum EventKind {
     /// Something a person should know that is no state change (a process
     /// that escaped its step's process group and had to be killed).
     Warning { message: String },
+}
+
+fn is_unnumbered(seq: &u64) -> bool {
+    *seq == 0
 }
 
 fn is_step_role(r: &Role) -> bool {

@@ -505,11 +505,11 @@ async fn drive(
                     faults::crash_point(CrashPoint::AfterSpawn, plan.id(step));
                 }
                 RunnerMsg::Lines { step, attempt, stream, lines } => {
-                    let seq = core.last_seq();
                     logs_in_flight += lines.len();
                     for line in lines {
+                        // Not stored, so not numbered: a seq is a place in the store.
                         let event = Event {
-                            seq,
+                            seq: 0,
                             run_id: run_id.clone(),
                             ts: chrono::Utc::now(),
                             kind: EventKind::Log { step: plan.id(step).to_string(), attempt, stream, line },
