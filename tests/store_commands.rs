@@ -539,6 +539,21 @@ fn cancel_asks_the_live_owner_and_follow_ends_with_the_run() {
     follow_out.read_line(&mut first).expect("read");
     assert_eq!(first, "== a (attempt 1, succeeded) ==\n");
 
+    // b is running: its output comes through its spool, as it is printed.
+    let mut live_lines = String::new();
+    while !live_lines.ends_with("b-output\n") {
+        let mut l = String::new();
+        assert!(
+            follow_out.read_line(&mut l).expect("read") > 0,
+            "{live_lines}"
+        );
+        live_lines.push_str(&l);
+    }
+    assert!(
+        live_lines.ends_with("== b (attempt 1, running) ==\nb-output\n"),
+        "{live_lines}"
+    );
+
     let out = s.run(&["cancel", &id[..8]]);
     assert!(out.status.success(), "cancel: {}", text(&out.stderr));
     assert_eq!(
@@ -548,7 +563,7 @@ fn cancel_asks_the_live_owner_and_follow_ends_with_the_run() {
     assert!(text(&out.stderr).contains(&format!("asked pid {}", live.pid())));
     assert_eq!(live.exit_code(), Some(1), "a canceled run exits 1");
 
-    // The follower printed b's attempt when it ended, then stopped.
+    // The follower stopped with the run.
     let deadline = Instant::now() + WAIT;
     while follow.try_wait().expect("try_wait").is_none() {
         assert!(Instant::now() < deadline, "logs --follow did not stop");
@@ -557,11 +572,7 @@ fn cancel_asks_the_live_owner_and_follow_ends_with_the_run() {
     let mut rest = String::new();
     follow_out.read_to_string(&mut rest).expect("read");
     assert!(follow.wait().expect("wait").success());
-    assert!(
-        rest.contains("== b (attempt 1, canceled) ==\nb-output\n"),
-        "{rest}"
-    );
-    assert!(rest.ends_with("== run canceled ==\n"), "{rest}");
+    assert_eq!(rest, "== run canceled ==\n");
 
     let show = json(&s.run(&["show", &id, "--json"]));
     assert_eq!(show["state"], "canceled");
@@ -573,6 +584,100 @@ fn cancel_asks_the_live_owner_and_follow_ends_with_the_run() {
     let again = s.run(&["cancel", &id]);
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again.stderr).contains("already ended (canceled)"));
+}
+
+/// Wall clock in nanoseconds, as `date +%s%N` prints it.
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+#[test]
+fn logs_follow_streams_a_running_step_and_its_next_attempt() {
+    let s = Store::new();
+    // p's first attempt prints stamped lines a second apart and a progress
+    // bar, then fails; its second prints and succeeds. q keeps the run
+    // going after p has ended.
+    let plan = s.plan(
+        "follow",
+        r#"{
+  "name": "follow",
+  "steps": [
+    { "id": "p", "retries": 1,
+      "retry_backoff": { "initial_sec": 0, "max_sec": 0, "jitter": false },
+      "run": "if [ \"$PLANDECK_ATTEMPT\" = 2 ]; then echo second; exit 0; fi; sleep 1; echo \"t $(date +%s%N)\"; printf 'get 10%%\\rget 50%%\\rget 100%%\\n'; sleep 1; echo \"t $(date +%s%N)\"; exit 3" },
+    { "id": "q", "run": "sleep 2", "depends_on": ["p"] }
+  ]
+}"#,
+    );
+    let mut live = s.start(&plan);
+    live.wait_step_running("p");
+    let id = live.run_id.clone();
+    let mut follow = s
+        .command(&["logs", &id, "p", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn logs --follow");
+    let out = follow.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((l, now_ns())).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    loop {
+        let (l, at) = match lines.recv_timeout(WAIT) {
+            Ok(got) => got,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = follow.kill();
+                panic!("logs --follow did not end with the step: {got:?}");
+            }
+        };
+        // A short second attempt may be read live or from the store.
+        let l = l.replace("(attempt 2, running)", "(attempt 2, succeeded)");
+        if let Some(stamp) = l.strip_prefix("t ") {
+            let printed: i128 = stamp.parse().expect("a stamp");
+            let late = (at - printed) as f64 / 1e9;
+            assert!(late < 1.0, "a line came {late:.2} s after it was printed");
+            got.push("t".to_string());
+        } else {
+            got.push(l);
+        }
+    }
+    let status = follow.wait().expect("wait");
+    assert!(status.success(), "{got:?}");
+    assert_eq!(
+        got,
+        [
+            "== p (attempt 1, running) ==",
+            "t",
+            "get 100%",
+            "t",
+            "== p (attempt 2, succeeded) ==",
+            "second",
+        ],
+        "follows p across attempts, a progress bar as its last state, and ends with p"
+    );
+    // It ended with p, while the run went on.
+    let conn = s.conn();
+    let q: String = conn
+        .query_row(
+            "SELECT state FROM steps WHERE run_id = ?1 AND step_id = 'q'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap_or_default();
+    assert_ne!(
+        q, "succeeded",
+        "the follower waited for the run, not the step"
+    );
+    assert_eq!(live.child.wait().expect("wait").code(), Some(0));
 }
 
 #[test]

@@ -199,3 +199,55 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
     t.press("q");
     assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }
+
+/// How long the help overlay takes to open, then close, after its key.
+fn answer_time(t: &mut Term) -> Duration {
+    let start = Instant::now();
+    t.press("?");
+    t.wait_for("Keys: Run", 5);
+    let took = start.elapsed();
+    t.press("x");
+    t.wait_line("help closed", 5, |l| l.contains("Log flood"));
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn a_key_is_answered_within_100_ms_while_the_shown_step_floods() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The flooding step's log on screen, following its tail: it waits for
+    // a file, so that the same key is first timed on this machine without
+    // a flood (a loaded machine answers late with or without one).
+    plan(
+        dir.path(),
+        r#"{"name":"flood","steps":[
+ {"id":"flood","run":"while [ ! -e go ]; do sleep 0.02; done; yes | head -c 2000000000; seq 1 100000000"}]}"#,
+    );
+    let mut t = Term::open(dir.path(), &["plan.json"]);
+    t.wait_for("Review flood", 10);
+    t.press("a");
+    t.wait_step("flood", "running", 10);
+    t.wait_for("· follow", 10);
+    let calm = median((0..3).map(|_| answer_time(&mut t)).collect());
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    t.wait_line("flood output", 15, |l| l.contains("││  y "));
+    let flood = median((0..5).map(|_| answer_time(&mut t)).collect());
+    // Answered during the flood: the step is still running and printing.
+    t.wait_step("flood", "running", 1);
+    let allowed = Duration::from_millis(100) + calm;
+    assert!(
+        flood <= allowed,
+        "a key took {flood:?} during the flood (without one: {calm:?}; allowed {allowed:?})"
+    );
+    eprintln!("key answered in {flood:?} during the flood, {calm:?} without");
+    t.press("c");
+    t.wait_for("Cancel the run?", 5);
+    t.press("y");
+    t.wait_for("Summary · run canceled", 15);
+    t.press("q");
+    t.wait_exit(10);
+}

@@ -1,15 +1,18 @@
 //! `plandeck logs`: the stored stdout and stderr of a run's attempts, and
-//! with `--follow`, each attempt's output as it ends while the run is live.
+//! with `--follow`, a running attempt's lines as they come (read from its
+//! spool, each line as its last state after any `\r`), then every later
+//! attempt, until the step (or, without a step, the run) has ended.
 //!
 //! A step's output is written as stored (byte for byte) when stdout is not
 //! a terminal or with `--raw`; on a terminal it is shown inert (escape
-//! sequences and control characters as visible pictures).
+//! sequences and control characters as visible pictures). A followed line
+//! is its last state after `\r`, written the same way.
 //!
-//! Another process writes the run, so following re-reads the store (the
-//! run's highest event seq) every 200 ms; it stops when the run has ended or
-//! its owner is gone.
+//! Another process writes the run, so following re-reads the store every
+//! `POLL`; it stops when the run has ended or its owner is gone. It never
+//! writes anything.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,9 +21,100 @@ use rusqlite::Connection;
 use super::Exit;
 use super::manage::{RunView, errln, fail, open_run, out, outln, plan_steps, store_fail};
 use crate::engine::api::StepState;
+use crate::store::Location;
 use crate::store::queries::{self, AttemptRow};
+use crate::store::spool::{self, SpoolReader};
 
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Running attempts followed through their spools, printed as their lines
+/// come: a header whenever the attempt or stream printed changes.
+struct Follower {
+    open: HashMap<(String, u32), Followed>,
+    /// The attempt and stream the last line printed came from.
+    last: Option<(String, u32, bool)>,
+    /// Lines written as read (not a terminal, or `--raw`), else inert.
+    exact: bool,
+}
+
+struct Followed {
+    reader: Option<SpoolReader>,
+    role: String,
+    /// Lines the spool had no room for by the time they were read.
+    skipped: u64,
+}
+
+impl Follower {
+    /// Print what a running attempt wrote since the last look.
+    fn follow(&mut self, location: &Location, run_id: &str, a: &AttemptRow) {
+        let key = (a.step_id.clone(), a.attempt);
+        let f = self.open.entry(key.clone()).or_insert_with(|| Followed {
+            reader: None,
+            role: a.role.clone(),
+            skipped: 0,
+        });
+        if f.reader.is_none() {
+            let path = spool::attempt_path(location, run_id, &a.step_id, a.attempt);
+            f.reader = SpoolReader::open(&path).ok().flatten();
+        }
+        self.pull(&key, StepState::Running);
+    }
+
+    /// The attempt ended: print the rest of its spool. False when it was
+    /// never read live (its stored output is then what to print).
+    fn finish(&mut self, key: &(String, u32), state: StepState) -> bool {
+        if !self.open.get(key).is_some_and(|f| f.reader.is_some()) {
+            self.open.remove(key);
+            return false;
+        }
+        self.pull(key, state);
+        if let Some(f) = self.open.remove(key)
+            && f.skipped > 0
+        {
+            outln!(
+                "[… {} lines were skipped while following: `plandeck logs RUN {} --attempt {}` shows the stored head and tail …]",
+                f.skipped,
+                key.0,
+                key.1
+            );
+        }
+        true
+    }
+
+    fn pull(&mut self, key: &(String, u32), state: StepState) {
+        let Some(f) = self.open.get_mut(key) else {
+            return;
+        };
+        let Some(reader) = f.reader.as_mut() else {
+            return;
+        };
+        let Ok(p) = reader.pull(usize::MAX) else {
+            f.reader = None;
+            return;
+        };
+        f.skipped += p.skipped;
+        let role = if f.role == "step" {
+            String::new()
+        } else {
+            format!("{}, ", f.role)
+        };
+        if p.skipped > 0 {
+            outln!(
+                "[… {} lines skipped: the spool had no more room …]",
+                p.skipped
+            );
+        }
+        for l in &p.lines {
+            let from = (key.0.clone(), key.1, l.stderr);
+            if self.last.as_ref() != Some(&from) {
+                let stream = if l.stderr { " stderr" } else { "" };
+                outln!("== {} (attempt {}, {role}{state}){stream} ==", key.0, key.1);
+                self.last = Some(from);
+            }
+            body(&format!("{}\n", l.text), self.exact);
+        }
+    }
+}
 
 /// Which attempts to print.
 struct Filter<'a> {
@@ -68,7 +162,7 @@ fn print_attempt(
     let state = view.attempt_state(a);
     outln!("{}", header(a, state, ""));
     if state == StepState::Running {
-        outln!("(still running: its output is stored when it ends; --follow waits for it)");
+        outln!("(still running: its output is stored when it ends; --follow shows it as it comes)");
         return Ok(());
     }
     let out = queries::attempt_output(conn, &view.row.id, &a.step_id, a.attempt)
@@ -195,30 +289,58 @@ fn logs_inner(
     if !follow {
         return Ok(());
     }
-    let mut last_seq = queries::last_seq(&conn, &run_id).map_err(|e| store_fail(&conn, e))?;
-    while view.is_live() {
-        std::thread::sleep(POLL);
-        let seq = queries::last_seq(&conn, &run_id).map_err(|e| store_fail(&conn, e))?;
+    let location = Location::from_arg(db);
+    let mut live = Follower {
+        open: HashMap::new(),
+        last: None,
+        exact,
+    };
+    loop {
         view = RunView::new(queries::find_run(&conn, &run_id).map_err(|e| store_fail(&conn, e))?);
-        if seq == last_seq && view.is_live() {
-            continue;
+        let all = queries::attempts(&conn, &run_id).map_err(|e| store_fail(&conn, e))?;
+        let mut ended: Vec<&AttemptRow> = Vec::new();
+        for a in all.iter().filter(|a| filter.matches(a)) {
+            let key = (a.step_id.clone(), a.attempt);
+            if printed.contains(&key) {
+                continue;
+            }
+            if view.attempt_state(a) == StepState::Running {
+                live.follow(&location, &run_id, a);
+            } else {
+                ended.push(a);
+            }
         }
-        last_seq = seq;
-        let mut ended: Vec<AttemptRow> = queries::attempts(&conn, &run_id)
-            .map_err(|e| store_fail(&conn, e))?
-            .into_iter()
-            .filter(|a| view.attempt_state(a) != StepState::Running && filter.matches(a))
-            .filter(|a| !printed.contains(&(a.step_id.clone(), a.attempt)))
-            .collect();
+        // Attempts that ended: the rest of what was followed, or their
+        // stored output when they ended before a spool could be read.
         ended.sort_by(|a, b| {
             a.ended_at
                 .cmp(&b.ended_at)
                 .then_with(|| a.step_id.cmp(&b.step_id))
         });
-        for a in &ended {
-            print_attempt(&conn, &view, a, exact)?;
-            printed.insert((a.step_id.clone(), a.attempt));
+        for a in ended {
+            let key = (a.step_id.clone(), a.attempt);
+            if !live.finish(&key, view.attempt_state(a)) {
+                print_attempt(&conn, &view, a, exact)?;
+            }
+            printed.insert(key);
         }
+        let step_done = step.is_some_and(|id| {
+            let running = all
+                .iter()
+                .any(|a| a.step_id == id && view.attempt_state(a) == StepState::Running);
+            let state = queries::steps(&conn, &run_id)
+                .ok()
+                .and_then(|rows| rows.into_iter().find(|r| r.step_id == id))
+                .map(|r| r.state);
+            !running && state.is_some_and(StepState::is_terminal)
+        });
+        if !view.is_live() || step_done {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    if step.is_some() && view.is_live() {
+        return Ok(());
     }
     outln!("== run {} ==", view.state);
     Ok(())

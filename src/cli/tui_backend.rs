@@ -7,9 +7,23 @@ use std::sync::Arc;
 use super::run;
 use crate::engine::{self, EngineHandle};
 use crate::plan::{self, Diagnostic, ValidPlan};
+use crate::store::spool;
 use crate::store::writer::Approval;
 use crate::store::{self, Location, queries};
-use crate::tui::backend::{Backend, PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
+use crate::tui::backend::{
+    Backend, LiveLog, PlanEntry, Pulled, RunDetail, RunSummary, StartRun, StoredOutput,
+};
+
+/// A spool read for the TUI.
+struct Live(spool::SpoolReader);
+
+impl LiveLog for Live {
+    fn pull(&mut self, max_lines: usize) -> Result<Pulled, String> {
+        self.0
+            .pull(max_lines)
+            .map_err(|e| format!("reading the live output: {e}"))
+    }
+}
 
 /// Plans from a directory, runs from a store.
 pub struct StoreBackend {
@@ -154,7 +168,7 @@ impl Backend for StoreBackend {
             start.estimates,
             self.location.clone(),
             None,
-            true,
+            false,
         );
         req.keep_alive = true;
         engine::spawn(req).map_err(|e| e.to_string())
@@ -169,7 +183,7 @@ impl Backend for StoreBackend {
             at: chrono::Utc::now(),
             hash: prepared.plan.hash.clone(),
         };
-        let mut req = prepared.into_request(Some(approval), self.location.clone(), None, true);
+        let mut req = prepared.into_request(Some(approval), self.location.clone(), None, false);
         req.keep_alive = true;
         let plan = req.plan.clone();
         engine::spawn(req)
@@ -214,6 +228,12 @@ impl Backend for StoreBackend {
             stdout: o.stdout,
             stderr: o.stderr,
         })
+    }
+
+    fn open_live(&self, run_id: &str, step: &str, attempt: u32) -> Option<Box<dyn LiveLog>> {
+        let path = spool::attempt_path(&self.location, run_id, step, attempt);
+        let reader = spool::SpoolReader::open(&path).ok().flatten()?;
+        Some(Box::new(Live(reader)))
     }
 
     fn edit(&self, path: &Path) -> Result<(), String> {

@@ -360,6 +360,7 @@ async fn drive(
     // Removed when this ends, however it ends.
     let scratch = scratch::Scratch::create(&run_id).map_err(StoreError)?;
     let scratch_dir = scratch.path().to_path_buf();
+    let spool_dir = crate::store::spool::run_dir(&req.store, &run_id);
     let rules = match Rules::with_plan_rules(&plan.plan.remediation) {
         Ok(r) => Arc::new(r),
         Err(e) => return Err(StoreError(format!("plan remediation rules: {e}"))),
@@ -399,6 +400,7 @@ async fn drive(
             scratch_dir: scratch_dir.clone(),
             stream_lines: req.stream_logs,
             masker,
+            spool_dir: Some(spool_dir.clone()),
         },
         plan: Arc::clone(&plan),
         runner_tx,
@@ -610,6 +612,7 @@ async fn drive(
     // go now, before the final state commits, so that a kill after that
     // commit leaves nothing behind.
     drop(scratch);
+    let _ = std::fs::remove_dir(&spool_dir);
     // Whatever escaped its step's group goes too; the run's events say so,
     // or, when the store is what failed, the error does.
     let escaped = ownership::sweep_escaped(&run_id);

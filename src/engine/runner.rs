@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, watch};
 use super::api::{CapturedOutput, Stream};
 use super::ownership::group_alive;
 use super::spawn;
-use super::stream::{Reading, Unwatched};
+use super::stream::{Reading, Spool, Unwatched};
 use crate::hygiene::mask::Masker;
+use crate::store::spool::SpoolWriter;
 
 /// Everything needed to run one attempt.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct SpawnSpec {
     pub output_file: PathBuf,
     /// The output keys the step declares (any key when empty).
     pub declared_outputs: Vec<String>,
+    /// Where its output goes for live viewers once it is watched (none:
+    /// nobody can watch it live).
+    pub spool: Option<PathBuf>,
 }
 
 /// What the engine may tell a running attempt.
@@ -287,11 +291,15 @@ pub async fn run_attempt(
                 log_limit: spec.log_limit,
                 stream_lines: spec.stream_lines,
                 masker: Arc::clone(&spec.masker),
+                spool: None,
             };
             Unwatched::new(fd, reading)
         },
     ));
     let mut readers = Vec::new();
+    // Made when the output is first watched: a step that ends sooner has
+    // its output in the store by the time anybody could look.
+    let mut spool: Option<Spool> = None;
     let watch_from = tokio::time::sleep(WATCH_AFTER);
     tokio::pin!(watch_from);
 
@@ -316,7 +324,16 @@ pub async fn run_attempt(
         tokio::select! {
             st = child.wait() => break st,
             _ = &mut watch_from, if !unwatched.is_empty() => {
-                readers.extend(unwatched.drain(..).filter_map(|u| u.watch(&tx, &stop_rx)));
+                spool = spec
+                    .spool
+                    .as_deref()
+                    .and_then(|p| SpoolWriter::create(p).ok())
+                    .map(|w| Arc::new(Mutex::new(w)));
+                readers.extend(
+                    unwatched
+                        .drain(..)
+                        .filter_map(|u| u.watch(&tx, &stop_rx, spool.as_ref())),
+                );
             }
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
@@ -364,7 +381,7 @@ pub async fn run_attempt(
     for u in unwatched {
         match u.read_ready(&tx).await {
             Ok(captured) => captures.push(Some(captured)),
-            Err(u) => readers.extend(u.watch(&tx, &stop_rx)),
+            Err(u) => readers.extend(u.watch(&tx, &stop_rx, spool.as_ref())),
         }
     }
     let mut pending = readers;
@@ -397,6 +414,12 @@ pub async fn run_attempt(
             }
         };
         captures.push(result.ok());
+    }
+    if let Some(spool) = spool.take() {
+        // Viewers read what is left to the end; the store has it from here.
+        let mut w = spool.lock().unwrap_or_else(PoisonError::into_inner);
+        w.finish();
+        w.remove();
     }
     let (mut exit_code, mut signal) = (None, None);
     if let Ok(st) = &status {

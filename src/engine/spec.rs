@@ -28,6 +28,8 @@ pub struct RunContext {
     pub scratch_dir: PathBuf,
     pub stream_lines: bool,
     pub masker: Arc<Masker>,
+    /// The run's spool directory: live output of attempts for viewers.
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// The timeout of a step's attempts: its own, else the default, capped.
@@ -118,6 +120,10 @@ pub fn spawn_spec<'a>(
         masker: Arc::clone(&ctx.masker),
         output_file,
         declared_outputs: s.outputs.clone(),
+        spool: ctx
+            .spool_dir
+            .as_deref()
+            .map(|d| crate::store::spool::attempt_file(d, id, attempt)),
     }
 }
 
@@ -181,6 +187,7 @@ mod tests {
             scratch_dir: "/scratch".into(),
             stream_lines: false,
             masker: Arc::default(),
+            spool_dir: None,
         };
         let outs: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
         let spec = spawn_spec(

@@ -5,11 +5,17 @@
 //! that floods is read on a blocking thread that lets the pipe fill between
 //! reads, instead of waking the engine for every write the step makes.
 //!
+//! A watched stream also goes to its attempt's spool, where every viewer
+//! reads it live; that costs a copy per read, never work per line. What
+//! goes there is what the stream's secret masker let through, the bytes
+//! the head, tail and lines are cut from: no read or record boundary can
+//! put a piece of a secret in a spool.
+//!
 //! Memory stays bounded (the kept head and tail, one read buffer, the pipe),
 //! and nothing here waits for a step on the engine thread.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -23,6 +29,20 @@ use super::api::Stream;
 use super::capture::{HeadTail, LineSplitter};
 use super::runner::RunnerMsg;
 use crate::hygiene::mask::{MaskStream, Masker};
+use crate::store::spool::SpoolWriter;
+
+/// An attempt's spool, shared by its two streams.
+pub(super) type Spool = Arc<Mutex<SpoolWriter>>;
+
+/// Write `masked` bytes of `stream` to `spool`: bytes that came out of the
+/// stream's secret masker, the same ones its head, tail and lines are cut
+/// from, so a secret split across reads is never written in pieces.
+fn spool_write(spool: &Spool, stream: Stream, masked: &[u8]) {
+    spool
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .write(stream == Stream::Stderr, masked);
+}
 
 /// What a stream reader needs to know of its attempt.
 #[derive(Clone)]
@@ -33,6 +53,8 @@ pub(super) struct Reading {
     pub log_limit: usize,
     pub stream_lines: bool,
     pub masker: Arc<Masker>,
+    /// Where viewers read the stream live (once it is watched).
+    pub spool: Option<Spool>,
 }
 
 /// Smallest and largest read buffer: most steps print little, so a buffer
@@ -123,10 +145,12 @@ impl Unwatched {
     /// Read the rest as it comes, in a task of its own, until end-of-file
     /// or `stop`.
     pub fn watch(
-        self,
+        mut self,
         tx: &mpsc::Sender<RunnerMsg>,
         stop: &watch::Receiver<bool>,
+        spool: Option<&Spool>,
     ) -> Option<tokio::task::JoinHandle<Captured>> {
+        self.r.spool = spool.cloned();
         let reader = pipe_reader(self.fd)?;
         Some(tokio::spawn(read_stream(
             reader,
@@ -179,7 +203,13 @@ impl Collected {
         lines
     }
 
+    /// Keep bytes that have been through the masker (and spool them).
     fn keep_masked(&mut self, r: &Reading, bytes: &[u8], lines: &mut Vec<String>) {
+        if let Some(spool) = &r.spool
+            && !bytes.is_empty()
+        {
+            spool_write(spool, r.stream, bytes);
+        }
         self.keep.push(bytes);
         if r.stream_lines {
             self.splitter.push(bytes, lines);
@@ -349,6 +379,7 @@ mod tests {
             log_limit: 1 << 20,
             stream_lines: true,
             masker: Arc::new(Masker::default()),
+            spool: None,
         }
     }
 
@@ -406,7 +437,7 @@ mod tests {
         };
         assert_eq!(lines(&mut rx), ["one"]);
         let (_stop_tx, stop) = watch::channel(false);
-        let watcher = u.watch(&tx, &stop).expect("a watcher starts");
+        let watcher = u.watch(&tx, &stop, None).expect("a watcher starts");
         write(&w, b"o\nthree");
         drop(w);
         let (_, text, _) = watcher.await.expect("the watcher ends");
@@ -431,7 +462,7 @@ mod tests {
         long.extend_from_slice(&SECRET.as_bytes()[..4]);
         let (_stop_tx, stop) = watch::channel(false);
         let watcher = Unwatched::new(r, masked(1 << 20))
-            .watch(&tx, &stop)
+            .watch(&tx, &stop, None)
             .expect("a watcher starts");
         // More than a pipe holds: written by a thread while the watcher reads.
         let writer = std::thread::spawn(move || {

@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod queries;
 pub mod queue;
 pub mod schema;
+pub mod spool;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::engine::EngineHandle;
 use crate::engine::api::{RunState, StepState};
 use crate::plan::{Diagnostic, ValidPlan};
+pub use crate::store::spool::{Pulled, SpoolLine};
 
 /// A plan file found in `./plans`.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,13 @@ pub struct StoredOutput {
     pub truncated: bool,
 }
 
+/// A running attempt's output as it comes (its spool), read at frame time.
+pub trait LiveLog: Send {
+    /// What came since the last pull: at most the last `max_lines` lines
+    /// (the rest counted as skipped), and the line being written now.
+    fn pull(&mut self, max_lines: usize) -> Result<Pulled, String>;
+}
+
 /// The services the screens use.
 pub trait Backend {
     /// Plan files in the plans directory, sorted by path.
@@ -114,6 +122,9 @@ pub trait Backend {
         step: &str,
         attempt: u32,
     ) -> Result<StoredOutput, String>;
+    /// The live output of a running attempt; `None` when it has none (yet,
+    /// or any more: then its output is stored).
+    fn open_live(&self, run_id: &str, step: &str, attempt: u32) -> Option<Box<dyn LiveLog>>;
     /// Open a file in the person's editor and wait for it to close.
     fn edit(&self, path: &Path) -> Result<(), String>;
 }

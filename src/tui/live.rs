@@ -43,15 +43,69 @@ impl LogLine {
 }
 
 /// The live tail of a step's latest attempt.
+///
+/// Filled at frame time from the attempt's spool while the step is
+/// selected (at most `RING_LINES` lines of at most `LINE_CHARS` characters:
+/// about 20 MB in the worst case, a few hundred KB for ordinary output).
 #[derive(Debug, Clone, Default)]
 pub struct StepLog {
     pub attempt: u32,
     pub lines: VecDeque<LogLine>,
     /// Lines that fell out of the ring (still in the store, head and tail).
     pub dropped: u64,
+    /// The last lines of `lines` are the ones being written now (a
+    /// progress bar): replaced by the next pull.
+    pub pending: usize,
+}
+
+/// A marker for lines the live view skipped.
+pub fn skipped_line(n: u64) -> LogLine {
+    let what = if n == 1 { "line" } else { "lines" };
+    LogLine {
+        stream: Stream::Stdout,
+        text: format!(
+            "[… {n} {what} skipped: the view fell behind; all of them are in the store's head and tail when the step ends …]"
+        ),
+    }
 }
 
 impl StepLog {
+    /// Add what a pull of `attempt`'s spool found; returns how many lines
+    /// fell off the front.
+    pub fn pulled(
+        &mut self,
+        attempt: u32,
+        skipped: u64,
+        lines: impl IntoIterator<Item = LogLine>,
+        pending: impl IntoIterator<Item = LogLine>,
+    ) -> usize {
+        if attempt > self.attempt {
+            *self = StepLog {
+                attempt,
+                ..StepLog::default()
+            };
+        } else if attempt == self.attempt {
+            let keep = self.lines.len().saturating_sub(self.pending);
+            self.lines.truncate(keep);
+        } else {
+            return 0;
+        }
+        self.pending = 0;
+        let mut gone = 0;
+        if skipped > 0 {
+            gone += self.push(attempt, skipped_line(skipped));
+            self.dropped += skipped;
+        }
+        for l in lines {
+            gone += self.push(attempt, l);
+        }
+        for l in pending {
+            gone += self.push(attempt, l);
+            self.pending += 1;
+        }
+        gone
+    }
+
     /// Add a line of `attempt`; returns how many lines fell off the front.
     pub fn push(&mut self, attempt: u32, line: LogLine) -> usize {
         if attempt > self.attempt {
@@ -63,7 +117,7 @@ impl StepLog {
             return 0;
         }
         self.lines.push_back(line);
-        if self.lines.len() > RING_LINES {
+        if self.lines.len() > RING_LINES.max(self.pending + 1) {
             self.lines.pop_front();
             self.dropped += 1;
             1

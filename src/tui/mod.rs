@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self as ct, Event as CtEvent};
 
@@ -52,7 +52,22 @@ pub struct Session<B: Backend> {
     /// waits while this is high, so a step that floods output cannot queue
     /// ahead of key presses.
     in_flight: Arc<AtomicUsize>,
+    /// The running attempt whose live output is pulled at frame time.
+    tap: Option<Tap>,
 }
+
+/// A running attempt's live output, followed for the log pane.
+struct Tap {
+    step: usize,
+    attempt: u32,
+    /// Open once its spool exists; dropped once read to its end.
+    log: Option<Box<dyn backend::LiveLog>>,
+    ended: bool,
+    pulls: u64,
+}
+
+/// At most this many frames a second while live output is shown.
+const FRAME: Duration = Duration::from_millis(33);
 
 /// Batches of engine events allowed in the message channel at once.
 const MAX_BATCHES: usize = 2;
@@ -69,6 +84,7 @@ impl<B: Backend> Session<B> {
             rx,
             engine: None,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            tap: None,
         };
         let first = match target {
             Target::Runs => Effect::Refresh,
@@ -102,6 +118,92 @@ impl<B: Backend> Session<B> {
             }
         }
         edits
+    }
+
+    /// Whether live output is being followed (frames are then paced).
+    pub fn tapping(&self) -> bool {
+        self.tap.as_ref().is_some_and(|t| !t.ended)
+    }
+
+    /// Pull what the shown running attempt wrote since the last frame: at
+    /// most what the log pane can use (older lines are skipped and
+    /// counted), never more than a frame's worth of work. Returns whether
+    /// anything changed.
+    pub fn pull_live(&mut self) -> bool {
+        let want = self.app.live_target();
+        let keep = |t: &Tap| {
+            // A tap that was shown drains to the end of its attempt, even
+            // after the step's state moved on.
+            want.as_ref().map(|w| (w.1, w.3)) == Some((t.step, t.attempt))
+                || (t.log.is_some()
+                    && !t.ended
+                    && self
+                        .app
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| r.dag.selected == t.step))
+        };
+        if !self.tap.as_ref().is_some_and(keep) {
+            self.tap = want.as_ref().map(|w| Tap {
+                step: w.1,
+                attempt: w.3,
+                log: None,
+                ended: false,
+                pulls: 0,
+            });
+        }
+        let Some(tap) = &mut self.tap else {
+            return false;
+        };
+        if tap.ended {
+            return false;
+        }
+        if tap.log.is_none()
+            && let Some((run_id, _, id, n)) = &want
+        {
+            tap.log = self.backend.open_live(run_id, id, *n);
+        }
+        let Some(log) = &mut tap.log else {
+            return false;
+        };
+        // The first pull fills the pane's scrollback; later ones take what
+        // a screen can show (a flood is skipped through, not queued).
+        let rows = crate::tui::views::run::log_height(&self.app).max(50) * 2;
+        let max = if tap.pulls == 0 {
+            live::RING_LINES
+        } else {
+            rows
+        };
+        tap.pulls += 1;
+        let pulled = match log.pull(max) {
+            Ok(p) => p,
+            Err(e) => {
+                tap.log = None;
+                tap.ended = true;
+                self.app.status = Some(e);
+                return true;
+            }
+        };
+        if pulled.ended {
+            tap.ended = true;
+            tap.log = None;
+        }
+        // The first pull is delivered even when empty: the pane then says
+        // "no output" for this attempt instead of waiting for it.
+        if tap.pulls > 1
+            && pulled.lines.is_empty()
+            && pulled.skipped == 0
+            && pulled.pending.is_empty()
+        {
+            return pulled.ended;
+        }
+        let (step, attempt) = (tap.step, tap.attempt);
+        self.handle(Msg::LiveOutput {
+            step,
+            attempt,
+            pulled,
+        });
+        true
     }
 
     /// Carry out one effect; results come back as messages.
@@ -295,12 +397,50 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<Option<
     spawn_ticks(session.tx.clone());
     spawn_signals(session.tx.clone());
     let mut dirty = true;
+    let long_ago = Instant::now()
+        .checked_sub(FRAME)
+        .unwrap_or_else(Instant::now);
+    let (mut last_frame, mut last_pull) = (long_ago, long_ago);
+    let mut gone = false;
     loop {
-        if dirty {
-            guard.terminal.draw(|f| views::draw(f, &session.app))?;
-            dirty = false;
+        // At most one frame and one pull of live output per `FRAME`: a
+        // step's output never waits for the screen, nor the screen for it.
+        if last_pull.elapsed() >= FRAME {
+            last_pull = Instant::now();
+            dirty |= session.pull_live();
         }
-        let Ok(first) = session.rx.recv() else { break };
+        if dirty && last_frame.elapsed() >= FRAME && !gone {
+            if guard
+                .terminal
+                .draw(|f| views::draw(f, &session.app))
+                .is_err()
+            {
+                // The terminal is gone (hung up): leave as on SIGHUP, the
+                // run resumable, without drawing again.
+                gone = true;
+                let _ = session.tx.send(Msg::Signal);
+            }
+            dirty = false;
+            last_frame = Instant::now();
+        }
+        let next_draw = FRAME.saturating_sub(last_frame.elapsed());
+        let next_pull = FRAME.saturating_sub(last_pull.elapsed());
+        let wait = match (dirty, session.tapping()) {
+            (true, true) => Some(next_draw.min(next_pull)),
+            (true, false) => Some(next_draw),
+            (false, true) => Some(next_pull),
+            (false, false) => None,
+        };
+        let first = if let Some(wait) = wait {
+            match session.rx.recv_timeout(wait) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            let Ok(m) = session.rx.recv() else { break };
+            m
+        };
         let mut batch = vec![first];
         batch.extend(session.rx.try_iter().take(256));
         for msg in batch {

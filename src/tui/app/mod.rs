@@ -34,7 +34,7 @@ use super::backend::{PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
 use super::dagview::{DagMode, DagView};
 use super::keymap::{self, Action, Screen};
 use super::live::{self, StoredLog};
-use crate::engine::api::{Command, Event, RunState};
+use crate::engine::api::{Command, Event, RunState, StepState};
 use crate::plan::{Diagnostic, ValidPlan};
 
 /// A loaded plan with its duration estimates, or why it does not load.
@@ -82,6 +82,12 @@ pub enum Msg {
     },
     EngineEnded(Result<RunState, String>),
     Failed(String),
+    /// What a frame-time pull of a running attempt's live output found.
+    LiveOutput {
+        step: usize,
+        attempt: u32,
+        pulled: super::backend::Pulled,
+    },
 }
 
 /// What the run loop is asked to do.
@@ -328,7 +334,8 @@ impl App {
                 for ev in evs {
                     self.apply_event(ev);
                 }
-                // The selected step may have ended: its output is stored now.
+                // The selected step may have ended: its output is stored now
+                // (asked for once per attempt).
                 self.load_output()
             }
             Msg::OutputLoaded {
@@ -350,6 +357,16 @@ impl App {
                 }
                 vec![]
             }
+            Msg::LiveOutput {
+                step,
+                attempt,
+                pulled,
+            } => {
+                if let Some(run) = &mut self.run {
+                    run.live_output(step, attempt, pulled);
+                }
+                vec![]
+            }
             Msg::EngineEnded(r) => {
                 if let Some(run) = &mut self.run {
                     run.live = false;
@@ -366,6 +383,20 @@ impl App {
                 vec![]
             }
         }
+    }
+
+    /// The running attempt whose live output the log pane shows now, as
+    /// (run id, step, step id, attempt): pulled at frame time.
+    pub fn live_target(&self) -> Option<(String, usize, String, u32)> {
+        let run = self
+            .run
+            .as_ref()
+            .filter(|r| r.live && self.screen == Screen::Run)?;
+        let i = run.dag.selected;
+        let n = *run.attempts.get(i)?;
+        let running = run.steps.get(i) == Some(&StepState::Running);
+        (running && n > 0 && run.log.attempt.is_none_or(|a| a == n))
+            .then(|| (run.run_id.clone(), i, run.plan.id(i).to_string(), n))
     }
 
     fn apply_event(&mut self, ev: Event) {

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::api::{AttemptEnd, Event, EventKind, RunState, StepState};
+use crate::engine::api::{AttemptEnd, Event, EventKind, RunState, StepState, Stream};
 use crate::plan::ValidPlan;
+use crate::tui::backend::{Pulled, SpoolLine};
 use crate::tui::dagview::{DagMode, DagView};
 use crate::tui::live::{self, FeedItem, Focus, LogLine, LogView, Offer, StepLog};
 
@@ -251,6 +252,34 @@ impl RunView {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Lines pulled from step `i`'s live output: into its ring, keeping a
+    /// scrolled log pane on the same lines.
+    pub(super) fn live_output(&mut self, i: usize, attempt: u32, p: Pulled) {
+        let Some(log) = self.logs.get_mut(i) else {
+            return;
+        };
+        let line = |l: SpoolLine| {
+            let stream = if l.stderr {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            LogLine::new(stream, &l.text)
+        };
+        let gone = log.pulled(
+            attempt,
+            p.skipped,
+            p.lines.into_iter().map(line),
+            p.pending.into_iter().map(line),
+        );
+        if i == self.dag.selected
+            && gone > 0
+            && let Some(t) = &mut self.log.top
+        {
+            *t = t.saturating_sub(gone);
+        }
     }
 
     pub(super) fn apply(&mut self, ev: Event) -> usize {
