@@ -63,7 +63,7 @@ impl Follower {
     /// The attempt ended: print the rest of its spool. False when it was
     /// never read live (its stored output is then what to print).
     fn finish(&mut self, key: &(String, u32), state: StepState) -> bool {
-        if !self.open.get(key).is_some_and(|f| f.reader.is_some()) {
+        if self.open.get(key).is_none_or(|f| f.reader.is_none()) {
             self.open.remove(key);
             return false;
         }
