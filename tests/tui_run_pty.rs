@@ -234,7 +234,7 @@ fn a_key_is_answered_within_100_ms_while_the_shown_step_floods() {
     t.wait_for("· follow", 10);
     let calm = median((0..3).map(|_| answer_time(&mut t)).collect());
     std::fs::write(dir.path().join("go"), "").expect("go");
-    t.wait_line("flood output", 15, |l| l.contains("││  y "));
+    t.wait_line("flood output", 15, |l| l.contains("│  y "));
     let flood = median((0..5).map(|_| answer_time(&mut t)).collect());
     // Answered during the flood: the step is still running and printing.
     t.wait_step("flood", "running", 1);

@@ -612,7 +612,7 @@ async fn drive(
     // go now, before the final state commits, so that a kill after that
     // commit leaves nothing behind.
     drop(scratch);
-    let _ = std::fs::remove_dir(&spool_dir);
+    let _ = std::fs::remove_dir_all(&spool_dir);
     // Whatever escaped its step's group goes too; the run's events say so,
     // or, when the store is what failed, the error does.
     let escaped = ownership::sweep_escaped(&run_id);

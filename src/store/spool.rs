@@ -537,8 +537,9 @@ mod tests {
         let p = r.pull(3).expect("pull");
         assert_eq!(texts(&p), ["x7", "x8", "x9"]);
         assert_eq!(p.skipped, 7);
-        // Within one record too, and the unfinished line stays pending.
-        w.write(false, b"a\nb\nc\nd\ne\nf");
+        // Within one record too, and a line so far (up to its `\r`) is
+        // pending.
+        w.write(false, b"a\nb\nc\nd\ne\nf\r");
         let p = r.pull(2).expect("pull");
         assert_eq!(texts(&p), ["d", "e"]);
         assert_eq!(p.skipped, 3);

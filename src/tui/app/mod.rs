@@ -346,11 +346,24 @@ impl App {
                 match result {
                     Ok(o) => {
                         if let Some(run) = &mut self.run {
-                            run.log.stored = Some(StoredLog {
-                                step,
-                                attempt,
-                                lines: live::stored_lines(&o.stdout, &o.stderr, o.truncated),
-                            });
+                            let lines = live::stored_lines(&o.stdout, &o.stderr, o.truncated);
+                            let latest = run.attempts.get(step) == Some(&attempt);
+                            let unseen = run.logs.get(step).is_some_and(|l| l.attempt < attempt);
+                            if run.live && latest && unseen {
+                                // An attempt that ended before it could be
+                                // watched: its stored output is its live log.
+                                run.logs[step] = live::StepLog {
+                                    attempt,
+                                    lines: lines.into(),
+                                    ..live::StepLog::default()
+                                };
+                            } else {
+                                run.log.stored = Some(StoredLog {
+                                    step,
+                                    attempt,
+                                    lines,
+                                });
+                            }
                         }
                     }
                     Err(e) => self.status = Some(e),
