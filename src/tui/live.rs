@@ -66,6 +66,7 @@ pub fn skipped_line(n: u64) -> LogLine {
         text: format!(
             "[… {n} {what} skipped: the view fell behind; all of them are in the store's head and tail when the step ends …]"
         ),
+        sgr: Vec::new(),
     }
 }
 
