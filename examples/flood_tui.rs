@@ -3,7 +3,7 @@
 //! tail) until the run has ended, then reports plandeck's peak RSS and
 //! quits. Usage: `flood_tui PLANDECK PLAN DB`; prints `peak_rss_kb`.
 //!
-//! A benchmark helper only: it never judges what it measures.
+//! A benchmark driver only: it never judges what it measures.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
