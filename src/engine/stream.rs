@@ -489,4 +489,59 @@ mod tests {
         };
         assert!(cut && !leaks(&text), "{text:?}");
     }
+
+    /// A secret cut across two reads, inside a line longer than a spool
+    /// record may wait for, reaches the spool masked: no piece of it is
+    /// ever in the file.
+    #[tokio::test]
+    async fn a_secret_split_across_two_reads_reaches_the_spool_masked() {
+        use crate::store::spool::{MAX_PARTIAL, SpoolReader, SpoolWriter};
+        const SECRET: &str = "S3cr3tValue9";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run/step.1.spool");
+        let spool: Spool = Arc::new(Mutex::new(SpoolWriter::create(&path).expect("spool")));
+        let r = Reading {
+            masker: Arc::new(Masker::new([SECRET.to_string()])),
+            spool: Some(Arc::clone(&spool)),
+            ..reading()
+        };
+        let (tx, _rx) = mpsc::channel(64);
+        let (rd, w) = pipe();
+        // Room for the first part, so each part is one read of its own.
+        fcntl(&w, FcntlArg::F_SETPIPE_SZ(1 << 20)).expect("pipe size");
+        let mut first = vec![b'a'; MAX_PARTIAL - 3];
+        first.extend_from_slice(&SECRET.as_bytes()[..6]);
+        write(&w, &first);
+        let Err(u) = Unwatched::new(rd, r).read_ready(&tx).await else {
+            panic!("a pipe with a writer has not ended");
+        };
+        write(&w, format!("{} tail\nnext\n", &SECRET[6..]).as_bytes());
+        drop(w);
+        let Ok((_, text, _)) = u.read_ready(&tx).await else {
+            panic!("a pipe without writers has ended");
+        };
+        assert!(
+            text.ends_with("aaa**** tail\nnext\n"),
+            "kept: {:?}",
+            &text[text.len() - 30..]
+        );
+        let raw = std::fs::read(&path).expect("the spool file");
+        for piece in (0..=SECRET.len() - 4).map(|i| &SECRET.as_bytes()[i..i + 4]) {
+            assert!(
+                !raw.windows(4).any(|x| x == piece),
+                "'{}' (a piece of the secret) is in the spool",
+                String::from_utf8_lossy(piece)
+            );
+        }
+        let mut reader = SpoolReader::open(&path).expect("open").expect("exists");
+        let pulled = reader.pull(10).expect("pull");
+        let texts: Vec<&str> = pulled.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts.len(), 2, "{:?}", pulled.lines.len());
+        assert!(
+            texts[0].ends_with("aaa**** tail"),
+            "{:?}",
+            &texts[0][texts[0].len() - 20..]
+        );
+        assert_eq!(texts[1], "next");
+    }
 }
