@@ -249,5 +249,5 @@ fn a_key_is_answered_within_100_ms_while_the_shown_step_floods() {
     t.press("y");
     t.wait_for("Summary · run canceled", 15);
     t.press("q");
-    t.wait_exit(10);
+    assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }
