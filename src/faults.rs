@@ -6,7 +6,9 @@
 //!
 //! Format: `crash:after_spawn:STEP`, `crash:after_attempt_row:STEP`,
 //! `crash:after_exit:STEP`, `store:fail_commit:N`, `store:lie_commit:N`
-//! (N: the N-th transaction, from 1), `panic:ui` (the UI loop, on its first
+//! (N: the N-th transaction, from 1), `store:full_at_running:STEP` (every
+//! transaction that would give STEP an attempt row fails as on a full
+//! disk), `panic:ui` (the UI loop, on its first
 //! tick while a step runs), `panic:task` (the thread forwarding engine events
 //! to the UI, on the first durable `running` of a step). It must never change
 //! behaviour when unset.
@@ -47,6 +49,7 @@ pub enum PanicSite {
 struct Faults {
     crash: Option<(CrashPoint, String)>,
     store: Option<StoreFault>,
+    full_at_running: Option<String>,
     panic: Option<PanicSite>,
 }
 
@@ -72,6 +75,7 @@ fn parse(spec: &str) -> Faults {
             };
             f.crash = point.map(|p| (p, step.to_string()));
         }
+        ["store", "full_at_running", step] => f.full_at_running = Some(step.to_string()),
         ["store", kind, n] => {
             let n = n.parse().unwrap_or(0);
             f.store = match *kind {
@@ -108,6 +112,12 @@ pub fn crash_point(point: CrashPoint, step: &str) {
     }
 }
 
+/// Whether a transaction that starts an attempt of `step` must fail as on a
+/// full disk.
+pub fn full_at_running(step: &str) -> bool {
+    faults().full_at_running.as_deref() == Some(step)
+}
+
 /// The store fault for the transaction about to commit, if any.
 pub fn store_fault() -> Option<StoreFault> {
     static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -132,6 +142,10 @@ mod tests {
             Some(StoreFault::LieCommit(3))
         );
         assert!(parse("nonsense").crash.is_none());
+        assert_eq!(
+            parse("store:full_at_running:b").full_at_running.as_deref(),
+            Some("b")
+        );
         assert_eq!(parse("panic:ui").panic, Some(PanicSite::Ui));
         assert_eq!(parse("panic:task").panic, Some(PanicSite::Task));
         assert_eq!(parse("panic:elsewhere").panic, None);

@@ -262,3 +262,178 @@ fn resume_refuses_to_go_on_without_a_required_secret() {
             .any(|e| is_type(e, "run_state") && s(e, "state") == "succeeded")
     );
 }
+
+fn ledger_lines(sc: &Scratch) -> Vec<String> {
+    if !sc.exists("ledger") {
+        return Vec::new();
+    }
+    sc.read("ledger").lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_full_disk_at_an_attempt_row_spawns_nothing_and_reuses_no_attempt_number() {
+    let sc = Scratch::new();
+    let plan = common::plan(
+        json!({}),
+        json!([
+            {"id": "first", "run": "echo \"first $PLANDECK_ATTEMPT\" >> ledger"},
+            {"id": "victim", "depends_on": ["first"],
+             "run": "echo \"victim $PLANDECK_ATTEMPT\" >> ledger"}
+        ]),
+    );
+    let path = sc.write_plan(&plan);
+    let fault = "store:full_at_running:victim";
+    let first = sc
+        .plandeck(&["run", path.to_str().expect("utf-8"), "--yes"])
+        .env("PLANDECK_TEST_FAULT", fault)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(3), "{err}");
+    assert!(err.contains("the disk is full"), "{err}");
+    let run: String = sc
+        .conn()
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .expect("run recorded");
+    // Still full at the first resume: again nothing runs.
+    let again = sc
+        .plandeck(&["resume", &run, "--yes"])
+        .env("PLANDECK_TEST_FAULT", fault)
+        .output()
+        .expect("resume");
+    assert_eq!(
+        again.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(ledger_lines(&sc), ["first 1"], "victim never ran");
+    let resumed = sc
+        .plandeck(&["resume", &run, "--yes"])
+        .env_remove("PLANDECK_TEST_FAULT")
+        .output()
+        .expect("resume");
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let ledger = ledger_lines(&sc);
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    let rows: Vec<String> = sc
+        .conn()
+        .prepare("SELECT step_id || ' ' || attempt || ' ' || state FROM step_attempts ORDER BY step_id, attempt")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .expect("rows");
+    // One row per execution, with the number the execution saw.
+    assert_eq!(
+        rows,
+        [
+            "first 1 succeeded".to_string(),
+            format!("{} succeeded", ledger[1])
+        ]
+    );
+}
+
+#[test]
+fn the_retry_budget_counts_attempts_across_interrupted_backoffs() {
+    let sc = Scratch::new();
+    let plan = common::plan(
+        json!({}),
+        json!([{"id": "flaky", "retries": 2,
+                "retry_backoff": {"initial_sec": 60, "jitter": false},
+                "run": "echo \"flaky $PLANDECK_ATTEMPT\" >> ledger; exit 1"}]),
+    );
+    let path = sc.write_plan(&plan);
+    let mut cli =
+        Cli::start(sc.plandeck(&["run", path.to_str().expect("utf-8"), "--yes", "--json"]));
+    let run = s(
+        &cli.wait_event("a retry", step_is("flaky", "retrying")),
+        "run_id",
+    )
+    .to_string();
+    cli.signal(Signal::SIGKILL);
+    let _ = cli.finish();
+    // Interrupted in its backoff again, after the second failure.
+    let mut cli = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"]));
+    cli.wait_event("a retry", step_is("flaky", "retrying"));
+    cli.signal(Signal::SIGKILL);
+    let _ = cli.finish();
+    let last = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(last.code, Some(1), "{}", last.stderr);
+    assert_eq!(common::final_state(&last.events, "flaky"), "failed");
+    assert_eq!(
+        ledger_lines(&sc),
+        ["flaky 1", "flaky 2", "flaky 3"],
+        "retries: 2 is three executions, whatever the resumes"
+    );
+}
+
+/// Whether each pid in `pids` (written by a step) is gone or a zombie.
+fn all_dead(pids: &str) -> bool {
+    pids.split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with(['Z', 'X'])
+                })
+                .unwrap_or(true)
+        })
+}
+
+/// A step body that leaves a process with a cleared environment in a new
+/// session, and a double-forked one, and records their pids in `pids`.
+const ESCAPES: &str = "env -i setsid sleep 300 & echo $! >> pids; sh -c 'sleep 301 & echo $! >> pids'; while [ $(wc -l < pids) -lt 2 ]; do sleep 0.01; done";
+
+#[test]
+fn a_cleared_environment_and_a_double_fork_die_with_the_run() {
+    let sc = Scratch::new();
+    let plan = common::plan(json!({}), json!([{"id": "escape", "run": ESCAPES}]));
+    let out = sc.run(&plan, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let pids = sc.read("pids");
+    assert_eq!(pids.lines().count(), 2);
+    assert!(all_dead(&pids), "survived the run: {pids}");
+    let warning = out
+        .events
+        .iter()
+        .find(|e| is_type(e, "warning"))
+        .expect("the escapes are reported");
+    assert!(s(warning, "message").contains("sleep 300"), "{warning}");
+    let show = sc
+        .plandeck(&["show", &out.run_id()])
+        .output()
+        .expect("show");
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("contain   subreaper"),
+        "{}",
+        String::from_utf8_lossy(&show.stdout)
+    );
+}
+
+#[test]
+fn a_cleared_environment_and_a_double_fork_die_at_the_steps_timeout() {
+    let sc = Scratch::new();
+    // `watch` succeeds only if both escapes die while the run still goes on.
+    let plan = common::plan(
+        json!({"kill_grace_sec": 1}),
+        json!([
+            {"id": "escape", "timeout_sec": 1, "run": format!("{ESCAPES}; sleep 30")},
+            {"id": "watch", "timeout_sec": 20, "run":
+                "while [ ! -e pids ] || [ $(wc -l < pids) -lt 2 ]; do sleep 0.01; done; \
+                 for p in $(cat pids); do \
+                   while [ -e /proc/$p ] && [ \"$(cut -d' ' -f3 /proc/$p/stat)\" != Z ]; do sleep 0.02; done; \
+                 done; echo dead > watch.log"}
+        ]),
+    );
+    let out = sc.run(&plan, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    common::assert_states(&out.events, &[("escape", "failed"), ("watch", "succeeded")]);
+    assert_eq!(sc.read("watch.log"), "dead\n");
+}

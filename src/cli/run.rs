@@ -307,6 +307,9 @@ pub fn estimates(location: &Location, plan: &ValidPlan) -> Vec<Option<f64>> {
 
 /// `plandeck run PLAN`.
 pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOptions) -> Exit {
+    // This process owns its children: what steps leave behind is adopted
+    // and killed with the run.
+    engine::contain::become_subreaper();
     let plan = match plan::load_file(path) {
         Ok(p) => p,
         Err(diags) => {
@@ -857,6 +860,7 @@ pub fn retry(run: &str, steps: &[String], secrets: &SecretArgs, opts: &RunOption
 
 /// `plandeck resume RUN`.
 pub fn resume(run: &str, secrets: &SecretArgs, opts: &RunOptions) -> Exit {
+    engine::contain::become_subreaper();
     let location = Location::from_arg(opts.store.db.as_deref());
     let mut prepared = match prepare_resume(&location, run, secrets.sources()) {
         Ok(p) => p,

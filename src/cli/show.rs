@@ -36,6 +36,10 @@ struct ShowJson {
     owner_pid: Option<u32>,
     owner_host: Option<String>,
     owner_alive: bool,
+    /// Claims of the run so far (its ownership epoch).
+    owner_epoch: u64,
+    /// How the run's processes are held together (SPEC §10).
+    containment: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -151,6 +155,8 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
             owner_pid: r.owner_pid,
             owner_host: r.owner_host.clone(),
             owner_alive: view.is_live(),
+            owner_epoch: r.owner_epoch,
+            containment: r.containment.clone(),
         };
         outln!(
             "{}",
@@ -205,6 +211,12 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
         (None, None) => "none".into(),
     };
     line(format!("  owner     {owner}"));
+    line(format!(
+        "  contain   {}",
+        r.containment
+            .as_deref()
+            .unwrap_or("not recorded (run started by an older plandeck)")
+    ));
     line(String::new());
     line("steps".into());
     for (id, state, reason, attempts) in &report.steps {

@@ -171,10 +171,12 @@ impl Backend for StoreBackend {
             false,
         );
         req.keep_alive = true;
+        engine::contain::become_subreaper();
         engine::spawn(req).map_err(|e| e.to_string())
     }
 
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
+        engine::contain::become_subreaper();
         let mut prepared =
             run::prepare_resume(&self.location, id, run::InputSources::NONE).map_err(|(m, _)| m)?;
         prepared.claim(&self.location).map_err(|(m, _)| m)?;

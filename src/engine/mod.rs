@@ -229,8 +229,20 @@ pub fn spawn(req: RunRequest) -> Result<EngineHandle, StoreError> {
     })
 }
 
+/// An attempt whose row is not durable yet: it is spawned once it is.
+struct Unspawned {
+    step: usize,
+    attempt: u32,
+    role: api::Role,
+    fix: Option<String>,
+    after_seq: u64,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
 struct Driver {
     writer: WriterTx,
+    /// Attempts waiting for their rows to commit before they start.
+    unspawned: Vec<Unspawned>,
     /// The last sequence number a flush was asked for.
     flushed_to: u64,
     ctx: RunContext,
@@ -278,33 +290,20 @@ impl Driver {
                     attempt,
                     role,
                     fix,
+                    after_seq,
                 } => {
-                    // Outputs of every upstream step that declares outputs, and of direct dependencies.
-                    let declared = self
-                        .producers
-                        .iter()
-                        .filter(|(_, below)| below.contains(&step))
-                        .map(|(p, _)| *p);
-                    let direct = self.plan.deps[step]
-                        .iter()
-                        .copied()
-                        .filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
-                    let deps = declared
-                        .chain(direct)
-                        .map(|d| (self.plan.id(d), &core.steps[d].outputs));
-                    let spec = spec::spawn_spec(
-                        &self.plan,
-                        &self.ctx,
+                    // Controls sent before the spawn wait in the channel:
+                    // the runner sees a Terminate before it spawns anything.
+                    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+                    self.controls.insert(step, ctl_tx);
+                    self.unspawned.push(Unspawned {
                         step,
                         attempt,
                         role,
-                        fix.as_deref(),
-                        deps,
-                    );
-                    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-                    self.controls.insert(step, ctl_tx);
-                    self.tasks
-                        .spawn(runner::run_attempt(spec, self.runner_tx.clone(), ctl_rx));
+                        fix,
+                        after_seq,
+                        control: ctl_rx,
+                    });
                 }
                 Effect::Control { step, control } => {
                     if let Some(c) = self.controls.get(&step) {
@@ -327,9 +326,46 @@ impl Driver {
         Ok(())
     }
 
-    /// Have the writer commit at once when the core waits on it.
+    /// Start the attempts whose rows are durable now (up to event `durable`).
+    fn spawn_durable(&mut self, core: &Core, durable: u64) {
+        let (ready, waiting): (Vec<Unspawned>, Vec<Unspawned>) =
+            std::mem::take(&mut self.unspawned)
+                .into_iter()
+                .partition(|u| u.after_seq <= durable);
+        self.unspawned = waiting;
+        for u in ready {
+            // Outputs of every upstream step that declares outputs, and of direct dependencies.
+            let declared = self
+                .producers
+                .iter()
+                .filter(|(_, below)| below.contains(&u.step))
+                .map(|(p, _)| *p);
+            let direct = self.plan.deps[u.step]
+                .iter()
+                .copied()
+                .filter(|&d| self.plan.plan.steps[d].outputs.is_empty());
+            let deps = declared
+                .chain(direct)
+                .map(|d| (self.plan.id(d), &core.steps[d].outputs));
+            let spec = spec::spawn_spec(
+                &self.plan,
+                &self.ctx,
+                u.step,
+                u.attempt,
+                u.role,
+                u.fix.as_deref(),
+                deps,
+            );
+            self.tasks
+                .spawn(runner::run_attempt(spec, self.runner_tx.clone(), u.control));
+        }
+    }
+
+    /// Have the writer commit at once when the core waits on it, or an
+    /// attempt waits for its row.
     async fn flush_if_waited_on(&mut self, core: &Core) -> Result<(), StoreError> {
-        if core.wants_durable_now() && core.last_seq() > self.flushed_to {
+        let spawn_waits = self.unspawned.iter().any(|u| u.after_seq > self.flushed_to);
+        if (core.wants_durable_now() || spawn_waits) && core.last_seq() > self.flushed_to {
             self.flushed_to = core.last_seq();
             self.writer.flush().await?;
         }
@@ -392,6 +428,7 @@ async fn drive(
     let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
     let mut d = Driver {
         writer: writer.sender(),
+        unspawned: Vec::new(),
         flushed_to: 0,
         ctx: RunContext {
             run_id: run_id.clone(),
@@ -500,8 +537,13 @@ async fn drive(
             },
             Some(m) = runner_rx.recv(), if logs_in_flight < MAX_LOGS_IN_FLIGHT => match m {
                 RunnerMsg::Started { step, attempt, pgid } => {
-                    core.handle(Input::Started { step, attempt, pgid });
-                    if let Err(e) = d.perform(&mut core).await {
+                    let op = WriteOp::AttemptStarted {
+                        run_id: run_id.clone(),
+                        step: plan.id(step).to_string(),
+                        attempt,
+                        pgid,
+                    };
+                    if let Err(e) = d.writer.send(op).await {
                         break Err(e);
                     }
                     faults::crash_point(CrashPoint::AfterSpawn, plan.id(step));
@@ -536,12 +578,10 @@ async fn drive(
                         if matches!(e.kind, EventKind::Log { .. }) {
                             logs_in_flight -= 1;
                         }
-                        if let EventKind::StepState { step, state: api::StepState::Running, .. } = &e.kind {
-                            faults::crash_point(CrashPoint::AfterAttemptRow, step);
-                        }
                     }
                     let _ = out.send(events).await;
                     core.handle(Input::Committed { last_seq });
+                    d.spawn_durable(&core, last_seq);
                 }
                 Some(Committed::Failed(e)) => break Err(e),
                 Some(Committed::Fenced(by)) => {
@@ -558,6 +598,8 @@ async fn drive(
             _ = host_poll.tick(), if core.waits_on_host_pool() => core.handle(Input::Poll),
             _ = heartbeat.tick() => {
                 d.writer.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
+                // What steps left behind and has exited since: no zombies pile up.
+                contain::reap_adopted(&runner::live_groups());
             }
         }
         if let Err(e) = d.perform(&mut core).await {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use super::contain::Identity;
+use super::contain::{self, Identity};
 use crate::store::queries::RunRow;
 use crate::store::writer;
 
@@ -186,22 +186,52 @@ pub fn marked_groups(run_id: &str) -> Vec<i32> {
 }
 
 /// Kill whatever still carries the run's marker once its steps have ended
-/// (a `setsid` child escapes its step's group); describe what was killed.
+/// (a `setsid` child escapes its step's group), and, in a subreaper
+/// process, whatever steps left behind that it adopted (even with a cleared
+/// environment); describe what was killed.
 pub fn sweep_escaped(run_id: &str) -> Option<String> {
     let escaped = marked_processes(run_id);
-    if escaped.is_empty() {
+    let adopted: Vec<contain::Proc> = contain::adopted(&super::runner::live_groups())
+        .into_iter()
+        .filter(|a| !escaped.iter().any(|e| e.pid == a.pid))
+        .collect();
+    if escaped.is_empty() && adopted.is_empty() {
         return None;
     }
-    kill_marked(&escaped);
     let list: Vec<String> = escaped
         .iter()
         .map(|p| format!("pid {} ({})", p.pid, p.command))
+        .chain(
+            adopted
+                .iter()
+                .map(|p| format!("pid {} ({})", p.pid, command_of(p.pid))),
+        )
         .collect();
+    kill_marked(&escaped);
+    let adopted_ids: Vec<Identity> = adopted.iter().map(contain::Proc::identity).collect();
+    contain::signal_all(&adopted_ids, Signal::SIGKILL);
+    // Reap what this process adopted, so that no zombie is left either.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while adopted_ids.iter().any(Identity::is_alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    contain::reap_adopted(&super::runner::live_groups());
     Some(format!(
         "{} process(es) left their step's process group and outlived it; plandeck killed them: {}",
-        escaped.len(),
+        list.len(),
         list.join(", ")
     ))
+}
+
+fn command_of(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 /// A process's state letter (`R`, `S`, `Z`, ...) and process group, from `/proc/PID/stat`.

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 
 use super::api::{CapturedOutput, Stream};
+use super::contain::{self, Identity};
 use super::ownership::group_alive;
 use super::spawn;
 use super::stream::{Reading, Spool, Unwatched};
@@ -168,6 +169,21 @@ fn signal_group(pgid: i32, sig: Signal) -> bool {
     killpg(Pid::from_raw(pgid), sig).is_ok()
 }
 
+/// Everything the attempt's main process started that is still in its tree
+/// (it is a subreaper: double forks and `setsid` children stay there while
+/// it lives), whatever their session or group.
+fn tree_of(leader: i32) -> Vec<Identity> {
+    contain::descendants(leader, &contain::process_table())
+        .iter()
+        .map(contain::Proc::identity)
+        .collect()
+}
+
+/// The main processes of attempts running in this process, not yet reaped.
+pub fn live_groups() -> Vec<i32> {
+    live().groups.clone()
+}
+
 /// Process groups of the attempts running in this process, for a process
 /// about to die of a panic (`stop_all_now`): once it is gone nobody would
 /// stop them, since each runs in a session of its own.
@@ -223,6 +239,26 @@ pub async fn run_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let started = Instant::now();
+    // Controls sent while the attempt waited for its row to commit: after a
+    // Terminate it never starts; after a Freeze it starts stopped.
+    let mut freeze_first = false;
+    loop {
+        match control.try_recv() {
+            Ok(Control::Terminate) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                let outcome = Outcome {
+                    step: spec.step,
+                    attempt: spec.attempt,
+                    terminated: true,
+                    ..Outcome::default()
+                };
+                let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
+                return;
+            }
+            Ok(Control::Freeze) => freeze_first = true,
+            Ok(Control::Thaw) => freeze_first = false,
+            Err(mpsc::error::TryRecvError::Empty) => break,
+        }
+    }
     // Spawn and list the group at once, so that `stop_all_now` misses none.
     // The outputs file exists before the step does, private to this user.
     let private = super::scratch::create_private_file(&spec.output_file).map_err(|e| {
@@ -306,10 +342,16 @@ pub async fn run_attempt(
     let mut budget = spec.timeout;
     let mut clock_from = Instant::now();
     let mut frozen = false;
+    if freeze_first {
+        signal_group(pgid, Signal::SIGSTOP);
+        frozen = true;
+    }
     let mut timed_out = false;
     let mut stop_began: Option<Instant> = None;
     let mut terminated = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    // Processes of the attempt's tree seen when it was told to stop.
+    let mut tree: Vec<Identity> = Vec::new();
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let status = loop {
         let deadline = match budget {
@@ -338,17 +380,17 @@ pub async fn run_attempt(
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
                 stop_began = Some(Instant::now());
-                kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree));
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
-                signal_group(pgid, Signal::SIGKILL);
+                kill_all(pgid, &mut tree);
                 kill_at = Some(far);
             }
             c = control.recv() => match c {
                 Some(Control::Terminate) | None => {
                     if kill_at.is_none() {
                         terminated = true;
-                        kill_at = Some(begin_stop(pgid, spec.kill_grace));
+                        kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree));
                     }
                 }
                 Some(Control::Freeze) if !frozen => {
@@ -457,20 +499,46 @@ pub async fn run_attempt(
     let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
 
     // No live member then means none later: only a member could add one.
-    if leftovers && group_alive(pgid) {
-        tokio::time::sleep(spec.kill_grace).await;
-        signal_group(pgid, Signal::SIGKILL);
+    // Of the tree seen at a timeout or cancel, what left the group is
+    // killed too, whatever became of its parent.
+    let tree_alive = || tree.iter().any(Identity::is_alive);
+    if (leftovers && group_alive(pgid)) || tree_alive() {
+        if kill_at != Some(far) {
+            tokio::time::sleep(spec.kill_grace).await;
+        }
+        kill_all(pgid, &mut tree);
     }
     // Unlisted while the group id is still ours: reaping frees it.
     drop(listed);
     let _ = child.reap();
 }
 
-/// SIGTERM (and SIGCONT, in case it is frozen) to the group; when to SIGKILL.
-fn begin_stop(pgid: i32, grace: Duration) -> tokio::time::Instant {
+/// SIGTERM (and SIGCONT, in case it is frozen) to the group and to every
+/// process in the main process's tree (noted in `tree`, for the SIGKILL);
+/// when to SIGKILL.
+fn begin_stop(pgid: i32, grace: Duration, tree: &mut Vec<Identity>) -> tokio::time::Instant {
     signal_group(pgid, Signal::SIGTERM);
     signal_group(pgid, Signal::SIGCONT);
+    note_tree(pgid, tree);
+    contain::signal_all(tree, Signal::SIGTERM);
+    contain::signal_all(tree, Signal::SIGCONT);
     tokio::time::Instant::now() + grace
+}
+
+/// Add the main process's current tree to `tree`.
+fn note_tree(leader: i32, tree: &mut Vec<Identity>) {
+    for p in tree_of(leader) {
+        if !tree.contains(&p) {
+            tree.push(p);
+        }
+    }
+}
+
+/// SIGKILL the group and every noted process of the tree that is still alive.
+fn kill_all(pgid: i32, tree: &mut Vec<Identity>) {
+    signal_group(pgid, Signal::SIGKILL);
+    note_tree(pgid, tree);
+    contain::signal_all(tree, Signal::SIGKILL);
 }
 
 /// Longest output value (bytes).

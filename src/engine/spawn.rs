@@ -322,7 +322,7 @@ fn clone_and_exec(child: &mut ChildArgs) -> io::Result<(i32, Option<OwnedFd>)> {
     Ok((pid, pidfd))
 }
 
-/// The child, between clone and exec: a new session, stdin from /dev/null,
+/// The child, between clone and exec: a new session, a child subreaper, stdin from /dev/null,
 /// stdout and stderr to the pipes, the working directory, default signal
 /// dispositions and an empty mask, then exec. Only async-signal-safe calls.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -339,6 +339,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setsid() < 0 {
             fail(a, Failed::Session);
         }
+        // Kept across exec: orphans of the step are re-parented to its main
+        // process, so a timeout or a cancel finds them in its tree. Best
+        // effort (a kernel without it still has the process group).
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
         {
             fail(a, Failed::Stdio);

@@ -224,6 +224,7 @@ pub fn load_resume(
         })
         .and_then(|r| r.collect())
         .map_err(sql_err)?;
+    let failures = retry_failures(conn, &run.id)?;
     let steps = step_ids
         .iter()
         .map(|id| {
@@ -241,6 +242,7 @@ pub fn load_resume(
                 state,
                 attempts,
                 interrupted_ms,
+                failures: failures.get(*id).copied().unwrap_or(0),
                 exit_code,
                 outputs: outs
                     .and_then(|o| serde_json::from_str(&o).ok())
@@ -276,6 +278,45 @@ fn parse_ts(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Failed attempts each step has counted against its `retries` so far, from
+/// the run's events (so across every resume): one per `retrying` state that
+/// followed a failure, back to 0 when a person retried the step.
+fn retry_failures(conn: &Connection, run_id: &str) -> Result<BTreeMap<String, u32>, StoreError> {
+    use crate::engine::api::{Event, EventKind};
+    let mut stmt = conn
+        .prepare(
+            "SELECT payload FROM events WHERE run_id = ?1 AND type IN ('command', 'step_state')
+             AND step_id IS NOT NULL ORDER BY seq",
+        )
+        .map_err(sql_err)?;
+    let payloads = stmt
+        .query_map(params![run_id], |r| r.get::<_, String>(0))
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        .map_err(sql_err)?;
+    let mut failures: BTreeMap<String, u32> = BTreeMap::new();
+    for p in payloads {
+        let Ok(e) = serde_json::from_str::<Event>(&p) else {
+            continue;
+        };
+        match e.kind {
+            EventKind::StepState {
+                step,
+                state: StepState::Retrying,
+                end: Some(end),
+                ..
+            } if end.error_class.is_some() => *failures.entry(step).or_default() += 1,
+            EventKind::Command {
+                command,
+                step: Some(step),
+            } if command == "retry_step" || command == "fix_and_retry" => {
+                failures.insert(step, 0);
+            }
+            _ => {}
+        }
+    }
+    Ok(failures)
 }
 
 /// Median duration in seconds of past successful attempts of each step of a plan (by name).

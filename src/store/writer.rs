@@ -122,6 +122,14 @@ pub enum WriteOp {
     Release {
         run_id: String,
     },
+    /// An attempt's process started, in process group `pgid` (its row was
+    /// written by its `running` event, before the spawn).
+    AttemptStarted {
+        run_id: String,
+        step: String,
+        attempt: u32,
+        pgid: i32,
+    },
     /// Answered once everything queued before it has committed; dropped
     /// unanswered if that write failed.
     Barrier(tokio::sync::oneshot::Sender<()>),
@@ -135,7 +143,10 @@ impl WriteOp {
     /// a moment for more: only events may wait (state changes and output
     /// nobody is waiting on yet).
     fn may_wait(&self) -> bool {
-        matches!(self, WriteOp::Event(..) | WriteOp::Heartbeat { .. })
+        matches!(
+            self,
+            WriteOp::Event(..) | WriteOp::Heartbeat { .. } | WriteOp::AttemptStarted { .. }
+        )
     }
 }
 
@@ -315,6 +326,12 @@ fn run(
                         WriteOp::Barrier(done) => {
                             let _ = done.send(());
                         }
+                        WriteOp::AttemptStarted { step, .. } => {
+                            crate::faults::crash_point(
+                                crate::faults::CrashPoint::AfterAttemptRow,
+                                &step,
+                            );
+                        }
                         _ => {}
                     }
                 }
@@ -403,6 +420,18 @@ fn write_batch(
             Some("injected fault".into()),
         )
     };
+    let starts_faulty_attempt = batch.iter().any(|op| {
+        matches!(op, WriteOp::Event(e, _) if matches!(&e.kind,
+            EventKind::StepState { step, state: StepState::Running, .. }
+                if crate::faults::full_at_running(step)))
+    });
+    if starts_faulty_attempt {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("injected fault: database or disk is full".into()),
+        )
+        .into());
+    }
     match crate::faults::store_fault() {
         Some(crate::faults::StoreFault::FailCommit(_)) => Err(injected().into()),
         Some(crate::faults::StoreFault::LieCommit(_)) => {
@@ -428,6 +457,17 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
         WriteOp::Heartbeat { run_id } => {
             tx.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?
                 .execute(params![run_id, ts(&Utc::now())])?;
+        }
+        WriteOp::AttemptStarted {
+            run_id,
+            step,
+            attempt,
+            pgid,
+        } => {
+            tx.prepare_cached(
+                "UPDATE step_attempts SET pgid = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )?
+            .execute(params![run_id, step, attempt, pgid])?;
         }
         WriteOp::Barrier(_) | WriteOp::Flush | WriteOp::Fence { .. } => {}
         WriteOp::Release { run_id } => {
@@ -545,8 +585,10 @@ fn write_event(
             .execute(params![e.run_id, step, state.as_str(), attempt, reason])?;
             if *state == StepState::Running {
                 let role = role.as_str();
+                // A plain INSERT: an attempt number is never used twice (a
+                // reuse fails the commit, and then nothing is spawned).
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO step_attempts (run_id, step_id, attempt, role, state, pgid, started_at)
+                    "INSERT INTO step_attempts (run_id, step_id, attempt, role, state, pgid, started_at)
                      VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
                 )?
                 .execute(params![e.run_id, step, attempt, role, pgid, when])?;

@@ -86,7 +86,6 @@ impl Core {
         self.files.acquire(&self.schedule.files[i]);
         let s = &mut self.steps[i];
         s.attempt += 1;
-        s.started = false;
         let fix = s.fix.clone();
         let role = if fix.is_some() {
             Role::Fix
@@ -97,12 +96,15 @@ impl Core {
         };
         s.role = role;
         let attempt = s.attempt;
-        self.set_state(i, StepState::Running);
+        // The `running` event gives the attempt its row; the spawn waits
+        // until it is durable, so no execution goes unrecorded.
+        let after_seq = self.emit_step_full(i, StepState::Running, role, None, None, None, None);
         self.effects.push(Effect::Spawn {
             step: i,
             attempt,
             role,
             fix,
+            after_seq,
         });
     }
 
@@ -128,10 +130,6 @@ impl Core {
             return;
         }
         self.free_slot(i);
-        if !self.steps[i].started {
-            let role = self.steps[i].role;
-            self.emit_step_full(i, StepState::Running, role, None, None, None, None);
-        }
         let succeeded = o.succeeded();
         let mut end = AttemptEnd {
             exit_code: o.exit_code,

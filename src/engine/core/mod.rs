@@ -82,7 +82,6 @@ pub struct StepRun {
     pending_deps: usize,
     blocked: bool,
     fallback_for: Vec<usize>,
-    started: bool,
     fix: Option<String>,
     skip_requested: bool,
 }
@@ -105,7 +104,6 @@ impl StepRun {
             pending_deps: 0,
             blocked: false,
             fallback_for: Vec::new(),
-            started: false,
             fix: None,
             skip_requested: false,
         }
@@ -116,11 +114,6 @@ impl StepRun {
 #[derive(Debug)]
 pub enum Input {
     Command(Command),
-    Started {
-        step: usize,
-        attempt: u32,
-        pgid: i32,
-    },
     Exited(Box<Outcome>),
     RetryDue {
         step: usize,
@@ -140,11 +133,14 @@ pub enum Input {
 #[derive(Debug)]
 pub enum Effect {
     Emit(Box<Event>, Option<Box<CapturedOutput>>),
+    /// Start an attempt once event `after_seq` (its `running` state, which
+    /// gives it its attempt row) is durable: never before.
     Spawn {
         step: usize,
         attempt: u32,
         role: Role,
         fix: Option<String>,
+        after_seq: u64,
     },
     Control {
         step: usize,
@@ -165,6 +161,8 @@ pub struct StepSnapshot {
     /// How long its attempt ran when that attempt was left running (the
     /// owner died or the store failed); it ends now as `interrupted`.
     pub interrupted_ms: u64,
+    /// Failed attempts already counted against `retries` (across resumes).
+    pub failures: u32,
     pub exit_code: Option<i32>,
     pub outputs: BTreeMap<String, String>,
 }
@@ -394,27 +392,6 @@ impl Core {
     pub fn handle(&mut self, input: Input) {
         match input {
             Input::Command(c) => self.command(c),
-            Input::Started {
-                step,
-                attempt,
-                pgid,
-            } => {
-                if self.steps[step].attempt == attempt
-                    && self.steps[step].state == StepState::Running
-                {
-                    self.steps[step].started = true;
-                    let role = self.steps[step].role;
-                    self.emit_step_full(
-                        step,
-                        StepState::Running,
-                        role,
-                        Some(pgid),
-                        None,
-                        None,
-                        None,
-                    );
-                }
-            }
             Input::Exited(outcome) => self.exited(*outcome),
             Input::RetryDue { step, attempt } => {
                 let s = &self.steps[step];

@@ -42,6 +42,7 @@ impl Core {
         for (i, snap) in snapshot.iter().enumerate().take(core.plan.len()) {
             let s = &mut core.steps[i];
             s.attempt = snap.attempts;
+            s.failures = snap.failures;
             s.exit_code = snap.exit_code;
             s.outputs = snap.outputs.clone();
         }
