@@ -106,6 +106,8 @@ fn a_stopped_owner_is_alive_refuses_a_resume_and_finishes_after_sigcont() {
         "run_id",
     )
     .to_string();
+    // `running` commits before the spawn: wait for the step itself.
+    wait_until("the step started", || sc.exists("work.log"));
     cli.signal(Signal::SIGSTOP);
     // Stopped for longer than any heartbeat window: its last beat is long gone.
     exec(
@@ -154,6 +156,8 @@ fn cancel_never_signals_a_process_that_reused_the_owners_pid() {
         "run_id",
     )
     .to_string();
+    // `running` commits before the spawn: wait for the step itself.
+    wait_until("the step started", || sc.exists("work.log"));
     cli.signal(Signal::SIGKILL);
     let _ = cli.finish();
     // An unrelated process now has the recorded pid (as after pid reuse);
@@ -214,6 +218,8 @@ fn resume_refuses_to_go_on_without_a_required_secret() {
         "run_id",
     )
     .to_string();
+    // `running` commits before the spawn: wait for the step itself.
+    wait_until("the step started", || sc.exists("first.log"));
     cli.signal(Signal::SIGKILL);
     let _ = cli.finish();
 
