@@ -10,7 +10,7 @@
 //! have no gaps; no process of the run survives.
 //!
 //! `RACE_TRIALS` (default 20) and `RACE_STEPS` (default 24) scale it;
-//! `bench/race.sh` runs 200 trials.
+//! `bench/race.sh` runs 100 trials of 40 steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

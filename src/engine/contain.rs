@@ -14,6 +14,9 @@
 //!   main process ends is re-parented to plandeck, in a session of its own,
 //!   and killed at the run's end (`adopted`), even with a cleared environment.
 //!
+//! - Where the machine allows it, a cgroup v2 per run holds all of that
+//!   regardless (`cgroup`); this module is the fallback and the belt.
+//!
 //! Reads `/proc` and sends signals; never touches the store, never waits for
 //! a process it did not adopt.
 
@@ -127,7 +130,7 @@ impl Identity {
     }
 }
 
-fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+pub(super) fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     // SAFETY: a plain system call with integer arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -137,7 +140,7 @@ fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> nix::Result<()> {
+pub(super) fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid pidfd, a valid signal number, no siginfo, no flags.
     let r = unsafe {
@@ -246,29 +249,25 @@ pub fn reap_adopted(keep: &[i32]) {
     }
 }
 
-/// Whether this machine offers a cgroup v2 hierarchy at `/sys/fs/cgroup`.
-fn cgroup2_mounted() -> bool {
-    nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
 /// The containment in force for runs driven by this process, in words (as
 /// `plandeck show` prints it).
 pub fn in_force() -> String {
-    let cgroup = if cgroup2_mounted() {
-        "no per-run cgroup (this build does not create cgroups yet)"
+    let groups = if is_subreaper() {
+        "process groups, step subreapers and plandeck as subreaper"
     } else {
-        "no per-run cgroup (no cgroup v2 hierarchy on this machine)"
+        "process groups and step subreapers"
     };
-    if is_subreaper() {
-        format!(
-            "subreaper: process groups, step subreapers and plandeck as subreaper (orphans of steps are killed with the run); {cgroup}"
-        )
-    } else {
-        format!(
-            "process groups and step subreapers; orphans found by the run marker in their environment only; {cgroup}"
-        )
+    match super::cgroup::available() {
+        Ok(parent) => format!(
+            "cgroup v2 per run (in {}; each attempt in a cgroup of its own, killed whole at its timeout or cancel, the run's at its end and at a resume); also {groups}",
+            parent.display()
+        ),
+        Err(why) if is_subreaper() => format!(
+            "subreaper: {groups} (orphans of steps are killed with the run); no per-run cgroup: {why}"
+        ),
+        Err(why) => format!(
+            "{groups}; orphans found by the run marker in their environment only; no per-run cgroup: {why}"
+        ),
     }
 }
 

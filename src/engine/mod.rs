@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod cgroup;
 pub mod contain;
 pub mod core;
 pub mod files;
@@ -379,6 +380,19 @@ impl Driver {
     }
 }
 
+/// What a dead owner of the run left in its cgroup, killed now.
+fn left_message(left: &[cgroup::Member]) -> String {
+    let list: Vec<String> = left
+        .iter()
+        .map(|m| format!("pid {} ({})", m.pid, m.command))
+        .collect();
+    format!(
+        "{} process(es) left in the run's cgroup by its last owner were killed: {}",
+        left.len(),
+        list.join(", ")
+    )
+}
+
 async fn drive(
     req: RunRequest,
     run_id: String,
@@ -438,6 +452,7 @@ async fn drive(
             stream_lines: req.stream_logs,
             masker,
             spool_dir: Some(spool_dir.clone()),
+            cgroup: None,
         },
         plan: Arc::clone(&plan),
         runner_tx,
@@ -494,6 +509,21 @@ async fn drive(
     }
     for warning in short_secrets {
         core.warn(warning);
+    }
+    // The run's cgroup, now that the run is this process's: what a dead
+    // owner left in it goes first.
+    if cgroup::available().is_ok() {
+        match cgroup::RunCgroup::create(&run_id) {
+            Ok((cg, left)) => {
+                if !left.is_empty() {
+                    core.warn(left_message(&left));
+                }
+                d.ctx.cgroup = Some(Arc::new(cg));
+            }
+            Err(e) => core.warn(format!(
+                "no per-run cgroup for this run ({e}); its steps are held by process groups and subreapers only"
+            )),
+        }
     }
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
@@ -629,6 +659,10 @@ async fn drive(
         d.timers.abort_all();
         d.tasks.abort_all();
         while d.tasks.join_next().await.is_some() {}
+        // Only the cgroups already empty go; what runs stays, in its own.
+        if let Some(cg) = &d.ctx.cgroup {
+            cg.remove();
+        }
         drop(d);
         drop(runner_rx);
         tokio::task::spawn_blocking(move || writer.finish())
@@ -657,7 +691,7 @@ async fn drive(
     let _ = std::fs::remove_dir_all(&spool_dir);
     // Whatever escaped its step's group goes too; the run's events say so,
     // or, when the store is what failed, the error does.
-    let escaped = ownership::sweep_escaped(&run_id);
+    let escaped = ownership::sweep_escaped(&run_id, d.ctx.cgroup.as_deref());
     let result = match result {
         Ok(()) => {
             if let Some(message) = &escaped {

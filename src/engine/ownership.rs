@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use super::cgroup::{self, RunCgroup};
 use super::contain::{self, Identity};
 use crate::store::queries::RunRow;
 use crate::store::writer;
@@ -189,18 +190,30 @@ pub fn marked_groups(run_id: &str) -> Vec<i32> {
 /// (a `setsid` child escapes its step's group), and, in a subreaper
 /// process, whatever steps left behind that it adopted (even with a cleared
 /// environment); describe what was killed.
-pub fn sweep_escaped(run_id: &str) -> Option<String> {
-    let escaped = marked_processes(run_id);
+pub fn sweep_escaped(run_id: &str, cgroup: Option<&RunCgroup>) -> Option<String> {
+    // The run's cgroup first: everything in it dies at once, whatever it did.
+    let in_cgroup = cgroup.map(RunCgroup::kill).unwrap_or_default();
+    let escaped: Vec<MarkedProcess> = marked_processes(run_id)
+        .into_iter()
+        .filter(|e| !in_cgroup.iter().any(|c| c.pid == e.pid))
+        .collect();
     let adopted: Vec<contain::Proc> = contain::adopted(&super::runner::live_groups())
         .into_iter()
         .filter(|a| !escaped.iter().any(|e| e.pid == a.pid))
+        .filter(|a| !in_cgroup.iter().any(|c| c.pid == a.pid))
         .collect();
-    if escaped.is_empty() && adopted.is_empty() {
+    if in_cgroup.is_empty() && escaped.is_empty() && adopted.is_empty() {
+        contain::reap_adopted(&super::runner::live_groups());
         return None;
     }
-    let list: Vec<String> = escaped
+    let list: Vec<String> = in_cgroup
         .iter()
         .map(|p| format!("pid {} ({})", p.pid, p.command))
+        .chain(
+            escaped
+                .iter()
+                .map(|p| format!("pid {} ({})", p.pid, p.command)),
+        )
         .chain(
             adopted
                 .iter()
@@ -217,7 +230,7 @@ pub fn sweep_escaped(run_id: &str) -> Option<String> {
     }
     contain::reap_adopted(&super::runner::live_groups());
     Some(format!(
-        "{} process(es) left their step's process group and outlived it; plandeck killed them: {}",
+        "{} process(es) outlived their step (left its process group or stayed in its cgroup); plandeck killed them: {}",
         list.len(),
         list.join(", ")
     ))
@@ -279,7 +292,20 @@ fn kill_marked(found: &[MarkedProcess]) {
 /// Kill every process group left by a run's previous owner; wait until they
 /// are gone. Returns the processes that were found (with their step and attempt).
 pub fn kill_orphans(run_id: &str) -> Vec<MarkedProcess> {
-    let found = marked_processes(run_id);
+    let mut found = marked_processes(run_id);
+    // The run's cgroup holds even what cleared its environment.
+    for m in cgroup::kill_left(run_id) {
+        if !found.iter().any(|f| f.pid == m.pid) {
+            found.push(MarkedProcess {
+                pid: m.pid,
+                pgid: m.pid,
+                start_ticks: 0,
+                command: m.command,
+                step: m.step,
+                attempt: m.attempt,
+            });
+        }
+    }
     kill_marked(&found);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && !marked_groups(run_id).is_empty() {

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 
 use super::api::{CapturedOutput, Stream};
+use super::cgroup::{AttemptCgroup, RunCgroup};
 use super::contain::{self, Identity};
 use super::ownership::group_alive;
 use super::spawn;
@@ -49,6 +50,11 @@ pub struct SpawnSpec {
     /// Where its output goes for live viewers once it is watched (none:
     /// nobody can watch it live).
     pub spool: Option<PathBuf>,
+    /// The step's id (names its cgroup).
+    pub step_id: String,
+    /// The run's cgroup, where the machine allows one: the attempt runs in
+    /// a child cgroup of it.
+    pub cgroup: Option<Arc<RunCgroup>>,
 }
 
 /// What the engine may tell a running attempt.
@@ -259,6 +265,17 @@ pub async fn run_attempt(
             Err(mpsc::error::TryRecvError::Empty) => break,
         }
     }
+    // The attempt's own cgroup, if the run has one: the child joins it
+    // before it execs.
+    let leaf = match spec
+        .cgroup
+        .as_ref()
+        .map(|c| c.attempt(&spec.step_id, spec.attempt))
+    {
+        None => Ok(None),
+        Some(Ok(leaf)) => Ok(Some(leaf)),
+        Some(Err(e)) => Err(e),
+    };
     // Spawn and list the group at once, so that `stop_all_now` misses none.
     // The outputs file exists before the step does, private to this user.
     let private = super::scratch::create_private_file(&spec.output_file).map_err(|e| {
@@ -277,7 +294,15 @@ pub async fn run_attempt(
         } else if let Err(e) = private {
             Some(Err(e))
         } else {
-            let s = spawn::spawn(&spec.program, &spec.args, &spec.env, &spec.cwd);
+            let s = leaf.as_ref().map_err(clone_err).and_then(|leaf| {
+                spawn::spawn_in(
+                    &spec.program,
+                    &spec.args,
+                    &spec.env,
+                    &spec.cwd,
+                    leaf.as_ref().map(AttemptCgroup::procs),
+                )
+            });
             if let Ok(s) = &s {
                 live.groups.push(s.pid);
             }
@@ -305,9 +330,13 @@ pub async fn run_attempt(
                 ..Outcome::default()
             };
             let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
+            if let Ok(Some(leaf)) = &leaf {
+                leaf.remove();
+            }
             return;
         }
     };
+    let leaf = leaf.ok().flatten();
     let pgid = child.pid();
     let _ = tx
         .send(RunnerMsg::Started {
@@ -380,17 +409,17 @@ pub async fn run_attempt(
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
                 stop_began = Some(Instant::now());
-                kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree));
+                kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree, leaf.as_ref()));
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
-                kill_all(pgid, &mut tree);
+                kill_all(pgid, &mut tree, leaf.as_ref());
                 kill_at = Some(far);
             }
             c = control.recv() => match c {
                 Some(Control::Terminate) | None => {
                     if kill_at.is_none() {
                         terminated = true;
-                        kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree));
+                        kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree, leaf.as_ref()));
                     }
                 }
                 Some(Control::Freeze) if !frozen => {
@@ -502,26 +531,48 @@ pub async fn run_attempt(
     // Of the tree seen at a timeout or cancel, what left the group is
     // killed too, whatever became of its parent.
     let tree_alive = || tree.iter().any(Identity::is_alive);
-    if (leftovers && group_alive(pgid)) || tree_alive() {
+    let stopped_leaf_alive =
+        (timed_out || terminated) && leaf.as_ref().is_some_and(AttemptCgroup::populated);
+    if (leftovers && group_alive(pgid)) || tree_alive() || stopped_leaf_alive {
         if kill_at != Some(far) {
             tokio::time::sleep(spec.kill_grace).await;
         }
-        kill_all(pgid, &mut tree);
+        kill_all(pgid, &mut tree, leaf.as_ref());
     }
     // Unlisted while the group id is still ours: reaping frees it.
     drop(listed);
     let _ = child.reap();
+    // What a step that ended on its own left running stays in its cgroup
+    // until the run's end; an empty one goes now.
+    if let Some(leaf) = &leaf {
+        leaf.remove();
+    }
+}
+
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }
 
 /// SIGTERM (and SIGCONT, in case it is frozen) to the group and to every
 /// process in the main process's tree (noted in `tree`, for the SIGKILL);
 /// when to SIGKILL.
-fn begin_stop(pgid: i32, grace: Duration, tree: &mut Vec<Identity>) -> tokio::time::Instant {
+fn begin_stop(
+    pgid: i32,
+    grace: Duration,
+    tree: &mut Vec<Identity>,
+    leaf: Option<&AttemptCgroup>,
+) -> tokio::time::Instant {
+    // The tree first: once the main process dies of the SIGTERM, its
+    // children are re-parented out of it and could no longer be found.
+    note_tree(pgid, tree);
     signal_group(pgid, Signal::SIGTERM);
     signal_group(pgid, Signal::SIGCONT);
-    note_tree(pgid, tree);
     contain::signal_all(tree, Signal::SIGTERM);
     contain::signal_all(tree, Signal::SIGCONT);
+    if let Some(leaf) = leaf {
+        leaf.signal(Signal::SIGTERM);
+        leaf.signal(Signal::SIGCONT);
+    }
     tokio::time::Instant::now() + grace
 }
 
@@ -534,10 +585,14 @@ fn note_tree(leader: i32, tree: &mut Vec<Identity>) {
     }
 }
 
-/// SIGKILL the group and every noted process of the tree that is still alive.
-fn kill_all(pgid: i32, tree: &mut Vec<Identity>) {
-    signal_group(pgid, Signal::SIGKILL);
+/// SIGKILL the attempt's cgroup, the group and every noted process of the
+/// tree that is still alive.
+fn kill_all(pgid: i32, tree: &mut Vec<Identity>, leaf: Option<&AttemptCgroup>) {
+    if let Some(leaf) = leaf {
+        leaf.kill();
+    }
     note_tree(pgid, tree);
+    signal_group(pgid, Signal::SIGKILL);
     contain::signal_all(tree, Signal::SIGKILL);
 }
 

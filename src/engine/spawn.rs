@@ -14,7 +14,7 @@
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -99,6 +99,19 @@ pub fn spawn(
     env: &[(String, String)],
     cwd: &Path,
 ) -> io::Result<Spawned> {
+    spawn_in(program, args, env, cwd, None)
+}
+
+/// `spawn`, the child joining the cgroup whose `cgroup.procs` is open as
+/// `cgroup` before it execs (so that it is inside before it can start
+/// anything).
+pub fn spawn_in(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Spawned> {
     // Later layers win: of several entries with one name, the last counts.
     let added = env
         .iter()
@@ -152,6 +165,7 @@ pub fn spawn(
         stdin: dev_null()?,
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
+        cgroup: cgroup.map_or(-1, |fd| fd.as_raw_fd()),
         last_signal: libc::SIGRTMAX(),
         failed: Failed::Nothing,
         errno: 0,
@@ -176,6 +190,12 @@ pub fn spawn(
             Failed::Chdir => io::Error::new(
                 err.kind(),
                 format!("cannot enter working directory {}: {err}", cwd.display()),
+            ),
+            Failed::Cgroup => io::Error::new(
+                err.kind(),
+                format!(
+                    "cannot move the step into its cgroup: {err} (PLANDECK_CGROUP=off runs steps without one)"
+                ),
             ),
             _ => err,
         });
@@ -239,6 +259,7 @@ enum Failed {
     Session,
     Stdio,
     Chdir,
+    Cgroup,
     Exec,
 }
 
@@ -254,6 +275,8 @@ struct ChildArgs {
     stdin: libc::c_int,
     stdout: libc::c_int,
     stderr: libc::c_int,
+    /// The `cgroup.procs` to join, or -1.
+    cgroup: libc::c_int,
     last_signal: libc::c_int,
     failed: Failed,
     errno: libc::c_int,
@@ -322,7 +345,8 @@ fn clone_and_exec(child: &mut ChildArgs) -> io::Result<(i32, Option<OwnedFd>)> {
     Ok((pid, pidfd))
 }
 
-/// The child, between clone and exec: a new session, a child subreaper, stdin from /dev/null,
+/// The child, between clone and exec: a new session, its cgroup (if any), a
+/// child subreaper, stdin from /dev/null,
 /// stdout and stderr to the pipes, the working directory, default signal
 /// dispositions and an empty mask, then exec. Only async-signal-safe calls.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -338,6 +362,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         };
         if libc::setsid() < 0 {
             fail(a, Failed::Session);
+        }
+        // "0" is the writing process: into the attempt's cgroup, before
+        // anything of the step runs.
+        if a.cgroup >= 0 && libc::write(a.cgroup, c"0".as_ptr().cast(), 1) < 0 {
+            fail(a, Failed::Cgroup);
         }
         // Kept across exec: orphans of the step are re-parented to its main
         // process, so a timeout or a cancel finds them in its tree. Best

@@ -30,6 +30,8 @@ pub struct RunContext {
     pub masker: Arc<Masker>,
     /// The run's spool directory: live output of attempts for viewers.
     pub spool_dir: Option<PathBuf>,
+    /// The run's cgroup, where the machine allows one.
+    pub cgroup: Option<Arc<super::cgroup::RunCgroup>>,
 }
 
 /// The timeout of a step's attempts: its own, else the default, capped.
@@ -124,6 +126,8 @@ pub fn spawn_spec<'a>(
             .spool_dir
             .as_deref()
             .map(|d| crate::store::spool::attempt_file(d, id, attempt)),
+        step_id: id.to_string(),
+        cgroup: ctx.cgroup.clone(),
     }
 }
 
@@ -188,6 +192,7 @@ mod tests {
             stream_lines: false,
             masker: Arc::default(),
             spool_dir: None,
+            cgroup: None,
         };
         let outs: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
         let spec = spawn_spec(

@@ -87,5 +87,8 @@ pub fn assert_no_leaked_processes(db: &Path) {
             .unwrap_or_default();
     for run in runs {
         assert_no_survivors(&run, TEARDOWN);
+        // The run's cgroup, if an owner that was killed or fenced left it
+        // (empty by now, or holding what had no marker): gone with the test.
+        plandeck::engine::cgroup::kill_left(&run);
     }
 }
