@@ -1069,26 +1069,30 @@ fn outputs_reach_every_downstream_step_not_only_direct_dependents() {
     );
 }
 
+/// Ids that differ only in punctuation would hand a consumer one step's
+/// outputs under the other's name (both are `PLANDECK_OUT_CFG_X_K`): the plan
+/// is refused before anything runs, with both steps named.
 #[test]
-fn steps_whose_ids_differ_only_in_punctuation_keep_their_outputs_apart() {
+fn steps_whose_ids_differ_only_in_punctuation_are_refused_before_anything_runs() {
     let sc = Scratch::new();
     let p = plan(
         json!({}),
         json!([
-            { "id": "cfg.x", "run": "echo k=dot >> \"$PLANDECK_OUTPUT\"; sleep 0.3", "outputs": ["k"] },
-            { "id": "cfg_x", "run": "sleep 0.1; echo k=underscore >> \"$PLANDECK_OUTPUT\"; sleep 0.4", "outputs": ["k"] },
+            { "id": "cfg.x", "run": "echo k=dot >> \"$PLANDECK_OUTPUT\"; touch ran", "outputs": ["k"] },
+            { "id": "cfg_x", "run": "echo k=underscore >> \"$PLANDECK_OUTPUT\"; touch ran", "outputs": ["k"] },
         ]),
     );
     let out = sc.run(&p, &[]);
-    assert_eq!(out.code, Some(0), "{}", out.stdout);
-    assert_eq!(
-        last_step_event(&out.events, "cfg.x")["outputs"],
-        json!({ "k": "dot" })
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("step 'cfg_x': steps 'cfg.x' (line ")
+            && out
+                .stderr
+                .contains("and 'cfg_x' both pass their outputs as PLANDECK_OUT_CFG_X_<KEY>"),
+        "{}",
+        out.stderr
     );
-    assert_eq!(
-        last_step_event(&out.events, "cfg_x")["outputs"],
-        json!({ "k": "underscore" })
-    );
+    assert!(!sc.exists("ran"), "nothing may run");
 }
 
 #[test]

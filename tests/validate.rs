@@ -213,3 +213,69 @@ fn faults_of_every_stage_come_out_in_one_run_in_file_order() {
     }
     assert!(stderr.ends_with("invalid (20 errors)\n"), "{stderr}");
 }
+
+#[test]
+fn files_spelled_apart_still_conflict() {
+    let fixtures = files("tests/fixtures/conflicts");
+    assert!(!fixtures.is_empty());
+    for p in fixtures {
+        let name = rel(&p);
+        let out = plandeck(&["validate", &name]);
+        assert!(
+            out.status.success(),
+            "{name} is valid: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let snapshot = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("fixture")
+            .to_string();
+        insta::with_settings!({ snapshot_path => "snapshots/conflicts", prepend_module_to_snapshot => false, description => name.clone() }, {
+            insta::assert_snapshot!(snapshot, stdout);
+        });
+    }
+}
+
+#[test]
+fn a_file_named_by_its_absolute_path_conflicts_with_its_relative_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(dir.path()).expect("canonical tempdir");
+    let absolute = root.join("out/q");
+    let plan = serde_json::json!({
+        "name": "abs",
+        "globals": { "implicit_deps": false },
+        "steps": [
+            { "id": "render", "run": "true", "files": ["out/q"] },
+            { "id": "upload", "run": "true", "files": [absolute.to_str().expect("utf-8 path")] },
+            { "id": "other", "run": "true", "files": ["out/r"] }
+        ]
+    });
+    let path = root.join("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("write");
+    let out = plandeck(&["validate", path.to_str().expect("utf-8 path")]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("conflicts:     1\n"), "{stdout}");
+    assert!(
+        stdout.contains("    files under out/q: render, upload\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn when_columns_count_the_characters_of_the_file() {
+    // `      "when": "` puts the string's first character at column 16; before
+    // `steps.deplyo` come 41 characters as written (`\"`, `\u00e9` and `\\`
+    // are escapes) but only 32 once decoded.
+    let out = plandeck(&[
+        "validate",
+        "tests/fixtures/invalid/48-when-column-after-escapes.json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("48-when-column-after-escapes.json:43:57: error: step 'notify': `when` names unknown step 'deplyo'"),
+        "{stderr}"
+    );
+}

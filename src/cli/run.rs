@@ -385,12 +385,7 @@ pub fn new_request(
     max_concurrency: Option<u32>,
     stream_logs: bool,
 ) -> RunRequest {
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+    let base_dir = plan::plan_dir(path);
     RunRequest {
         plan_path: Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
         inputs,

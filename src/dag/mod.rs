@@ -9,6 +9,8 @@
 pub mod export;
 pub mod layout;
 
+use std::path::Path;
+
 use crate::plan::ValidPlan;
 
 pub use crate::graph::{topo_order, waves};
@@ -52,8 +54,15 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Plan `plan` with per-step duration estimates in seconds (`None`: unknown).
+    /// Plan `plan` with per-step duration estimates in seconds (`None`:
+    /// unknown); relative `files` start from the plan's own directory.
     pub fn build(plan: &ValidPlan, estimates: &[Option<f64>]) -> Schedule {
+        Schedule::build_in(plan, estimates, plan.dir.as_deref())
+    }
+
+    /// As `build`, with relative `files` (after the `cwd`s) starting from
+    /// `base` (the run's directory), or left relative when it is `None`.
+    pub fn build_in(plan: &ValidPlan, estimates: &[Option<f64>], base: Option<&Path>) -> Schedule {
         let n = plan.len();
         let deps = &plan.deps;
         let mut wave = waves(deps);
@@ -115,13 +124,29 @@ impl Schedule {
         let estimate_sec = (unknown_on_path == 0 && !critical_path.is_empty())
             .then(|| critical_path.iter().map(|&i| weight(i)).sum());
 
+        let base = base.map(|b| b.to_string_lossy().into_owned());
         let files: Vec<Vec<String>> = plan
             .plan
             .steps
             .iter()
-            .map(|s| s.files.iter().map(|f| normalize_path(f)).collect())
+            .map(|s| {
+                let cwds = [
+                    base.as_deref(),
+                    plan.plan.globals.cwd.as_deref(),
+                    s.cwd.as_deref(),
+                ];
+                s.files.iter().map(|f| resolve_path(&cwds, f)).collect()
+            })
             .collect();
         let mut conflicts = file_conflicts(&files);
+        // Conflicts are shown relative to the plan's directory where they can be.
+        if let Some(base) = base.as_deref().map(normalize_path) {
+            for c in &mut conflicts {
+                if let ConflictKind::File(p) = &mut c.kind {
+                    *p = relative_to(p, &base);
+                }
+            }
+        }
         let mut users: std::collections::BTreeMap<&str, Vec<usize>> = plan
             .plan
             .resources
@@ -159,7 +184,35 @@ impl Schedule {
     }
 }
 
-/// Lexically normalise a path: no `.`, no empty or trailing components.
+/// A step's file as one normalised path: `path` after each of `dirs` in
+/// turn (the run's directory, `globals.cwd`, the step's `cwd`), where an
+/// absolute one starts over.
+pub fn resolve_path(dirs: &[Option<&str>], path: &str) -> String {
+    let mut joined = String::new();
+    for part in dirs.iter().flatten().copied().chain([path]) {
+        if part.starts_with('/') || joined.is_empty() {
+            joined = part.to_string();
+        } else {
+            joined.push('/');
+            joined.push_str(part);
+        }
+    }
+    normalize_path(&joined)
+}
+
+/// `path` relative to `dir` when it lies inside it (both normalised), else `path`.
+fn relative_to(path: &str, dir: &str) -> String {
+    if path == dir {
+        ".".to_string()
+    } else if path_within(path, dir) && dir != "." {
+        path[dir.len()..].trim_start_matches('/').to_string()
+    } else {
+        path.to_string()
+    }
+}
+
+/// Lexically normalise a path: no `.`, no empty or trailing components, and
+/// no `..` (one above the root is the root).
 pub fn normalize_path(p: &str) -> String {
     let absolute = p.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
@@ -169,6 +222,7 @@ pub fn normalize_path(p: &str) -> String {
             ".." if parts.last().is_some_and(|l| *l != "..") => {
                 parts.pop();
             }
+            ".." if absolute => {}
             c => parts.push(c),
         }
     }
@@ -239,6 +293,26 @@ mod tests {
         assert!(path_within("a/b", "a"));
         assert!(!path_within("a-b", "a"));
         assert!(path_within("/etc/x", "/etc"));
+        assert_eq!(normalize_path("/../etc/./x/.."), "/etc");
+        assert_eq!(normalize_path("../a"), "../a");
+    }
+
+    #[test]
+    fn files_start_from_the_cwds_and_an_absolute_one_starts_over() {
+        let base = Some("/srv/plans");
+        assert_eq!(
+            resolve_path(&[base, None, None], "out/q"),
+            "/srv/plans/out/q"
+        );
+        assert_eq!(
+            resolve_path(&[base, Some("build"), Some("../gen")], "./q"),
+            "/srv/plans/gen/q"
+        );
+        assert_eq!(resolve_path(&[base, Some("/tmp"), None], "q"), "/tmp/q");
+        assert_eq!(resolve_path(&[base, None, Some("x")], "/etc/q"), "/etc/q");
+        assert_eq!(resolve_path(&[None, Some("b"), None], "q"), "b/q");
+        assert_eq!(relative_to("/srv/plans/out/q", "/srv/plans"), "out/q");
+        assert_eq!(relative_to("/srv/plansx", "/srv/plans"), "/srv/plansx");
     }
 
     #[test]

@@ -384,6 +384,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn conditions_know_every_step_state() {
+        let names: Vec<&str> = StepState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, crate::plan::expr::STEP_STATES);
+    }
+
+    #[test]
     fn events_serialise_flat_with_type() {
         let e = Event {
             seq: 3,

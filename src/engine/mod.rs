@@ -402,7 +402,12 @@ async fn drive(
     out: mpsc::Sender<Vec<Event>>,
 ) -> Result<EngineExit, StoreError> {
     let plan = Arc::clone(&req.plan);
-    let schedule = Arc::new(Schedule::build(&plan, &req.estimates));
+    // Relative `files` start where the run's steps do.
+    let schedule = Arc::new(Schedule::build_in(
+        &plan,
+        &req.estimates,
+        Some(&req.base_dir),
+    ));
     let process_env: BTreeMap<String, String> = std::env::vars().collect();
     let secrets = spec::secrets(&plan, &req.inputs, &process_env);
     let short_secrets = short_secret_warnings(&secrets);

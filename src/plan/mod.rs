@@ -57,7 +57,10 @@ pub fn load_file(path: &Path) -> Result<ValidPlan, Vec<Diagnostic>> {
     let file = path.display().to_string();
     match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(src) => from_text(&file, &src),
+            Ok(src) => from_text(&file, &src).map(|mut plan| {
+                plan.dir = Some(plan_dir(path));
+                plan
+            }),
             Err(e) => Err(vec![file_error(
                 &file,
                 format!(
@@ -71,6 +74,15 @@ pub fn load_file(path: &Path) -> Result<ValidPlan, Vec<Diagnostic>> {
             format!("cannot read the plan: {e}"),
         )]),
     }
+}
+
+/// The directory a plan file's relative paths start from: its own, absolute.
+pub fn plan_dir(path: &Path) -> std::path::PathBuf {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn file_error(file: &str, message: String) -> Diagnostic {

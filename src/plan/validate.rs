@@ -13,7 +13,7 @@ use super::diagnostic::{Diagnostic, Severity, did_you_mean};
 use super::expr::{self, Expr, Reference};
 use super::limits;
 use super::load::{Parsed, Reporter, element_offsets, key_offset, member_offset};
-use super::model::{OnFailure, Plan};
+use super::model::{OnFailure, Plan, env_name};
 use crate::graph;
 
 /// A plan that passed validation, with everything derived from it.
@@ -26,6 +26,9 @@ pub struct ValidPlan {
     pub hash: String,
     /// The name the file is reported under.
     pub file: String,
+    /// The directory relative paths in the plan start from (the plan file's
+    /// own, absolute), when the plan was read from a file.
+    pub dir: Option<std::path::PathBuf>,
     /// Step id → index.
     pub index: HashMap<String, usize>,
     /// Each step's dependencies (explicit and implicit), as indices.
@@ -86,6 +89,7 @@ pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<
     };
     assign_ids(&mut plan);
     let index = check_ids(&mut r, &v, &plan);
+    check_output_names(&mut r, &v, &plan);
     check_globals(&mut r, &v, &plan);
     let fallback_only = check_steps(&mut r, &v, &plan, &index);
     let (deps, implicit_deps) = resolve_deps(&mut r, &v, &plan, &index, &fallback_only);
@@ -119,6 +123,7 @@ pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<
         source: src.to_string(),
         hash: content_hash(src),
         file: file.to_string(),
+        dir: None,
         index,
         deps,
         dependents,
@@ -215,6 +220,70 @@ fn check_ids(r: &mut Reporter, v: &Checker, plan: &Plan) -> HashMap<String, usiz
         }
     }
     index
+}
+
+/// Outputs reach other steps as `PLANDECK_OUT_<STEP>_<KEY>`, where both parts
+/// are upper-cased and every other character becomes `_`. Two steps whose
+/// ids read alike that way (`fetch-deps`, `fetch_deps`), or two outputs that
+/// end up with the same name (`a_b`'s `c`, `a`'s `b_c`), would hand a
+/// consumer one value under the other's name: both are errors.
+fn check_output_names(r: &mut Reporter, v: &Checker, plan: &Plan) {
+    let mut by_prefix: HashMap<String, usize> = HashMap::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        let id = step.id();
+        let prefix = env_name(id);
+        match by_prefix.get(&prefix) {
+            Some(&first) if plan.steps[first].id() != id => {
+                let other = plan.steps[first].id();
+                let (line, _) = r.map.position(v.field(first, "id"));
+                r.error(
+                    v.field(i, "id"),
+                    Some(id),
+                    format!(
+                        "steps '{other}' (line {line}) and '{id}' both pass their outputs as PLANDECK_OUT_{prefix}_<KEY>: a step reading both would get one's value under the other's name"
+                    ),
+                    Some("rename one of them: ids that differ only in '.', '-', '_' or letter case give the same variable names".into()),
+                );
+            }
+            Some(_) => {}
+            None => {
+                by_prefix.insert(prefix, i);
+            }
+        }
+    }
+    let mut by_name: HashMap<String, (usize, &str)> = HashMap::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let prefix = env_name(step.id());
+        if by_prefix.get(&prefix) != Some(&i) {
+            continue;
+        }
+        for (j, key) in step.outputs.iter().enumerate() {
+            let name = format!("PLANDECK_OUT_{prefix}_{}", env_name(key));
+            match by_name.get(name.as_str()) {
+                Some(&(first, first_key)) if first_key == key && first == i => {}
+                Some(&(first, first_key)) => {
+                    let other = plan.steps[first].id();
+                    let whose = if first == i {
+                        "this step".to_string()
+                    } else {
+                        format!("step '{other}'")
+                    };
+                    r.error(
+                        v.element(i, "outputs", j),
+                        Some(step.id()),
+                        format!(
+                            "output '{key}' of step '{}' and output '{first_key}' of {whose} are both passed as {name}: a step reading both would get one's value under the other's name",
+                            step.id()
+                        ),
+                        Some("rename one of the outputs (or the step)".into()),
+                    );
+                }
+                None => {
+                    by_name.insert(name, (i, key));
+                }
+            }
+        }
+    }
 }
 
 fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
@@ -641,13 +710,9 @@ fn check_conditions(
         };
         let id = Some(s.id());
         let at = v.field(i, "when");
-        let col_at = |col: usize| {
-            at + 1
-                + text
-                    .char_indices()
-                    .nth(col.saturating_sub(1))
-                    .map_or(text.len(), |(b, _)| b)
-        };
+        // Columns count characters of the decoded string; the file may spell
+        // one as an escape (`\"`, `\u00e9`), so walk the text as written.
+        let col_at = |col: usize| string_char_offset(v.src, at, col.saturating_sub(1));
         let parsed = match expr::parse(text) {
             Ok(e) => e,
             Err(e) => {
@@ -711,7 +776,65 @@ fn check_conditions(
                 }
             }
         }
+        for (step, state, col) in parsed.status_comparisons() {
+            if expr::STEP_STATES.contains(&state.as_str()) {
+                continue;
+            }
+            let hint = match did_you_mean(&state, expr::STEP_STATES) {
+                Some(m) => format!("did you mean '{m}'?"),
+                None => format!(
+                    "a step's status is one of: {}",
+                    expr::STEP_STATES.join(", ")
+                ),
+            };
+            r.error(
+                col_at(col),
+                id,
+                format!("`when` compares the status of step '{step}' with '{state}', which is not a step state"),
+                Some(hint),
+            );
+        }
         out.push(Some(parsed));
     }
     out
+}
+
+/// The byte offset of the character `n` characters into the decoded value of
+/// the JSON string whose opening quote is at `quote`: escapes count as the
+/// one character they stand for (a surrogate pair as one). Past the end of the
+/// string: its closing quote.
+fn string_char_offset(src: &str, quote: usize, n: usize) -> usize {
+    let bytes = src.as_bytes();
+    if bytes.get(quote) != Some(&b'"') {
+        return quote.min(src.len());
+    }
+    let mut at = quote + 1;
+    for _ in 0..n {
+        match bytes.get(at) {
+            None | Some(b'"') => break,
+            Some(b'\\') => {
+                let unit = |from: usize| {
+                    src.get(from..from + 6)
+                        .filter(|t| t.starts_with("\\u"))
+                        .and_then(|t| u16::from_str_radix(&t[2..], 16).ok())
+                };
+                at += match unit(at) {
+                    Some(0xD800..=0xDBFF)
+                        if unit(at + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) =>
+                    {
+                        12
+                    }
+                    Some(_) => 6,
+                    None => 2,
+                };
+            }
+            Some(_) => {
+                at += src
+                    .get(at..)
+                    .and_then(|t| t.chars().next())
+                    .map_or(1, char::len_utf8);
+            }
+        }
+    }
+    at.min(src.len())
 }

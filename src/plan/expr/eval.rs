@@ -39,7 +39,7 @@ fn lookup(reference: &Reference, ctx: &dyn EvalContext) -> Value {
 /// Recursion follows the tree, whose depth the parser bounds.
 fn eval_node(node: &Node, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
     Ok(match node {
-        Node::Lit(value) => value.clone(),
+        Node::Lit(value, _) => value.clone(),
         Node::Ref(reference, _) => lookup(reference, ctx),
         Node::Not(inner) => Value::Bool(!eval_node(inner, ctx)?.is_truthy()),
         Node::All(items) | Node::Any(items) => {

@@ -35,6 +35,20 @@ pub const MAX_EXPR_LEN: usize = 256 * 1024;
 /// Deepest accepted nesting of `(` and `!`.
 pub const MAX_EXPR_DEPTH: usize = 64;
 
+/// Every value `steps.<id>.status` can have: the step states of SPEC §3, in
+/// their order there. The engine's own list is checked against this one by a test.
+pub const STEP_STATES: [&str; 9] = [
+    "pending",
+    "ready",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "skipped",
+    "canceled",
+    "interrupted",
+];
+
 /// A parsed `when` condition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expr {
@@ -61,7 +75,8 @@ const CMP_OPS: [&str; 6] = ["==", "!=", "<=", ">=", "<", ">"];
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
-    Lit(Value),
+    /// A literal, and the column where it starts.
+    Lit(Value, usize),
     /// A name read, and the column where it starts.
     Ref(Reference, usize),
     Not(Box<Node>),
@@ -82,11 +97,41 @@ impl Expr {
         collect_references(&self.root, &mut out);
         out
     }
+
+    /// Every string a step's status is compared with by `==` or `!=`, as
+    /// (step id, the string, the 1-based column where the string starts), in
+    /// source order. A string that is not one of [`STEP_STATES`] can never match.
+    pub fn status_comparisons(&self) -> Vec<(String, String, usize)> {
+        let mut out = Vec::new();
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            match node {
+                Node::Lit(..) | Node::Ref(..) => {}
+                Node::Not(inner) => stack.push(inner),
+                Node::All(items) | Node::Any(items) => stack.extend(items.iter().rev()),
+                Node::Cmp { op, sides, .. } if matches!(*op, "==" | "!=") => {
+                    if let (
+                        Node::Ref(Reference::StepStatus(step), _),
+                        Node::Lit(Value::Str(s), col),
+                    )
+                    | (
+                        Node::Lit(Value::Str(s), col),
+                        Node::Ref(Reference::StepStatus(step), _),
+                    ) = (&sides.0, &sides.1)
+                    {
+                        out.push((step.clone(), s.clone(), *col));
+                    }
+                }
+                Node::Cmp { .. } => {}
+            }
+        }
+        out
+    }
 }
 
 fn collect_references(node: &Node, out: &mut Vec<(Reference, usize)>) {
     match node {
-        Node::Lit(_) => {}
+        Node::Lit(..) => {}
         Node::Ref(reference, col) => out.push((reference.clone(), *col)),
         Node::Not(inner) => collect_references(inner, out),
         Node::Cmp { sides, .. } => {
@@ -160,6 +205,19 @@ mod tests {
         assert_eq!(refs[3].0.step(), Some("b.c"));
         assert_eq!(refs[1].0.step(), None);
         assert!(parse("true").unwrap().references().is_empty());
+    }
+
+    #[test]
+    fn status_comparisons_name_the_string_and_its_column() {
+        let src = "steps.a.status == 'succeded' || ('failed' != steps['b.c'].status && steps.a.exit_code == 'x') || steps.d.status < 'z'";
+        let found = parse(src).unwrap().status_comparisons();
+        assert_eq!(
+            found,
+            vec![
+                ("a".into(), "succeded".into(), 19),
+                ("b.c".into(), "failed".into(), 34),
+            ]
+        );
     }
 
     /// Tokens of the grammar, right and wrong, for the token-soup strategy.

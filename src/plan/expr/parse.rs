@@ -170,7 +170,7 @@ impl Parser {
                 self.depth -= 1;
                 Ok(inner)
             }
-            Some(quote @ ('\'' | '"')) => Ok(Node::Lit(Value::Str(self.string(quote)?))),
+            Some(quote @ ('\'' | '"')) => Ok(Node::Lit(Value::Str(self.string(quote)?), col)),
             Some(c) if c == '-' || c.is_ascii_digit() => self.number(),
             Some(c) if c.is_ascii_alphabetic() || c == '_' => self.name(),
             Some('$') => error(col, "'$' is not needed; write env.NAME to read a variable"),
@@ -291,7 +291,7 @@ impl Parser {
         }
         let text: String = self.chars[start..self.pos].iter().collect();
         match text.parse::<f64>() {
-            Ok(n) if n.is_finite() => Ok(Node::Lit(Value::Num(n))),
+            Ok(n) if n.is_finite() => Ok(Node::Lit(Value::Num(n), col)),
             _ => error(col, "number out of range"),
         }
     }
@@ -300,9 +300,9 @@ impl Parser {
         let col = self.col();
         let word = self.take(is_key_char);
         let reference = match word.as_str() {
-            "true" => return Ok(Node::Lit(Value::Bool(true))),
-            "false" => return Ok(Node::Lit(Value::Bool(false))),
-            "null" => return Ok(Node::Lit(Value::Null)),
+            "true" => return Ok(Node::Lit(Value::Bool(true), col)),
+            "false" => return Ok(Node::Lit(Value::Bool(false), col)),
+            "null" => return Ok(Node::Lit(Value::Null, col)),
             "steps" => self.step_reference()?,
             "inputs" => Reference::Input(self.dotted("inputs", "an input name", is_name_char)?),
             "env" => Reference::Env(self.dotted("env", "a variable name", is_key_char)?),
