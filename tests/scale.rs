@@ -70,6 +70,7 @@ fn plandeck_validate_takes_a_long_chain_with_a_one_mib_stack() {
         .arg(r#"ulimit -s 1024 && exec "$0" validate "$1""#)
         .arg(env!("CARGO_BIN_EXE_plandeck"))
         .arg(&path)
+        .env("PLANDECK_DB", dir.path().join("none.db"))
         .output()
         .expect("runs");
     assert!(

@@ -1064,3 +1064,83 @@ fn a_full_disk_exits_3_naming_the_path() {
         .expect("run");
     assert_store_failure(&out, &db, "the disk is full");
 }
+
+/// `validate --db` (and `PLANDECK_DB`) plays the plan out with the store's
+/// history: four steps kept apart by a mutex, with a fifth running beside
+/// them, are estimated at the sum of the four (within 20% of the run the
+/// history came from), not at the length of the longest chain (one step).
+/// A step that has never run is counted and named as such.
+#[test]
+fn validate_estimates_a_mutex_serialised_plan_from_history() {
+    let s = common::Scratch::new();
+    let mut steps: Vec<Value> = (0..4)
+        .map(|i| serde_json::json!({ "id": format!("locked-{i}"), "run": "sleep 0.8", "resources": ["lock"] }))
+        .collect();
+    steps.push(serde_json::json!({ "id": "beside", "run": "sleep 0.5" }));
+    let mut plan = common::plan(
+        serde_json::json!({ "max_concurrency": 4 }),
+        Value::from(steps),
+    );
+    plan["resources"] = serde_json::json!({ "lock": 1 });
+    let path = s.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path");
+    let validate = |cmd: &mut Command| {
+        let out = cmd.output().expect("validate runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = validate(&mut s.plandeck(&["validate", path]));
+    assert!(
+        before.contains("  estimate:      unknown: no step has history yet"),
+        "{before}"
+    );
+
+    let run = s.run(&plan, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let real: f64 = s
+        .conn()
+        .query_row(
+            "SELECT (julianday(ended_at) - julianday(started_at)) * 86400.0 FROM runs WHERE id = ?1",
+            [run.run_id()],
+            |r| r.get(0),
+        )
+        .expect("the run's times");
+    // The same store named by the environment instead of --db.
+    let after = validate(
+        Command::new(BIN)
+            .args(["validate", path])
+            .env("PLANDECK_DB", s.db())
+            .env("NO_COLOR", "1"),
+    );
+    let estimate: f64 = after
+        .lines()
+        .find_map(|l| l.strip_prefix("  estimate:      about "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate in:\n{after}"));
+    assert!(
+        (estimate - real).abs() <= 0.2 * real,
+        "estimated {estimate} s, the run took {real:.2} s:\n{after}"
+    );
+    assert!(
+        estimate >= 3.2,
+        "four 0.8 s steps one after another: {after}"
+    );
+
+    // A step the store has never seen is counted.
+    let mut grown = plan.clone();
+    if let Some(steps) = grown["steps"].as_array_mut() {
+        steps.push(serde_json::json!({ "id": "new", "run": "true" }));
+    }
+    let grown_path = s.path("grown.json");
+    std::fs::write(&grown_path, grown.to_string()).expect("write");
+    let grown_out = validate(&mut s.plandeck(&["validate", grown_path.to_str().expect("utf-8")]));
+    assert!(
+        grown_out.contains("; 1 of 6 steps without history, counted as 0 s"),
+        "{grown_out}"
+    );
+}

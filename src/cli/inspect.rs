@@ -1,12 +1,14 @@
 //! `plandeck validate` and `plandeck graph`: load plans, report diagnostics,
-//! print summaries and graphs. Read-only: runs nothing, opens no store.
+//! print summaries (with the total estimate simulated from the store's
+//! history) and graphs. Read-only: runs nothing, writes nothing, and never
+//! creates a store that is not there.
 
 use std::path::Path;
 
 use super::Exit;
 use super::manage::{errln, out};
 use crate::dag::export::{GraphFormat, render};
-use crate::dag::{ConflictKind, Schedule};
+use crate::dag::{ConflictKind, Schedule, simulate};
 use crate::plan::{self, Diagnostic, ValidPlan};
 
 fn print_diagnostics(diags: &[Diagnostic]) {
@@ -15,15 +17,18 @@ fn print_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// Validate each plan; exit 2 if any is invalid.
-pub fn validate(paths: &[std::path::PathBuf]) -> Exit {
+/// Validate each plan; exit 2 if any is invalid. Estimates come from the
+/// history in the store at `db` (default: `$PLANDECK_DB`, else the usual place).
+pub fn validate(paths: &[std::path::PathBuf], db: Option<&Path>) -> Exit {
+    let location = crate::store::Location::from_arg(db);
     let mut exit = Exit::Succeeded;
     for path in paths {
         match plan::load_file(path) {
             Ok(valid) => {
                 print_diagnostics(&valid.warnings);
-                let schedule = Schedule::build(&valid, &[]);
-                out!("{}", summary(&valid, &schedule));
+                let estimates = super::run::estimates(&location, &valid);
+                let schedule = Schedule::build(&valid, &estimates);
+                out!("{}", summary(&valid, &schedule, &estimates));
             }
             Err(diags) => {
                 print_diagnostics(&diags);
@@ -58,6 +63,50 @@ pub fn graph(path: &Path, format: GraphFormat) -> Exit {
     }
 }
 
+/// A duration in seconds for a summary line: tenths below a minute.
+fn seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), (s % 60.0).floor())
+    } else {
+        format!(
+            "{:.0} h {:.0} min",
+            (s / 3600.0).floor(),
+            ((s % 3600.0) / 60.0).floor()
+        )
+    }
+}
+
+/// The simulated total, and what it leaves out.
+fn total_estimate(e: &simulate::Estimate, plan: &ValidPlan) -> String {
+    let Some(total) = e.total_sec else {
+        return "unknown: no step has history yet (successful runs in the store give it)"
+            .to_string();
+    };
+    let mut out = if e.lower_bound {
+        format!(
+            "at least {} (too large to simulate step by step)",
+            seconds(total)
+        )
+    } else {
+        format!(
+            "about {} (simulated {} at a time, with pools and file locks)",
+            seconds(total),
+            plan.plan.globals.max_concurrency
+        )
+    };
+    if e.without_history > 0 {
+        out.push_str(&format!(
+            "; {} of {} step{} without history, counted as 0 s",
+            e.without_history,
+            e.steps,
+            plural(e.steps)
+        ));
+    }
+    out
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -72,8 +121,9 @@ fn id_list(plan: &ValidPlan, steps: impl IntoIterator<Item = usize>, max: usize)
     }
 }
 
-/// The one-screen summary `validate` prints for a valid plan.
-pub fn summary(plan: &ValidPlan, schedule: &Schedule) -> String {
+/// The one-screen summary `validate` prints for a valid plan; `schedule`
+/// was built with `estimates` (seconds per step from history).
+pub fn summary(plan: &ValidPlan, schedule: &Schedule, estimates: &[Option<f64>]) -> String {
     let mut out = format!("{}: ok — \"{}\"", plan.file, plan.plan.name);
     out.push_str(&format!(" ({} step{})\n", plan.len(), plural(plan.len())));
     let widest = schedule.waves.iter().map(Vec::len).max().unwrap_or(0);
@@ -82,12 +132,10 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule) -> String {
         schedule.waves.len(),
         plan.plan.globals.max_concurrency
     ));
+    let long = schedule.critical_path.len();
     let estimate = match schedule.estimate_sec {
-        Some(s) => format!("about {s:.0} s"),
-        None => format!(
-            "{} steps long, no history yet",
-            schedule.critical_path.len()
-        ),
+        Some(s) => format!("{long} step{} long, about {}", plural(long), seconds(s)),
+        None => format!("{long} step{} long", plural(long)),
     };
     let path: Vec<&str> = schedule.critical_path.iter().map(|&i| plan.id(i)).collect();
     let path = if path.len() > 8 {
@@ -100,6 +148,10 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule) -> String {
         path.join(" -> ")
     };
     out.push_str(&format!("  critical path: {path} ({estimate})\n"));
+    out.push_str(&format!(
+        "  estimate:      {}\n",
+        total_estimate(&simulate::estimate(plan, schedule, estimates), plan)
+    ));
     if schedule.conflicts.is_empty() {
         out.push_str("  conflicts:     none\n");
     } else {

@@ -71,12 +71,14 @@ pub struct Cli {
 pub enum Command {
     /// Check plan files and print a summary of each (steps, waves, critical path, conflicts).
     #[command(
-        after_help = "Exit code 2 when any plan is invalid; every error names file:line:col."
+        after_help = "Exit code 2 when any plan is invalid; every error names file:line:col.\nThe estimate plays the plan out with each step's median duration from the store's history."
     )]
     Validate {
         /// Plan files (JSON).
         #[arg(required = true)]
         plans: Vec<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
     },
     /// Print a plan's dependency graph.
     Graph {
@@ -233,7 +235,7 @@ pub struct DbArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
-        Some(Command::Validate { plans }) => inspect::validate(&plans),
+        Some(Command::Validate { plans, db }) => inspect::validate(&plans, db.db.as_deref()),
         Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
         Some(Command::Run {
             plan,

@@ -333,7 +333,7 @@ pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOpt
     };
     let location = Location::from_arg(opts.store.db.as_deref());
     let estimates = estimates(&location, &plan);
-    let summary = super::inspect::summary(&plan, &Schedule::build(&plan, &estimates));
+    let summary = super::inspect::summary(&plan, &Schedule::build(&plan, &estimates), &estimates);
     let approval = match approve(opts, &summary, "Run this plan?", &plan.hash) {
         Ok(a) => a,
         Err(exit) => return exit,

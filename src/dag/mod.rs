@@ -7,7 +7,9 @@
 //! shares); no I/O, no clock, no processes.
 
 pub mod export;
+pub mod files;
 pub mod layout;
+pub mod simulate;
 
 use std::path::Path;
 
@@ -139,12 +141,12 @@ impl Schedule {
             })
             .collect();
         let mut conflicts = file_conflicts(&files);
-        // Conflicts are shown relative to the plan's directory where they can be.
-        if let Some(base) = base.as_deref().map(normalize_path) {
-            for c in &mut conflicts {
-                if let ConflictKind::File(p) = &mut c.kind {
-                    *p = relative_to(p, &base);
-                }
+        // Conflicts are shown relative to where the plan's steps run (its
+        // directory after `globals.cwd`) when they lie inside it.
+        let home = resolve_path(&[base.as_deref(), plan.plan.globals.cwd.as_deref()], ".");
+        for c in &mut conflicts {
+            if let ConflictKind::File(p) = &mut c.kind {
+                *p = relative_to(p, &home);
             }
         }
         let mut users: std::collections::BTreeMap<&str, Vec<usize>> = plan

@@ -12,7 +12,8 @@ pub mod capture;
 pub mod cgroup;
 pub mod contain;
 pub mod core;
-pub mod files;
+/// File locks live with the planning that also simulates them.
+pub use crate::dag::files;
 pub mod hostpool;
 pub mod ownership;
 pub mod policy;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::{App, Effect};
 use crate::dag::Schedule;
+use crate::dag::simulate::{self, Estimate};
 use crate::plan::ValidPlan;
 use crate::tui::backend::StartRun;
 use crate::tui::dagview::{DagMode, DagView};
@@ -43,6 +44,8 @@ pub struct Review {
     pub plan: Arc<ValidPlan>,
     pub schedule: Schedule,
     pub estimates: Vec<Option<f64>>,
+    /// The total estimate: the plan played out with `estimates`.
+    pub total: Estimate,
     pub dag: DagView,
     pub inputs: Vec<InputField>,
     pub notice: Option<String>,
@@ -89,11 +92,13 @@ impl App {
             .collect();
         let mut dag = DagView::new(&plan, mode);
         dag.set_critical(&schedule.critical_path);
+        let total = simulate::estimate(&plan, &schedule, &estimates);
         self.review = Some(Review {
             path,
             plan,
             schedule,
             estimates,
+            total,
             dag,
             inputs,
             notice,

@@ -124,10 +124,18 @@ pub fn detail_len(app: &App) -> (usize, usize) {
 fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
     let p = &r.plan;
     let s = &r.schedule;
-    let est = match s.estimate_sec {
+    let total = &r.total;
+    let est = match total.total_sec {
+        Some(e) if total.lower_bound => format!("≥{}", duration(e)),
         Some(e) => format!("~{}", duration(e)),
-        None if s.unknown_on_path == s.critical_path.len() => "unknown (no history)".into(),
-        None => format!("unknown for {}", plural(s.unknown_on_path, "step", "steps")),
+        None => "unknown (no history)".into(),
+    };
+    let est = match total.without_history {
+        0 => est,
+        n if total.total_sec.is_some() => {
+            format!("{est} ({} without history)", plural(n, "step", "steps"))
+        }
+        _ => est,
     };
     let title = Line::from(vec![
         Span::styled("Review ", t.title()),
