@@ -12,8 +12,10 @@ fn main() -> std::process::ExitCode {
         plandeck::engine::runner::stop_all_now();
         plandeck::engine::scratch::remove_all_now();
         report(info);
-        eprintln!(
-            "plandeck: internal error; the run is left resumable (`plandeck runs`, then `plandeck resume RUN`)"
+        // Not `eprintln!`: it panics when stderr is gone (a hung-up terminal).
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"plandeck: internal error; the run is left resumable (`plandeck runs`, then `plandeck resume RUN`)\n",
         );
         std::process::exit(3);
     }));

@@ -1,7 +1,8 @@
 //! The terminal under faults, in a real pseudo-terminal with a real plan and
 //! a temporary store: a panic in the UI loop or in a spawned task, SIGTERM,
 //! a hang-up while a step floods output, and a storm of resizes. After each
-//! fault plandeck is gone within seconds, the terminal is restored, the run
+//! fault plandeck is gone (exit 130 after a signal or a hang-up: the gone
+//! terminal is never written to again), the terminal is restored, the run
 //! is resumable and no process of it is left; `plandeck resume` finishes it.
 //! Waits are on the screen, the process or the store, always bounded.
 
@@ -98,10 +99,28 @@ fn start(dir: &Path, fault: Option<&str>, step: &str) -> Term {
     t
 }
 
-/// plandeck died of an injected panic: quickly, with a failure status, the
+/// How long plandeck may take to end after a fault before the test calls
+/// it hung: a guard only (a panic report may resolve a backtrace first).
+const HANG_GUARD: u64 = 60;
+
+/// After the terminal hung up: plandeck ended as on SIGHUP (exit 130, not
+/// a panic on the gone terminal), and the store records the run as
+/// interrupted by the signal, so `plandeck runs` names it and how to go on.
+fn assert_left_after_hang_up(t: &mut Term, dir: &Path) {
+    let status = t.wait_status(HANG_GUARD);
+    assert_eq!(status.exit_code(), 130, "{status:?}");
+    let run = shown_run(dir);
+    assert_eq!(
+        (run["state"].as_str(), run["reason"].as_str()),
+        (Some("interrupted"), Some("signal")),
+        "{run}"
+    );
+}
+
+/// plandeck died of an injected panic, with a failure status, the
 /// terminal restored before the panic was reported.
 fn assert_died_of_panic(t: &mut Term) {
-    let status = t.wait_status(5);
+    let status = t.wait_status(HANG_GUARD);
     assert!(!status.success(), "exit status {status:?}");
     t.assert_cooked();
     let after = t.assert_left_alternate_screen();
@@ -144,7 +163,7 @@ fn sigterm_mid_run_restores_the_terminal_and_leaves_the_run_resumable() {
     plan(dir.path(), SLOW);
     let mut t = start(dir.path(), None, "slow");
     t.signal(Signal::SIGTERM);
-    t.wait_status(5);
+    assert_eq!(t.wait_status(HANG_GUARD).exit_code(), 130);
     t.assert_cooked();
     t.assert_left_alternate_screen();
     let run = assert_resumable(dir.path());
@@ -159,7 +178,7 @@ fn hanging_up_during_a_flood_leaves_the_run_resumable() {
     let mut t = start(dir.path(), None, "flood");
     t.wait_line("flood output", 10, |l| l.contains("│  y "));
     t.hang_up();
-    t.wait_status(5);
+    assert_left_after_hang_up(&mut t, dir.path());
     let run = assert_resumable(dir.path());
     assert_no_survivors(&run, 5);
     assert_resume_finishes(dir.path(), &run);
@@ -171,7 +190,7 @@ fn hanging_up_during_a_quiet_step_leaves_the_run_resumable() {
     plan(dir.path(), SLOW);
     let mut t = start(dir.path(), None, "slow");
     t.hang_up();
-    t.wait_status(5);
+    assert_left_after_hang_up(&mut t, dir.path());
     let run = assert_resumable(dir.path());
     assert_no_survivors(&run, 5);
     assert_resume_finishes(dir.path(), &run);
@@ -182,7 +201,6 @@ fn a_resize_storm_during_a_run_is_survived() {
     let dir = tempfile::tempdir().expect("tempdir");
     plan(dir.path(), SLOW);
     let mut t = start(dir.path(), None, "slow");
-    let began = Instant::now();
     for i in 0..50 {
         match i % 3 {
             0 => t.resize(5, 20),
@@ -192,7 +210,6 @@ fn a_resize_storm_during_a_run_is_survived() {
         std::thread::sleep(Duration::from_millis(15));
     }
     t.resize(5, 20);
-    assert!(began.elapsed() < Duration::from_millis(1500), "a storm");
     t.wait_for("too small", 5);
     assert!(t.alive(), "plandeck survived the storm");
     t.resize(48, 160);

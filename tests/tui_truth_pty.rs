@@ -145,8 +145,12 @@ fn pause_and_quit_lets_running_steps_finish_and_says_how_to_continue() {
 }
 
 #[test]
-fn ctrl_c_and_sigterm_leave_the_run_interrupted_with_exit_130() {
-    for (how, reason) in [("ctrl-c", "quit"), ("sigterm", "signal")] {
+fn ctrl_c_sigterm_and_sighup_leave_the_run_interrupted_with_exit_130() {
+    for (how, reason) in [
+        ("ctrl-c", "quit"),
+        ("sigterm", "signal"),
+        ("sighup", "signal"),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         plan(d, &three(30));
@@ -156,6 +160,7 @@ fn ctrl_c_and_sigterm_leave_the_run_interrupted_with_exit_130() {
         t.wait_step("slow", "running", 10);
         match how {
             "ctrl-c" => t.press("\x03"),
+            "sighup" => t.signal(Signal::SIGHUP),
             _ => t.signal(Signal::SIGTERM),
         }
         let status = t.wait_status(15);

@@ -366,7 +366,7 @@ fn open_tui(target: Option<String>, db: DbArg) -> Exit {
             }
         }
         Err(e) => {
-            manage::errln!("plandeck: {e:?}");
+            manage::errln!("plandeck: {e}");
             Exit::Internal
         }
     }

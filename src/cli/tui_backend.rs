@@ -197,9 +197,19 @@ impl Backend for StoreBackend {
         &self,
         id: &str,
         steps: &[String],
+        edited: Option<Arc<ValidPlan>>,
     ) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
         let mut prepared = run::prepare_retry(&self.location, id, steps, run::InputSources::NONE)
             .map_err(|(m, _)| m)?;
+        let pin = match edited {
+            Some(new) => {
+                plan::edit::compare(&prepared.plan, &new)
+                    .map_err(|e| format!("the edited plan cannot apply to run {id}: {e}"))?;
+                prepared.plan = (*new).clone();
+                true
+            }
+            None => false,
+        };
         prepared.claim(&self.location).map_err(|(m, _)| m)?;
         let approval = Approval {
             by: engine::current_user(),
@@ -209,6 +219,7 @@ impl Backend for StoreBackend {
         let mut req = prepared.into_request(Some(approval), self.location.clone(), None, true);
         req.keep_alive = true;
         req.exit_when_paused = true;
+        req.pin_plan = pin;
         let plan = req.plan.clone();
         engine::spawn(req)
             .map(|h| (plan, h))
@@ -238,6 +249,27 @@ impl Backend for StoreBackend {
         Some(Box::new(Live(reader)))
     }
 
+    fn diagnose(&self, command: &str, done: Box<dyn FnOnce(Result<String, String>) + Send>) {
+        let command = command.to_string();
+        // `done` is called once: by the thread, or here if it cannot start.
+        let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+        let theirs = Arc::clone(&slot);
+        let take = |s: &std::sync::Mutex<Option<_>>| s.lock().ok().and_then(|mut d| d.take());
+        let spawned = std::thread::Builder::new()
+            .name("plandeck-diagnose".into())
+            .spawn(move || {
+                let result = diagnose(&command);
+                if let Some(done) = take(&theirs) {
+                    done(result);
+                }
+            });
+        if let Err(e) = spawned
+            && let Some(done) = take(&slot)
+        {
+            done(Err(format!("cannot run the diagnostic: {e}")));
+        }
+    }
+
     fn edit(&self, path: &Path) -> Result<(), String> {
         let editor = std::env::var("VISUAL")
             .ok()
@@ -257,4 +289,58 @@ impl Backend for StoreBackend {
             Err(format!("the editor '{editor}' exited with {status}"))
         }
     }
+}
+
+/// How long a diagnostic may run before it is killed.
+const DIAGNOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bytes of a diagnostic's output kept.
+const DIAGNOSE_BYTES: u64 = 16 * 1024;
+
+/// Run `command` with `sh -c` in its own process group, stdin from
+/// /dev/null, stdout and stderr together; kill the group after
+/// `DIAGNOSE_LIMIT`. Its output (the first `DIAGNOSE_BYTES`), with a line
+/// saying how it ended when that was not exit 0.
+fn diagnose(command: &str) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(writer2)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    let pgid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("plandeck-diagnose-read".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            let _ = reader.take(DIAGNOSE_BYTES).read_to_end(&mut out);
+            let _ = tx.send(out);
+        });
+    let (out, timed_out) = match rx.recv_timeout(DIAGNOSE_LIMIT) {
+        Ok(out) => (out, false),
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            (Vec::new(), true)
+        }
+    };
+    let status = child.wait().map_err(|e| format!("`{command}`: {e}"))?;
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if timed_out {
+        text.push_str(&format!("(stopped after {} s)\n", DIAGNOSE_LIMIT.as_secs()));
+    } else if !status.success() {
+        text.push_str(&format!("({status})\n"));
+    }
+    Ok(text)
 }

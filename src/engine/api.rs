@@ -234,6 +234,9 @@ pub enum Command {
     /// Stop every running step and leave the run interrupted, resumable
     /// (what a front end sends when a person leaves a run at once).
     Interrupt,
+    /// The front end's terminal hung up: as on SIGHUP, stop every running
+    /// step and leave the run interrupted (reason `signal`), resumable.
+    TerminalLost,
     /// A person leaves: pause (no new step starts; running steps finish),
     /// then end the engine with the run paused and resumable, or ended if
     /// it ends meanwhile.
@@ -248,6 +251,30 @@ pub enum Command {
     ProvideInput { name: String, value: String },
     /// Run a fix command as an attempt of the step, then retry the step.
     FixAndRetry { step: String, command: String },
+    /// A person approved an edit of the plan (`plan::edit::compare` found
+    /// the run's shape unchanged): pin the run to the new version and
+    /// retry `retry` from its new definition. Steps that succeeded keep
+    /// their results.
+    AdoptPlan { plan: EditedPlan, retry: String },
+}
+
+/// A validated, edited plan handed to a running engine; two are equal when
+/// their content hashes are.
+#[derive(Clone)]
+pub struct EditedPlan(pub std::sync::Arc<crate::plan::ValidPlan>);
+
+impl PartialEq for EditedPlan {
+    fn eq(&self, other: &EditedPlan) -> bool {
+        self.0.hash == other.0.hash
+    }
+}
+
+impl Eq for EditedPlan {}
+
+impl std::fmt::Debug for EditedPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EditedPlan({})", self.0.hash)
+    }
 }
 
 /// The result of one ended attempt, as shown and stored.

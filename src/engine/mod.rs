@@ -100,6 +100,9 @@ pub struct RunRequest {
     /// The id of the run to create (a run recorded earlier as queued);
     /// a new id when `None`.
     pub run_id: Option<String>,
+    /// When resuming: `plan` is an edit of the stored plan a person
+    /// approved (`plan::edit::compare`); store it and pin the run to it.
+    pub pin_plan: bool,
 }
 
 impl RunRequest {
@@ -124,6 +127,7 @@ impl RunRequest {
             resume: None,
             host_pool_dir: None,
             run_id: None,
+            pin_plan: false,
         }
     }
 }
@@ -258,6 +262,17 @@ struct Driver {
     timers: JoinSet<()>,
     /// Steps that declare outputs, with every step downstream of them.
     producers: Vec<(usize, HashSet<usize>)>,
+}
+
+/// The write that stores `plan` and pins run `run_id` to it.
+fn pin(run_id: &str, plan: &ValidPlan, approval: Approval) -> WriteOp {
+    WriteOp::PinPlan {
+        run_id: run_id.to_string(),
+        plan_hash: plan.hash.clone(),
+        plan_name: plan.plan.name.clone(),
+        plan_source: plan.source.clone(),
+        approval,
+    }
 }
 
 /// Each step that declares outputs, with the set of steps downstream of it.
@@ -494,6 +509,9 @@ async fn drive(
                         approval: a.clone(),
                     })
                     .await?;
+                if req.pin_plan {
+                    d.writer.send(pin(&run_id, &plan, a.clone())).await?;
+                }
             }
             Core::restore(cfg, r.next_seq, &r.steps, &r.orphans, r.stopped.clone())
         }
@@ -568,6 +586,24 @@ async fn drive(
         }
         tokio::select! {
             c = commands.recv(), if commands_open => match c {
+                Some(Command::AdoptPlan { plan: edited, retry }) => {
+                    match core.check_adopt(&edited.0, &retry) {
+                        Err(e) => core.warn(format!("the edited plan was not applied: {e}")),
+                        Ok(()) => {
+                            let approval = Approval {
+                                by: current_user(),
+                                at: chrono::Utc::now(),
+                                hash: edited.0.hash.clone(),
+                            };
+                            if let Err(e) = d.writer.send(pin(&run_id, &edited.0, approval)).await {
+                                break Err(e);
+                            }
+                            d.plan = Arc::clone(&edited.0);
+                            d.producers = output_producers(&d.plan);
+                            core.handle(Input::Command(Command::AdoptPlan { plan: edited, retry }));
+                        }
+                    }
+                }
                 Some(c) => core.handle(Input::Command(c)),
                 None => commands_open = false,
             },
@@ -584,6 +620,11 @@ async fn drive(
                     }
                     faults::crash_point(CrashPoint::AfterSpawn, plan.id(step));
                 }
+                // Once the run is being left interrupted, output already read
+                // is not published: whoever watched is going, the attempt's
+                // stored capture keeps it, and the attempt's end must not
+                // wait behind a flood on its way to a front end that left.
+                RunnerMsg::Lines { .. } if core.is_interrupting() => {}
                 RunnerMsg::Lines { step, attempt, stream, lines } => {
                     logs_in_flight += lines.len();
                     for line in lines {
@@ -814,7 +855,8 @@ fn mask_event(m: &Masker, event: &mut Event, capture: Option<&mut api::CapturedO
             mask(cause);
             for a in actions {
                 match a {
-                    crate::remediation::Action::FixAndRetry { label, command } => {
+                    crate::remediation::Action::FixAndRetry { label, command }
+                    | crate::remediation::Action::Diagnose { label, command } => {
                         mask(label);
                         mask(command);
                     }

@@ -5,6 +5,7 @@
 //! here runs a process, opens the store or touches the terminal.
 
 pub mod diagnostic;
+pub mod edit;
 pub mod expr;
 pub mod generate;
 pub mod limits;

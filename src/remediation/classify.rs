@@ -166,6 +166,13 @@ fn render_action(action: &Action, lookup: &dyn Fn(&str) -> Option<String>) -> Op
             label: label(l)?,
             command: render(c, &|n| lookup(n).and_then(|v| shell_quote(&v)), false)?,
         },
+        Action::Diagnose {
+            label: l,
+            command: c,
+        } => Action::Diagnose {
+            label: label(l)?,
+            command: render(c, &|n| lookup(n).and_then(|v| shell_quote(&v)), false)?,
+        },
     })
 }
 

@@ -3,7 +3,8 @@
 //! This module classifies one failed attempt of a step into an
 //! [`ErrorClass`], and says in plain words what happened, what probably
 //! caused it, and which concrete [`Action`]s a person can take next (retry,
-//! run a fix command and retry, skip, abort, edit the plan). It decides from
+//! run a fix command and retry, look at the machine with a read-only
+//! diagnostic, skip, abort, edit the plan). It decides from
 //! the attempt's [`FailureFacts`] (exit code, signal, timeout, the step's
 //! `kind` and program name, the tails of stdout and stderr) by [`Rule`]s: the
 //! built-in ones in `assets/remediation.json`, embedded in the binary, and a
@@ -174,6 +175,7 @@ pub fn action_text(action: &Action) -> String {
         Action::FixAndRetry { label, command } => {
             format!("fix and retry: {label} (runs `{command}`)")
         }
+        Action::Diagnose { label, command } => format!("check: {label} (`{command}`)"),
         Action::Skip { label } => format!("skip: {label}"),
         Action::Abort { label } => format!("abort: {label}"),
         Action::EditPlan { label } => format!("edit plan: {label}"),

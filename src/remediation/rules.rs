@@ -104,6 +104,10 @@ pub enum Action {
     Retry { label: String },
     /// Run `command` (a shell string), then run the step again.
     FixAndRetry { label: String, command: String },
+    /// A read-only look at the machine (`ps`, `df`, `getent`): shown, and
+    /// run only on a person's request with its output displayed; never an
+    /// attempt of the step, never a retry.
+    Diagnose { label: String, command: String },
     /// Mark the step skipped and go on.
     Skip { label: String },
     /// Stop the run.
@@ -118,16 +122,17 @@ impl Action {
         match self {
             Action::Retry { label }
             | Action::FixAndRetry { label, .. }
+            | Action::Diagnose { label, .. }
             | Action::Skip { label }
             | Action::Abort { label }
             | Action::EditPlan { label } => label,
         }
     }
 
-    /// The fix command of a `fix_and_retry` action.
+    /// The command of a `fix_and_retry` or `diagnose` action.
     pub fn command(&self) -> Option<&str> {
         match self {
-            Action::FixAndRetry { command, .. } => Some(command),
+            Action::FixAndRetry { command, .. } | Action::Diagnose { command, .. } => Some(command),
             _ => None,
         }
     }

@@ -118,6 +118,15 @@ pub enum WriteOp {
         run_id: String,
         epoch: u64,
     },
+    /// A person approved an edit of the run's plan: store that version and
+    /// pin the run (and its approval) to it.
+    PinPlan {
+        run_id: String,
+        plan_hash: String,
+        plan_name: String,
+        plan_source: String,
+        approval: Approval,
+    },
     /// Give up ownership (the run can be resumed by anyone).
     Release {
         run_id: String,
@@ -468,6 +477,23 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
                 "UPDATE step_attempts SET pgid = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
             )?
             .execute(params![run_id, step, attempt, pgid])?;
+        }
+        WriteOp::PinPlan {
+            run_id,
+            plan_hash,
+            plan_name,
+            plan_source,
+            approval,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO plans (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![plan_hash, plan_name, plan_source, ts(&approval.at)])?;
+            tx.prepare_cached(
+                "UPDATE runs SET plan_hash = ?2, approved_by = ?3, approved_at = ?4, approved_hash = ?2
+                 WHERE id = ?1",
+            )?
+            .execute(params![run_id, plan_hash, approval.by, ts(&approval.at)])?;
         }
         WriteOp::Barrier(_) | WriteOp::Flush | WriteOp::Fence { .. } => {}
         WriteOp::Release { run_id } => {

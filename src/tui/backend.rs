@@ -110,11 +110,17 @@ pub trait Backend {
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
     /// Reopen an ended (failed or canceled) run: `steps` (none: every
     /// failed or canceled one) and their skipped dependents run again.
+    /// With `edited`, an approved edit of the run's plan of the same shape
+    /// (`plan::edit::compare`): the run is pinned to it and runs it.
     fn retry_run(
         &self,
         id: &str,
         steps: &[String],
+        edited: Option<Arc<ValidPlan>>,
     ) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
+    /// Run a remediation's read-only diagnostic command (`sh -c`) away from
+    /// the UI thread, bounded in time and output; `done` gets its output.
+    fn diagnose(&self, command: &str, done: Box<dyn FnOnce(Result<String, String>) + Send>);
     /// The stored output of a step's attempt (empty while it runs).
     fn attempt_output(
         &self,

@@ -256,9 +256,16 @@ impl<B: Backend> Session<B> {
                     Err(e) => Msg::Failed(e),
                 }
             }
-            Effect::Retry { run_id, steps } => {
-                let detail = self.backend.run_detail(&run_id).ok();
-                match self.backend.retry_run(&run_id, &steps) {
+            Effect::Retry {
+                run_id,
+                steps,
+                edited,
+            } => {
+                let mut detail = self.backend.run_detail(&run_id).ok();
+                if let (Some(d), Some(e)) = (detail.as_mut(), &edited) {
+                    d.plan = Arc::clone(&e.0);
+                }
+                match self.backend.retry_run(&run_id, &steps, edited.map(|e| e.0)) {
                     Ok((plan, h)) => {
                         let e = self.backend.estimates(&plan);
                         self.attach(h, plan, e, detail)
@@ -267,6 +274,20 @@ impl<B: Backend> Session<B> {
                 }
             }
             Effect::OpenRun(id) => Msg::RunOpened(self.backend.run_detail(&id)),
+            Effect::Diagnose { step, command } => {
+                let c = command.clone();
+                self.backend.diagnose(
+                    &command,
+                    Box::new(move |result| {
+                        let _ = tx.send(Msg::Diagnosed {
+                            step,
+                            command: c,
+                            result,
+                        });
+                    }),
+                );
+                return;
+            }
             Effect::Engine(cmd) => {
                 if let Some(e) = &self.engine {
                     let _ = e.send(cmd);
@@ -418,7 +439,7 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<Option<
                 // The terminal is gone (hung up): leave as on SIGHUP, the
                 // run resumable, without drawing again.
                 gone = true;
-                let _ = session.tx.send(Msg::Signal);
+                let _ = session.tx.send(Msg::HungUp);
             }
             dirty = false;
             last_frame = Instant::now();
@@ -454,17 +475,27 @@ pub fn run<B: Backend>(backend: B, target: Target) -> color_eyre::Result<Option<
                 }
             }
             for path in session.handle(msg) {
+                if gone {
+                    continue;
+                }
                 paused.store(true, Ordering::SeqCst);
                 let _ = ack_rx.recv_timeout(Duration::from_millis(500));
                 guard.suspend();
                 let edited = session.backend.edit(&path);
-                guard.resume()?;
+                if guard.resume().is_err() {
+                    gone = true;
+                    let _ = session.tx.send(Msg::HungUp);
+                }
                 paused.store(false, Ordering::SeqCst);
                 if let Err(e) = edited {
                     session.app.status = Some(e);
+                    if let Some(r) = session.app.run.as_mut() {
+                        r.editing_for = None;
+                    }
                 } else if session.app.screen == keymap::Screen::Run {
-                    session.app.status =
-                        Some("plan edited: the changes apply to the next run of it".into());
+                    // Re-validated here; applying it to the run asks first.
+                    let loaded = session.backend.load_plan(&path).map(Arc::new);
+                    session.handle(Msg::PlanEdited(loaded));
                 }
                 if session.app.screen != keymap::Screen::Run {
                     session.perform(Effect::LoadPlan(path));
@@ -495,17 +526,24 @@ fn spawn_input(tx: Sender<Msg>, paused: Arc<AtomicBool>, ack: Sender<()>) {
                     }
                     continue;
                 }
+                // A terminal that cannot be read any more has hung up.
                 match ct::poll(Duration::from_millis(100)) {
                     Ok(true) => {}
                     Ok(false) => continue,
-                    Err(_) => return,
+                    Err(_) => {
+                        let _ = tx.send(Msg::HungUp);
+                        return;
+                    }
                 }
                 let msg = match ct::read() {
                     Ok(CtEvent::Key(k)) => Msg::Key(k),
                     Ok(CtEvent::Mouse(m)) => Msg::Mouse(m),
                     Ok(CtEvent::Resize(w, h)) => Msg::Resize(w, h),
                     Ok(_) => continue,
-                    Err(_) => return,
+                    Err(_) => {
+                        let _ = tx.send(Msg::HungUp);
+                        return;
+                    }
                 };
                 if tx.send(msg).is_err() {
                     return;

@@ -5,6 +5,7 @@
 //! run is left interrupted and nothing of it outlives plandeck.
 
 use std::io::{Stdout, Write, stdout};
+use std::mem::ManuallyDrop;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,7 +59,10 @@ fn install_panic_hook() {
 
 /// The terminal in TUI mode; restores it when dropped.
 pub struct Guard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// Dropped by hand: after a hang-up ratatui's own drop would report
+    /// the failed cursor write with `eprintln!`, which panics on a gone
+    /// stderr (see `Drop for Guard`).
+    pub terminal: ManuallyDrop<Terminal<CrosstermBackend<Stdout>>>,
 }
 
 impl Guard {
@@ -66,7 +70,9 @@ impl Guard {
         install_panic_hook();
         Self::activate()?;
         let terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
-        Ok(Guard { terminal })
+        Ok(Guard {
+            terminal: ManuallyDrop::new(terminal),
+        })
     }
 
     fn activate() -> std::io::Result<()> {
@@ -98,7 +104,13 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // Show the cursor through ratatui first, so that nothing is written
         // after the alternate screen is left.
-        let _ = self.terminal.show_cursor();
+        let shown = self.terminal.show_cursor().is_ok();
         restore();
+        if shown {
+            // SAFETY: `terminal` is dropped once, here, and never used after.
+            unsafe { ManuallyDrop::drop(&mut self.terminal) };
+        }
+        // Otherwise the terminal is gone (hung up): its buffers are left to
+        // the process's end rather than have its drop write to it again.
     }
 }

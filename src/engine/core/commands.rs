@@ -175,8 +175,15 @@ impl Core {
                     self.begin_ending(Ending::Interrupt);
                 }
             }
+            Command::TerminalLost => {
+                if !self.finished {
+                    self.record("terminal_lost", None);
+                    self.begin_ending(Ending::Interrupt);
+                }
+            }
             Command::RetryStep(id) => self.retry_step(&id, None),
             Command::FixAndRetry { step, command } => self.retry_step(&step, Some(command)),
+            Command::AdoptPlan { plan, retry } => self.adopt_plan(plan.0, &retry),
             Command::SkipStep(id) => self.skip_step(&id),
             Command::ApproveStep(id) => {
                 if let Some(i) = self.step_index(&id) {
@@ -216,14 +223,51 @@ impl Core {
         }
     }
 
+    /// Whether step `i` could run again now (`RetryStep`).
+    fn may_retry(&self, i: usize) -> bool {
+        matches!(
+            self.steps[i].state,
+            StepState::Failed | StepState::Canceled | StepState::Interrupted | StepState::Skipped
+        ) && self.ending.is_none()
+    }
+
+    /// Whether `plan`, an edit of the run's plan, may replace it now and
+    /// step `retry` run again from its new definition; why not, in words.
+    pub fn check_adopt(&self, plan: &ValidPlan, retry: &str) -> Result<(), String> {
+        crate::plan::edit::compare(&self.plan, plan)?;
+        Rules::with_plan_rules(&plan.plan.remediation)
+            .map_err(|e| format!("its remediation rules do not compile: {e}"))?;
+        let i = self
+            .step_index(retry)
+            .ok_or_else(|| format!("the plan has no step {retry}"))?;
+        if !self.may_retry(i) {
+            return Err(format!(
+                "step {retry} is {}: only a failed, canceled, interrupted or skipped step can be retried",
+                self.steps[i].state
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drive the run from `plan` from now on (an approved edit of the same
+    /// shape: `check_adopt`), then retry step `retry`. Succeeded steps keep
+    /// their results; every later attempt runs the new definitions.
+    fn adopt_plan(&mut self, plan: Arc<ValidPlan>, retry: &str) {
+        if self.check_adopt(&plan, retry).is_err() {
+            return;
+        }
+        let Ok(rules) = Rules::with_plan_rules(&plan.plan.remediation) else {
+            return;
+        };
+        self.plan = plan;
+        self.rules = Arc::new(rules);
+        self.record("edit_plan", self.step_index(retry));
+        self.retry_step(retry, None);
+    }
+
     pub(super) fn retry_step(&mut self, id: &str, fix: Option<String>) {
         let Some(i) = self.step_index(id) else { return };
-        let state = self.steps[i].state;
-        if !matches!(
-            state,
-            StepState::Failed | StepState::Canceled | StepState::Interrupted | StepState::Skipped
-        ) || self.ending.is_some()
-        {
+        if !self.may_retry(i) {
             return;
         }
         self.record(

@@ -352,6 +352,12 @@ impl Core {
         self.state == RunState::Paused && self.running == 0 && !self.finished
     }
 
+    /// The run is being left interrupted (a signal, Ctrl-C, a lost
+    /// terminal): whoever watched is going away.
+    pub fn is_interrupting(&self) -> bool {
+        self.ending == Some(Ending::Interrupt)
+    }
+
     /// A person asked to leave (`Command::Leave`): the front end goes once
     /// the run is paused with nothing running, or has ended.
     pub fn is_leaving(&self) -> bool {

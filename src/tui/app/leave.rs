@@ -72,6 +72,26 @@ impl App {
         vec![Effect::Detach]
     }
 
+    /// The terminal hung up (nothing can be shown or asked any more): stop
+    /// the running steps as on SIGHUP, leaving the run resumable, and go
+    /// once the engine has ended.
+    pub(super) fn on_hang_up(&mut self) -> Vec<Effect> {
+        self.confirm = None;
+        self.prompt = None;
+        if !self.run_going() {
+            self.quit = true;
+            return vec![Effect::Quit];
+        }
+        if self.leaving && !self.leave_patient {
+            return vec![];
+        }
+        self.home = None;
+        self.leaving = true;
+        self.leave_patient = false;
+        self.leave_ticks = 0;
+        vec![Effect::Engine(Command::TerminalLost), Effect::Detach]
+    }
+
     /// Go back to the runs screen, or quit when the app was opened elsewhere.
     pub(super) fn back(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();

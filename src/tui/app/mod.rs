@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 pub use self::prompt::Prompt;
 pub use self::review::{InputField, Review, ReviewFocus};
 pub use self::run_actions::Confirm;
-pub use self::run_view::{LogSource, RunView};
+pub use self::run_view::{Diagnosed, LogSource, RunView};
 pub use self::runs_view::{Item, RunsView};
 pub use self::scroll::fit_scroll;
 
@@ -34,7 +34,7 @@ use super::backend::{PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
 use super::dagview::{DagMode, DagView};
 use super::keymap::{self, Action, Screen};
 use super::live::{self, StoredLog};
-use crate::engine::api::{Command, Event, RunState, StepState};
+use crate::engine::api::{Command, EditedPlan, Event, RunState, StepState};
 use crate::plan::{Diagnostic, ValidPlan};
 
 /// A loaded plan with its duration estimates, or why it does not load.
@@ -49,6 +49,8 @@ pub enum Msg {
     Tick,
     /// SIGTERM or SIGHUP.
     Signal,
+    /// The terminal is gone (a write or read failed: it hung up).
+    HungUp,
     Listed {
         plans: Vec<PlanEntry>,
         runs: Result<Vec<RunSummary>, String>,
@@ -88,6 +90,14 @@ pub enum Msg {
         attempt: u32,
         pulled: super::backend::Pulled,
     },
+    /// The plan file after the editor closed, on the Run screen.
+    PlanEdited(Result<Arc<ValidPlan>, Vec<Diagnostic>>),
+    /// A remediation diagnostic ended: its output, or why it could not run.
+    Diagnosed {
+        step: usize,
+        command: String,
+        result: Result<String, String>,
+    },
 }
 
 /// What the run loop is asked to do.
@@ -104,10 +114,17 @@ pub enum Effect {
     },
     Resume(String),
     /// Reopen an ended run: run these steps again (none: every failed or
-    /// canceled one) with their skipped dependents.
+    /// canceled one) with their skipped dependents; from `edited`, an
+    /// approved edit of its plan, when set.
     Retry {
         run_id: String,
         steps: Vec<String>,
+        edited: Option<EditedPlan>,
+    },
+    /// Run a remediation's read-only diagnostic for step `step`.
+    Diagnose {
+        step: usize,
+        command: String,
     },
     OpenRun(String),
     Edit(PathBuf),
@@ -232,6 +249,7 @@ impl App {
                 vec![]
             }
             Msg::Signal => self.on_signal(),
+            Msg::HungUp => self.on_hang_up(),
             Msg::Listed { plans, runs } => {
                 self.runs.plans = plans;
                 match runs {
@@ -377,6 +395,37 @@ impl App {
             } => {
                 if let Some(run) = &mut self.run {
                     run.live_output(step, attempt, pulled);
+                }
+                vec![]
+            }
+            Msg::PlanEdited(result) => {
+                self.plan_edited(result);
+                vec![]
+            }
+            Msg::Diagnosed {
+                step,
+                command,
+                result,
+            } => {
+                if let Some(r) = &mut self.run
+                    && r.diagnostic
+                        .as_ref()
+                        .is_some_and(|d| d.step == step && d.command == command)
+                {
+                    let text = result.unwrap_or_else(|e| e + "\n");
+                    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                    if lines.is_empty() {
+                        lines.push("(no output)".into());
+                    }
+                    r.diagnostic = Some(Diagnosed {
+                        step,
+                        command,
+                        lines: Some(lines),
+                    });
+                    // Its output ends the remediation panel: scroll there.
+                    r.panel_top = usize::MAX;
+                    self.status =
+                        Some("the diagnostic's output is in the remediation panel".into());
                 }
                 vec![]
             }

@@ -12,7 +12,12 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::run_view::log_jump;
 use super::scroll::follow_scroll;
 use super::{App, Effect, Prompt};
-use crate::engine::api::{Command, RunState, StepState};
+use std::sync::Arc;
+
+use super::Diagnosed;
+use crate::engine::api::{Command, EditedPlan, RunState, StepState};
+use crate::plan::edit::Change;
+use crate::plan::{Diagnostic, ValidPlan};
 use crate::tui::keymap::{Action, Screen};
 use crate::tui::live::Focus;
 
@@ -32,6 +37,14 @@ pub enum Confirm {
     Retry { run_id: String, step: String },
     /// Stop a running step and mark it skipped.
     Skip { step: String },
+    /// Apply an edited plan to this run (its shape is unchanged), then run
+    /// `step` again from its new definition.
+    Adopt {
+        run_id: String,
+        step: String,
+        plan: EditedPlan,
+        changes: Vec<Change>,
+    },
 }
 
 impl App {
@@ -98,7 +111,32 @@ impl App {
                 vec![Effect::Retry {
                     run_id,
                     steps: vec![step],
+                    edited: None,
                 }]
+            }
+            Confirm::Adopt {
+                run_id, step, plan, ..
+            } if yes => {
+                self.confirm = None;
+                let Some(r) = self.run.as_mut() else {
+                    return vec![];
+                };
+                if r.live {
+                    r.plan = Arc::clone(&plan.0);
+                    self.status = Some(format!(
+                        "the edit applies to this run: running {step} again from its new definition"
+                    ));
+                    vec![Effect::Engine(Command::AdoptPlan { plan, retry: step })]
+                } else {
+                    self.status = Some(format!(
+                        "reopening the run with the edited plan: running {step} again"
+                    ));
+                    vec![Effect::Retry {
+                        run_id,
+                        steps: vec![step],
+                        edited: Some(plan),
+                    }]
+                }
             }
             Confirm::Skip { step } if yes => {
                 self.confirm = None;
@@ -134,6 +172,18 @@ impl App {
         };
         use crate::remediation::Action as R;
         let ended = r.state.is_some_and(|s| s.is_terminal());
+        if let R::Diagnose { command, .. } = action {
+            // Read-only: never an attempt, whatever state the run is in.
+            self.status = Some(format!("running `{command}` (a read-only check)…"));
+            if let Some(r) = self.run.as_mut() {
+                r.diagnostic = Some(Diagnosed {
+                    step: i,
+                    command: command.clone(),
+                    lines: None,
+                });
+            }
+            return vec![Effect::Diagnose { step: i, command }];
+        }
         if !r.live {
             let reopen = matches!(r.state, Some(RunState::Failed | RunState::Canceled));
             match action {
@@ -180,13 +230,69 @@ impl App {
                 vec![]
             }
             R::EditPlan { .. } => match r.path.clone() {
-                Some(p) => vec![Effect::Edit(p)],
+                Some(p) => {
+                    if let Some(r) = self.run.as_mut() {
+                        r.editing_for = Some(id);
+                    }
+                    vec![Effect::Edit(p)]
+                }
                 None => {
                     self.status = Some("this run's plan file is unknown".into());
                     vec![]
                 }
             },
+            R::Diagnose { .. } => vec![],
         }
+    }
+
+    /// The plan file was edited from a failed step's remediation: if it
+    /// validates and keeps the run's shape, ask whether to apply it to this
+    /// run (showing what changed); otherwise say why this run keeps its plan.
+    pub(super) fn plan_edited(&mut self, result: Result<Arc<ValidPlan>, Vec<Diagnostic>>) {
+        let Some(r) = self.run.as_mut() else { return };
+        let Some(step) = r.editing_for.take() else {
+            self.status = Some("plan edited: a new run of it gets the changes".into());
+            return;
+        };
+        let new = match result {
+            Ok(p) => p,
+            Err(diags) => {
+                let first = diags.first().map(ToString::to_string).unwrap_or_default();
+                self.status = Some(format!(
+                    "the edited plan does not validate: {first} (this run keeps its plan; edit it again to fix it)"
+                ));
+                return;
+            }
+        };
+        if new.hash == r.plan.hash {
+            self.status = Some("the plan file is unchanged: nothing to apply".into());
+            return;
+        }
+        let changes = match crate::plan::edit::compare(&r.plan, &new) {
+            Ok(c) => c,
+            Err(why) => {
+                self.status = Some(format!(
+                    "{why}: a run under way keeps its steps, so this run keeps its plan (a new run of the file gets the edit)"
+                ));
+                return;
+            }
+        };
+        if changes.is_empty() {
+            self.status = Some("no step definition changed: nothing to apply".into());
+            return;
+        }
+        let reopen = !r.live && matches!(r.state, Some(RunState::Failed | RunState::Canceled));
+        if !r.live && !reopen {
+            self.status =
+                Some("this run is not live: press r to resume it, then edit the plan again".into());
+            return;
+        }
+        self.confirm = Some(Confirm::Adopt {
+            run_id: r.run_id.clone(),
+            step,
+            plan: EditedPlan(new),
+            changes,
+        });
     }
 
     /// Whether `a` does something on the current screen now (the footer

@@ -63,6 +63,20 @@ pub struct RunView {
     pub panel_top: usize,
     /// Steps that were running when a stored run stopped.
     pub was_running: Vec<usize>,
+    /// The failed step whose "edit the plan" remediation opened the editor:
+    /// the edit, once approved, applies to this run and retries it.
+    pub editing_for: Option<String>,
+    /// The output of the last read-only diagnostic a person ran.
+    pub diagnostic: Option<Diagnosed>,
+}
+
+/// A remediation diagnostic run on a person's request, with its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosed {
+    pub step: usize,
+    pub command: String,
+    /// Its output lines; `None` while it runs.
+    pub lines: Option<Vec<String>>,
 }
 
 impl RunView {
@@ -105,6 +119,8 @@ impl RunView {
             focus: Focus::Steps,
             panel_top: 0,
             was_running: Vec::new(),
+            editing_for: None,
+            diagnostic: None,
             plan,
         }
     }

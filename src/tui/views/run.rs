@@ -12,6 +12,7 @@ use super::table::{self, Col, Row, Table, cell};
 use super::{Theme, clip, duration, step_glyph};
 use crate::engine::api::{RunState, StepState, Stream, why};
 use crate::hygiene::sanitize::sanitize;
+use crate::plan::edit::Change;
 use crate::tui::app::{App, Confirm, RunView};
 use crate::tui::live::{self, FeedKind, Focus};
 
@@ -521,6 +522,9 @@ pub struct Panel<'a> {
     pub split: Option<usize>,
 }
 
+/// Lines of a diagnostic's output the remediation panel shows.
+const DIAGNOSTIC_LINES: usize = 40;
+
 /// Inner widths from which the actions go beside the explanation.
 const SIDE_BY_SIDE: usize = 70;
 
@@ -560,7 +564,7 @@ pub fn remediation_panel<'a>(r: &RunView, o: &live::Offer, t: Theme, width: usiz
     let cols = [
         Col::keep("#", 1, 1).right(),
         Col::keep("press a number", 8, 48),
-        Col::optional("fix command", 1, 80).grow(8),
+        Col::optional("command", 1, 80).grow(8),
     ];
     let label_w = o
         .actions
@@ -589,7 +593,7 @@ pub fn remediation_panel<'a>(r: &RunView, o: &live::Offer, t: Theme, width: usiz
         vec![
             cell("#", head),
             cell("press a number", head),
-            cell(if beside { "fix command" } else { "" }, head),
+            cell(if beside { "command" } else { "" }, head),
         ],
     )];
     for (k, a) in o.actions.iter().enumerate() {
@@ -609,6 +613,38 @@ pub fn remediation_panel<'a>(r: &RunView, o: &live::Offer, t: Theme, width: usiz
                 &format!("$ {c}"),
                 t.dim(),
             ));
+        }
+    }
+    if let Some(d) = r.diagnostic.as_ref().filter(|d| d.step == i) {
+        right.extend(table::labelled(
+            &under,
+            "",
+            t.dim(),
+            &format!("check: $ {}", sanitize(&d.command)),
+            t.key(),
+        ));
+        match &d.lines {
+            None => right.extend(table::labelled(&under, "", t.dim(), "running…", t.dim())),
+            Some(lines) => {
+                for l in lines.iter().take(DIAGNOSTIC_LINES) {
+                    right.extend(table::labelled(
+                        &under,
+                        "",
+                        t.dim(),
+                        &format!("│ {}", sanitize(l)),
+                        Style::new(),
+                    ));
+                }
+                if lines.len() > DIAGNOSTIC_LINES {
+                    right.extend(table::labelled(
+                        &under,
+                        "",
+                        t.dim(),
+                        &format!("… {} more lines", lines.len() - DIAGNOSTIC_LINES),
+                        t.dim(),
+                    ));
+                }
+            }
         }
     }
     if split.is_none() {
@@ -733,6 +769,57 @@ fn summary(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
     );
 }
 
+/// The question before an edited plan applies to the run: what changed
+/// (the removed and added lines of each changed definition, as many as
+/// fit a screen `height` rows high), then the keys.
+fn adopt_body<'a>(height: u16, t: Theme, step: &str, changes: &[Change]) -> Vec<Line<'a>> {
+    let mut body = vec![Line::from(
+        "The edited plan validates. What changed (- before, + after):",
+    )];
+    let room = (height as usize).saturating_sub(9).max(2);
+    let mut diff = Vec::new();
+    for c in changes {
+        let part = if matches!(c.part.as_str(), "globals" | "remediation") {
+            c.part.clone()
+        } else {
+            format!("step {}", c.part)
+        };
+        diff.push(Line::from(Span::styled(part, t.title())));
+        for l in c.lines.iter().filter(|l| !l.starts_with("  ")) {
+            let style = if l.starts_with('-') {
+                t.fg(Color::Red)
+            } else {
+                t.fg(Color::Green)
+            };
+            diff.push(Line::from(Span::styled(
+                format!("  {}", sanitize(l)),
+                style,
+            )));
+        }
+    }
+    let more = diff.len().saturating_sub(room);
+    let shown = if more > 0 { room - 1 } else { diff.len() };
+    let hidden = diff.len() - shown;
+    body.extend(diff.into_iter().take(shown));
+    if hidden > 0 {
+        body.push(Line::from(Span::styled(
+            format!("  … {hidden} more lines"),
+            t.dim(),
+        )));
+    }
+    body.push(Line::from(format!(
+        "The run is pinned to the new version and {step} runs again from it;"
+    )));
+    body.push(Line::from("steps that succeeded keep their results."));
+    body.push(Line::from(vec![
+        Span::styled("y", t.key()),
+        Span::raw(" apply and retry   "),
+        Span::styled("n", t.key()),
+        Span::raw(" keep the run's plan"),
+    ]));
+    body
+}
+
 /// The confirm dialog, over everything.
 pub fn confirm(f: &mut Frame, app: &App) {
     let Some(c) = &app.confirm else { return };
@@ -795,6 +882,10 @@ pub fn confirm(f: &mut Frame, app: &App) {
                 ]),
             ],
         ),
+        Confirm::Adopt { step, changes, .. } => (
+            " Apply the edit to this run? ",
+            adopt_body(f.area().height, t, step, changes),
+        ),
         Confirm::Skip { step } => (
             " Skip a running step? ",
             vec![
@@ -811,7 +902,12 @@ pub fn confirm(f: &mut Frame, app: &App) {
         ),
     };
     let area = f.area();
-    let w = 60.min(area.width.saturating_sub(4));
+    let wide = if matches!(c, Confirm::Adopt { .. }) {
+        90
+    } else {
+        60
+    };
+    let w = wide.min(area.width.saturating_sub(4));
     let h = (body.len() as u16 + 2).min(area.height);
     let rect = Rect::new(
         area.x + (area.width - w) / 2,
