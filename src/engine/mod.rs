@@ -270,7 +270,7 @@ fn pin(run_id: &str, plan: &ValidPlan, approval: Approval) -> WriteOp {
         run_id: run_id.to_string(),
         plan_hash: plan.hash.clone(),
         plan_name: plan.plan.name.clone(),
-        plan_source: plan.source.clone(),
+        plan_source: crate::plan::redact::stored_source(plan),
         approval,
     }
 }
