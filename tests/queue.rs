@@ -273,3 +273,34 @@ fn a_run_not_in_the_queue_cannot_get_a_priority() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_paused_run_resumed_through_the_queue_goes_on_where_it_stopped() {
+    // Requeue and admission claim the run (each bumps its ownership epoch):
+    // the resumed engine writes at the epoch admission took, not the one
+    // `resume` claimed first, or its writes would be fenced off.
+    let s = Scratch::new();
+    let p = plan(
+        json!({}),
+        json!([
+            { "id": "a", "run": "echo a >> order.log" },
+            { "id": "b", "run": "echo b >> order.log", "depends_on": ["a"], "approval": true }
+        ]),
+    );
+    let paused = s.run(&p, &[]);
+    assert_eq!(paused.code, Some(1), "{}", paused.stderr);
+    let run = paused.run_id();
+    let resumed = Cli::start(s.plandeck(&[
+        "resume",
+        &run,
+        "--queue",
+        "--yes",
+        "--json",
+        "--approve",
+        "b",
+    ]))
+    .finish();
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    assert_eq!(run_state(&resumed.events), "succeeded");
+    assert_eq!(s.read("order.log"), "a\nb\n");
+}

@@ -60,10 +60,17 @@ pub fn open(location: &Location) -> Result<Connection, Exit> {
     store::open(location).map_err(|e| fail(e, Exit::Internal))
 }
 
-/// Wait until queued run `run` is admitted. Ctrl-C (SIGINT, SIGTERM,
+/// Wait until queued run `run`, held at ownership epoch `epoch`, is
+/// admitted; returns the epoch it was claimed at. Ctrl-C (SIGINT, SIGTERM,
 /// SIGHUP) leaves the queue: the run stays resumable (`resume` queues it
-/// again) and the exit is 130. A run canceled meanwhile exits 1.
-pub fn wait_turn(conn: &mut Connection, run: &str, signals: &WaitSignals) -> Result<(), Exit> {
+/// again) and the exit is 130. A run canceled meanwhile exits 1; one
+/// another process took exits 2.
+pub fn wait_turn(
+    conn: &mut Connection,
+    run: &str,
+    epoch: u64,
+    signals: &WaitSignals,
+) -> Result<u64, Exit> {
     let mut last: Option<usize> = None;
     loop {
         if signals.stop.load(Ordering::SeqCst) {
@@ -75,12 +82,16 @@ pub fn wait_turn(conn: &mut Connection, run: &str, signals: &WaitSignals) -> Res
             );
             return Err(Exit::Interrupted);
         }
-        match queue::try_admit(conn, run, &alive) {
-            Ok(Admission::Admitted) => {
+        match queue::try_admit(conn, run, epoch, &alive) {
+            Ok(Admission::Admitted { epoch }) => {
                 if last.is_some() {
                     errln!("plandeck: run {} leaves the queue and starts", short(run));
                 }
-                return Ok(());
+                return Ok(epoch);
+            }
+            Ok(Admission::Taken(by)) => {
+                errln!("plandeck: run {run} was taken by {by} while it waited in the queue");
+                return Err(Exit::InvalidInput);
             }
             Ok(Admission::Waiting { position, of }) => {
                 if last != Some(position) {

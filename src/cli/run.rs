@@ -363,10 +363,11 @@ pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOpt
         .max_concurrency
         .unwrap_or(req.plan.plan.globals.max_concurrency);
     let record = engine::new_run_record(&req, &run_id, max_concurrency, Owner::this_process());
-    if let Err(e) = store::queue::enqueue_new(&mut conn, &record, opts.priority.unwrap_or(0)) {
-        return fail(e, Exit::Internal);
-    }
-    if let Err(exit) = super::queue::wait_turn(&mut conn, &run_id, &signals) {
+    let epoch = match store::queue::enqueue_new(&mut conn, &record, opts.priority.unwrap_or(0)) {
+        Ok(e) => e,
+        Err(e) => return fail(e, Exit::Internal),
+    };
+    if let Err(exit) = super::queue::wait_turn(&mut conn, &run_id, epoch, &signals) {
         return exit;
     }
     req.run_id = Some(run_id);
@@ -905,11 +906,19 @@ pub fn resume(run: &str, secrets: &SecretArgs, opts: &RunOptions) -> Exit {
         Ok(c) => c,
         Err(exit) => return exit,
     };
-    if let Err(e) = store::queue::requeue(&mut conn, &seen, &Owner::this_process(), opts.priority) {
-        return fail(e, Exit::InvalidInput);
-    }
-    if let Err(exit) = super::queue::wait_turn(&mut conn, &seen.id, &signals) {
-        return exit;
+    let epoch = match store::queue::requeue(&mut conn, &seen, &Owner::this_process(), opts.priority)
+    {
+        Ok(e) => e,
+        Err(e) => return fail(e, Exit::InvalidInput),
+    };
+    match super::queue::wait_turn(&mut conn, &seen.id, epoch, &signals) {
+        // The engine's writes are fenced at the epoch admission claimed.
+        Ok(epoch) => {
+            if let Some(r) = req.resume.as_mut() {
+                r.epoch = epoch;
+            }
+        }
+        Err(exit) => return exit,
     }
     drive(req, opts, Some(&signals))
 }

@@ -1,5 +1,6 @@
-//! Claiming a run (`run`, `resume`, `cancel` of an orphaned run, and any
-//! later attach-to-drive): one compare-and-set, in one transaction, that
+//! Claiming a run (`run`, `resume`, `cancel` of an orphaned run, the
+//! queue's admission and requeue, and any later attach-to-drive): one
+//! compare-and-set, in one transaction, that
 //! checks the run is still as the claimant saw it (its ownership epoch) and
 //! bumps the epoch. From then on the previous owner's writer is fenced: its
 //! batches are refused (see `writer`).
@@ -7,7 +8,7 @@
 //! Decides nothing about liveness (the caller checked the owner it saw was
 //! gone) and never touches a process.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::writer::{Owner, ts};
 use super::{StoreError, explain};
@@ -64,6 +65,38 @@ pub fn claim_run(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql)?;
+    let accept = |state: RunState| {
+        !state.is_terminal() || reopen && matches!(state, RunState::Failed | RunState::Canceled)
+    };
+    let epoch = claim_in(&tx, run_id, seen_epoch, owner, containment, &accept, None)?;
+    tx.commit().map_err(sql)?;
+    Ok(epoch)
+}
+
+/// A state a claim sets with the ownership (the queue's admission and
+/// requeue): the state and its reason.
+pub type SetState<'a> = Option<(RunState, Option<&'a str>)>;
+
+/// The compare-and-set of a claim inside the caller's transaction, which
+/// must be `IMMEDIATE` (the check and the update under one write lock):
+/// `run_id` must still be at `seen_epoch` and in a state `accept`s; then
+/// `owner` owns it at the next epoch (returned), in state `set` if given.
+/// The caller commits (with its own writes of the same transaction).
+pub fn claim_in(
+    tx: &Transaction,
+    run_id: &str,
+    seen_epoch: u64,
+    owner: &Owner,
+    containment: Option<&str>,
+    accept: &dyn Fn(RunState) -> bool,
+    set: SetState,
+) -> Result<u64, ClaimError> {
+    let sql = |e: rusqlite::Error| {
+        ClaimError::Store(StoreError(format!(
+            "claiming run {run_id}: {}",
+            explain(&e)
+        )))
+    };
     type Seen = (String, u64, Option<u32>, Option<String>, Option<String>);
     let now: Option<Seen> = tx
         .query_row(
@@ -88,15 +121,20 @@ pub fn claim_run(
         )));
     }
     let state = RunState::parse(&state).unwrap_or(RunState::Interrupted);
-    let reopens = reopen && matches!(state, RunState::Failed | RunState::Canceled);
-    if state.is_terminal() && !reopens {
+    if !accept(state) {
         return Err(ClaimError::Ended(state));
     }
+    let (new_state, reason) = match set {
+        Some((s, r)) => (Some(s.as_str()), r),
+        None => (None, None),
+    };
     let changed = tx
         .execute(
             "UPDATE runs SET owner_epoch = owner_epoch + 1, owner_pid = ?3, owner_host = ?4,
                owner_started_at = ?5, owner_start_ticks = ?6, owner_boot_id = ?7, heartbeat_at = ?5,
-               containment = COALESCE(?8, containment)
+               containment = COALESCE(?8, containment),
+               state = COALESCE(?9, state),
+               reason = CASE WHEN ?9 IS NULL THEN reason ELSE ?10 END
              WHERE id = ?1 AND owner_epoch = ?2",
             params![
                 run_id,
@@ -107,12 +145,13 @@ pub fn claim_run(
                 owner.start_ticks.map(|t| t as i64),
                 owner.boot_id,
                 containment,
+                new_state,
+                reason,
             ],
         )
         .map_err(sql)?;
     if changed != 1 {
         return Err(ClaimError::Taken("another process".into()));
     }
-    tx.commit().map_err(sql)?;
     Ok(seen_epoch + 1)
 }

@@ -10,15 +10,21 @@
 //! a dead waiter never blocks the queue, and nothing has to clean it up.
 //!
 //! Writes here touch only queue columns and queued runs; a run's events are
-//! written by its owner's writer alone.
+//! written by its owner's writer alone. Taking or changing a run's
+//! ownership (requeue, admission) goes through the ownership claim
+//! (`store::claim`), so a queue write can never overtake another owner.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::claim::{ClaimError, claim_in};
 use super::queries::{RUN_COLUMNS, RunRow, run_row};
 use super::writer::{NewRun, Owner};
 use super::{StoreError, explain};
 use crate::engine::api::RunState;
+
+/// The reason a queued run is stored with (`api::why::QUEUED`).
+const QUEUED: &str = "queued";
 
 /// The key of the parallel limit in `settings`.
 const PARALLEL_KEY: &str = "queue.parallel";
@@ -37,8 +43,11 @@ fn ts(t: &DateTime<Utc>) -> String {
 /// What a try at admission found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// The run may start now: it is recorded `created`.
-    Admitted,
+    /// The run may start now: it is recorded `created`, claimed by this
+    /// process at ownership epoch `epoch` (`store::claim`).
+    Admitted { epoch: u64 },
+    /// Another process claimed the run while it waited (who, in words).
+    Taken(String),
     /// Not yet: its place among the waiting runs (from 1), of how many.
     Waiting { position: usize, of: usize },
     /// It is no longer queued (canceled meanwhile): its state now.
@@ -141,8 +150,9 @@ pub fn read(conn: &Connection, alive: Alive, me: Option<&str>) -> Result<Queue, 
     })
 }
 
-/// Record a new run as `queued` with its plan, owned by the waiting process.
-pub fn enqueue_new(conn: &mut Connection, run: &NewRun, priority: i64) -> Result<(), StoreError> {
+/// Record a new run as `queued` with its plan, owned by the waiting process;
+/// returns its ownership epoch.
+pub fn enqueue_new(conn: &mut Connection, run: &NewRun, priority: i64) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
@@ -152,58 +162,79 @@ pub fn enqueue_new(conn: &mut Connection, run: &NewRun, priority: i64) -> Result
         params![run.id, priority, ts(&Utc::now())],
     )
     .map_err(sql_err)?;
-    tx.commit().map_err(sql_err)
+    let epoch: u64 = tx
+        .query_row(
+            "SELECT owner_epoch FROM runs WHERE id = ?1",
+            params![run.id],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(epoch)
 }
 
 /// Put a stored run (interrupted, paused, or queued by a waiter that died)
-/// back in the queue, owned by `owner`. Refused when the run changed since
-/// `seen` was read (another process took it). A run that was already
-/// queued keeps its place in time; its priority changes only when given.
+/// back in the queue, owned by `owner`: a claim (`store::claim`, the
+/// compare-and-set on the ownership epoch `seen` was read at) that also
+/// sets it `queued`. Refused when another process claimed it since, or it
+/// ended. A run that was already queued keeps its place in time; its
+/// priority changes only when given. Returns the new epoch.
 pub fn requeue(
     conn: &mut Connection,
     seen: &RunRow,
     owner: &Owner,
     priority: Option<i64>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
-    let now = ts(&Utc::now());
-    let changed = tx
-        .execute(
-            "UPDATE runs SET state = 'queued', reason = 'queued',
-               queue_priority = COALESCE(?4, queue_priority, 0),
-               queued_at = CASE WHEN state = 'queued' AND queued_at IS NOT NULL THEN queued_at ELSE ?5 END,
-               owner_pid = ?6, owner_host = ?7, owner_started_at = ?8, heartbeat_at = ?5,
-               owner_start_ticks = ?9, owner_boot_id = ?10
-             WHERE id = ?1 AND state = ?2 AND owner_pid IS ?3",
-            params![
-                seen.id,
-                seen.state.as_str(),
-                seen.owner_pid,
-                priority,
-                now,
-                owner.pid,
-                owner.host,
-                ts(&owner.started_at),
-                owner.start_ticks.map(|t| t as i64),
-                owner.boot_id,
-            ],
-        )
-        .map_err(sql_err)?;
-    if changed == 0 {
-        return Err(StoreError(format!(
-            "run {} changed while it was being queued (another plandeck took it); see `plandeck show {}`",
-            seen.id, seen.id
-        )));
-    }
-    tx.commit().map_err(sql_err)
+    let accept = |s: RunState| !s.is_terminal();
+    let epoch = claim_in(
+        &tx,
+        &seen.id,
+        seen.owner_epoch,
+        owner,
+        None,
+        &accept,
+        Some((RunState::Queued, Some(QUEUED))),
+    )
+    .map_err(|e| claim_error(&seen.id, "being queued", e))?;
+    let was_queued = seen.state == RunState::Queued;
+    tx.execute(
+        "UPDATE runs SET queue_priority = COALESCE(?2, queue_priority, 0),
+           queued_at = CASE WHEN ?3 AND queued_at IS NOT NULL THEN queued_at ELSE ?4 END
+         WHERE id = ?1",
+        params![seen.id, priority, was_queued, ts(&Utc::now())],
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(epoch)
 }
 
-/// Try to admit queued run `run`: in one transaction, count the live
-/// active queue runs and rank the live waiting ones; the run starts when
-/// its rank fits under the limit. Also refreshes its heartbeat.
-pub fn try_admit(conn: &mut Connection, run: &str, alive: Alive) -> Result<Admission, StoreError> {
+/// A lost claim on `run` while `doing`, in words that say what to do.
+fn claim_error(run: &str, doing: &str, e: ClaimError) -> StoreError {
+    match e {
+        ClaimError::Taken(by) => StoreError(format!(
+            "run {run} changed while it was {doing}: {by} took it; see `plandeck show {run}`"
+        )),
+        ClaimError::Ended(state) => StoreError(format!(
+            "run {run} ended ({state}) while it was {doing}; see `plandeck show {run}`"
+        )),
+        ClaimError::Store(e) => e,
+    }
+}
+
+/// Try to admit queued run `run`, which its waiter holds at ownership
+/// epoch `epoch`: in one transaction, count the live active queue runs and
+/// rank the live waiting ones; when its rank fits under the limit the run
+/// is claimed (`store::claim`: compare-and-set on the epoch) and recorded
+/// `created`. Also refreshes its heartbeat.
+pub fn try_admit(
+    conn: &mut Connection,
+    run: &str,
+    epoch: u64,
+    alive: Alive,
+) -> Result<Admission, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
@@ -224,12 +255,15 @@ pub fn try_admit(conn: &mut Connection, run: &str, alive: Alive) -> Result<Admis
     let free = (queue.parallel as usize).saturating_sub(queue.active.len());
     let now = ts(&Utc::now());
     let admission = if position <= free {
-        tx.execute(
-            "UPDATE runs SET state = 'created', reason = NULL, heartbeat_at = ?2 WHERE id = ?1 AND state = 'queued'",
-            params![run, now],
-        )
-        .map_err(sql_err)?;
-        Admission::Admitted
+        let queued = |s: RunState| s == RunState::Queued;
+        let owner = Owner::this_process();
+        let set = Some((RunState::Created, None));
+        match claim_in(&tx, run, epoch, &owner, None, &queued, set) {
+            Ok(epoch) => Admission::Admitted { epoch },
+            Err(ClaimError::Taken(by)) => Admission::Taken(by),
+            Err(ClaimError::Ended(state)) => Admission::Gone(state),
+            Err(ClaimError::Store(e)) => return Err(e),
+        }
     } else {
         tx.execute(
             "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
@@ -277,4 +311,87 @@ pub fn set_priority(conn: &Connection, run: &str, priority: i64) -> Result<bool,
     )
     .map(|n| n > 0)
     .map_err(sql_err)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::{Location, queries};
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: id.into(),
+            plan_hash: "h".into(),
+            plan_name: "p".into(),
+            plan_source: "{}".into(),
+            plan_path: None,
+            base_dir: ".".into(),
+            inputs_json: "{}".into(),
+            max_concurrency: 1,
+            approval: None,
+            owner: Owner::this_process(),
+            containment: "none".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn state_and_epoch(conn: &Connection, id: &str) -> (String, u64) {
+        conn.query_row(
+            "SELECT state, owner_epoch FROM runs WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn admission_is_a_claim_on_the_waiters_epoch() {
+        let alive = |_: &RunRow| true;
+        let mut conn = crate::store::open(&Location::Memory).unwrap();
+        let e = enqueue_new(&mut conn, &new_run("r1"), 0).unwrap();
+        // Another process claimed the run since: the waiter's stale epoch never admits it.
+        assert!(matches!(
+            try_admit(&mut conn, "r1", e + 1, &alive).unwrap(),
+            Admission::Taken(_)
+        ));
+        assert_eq!(state_and_epoch(&conn, "r1"), ("queued".into(), e));
+        let admitted = try_admit(&mut conn, "r1", e, &alive).unwrap();
+        assert_eq!(admitted, Admission::Admitted { epoch: e + 1 });
+        assert_eq!(state_and_epoch(&conn, "r1"), ("created".into(), e + 1));
+    }
+
+    #[test]
+    fn requeue_is_a_claim_on_the_epoch_it_saw() {
+        let alive = |_: &RunRow| true;
+        let mut conn = crate::store::open(&Location::Memory).unwrap();
+        enqueue_new(&mut conn, &new_run("r2"), 0).unwrap();
+        leave(&conn, "r2").unwrap();
+        let seen = queries::find_run(&conn, "r2").unwrap();
+        let mut stale = seen.clone();
+        stale.owner_epoch += 1;
+        let refused = requeue(&mut conn, &stale, &Owner::this_process(), None).unwrap_err();
+        assert!(refused.to_string().contains("took it"), "{refused}");
+        let e = requeue(&mut conn, &seen, &Owner::this_process(), Some(5)).unwrap();
+        assert_eq!(e, seen.owner_epoch + 1);
+        assert_eq!(
+            queries::find_run(&conn, "r2").unwrap().queue_priority,
+            Some(5)
+        );
+        // The epoch before the requeue no longer admits; the new one does.
+        assert!(matches!(
+            try_admit(&mut conn, "r2", seen.owner_epoch, &alive).unwrap(),
+            Admission::Taken(_)
+        ));
+        assert_eq!(
+            try_admit(&mut conn, "r2", e, &alive).unwrap(),
+            Admission::Admitted { epoch: e + 1 }
+        );
+        // An ended run is never queued again.
+        conn.execute("UPDATE runs SET state = 'failed' WHERE id = 'r2'", [])
+            .unwrap();
+        let ended = queries::find_run(&conn, "r2").unwrap();
+        let refused = requeue(&mut conn, &ended, &Owner::this_process(), None).unwrap_err();
+        assert!(refused.to_string().contains("ended (failed)"), "{refused}");
+    }
 }
