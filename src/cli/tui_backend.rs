@@ -11,7 +11,8 @@ use crate::store::spool;
 use crate::store::writer::Approval;
 use crate::store::{self, Location, queries};
 use crate::tui::backend::{
-    Backend, LiveLog, PlanEntry, Pulled, RunDetail, RunSummary, StartRun, StoredOutput,
+    Backend, LiveLog, PlanEntry, Pulled, QueueNews, QueuedRun, RunDetail, RunSummary, StartRun,
+    StopWaiting, StoredOutput, stop_asked,
 };
 
 /// A spool read for the TUI.
@@ -175,6 +176,49 @@ impl Backend for StoreBackend {
         engine::spawn(req).map_err(|e| e.to_string())
     }
 
+    fn queue_run(
+        &self,
+        start: StartRun,
+        news: Box<dyn Fn(QueueNews) + Send>,
+    ) -> Result<QueuedRun, String> {
+        let approval = Approval {
+            by: engine::current_user(),
+            at: chrono::Utc::now(),
+            hash: start.plan.hash.clone(),
+        };
+        let mut req = run::new_request(
+            &start.path,
+            start.plan,
+            start.inputs,
+            Some(approval),
+            start.estimates,
+            self.location.clone(),
+            None,
+            true,
+        );
+        req.keep_alive = true;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        req.run_id = Some(run_id.clone());
+        let mut conn = store::open(&self.location).map_err(|e| e.to_string())?;
+        let max_concurrency = req.plan.plan.globals.max_concurrency;
+        let owner = crate::store::writer::Owner::this_process();
+        let record = engine::new_run_record(&req, &run_id, max_concurrency, owner);
+        // `plandeck cancel` may signal the owner of a run just admitted.
+        engine::ignore_cancel_signal_until_listening();
+        let epoch = store::queue::enqueue_new(&mut conn, &record, 0).map_err(|e| e.to_string())?;
+        news(QueueNews::Queued {
+            run_id: run_id.clone(),
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let flag = Arc::clone(&stop);
+        let id = run_id.clone();
+        let thread = std::thread::Builder::new()
+            .name("plandeck-queue-wait".into())
+            .spawn(move || wait_in_queue(conn, &id, epoch, req, &flag, &*news))
+            .map_err(|e| format!("cannot wait in the queue: {e}"))?;
+        Ok(QueuedRun::new(run_id, stop, thread))
+    }
+
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String> {
         engine::contain::become_subreaper();
         let mut prepared =
@@ -288,6 +332,101 @@ impl Backend for StoreBackend {
         } else {
             Err(format!("the editor '{editor}' exited with {status}"))
         }
+    }
+}
+
+/// How often a run queued from the TUI tries for admission.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The waiter of a run queued from the TUI (its own thread): try for
+/// admission until admitted (then start the engine), the run is gone, or a
+/// person asks to leave the queue or cancel the run.
+fn wait_in_queue(
+    mut conn: rusqlite::Connection,
+    run: &str,
+    epoch: u64,
+    req: engine::RunRequest,
+    stop: &std::sync::atomic::AtomicU8,
+    news: &dyn Fn(QueueNews),
+) {
+    use crate::engine::api::RunState;
+    use crate::store::queue::Admission;
+    let alive = |r: &queries::RunRow| engine::ownership::live_owner(r).is_some();
+    let stopped = |conn: &rusqlite::Connection, how: StopWaiting| {
+        let done = match how {
+            StopWaiting::Leave => store::queue::leave(conn, run).map(|()| {
+                (
+                    RunState::Interrupted,
+                    "left the queue; `plandeck resume` queues it again".to_string(),
+                )
+            }),
+            StopWaiting::Cancel => store::queue::cancel_queued(conn, run, "canceled by a person")
+                .map(|_| {
+                    (
+                        RunState::Canceled,
+                        "canceled while it waited in the queue; nothing ran".to_string(),
+                    )
+                }),
+        };
+        match done {
+            Ok((state, why)) => news(QueueNews::Ended {
+                state: Some(state),
+                why,
+            }),
+            Err(e) => news(QueueNews::Ended {
+                state: None,
+                why: e.to_string(),
+            }),
+        }
+    };
+    let mut last = None;
+    let mut polls = 0u32;
+    loop {
+        polls = polls.wrapping_add(1);
+        if let Some(how) = stop_asked(stop) {
+            return stopped(&conn, how);
+        }
+        match store::queue::try_admit(&mut conn, run, epoch, &alive) {
+            Ok(Admission::Admitted { epoch }) => {
+                if let Some(how) = stop_asked(stop) {
+                    let _ = store::queue::unadmit(&conn, run, epoch);
+                    return stopped(&conn, how);
+                }
+                return match engine::spawn(req) {
+                    Ok(h) => news(QueueNews::Started(h)),
+                    Err(e) => news(QueueNews::Ended {
+                        state: None,
+                        why: e.to_string(),
+                    }),
+                };
+            }
+            Ok(Admission::Waiting { position, of }) => {
+                // Said when it changes, and again every few seconds.
+                if last != Some((position, of)) || polls.is_multiple_of(30) {
+                    last = Some((position, of));
+                    news(QueueNews::Waiting { position, of });
+                }
+            }
+            Ok(Admission::Gone(state)) => {
+                return news(QueueNews::Ended {
+                    state: Some(state),
+                    why: format!("the run was {state} while it waited in the queue; nothing ran"),
+                });
+            }
+            Ok(Admission::Taken(by)) => {
+                return news(QueueNews::Ended {
+                    state: None,
+                    why: format!("{by} took the run while it waited in the queue"),
+                });
+            }
+            Err(e) => {
+                return news(QueueNews::Ended {
+                    state: None,
+                    why: e.to_string(),
+                });
+            }
+        }
+        std::thread::sleep(QUEUE_POLL);
     }
 }
 

@@ -303,6 +303,19 @@ pub fn leave(conn: &Connection, run: &str) -> Result<(), StoreError> {
     .map_err(sql_err)
 }
 
+/// An admitted run whose waiter was told to stop before its engine
+/// started: back to `queued` with no owner (as after `leave`), if it is
+/// still `created` at the epoch admission took.
+pub fn unadmit(conn: &Connection, run: &str, epoch: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE runs SET state = 'queued', reason = 'queued', owner_pid = NULL, heartbeat_at = NULL
+         WHERE id = ?1 AND state = 'created' AND owner_epoch = ?2",
+        params![run, epoch],
+    )
+    .map(|_| ())
+    .map_err(sql_err)
+}
+
 /// Change the priority of a queued run; false when it is not queued.
 pub fn set_priority(conn: &Connection, run: &str, priority: i64) -> Result<bool, StoreError> {
     conn.execute(

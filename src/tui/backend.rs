@@ -74,6 +74,88 @@ pub struct StartRun {
     pub plan: Arc<ValidPlan>,
     pub inputs: BTreeMap<String, String>,
     pub estimates: Vec<Option<f64>>,
+    /// Wait for a turn in the run queue (`Q`) instead of starting at once.
+    pub queue: bool,
+}
+
+/// What a run waiting in the queue hears from its waiter.
+pub enum QueueNews {
+    /// Recorded `queued` (always the first news, before the waiter starts).
+    Queued { run_id: String },
+    /// Still waiting: its place among the waiting runs, of how many.
+    Waiting { position: usize, of: usize },
+    /// Admitted and started: its engine.
+    Started(EngineHandle),
+    /// It will not start here: its state now when known, and why.
+    Ended {
+        state: Option<RunState>,
+        why: String,
+    },
+}
+
+impl std::fmt::Debug for QueueNews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueNews::Queued { run_id } => write!(f, "Queued({run_id})"),
+            QueueNews::Waiting { position, of } => write!(f, "Waiting({position} of {of})"),
+            QueueNews::Started(h) => write!(f, "Started({})", h.run_id),
+            QueueNews::Ended { state, why } => write!(f, "Ended({state:?}, {why})"),
+        }
+    }
+}
+
+/// How a queued run's waiter is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopWaiting {
+    /// Leave the queue: the run stays resumable (`resume` queues it again).
+    Leave,
+    /// Cancel the queued run: it never starts.
+    Cancel,
+}
+
+/// The waiter of a run queued from the TUI: a thread of the backend that
+/// tries for admission and reports through `QueueNews`.
+pub struct QueuedRun {
+    pub run_id: String,
+    /// 0: wait on; 1: leave the queue; 2: cancel the run.
+    stop: Arc<std::sync::atomic::AtomicU8>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl QueuedRun {
+    pub fn new(
+        run_id: String,
+        stop: Arc<std::sync::atomic::AtomicU8>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> QueuedRun {
+        QueuedRun {
+            run_id,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Ask the waiter to stop as `how`, and wait for it (at most one poll
+    /// and one store write): the store says so before this returns.
+    pub fn stop(mut self, how: StopWaiting) {
+        let code = match how {
+            StopWaiting::Leave => 1,
+            StopWaiting::Cancel => 2,
+        };
+        self.stop.store(code, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a waiter's stop flag asks for (`QueuedRun`).
+pub fn stop_asked(flag: &std::sync::atomic::AtomicU8) -> Option<StopWaiting> {
+    match flag.load(std::sync::atomic::Ordering::SeqCst) {
+        1 => Some(StopWaiting::Leave),
+        2 => Some(StopWaiting::Cancel),
+        _ => None,
+    }
 }
 
 /// The stored output of one attempt (bounded: head and tail, with a marker
@@ -106,6 +188,14 @@ pub trait Backend {
     fn load_plan(&self, path: &Path) -> Result<ValidPlan, Vec<Diagnostic>>;
     /// Start an approved run.
     fn start_run(&self, run: StartRun) -> Result<EngineHandle, String>;
+    /// Record an approved run `queued` and wait for its turn on a thread of
+    /// its own (never the caller's): `news` hears its place, then its
+    /// engine once admitted, or why it will not start.
+    fn queue_run(
+        &self,
+        run: StartRun,
+        news: Box<dyn Fn(QueueNews) + Send>,
+    ) -> Result<QueuedRun, String>;
     /// Resume an interrupted or paused run; returns its plan too.
     fn resume_run(&self, id: &str) -> Result<(Arc<ValidPlan>, EngineHandle), String>;
     /// Reopen an ended (failed or canceled) run: `steps` (none: every

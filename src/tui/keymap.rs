@@ -19,6 +19,8 @@ pub enum Action {
     Bottom,
     Open,
     Approve,
+    /// Approve the plan and queue it (it starts when the run queue lets it).
+    Queue,
     Edit,
     ToggleView,
     Search,
@@ -261,6 +263,13 @@ const REVIEW: &[Binding] = &[
         Action::Approve,
         "approve the plan as shown and start the run",
         "approve",
+    ),
+    b(
+        &[Char('Q')],
+        Action::Queue,
+        "approve and queue it: it starts when the queue lets it",
+        // In help only: the footer keeps `q back` at 80 columns.
+        "",
     ),
     b(
         &[Char('e')],

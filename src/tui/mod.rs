@@ -54,6 +54,8 @@ pub struct Session<B: Backend> {
     in_flight: Arc<AtomicUsize>,
     /// The running attempt whose live output is pulled at frame time.
     tap: Option<Tap>,
+    /// The waiter of a run queued with `Q`, until it starts or ends.
+    queued: Option<backend::QueuedRun>,
 }
 
 /// A running attempt's live output, followed for the log pane.
@@ -85,6 +87,7 @@ impl<B: Backend> Session<B> {
             engine: None,
             in_flight: Arc::new(AtomicUsize::new(0)),
             tap: None,
+            queued: None,
         };
         let first = match target {
             Target::Runs => Effect::Refresh,
@@ -111,6 +114,28 @@ impl<B: Backend> Session<B> {
         if matches!(msg, Msg::Events(_)) {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
+        let msg = match msg {
+            // A queued run was admitted: follow its engine as any run's.
+            Msg::QueueNews {
+                news: backend::QueueNews::Started(h),
+                ..
+            } => {
+                self.queued = None;
+                let (plan, estimates) = match &self.app.run {
+                    Some(r) => (r.plan.clone(), r.estimates.clone()),
+                    None => return edits,
+                };
+                self.attach(h, plan, estimates, None)
+            }
+            Msg::QueueNews {
+                news: backend::QueueNews::Ended { .. },
+                ..
+            } => {
+                self.queued = None;
+                msg
+            }
+            msg => msg,
+        };
         for fx in self.app.update(msg) {
             match fx {
                 Effect::Edit(p) => edits.push(p),
@@ -235,6 +260,20 @@ impl<B: Backend> Session<B> {
                         estimates,
                     }
                 }
+                Ok(_) if start.queue => {
+                    let tell = tx.clone();
+                    let news = Box::new(move |news| {
+                        let _ = tell.send(Msg::QueueNews { news });
+                    });
+                    match self.backend.queue_run(start, news) {
+                        Ok(q) => {
+                            // Its news (`Queued` first) come through the channel.
+                            self.queued = Some(q);
+                            return;
+                        }
+                        Err(e) => Msg::Failed(e),
+                    }
+                }
                 Ok(_) => {
                     let plan = start.plan.clone();
                     let estimates = std::mem::take(&mut start.estimates);
@@ -296,6 +335,13 @@ impl<B: Backend> Session<B> {
             }
             Effect::Detach => {
                 self.engine = None;
+                return;
+            }
+            Effect::StopWaiting(how) => {
+                // Waits for the waiter's last store write (one poll at most).
+                if let Some(q) = self.queued.take() {
+                    q.stop(how);
+                }
                 return;
             }
             Effect::LoadOutput {

@@ -28,6 +28,35 @@ impl App {
         }
     }
 
+    /// The run shown waits in the queue (queued here with `Q`).
+    pub(super) fn run_queued(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.is_queued())
+    }
+
+    /// Leave the queue (the run stays resumable: `plandeck resume` queues
+    /// it again); `quit`, or go back home.
+    pub(super) fn leave_queue(&mut self, quit: bool) -> Vec<Effect> {
+        use crate::engine::api::{RunState, why};
+        if let Some(r) = self.run.as_mut() {
+            r.live = false;
+            r.state = Some(RunState::Interrupted);
+            r.reason = Some(why::QUEUED.into());
+        }
+        let mut fx = vec![Effect::StopWaiting(crate::tui::backend::StopWaiting::Leave)];
+        match self.home {
+            Some(home) if !quit && home != Screen::Run => {
+                self.screen = home;
+                self.status = None;
+                fx.push(Effect::Refresh);
+            }
+            _ => {
+                self.quit = true;
+                fx.push(Effect::Quit);
+            }
+        }
+        fx
+    }
+
     /// The run is live and has not ended.
     pub(super) fn run_going(&self) -> bool {
         self.run
@@ -61,6 +90,9 @@ impl App {
     /// SIGTERM or SIGHUP: the engine got the signal too and stops the
     /// steps (reason `signal`); let go of it and wait for it to end.
     pub(super) fn on_signal(&mut self) -> Vec<Effect> {
+        if self.run_queued() {
+            return self.leave_queue(true);
+        }
         if !self.run_going() {
             self.quit = true;
             return vec![Effect::Quit];
@@ -78,6 +110,9 @@ impl App {
     pub(super) fn on_hang_up(&mut self) -> Vec<Effect> {
         self.confirm = None;
         self.prompt = None;
+        if self.run_queued() {
+            return self.leave_queue(true);
+        }
         if !self.run_going() {
             self.quit = true;
             return vec![Effect::Quit];
@@ -95,6 +130,9 @@ impl App {
     /// Go back to the runs screen, or quit when the app was opened elsewhere.
     pub(super) fn back(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if self.screen == Screen::Run && self.run_queued() {
+            return self.leave_queue(false);
+        }
         if self.screen == Screen::Run {
             if self.leaving {
                 return if self.leave_patient {
@@ -126,6 +164,9 @@ impl App {
     }
 
     pub(super) fn leave_all(&mut self) -> Vec<Effect> {
+        if self.run_queued() {
+            return self.leave_queue(true);
+        }
         if self.run_going() {
             if self.leaving && !self.leave_patient {
                 return vec![];

@@ -90,6 +90,12 @@ pub enum Msg {
         attempt: u32,
         pulled: super::backend::Pulled,
     },
+    /// What the waiter of a run approved with `Q` found (`Queued` first:
+    /// the run waits in the queue) (its engine once admitted is
+    /// taken by the session, which then sends `RunStarted`).
+    QueueNews {
+        news: super::backend::QueueNews,
+    },
     /// The plan file after the editor closed, on the Run screen.
     PlanEdited(Result<Arc<ValidPlan>, Vec<Diagnostic>>),
     /// A remediation diagnostic ended: its output, or why it could not run.
@@ -121,6 +127,8 @@ pub enum Effect {
         steps: Vec<String>,
         edited: Option<EditedPlan>,
     },
+    /// Stop waiting in the queue: leave it (resumable) or cancel the run.
+    StopWaiting(super::backend::StopWaiting),
     /// Run a remediation's read-only diagnostic for step `step`.
     Diagnose {
         step: usize,
@@ -398,6 +406,55 @@ impl App {
                 }
                 vec![]
             }
+            Msg::QueueNews {
+                news: super::backend::QueueNews::Queued { run_id },
+            } => {
+                let Some(review) = &self.review else {
+                    return vec![];
+                };
+                let mode = self.dag().map_or(DagMode::List, |d| d.mode);
+                let (plan, estimates) = (review.plan.clone(), review.estimates.clone());
+                let mut run = RunView::new(run_id, plan, estimates, mode, true);
+                run.path = Some(review.path.clone());
+                run.state = Some(RunState::Queued);
+                run.reason = Some("waiting for its turn".into());
+                self.run = Some(run);
+                self.screen = Screen::Run;
+                self.status = Some(
+                    "queued: the run starts when the queue lets it (c cancels it, q leaves the queue)"
+                        .into(),
+                );
+                self.confirm = None;
+                self.fit();
+                vec![]
+            }
+            Msg::QueueNews { news } => {
+                use super::backend::QueueNews as N;
+                let Some(r) = self.run.as_mut().filter(|r| r.is_queued()) else {
+                    return vec![];
+                };
+                match news {
+                    N::Waiting { position, of } => {
+                        r.reason = Some(format!("position {position} of {of}"));
+                    }
+                    N::Ended { state, why } => {
+                        r.live = false;
+                        if let Some(s) = state {
+                            r.state = Some(s);
+                            r.reason = match s {
+                                RunState::Interrupted => {
+                                    Some(crate::engine::api::why::QUEUED.into())
+                                }
+                                RunState::Canceled => Some("canceled by a person".into()),
+                                _ => None,
+                            };
+                        }
+                        self.status = Some(why);
+                    }
+                    N::Started(_) | N::Queued { .. } => {}
+                }
+                vec![]
+            }
             Msg::PlanEdited(result) => {
                 self.plan_edited(result);
                 vec![]
@@ -570,7 +627,8 @@ impl App {
                 }
                 vec![]
             }
-            (_, Action::Approve) => self.approve(),
+            (_, Action::Approve) => self.approve(false),
+            (Screen::Review, Action::Queue) => self.approve(true),
             (Screen::Review, Action::Edit) => self
                 .review
                 .as_ref()

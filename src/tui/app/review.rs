@@ -110,7 +110,9 @@ impl App {
         self.fit();
     }
 
-    pub(super) fn approve(&mut self) -> Vec<Effect> {
+    /// Approve the plan as shown: start it now, or (`queue`) let it wait
+    /// for its turn in the run queue.
+    pub(super) fn approve(&mut self, queue: bool) -> Vec<Effect> {
         let Some(r) = &mut self.review else {
             return vec![];
         };
@@ -133,6 +135,7 @@ impl App {
                 plan: r.plan.clone(),
                 inputs,
                 estimates: r.estimates.clone(),
+                queue,
             },
             hash: r.plan.hash.clone(),
         }]

@@ -100,6 +100,13 @@ impl App {
                 self.status = Some("nothing done".into());
                 vec![]
             }
+            Confirm::Cancel if yes && self.run_queued() => {
+                self.confirm = None;
+                self.status = Some("canceling the queued run: it never starts".into());
+                vec![Effect::StopWaiting(
+                    crate::tui::backend::StopWaiting::Cancel,
+                )]
+            }
             Confirm::Cancel if yes => {
                 self.confirm = None;
                 self.status = Some("canceling the run: stopping running steps…".into());
@@ -302,6 +309,17 @@ impl App {
             return true;
         }
         let Some(r) = &self.run else { return true };
+        if r.is_queued() {
+            return !matches!(
+                a,
+                Action::Pause
+                    | Action::Freeze
+                    | Action::Resume
+                    | Action::RetryStep
+                    | Action::SkipStep
+                    | Action::ApproveStep
+            );
+        }
         let going = r.live && !r.state.is_some_and(|s| s.is_terminal());
         match a {
             Action::Pause | Action::Cancel => going,
@@ -325,6 +343,23 @@ impl App {
             .height
             .saturating_sub(2) as usize;
         let r = self.run.as_mut()?;
+        if r.is_queued()
+            && matches!(
+                a,
+                Action::Pause
+                    | Action::Freeze
+                    | Action::SkipStep
+                    | Action::ApproveStep
+                    | Action::RetryStep
+                    | Action::Resume
+            )
+        {
+            self.status = Some(format!(
+                "the run waits in the queue ({}): it starts when its turn comes; c cancels it, q leaves the queue",
+                r.reason.as_deref().unwrap_or("waiting")
+            ));
+            return Some(vec![]);
+        }
         let i = r.dag.selected;
         let id = r.plan.id(i).to_string();
         let live = r.live;

@@ -125,6 +125,11 @@ impl RunView {
         }
     }
 
+    /// It waits in the queue, with a waiter in this process.
+    pub fn is_queued(&self) -> bool {
+        self.live && self.state == Some(RunState::Queued)
+    }
+
     /// The attempt the log pane shows for the selected step.
     pub fn log_attempt(&self) -> u32 {
         let i = self.dag.selected;
