@@ -237,6 +237,16 @@ fn a_dead_waiter_holds_no_place_and_resume_queues_it_again() {
     let dead = q["runs"][1]["run_id"].as_str().expect("listed").to_string();
     let after = submit(&s, &plan_file(&s, "after", None), Some(0));
     until_waiting(&s, 2);
+    // While its waiter lives, resume says it waits in the queue.
+    let refused = s
+        .plandeck(&["resume", &dead, "--yes"])
+        .output()
+        .expect("resume runs");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is waiting in the queue"),
+        "{refused:?}"
+    );
     doomed.signal(Signal::SIGKILL);
     let _ = doomed.finish();
     // The dead waiter is no longer listed; `show` calls it interrupted (queued).

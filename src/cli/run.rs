@@ -590,6 +590,15 @@ fn prepare(
         _ => {}
     }
     if let Some(owner) = crate::engine::ownership::live_owner(&row) {
+        if row.state == RunState::Queued {
+            return Err((
+                format!(
+                    "run {} is waiting in the queue ({owner} waits for its turn); see `plandeck queue`, or `plandeck cancel {}`",
+                    row.id, row.id
+                ),
+                Exit::InvalidInput,
+            ));
+        }
         return Err(driven_by(&row.id, &owner));
     }
     let source =
