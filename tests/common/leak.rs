@@ -73,19 +73,33 @@ pub fn assert_no_survivors(run: &str, within: Duration) {
     }
 }
 
+/// The runs recorded in the store at `db` (none when it cannot be read).
+fn runs(db: &Path) -> Vec<String> {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|conn| {
+            conn.prepare("SELECT id FROM runs")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// After a failed test: kill whatever the runs in the store at `db` left,
+/// without waiting and without a second panic.
+pub fn kill_leftovers(db: &Path) {
+    for run in runs(db) {
+        for p in marked(&run) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        plandeck::engine::cgroup::kill_left(&run);
+    }
+}
+
 /// Fail unless every run recorded in the store at `db` has no live process
 /// left, after a bounded wait. A store that does not exist (or cannot be
 /// read) records no run: there is nothing to check.
 pub fn assert_no_leaked_processes(db: &Path) {
-    let runs: Vec<String> =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|conn| {
-                conn.prepare("SELECT id FROM runs")?
-                    .query_map([], |r| r.get(0))?
-                    .collect()
-            })
-            .unwrap_or_default();
-    for run in runs {
+    for run in runs(db) {
         assert_no_survivors(&run, TEARDOWN);
         // The run's cgroup, if an owner that was killed or fenced left it
         // (empty by now, or holding what had no marker): gone with the test.

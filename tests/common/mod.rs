@@ -73,7 +73,10 @@ pub struct Scratch {
 /// process carrying the marker of a run in its store may outlive the test.
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if !thread::panicking() {
+        if thread::panicking() {
+            // A failing test leaves nothing behind either.
+            leak::kill_leftovers(&self.db());
+        } else {
             leak::assert_no_leaked_processes(&self.db());
         }
     }
@@ -315,6 +318,16 @@ impl Cli {
             stderr,
             events,
             elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+/// A test that fails while the process still runs (stopped, or waiting for
+/// something that never comes) kills it, so it never outlives the test.
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if thread::panicking() && matches!(self.exited.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
         }
     }
 }
