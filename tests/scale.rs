@@ -82,4 +82,19 @@ fn plandeck_validate_takes_a_long_chain_with_a_one_mib_stack() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(100000 steps)"), "{stdout}");
     assert!(stdout.contains("waves:         100000"), "{stdout}");
+    // The graph of the same chain: each edge's "implicit" mark is a lookup,
+    // not a scan of every implicit dependency (that was quadratic).
+    let out = Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .arg("graph")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("chain-100000: 100000 steps in 100000 waves\n"),
+        "{}",
+        &stdout[..stdout.len().min(200)]
+    );
+    assert!(stdout.ends_with("  s99999  <- s99998 (implicit)\n"));
 }

@@ -25,7 +25,7 @@ pub fn render(plan: &ValidPlan, schedule: &Schedule, format: GraphFormat) -> Str
 }
 
 fn is_implicit(plan: &ValidPlan, step: usize, dep: usize) -> bool {
-    plan.plan.steps[step].depends_on.is_none() && plan.implicit_deps.contains(&(step, dep))
+    plan.plan.steps[step].depends_on.is_none() && plan.is_implicit(step, dep)
 }
 
 fn text(plan: &ValidPlan, schedule: &Schedule) -> String {

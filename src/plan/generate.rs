@@ -87,6 +87,7 @@ mod tests {
     fn chains_and_all_pairs_have_their_shape() {
         let chain = crate::plan::from_text("c.json", &super::chain(5)).expect("valid");
         assert_eq!(chain.implicit_deps.len(), 4);
+        assert!(chain.is_implicit(4, 3) && !chain.is_implicit(4, 2) && !chain.is_implicit(0, 0));
         let dense = crate::plan::from_text("d.json", &super::all_pairs(6)).expect("valid");
         assert_eq!(dense.deps.iter().map(Vec::len).sum::<usize>(), 15);
     }

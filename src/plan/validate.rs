@@ -35,7 +35,8 @@ pub struct ValidPlan {
     pub deps: Vec<Vec<usize>>,
     /// Each step's dependents.
     pub dependents: Vec<Vec<usize>>,
-    /// The dependencies plandeck added (`implicit_deps`): (step, dependency).
+    /// The dependencies plandeck added (`implicit_deps`): (step, dependency),
+    /// in step order (at most one per step).
     pub implicit_deps: Vec<(usize, usize)>,
     /// Steps that run only as some other step's fallback.
     pub fallback_only: Vec<bool>,
@@ -50,6 +51,11 @@ impl ValidPlan {
     }
     pub fn is_empty(&self) -> bool {
         self.plan.steps.is_empty()
+    }
+    /// Whether plandeck added the dependency of `step` on `dep` (a binary
+    /// search: `implicit_deps` is sorted).
+    pub fn is_implicit(&self, step: usize, dep: usize) -> bool {
+        self.implicit_deps.binary_search(&(step, dep)).is_ok()
     }
     pub fn id(&self, i: usize) -> &str {
         self.plan.steps[i].id()

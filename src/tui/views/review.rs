@@ -306,7 +306,7 @@ pub fn step_lines(
     let deps: Vec<String> = plan.deps[i]
         .iter()
         .map(|&d| {
-            if plan.implicit_deps.contains(&(i, d)) {
+            if plan.is_implicit(i, d) {
                 format!("{} (implicit)", plan.id(d))
             } else {
                 plan.id(d).to_string()
