@@ -69,7 +69,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check plan files and print a summary of each (steps, waves, critical path, conflicts).
+    /// Check plan files and print a summary of each (steps, waves, critical path, estimate, conflicts).
     #[command(
         after_help = "Exit code 2 when any plan is invalid; every error names file:line:col.\nThe estimate plays the plan out with each step's median duration from the store's history."
     )]
