@@ -7,6 +7,7 @@
 //! `graph`, `plan`, `dag` and `remediation` are pure.
 
 pub mod cli;
+pub mod control;
 pub mod dag;
 pub mod engine;
 pub mod faults;

@@ -4,6 +4,7 @@
 //! Each command returns an exit code; nothing here panics on user input.
 //! Commands print through stdout/stderr only; the engine and store do the work.
 
+mod background;
 mod cancel;
 mod inspect;
 mod logs;
@@ -12,6 +13,7 @@ mod printer;
 mod queue;
 mod run;
 mod show;
+mod steer;
 pub mod tui_backend;
 
 use std::path::PathBuf;
@@ -105,7 +107,8 @@ pub enum Command {
         #[command(flatten)]
         opts: run::RunOptions,
     },
-    /// Continue an interrupted or paused run where it stopped.
+    /// Continue a run: unpause a live one (through its owner), or take over
+    /// an interrupted or paused one nobody drives and continue it here.
     Resume {
         /// Run id or a unique prefix of it.
         run: String,
@@ -114,9 +117,10 @@ pub enum Command {
         #[command(flatten)]
         opts: run::RunOptions,
     },
-    /// Reopen an ended failed or canceled run: run its failed steps again.
+    /// Run steps again: a live run's owner retries them, an ended failed or
+    /// canceled run is reopened here.
     #[command(
-        after_help = "The named steps (default: every failed or canceled one) and the dependents they\nskipped get new attempts; steps that succeeded keep their results. A succeeded or\nlive run is refused."
+        after_help = "A run with a live owner: that plandeck retries the named steps (default: every\nfailed, canceled, interrupted or skipped one); exit 0 accepted, 1 refused, with its\nreason. An ended failed or canceled run: the named steps (default: every failed or\ncanceled one) and the dependents they skipped get new attempts here; steps that\nsucceeded keep their results. A succeeded run is refused."
     )]
     Retry {
         /// Run id or a unique prefix of it.
@@ -200,6 +204,42 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Pause a live run: no new step starts; running steps go on.
+    #[command(after_help = STEER_HELP)]
+    Pause {
+        /// Run id or a unique prefix of it.
+        run: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Freeze a live run: pause it and stop (SIGSTOP) its running steps; `resume` continues them.
+    #[command(after_help = STEER_HELP)]
+    Freeze {
+        /// Run id or a unique prefix of it.
+        run: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Skip a step of a live run (a running one is stopped); its dependents may run.
+    #[command(after_help = STEER_HELP)]
+    Skip {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// The step to skip.
+        step: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Open a step's approval gate in a live run.
+    #[command(after_help = STEER_HELP)]
+    Approve {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// The gated step.
+        step: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Delete ended runs older than a given age, with their steps, attempts and events.
     #[command(
         after_help = "Runs that have not ended (running, paused, interrupted) are never deleted."
@@ -223,6 +263,9 @@ pub enum Command {
     Schema,
 }
 
+const STEER_HELP: &str = "The run's owner (the plandeck process driving it, on this host, of your user) \
+is asked through its control channel.\nExit codes: 0 accepted, 1 refused (the reason is printed), 2 no live owner.";
+
 /// The store location option every store-using command takes.
 #[derive(Debug, clap::Args)]
 pub struct DbArg {
@@ -243,13 +286,46 @@ pub fn main() -> ExitCode {
             input_files,
             opts,
         }) => run::run(&plan, &inputs, &input_files, &opts),
-        Some(Command::Resume { run, secrets, opts }) => run::resume(&run, &secrets, &opts),
+        Some(Command::Resume { run, secrets, opts }) => {
+            if steer::is_live_paused(&run, opts.store.db.as_deref()) {
+                steer::one(
+                    &run,
+                    crate::engine::api::Command::Resume,
+                    opts.store.db.as_deref(),
+                )
+            } else {
+                run::resume(&run, &secrets, &opts)
+            }
+        }
         Some(Command::Retry {
             run,
             steps,
             secrets,
             opts,
-        }) => run::retry(&run, &steps, &secrets, &opts),
+        }) => {
+            // A live owner retries the steps itself; an ended run is reopened here.
+            if steer::is_live(&run, opts.store.db.as_deref()) {
+                steer::retry_live(&run, &steps, opts.store.db.as_deref())
+            } else {
+                run::retry(&run, &steps, &secrets, &opts)
+            }
+        }
+        Some(Command::Pause { run, db }) => {
+            steer::one(&run, crate::engine::api::Command::Pause, db.db.as_deref())
+        }
+        Some(Command::Freeze { run, db }) => {
+            steer::one(&run, crate::engine::api::Command::Freeze, db.db.as_deref())
+        }
+        Some(Command::Skip { run, step, db }) => steer::one(
+            &run,
+            crate::engine::api::Command::SkipStep(step),
+            db.db.as_deref(),
+        ),
+        Some(Command::Approve { run, step, db }) => steer::one(
+            &run,
+            crate::engine::api::Command::ApproveStep(step),
+            db.db.as_deref(),
+        ),
         Some(Command::Runs { all, json, db }) => manage::runs(all, json, db.db.as_deref()),
         Some(Command::Queue {
             parallel,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::Exit;
 use super::printer::Printer;
 use crate::dag::Schedule;
-use crate::engine::api::{Command, EventKind, RunState};
+use crate::engine::api::{Command, EventKind, RunState, why};
 use crate::engine::{self, EngineExit, RunRequest};
 use crate::plan::{self, ValidPlan};
 use crate::store::claim::ClaimError;
@@ -37,6 +37,10 @@ pub struct RunOptions {
     /// Priority in the queue: higher starts first (default 0).
     #[arg(long, requires = "queue", allow_negative_numbers = true)]
     pub priority: Option<i64>,
+    /// Leave the terminal: print the run id and return at once; the run goes
+    /// on in a process of its own (watch it with `plandeck RUN`).
+    #[arg(long, conflicts_with_all = ["json", "queue"])]
+    pub background: bool,
     #[command(flatten)]
     pub store: super::DbArg,
 }
@@ -411,10 +415,11 @@ fn ask(question: &str) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
-/// Start the engine and print until it ends. `queued`: the signals of a
+/// Start the engine and print until it ends (in the background: go there
+/// first, and print nothing). `queued`: the signals of a
 /// run that waited in the queue (a cancel request may have come meanwhile).
 pub fn drive(
-    req: RunRequest,
+    mut req: RunRequest,
     opts: &RunOptions,
     queued: Option<&super::queue::WaitSignals>,
 ) -> Exit {
@@ -426,9 +431,23 @@ pub fn drive(
             );
         }
     }
+    let mut started = None;
+    if opts.background {
+        match super::background::detach() {
+            super::background::Detached::Terminal(exit) => return exit,
+            super::background::Detached::Driver(n) => started = Some(n),
+        }
+        // Viewers that attach see every line as it comes.
+        req.stream_logs = true;
+    }
     let mut handle = match engine::spawn(req) {
         Ok(h) => h,
-        Err(e) => return fail(e, Exit::Internal),
+        Err(e) => {
+            if let Some(n) = started {
+                n.failed(&e.to_string());
+            }
+            return fail(e, Exit::Internal);
+        }
     };
     if queued.is_some_and(|s| s.cancel_requested()) {
         let _ = handle.commands.send(Command::Cancel);
@@ -441,6 +460,15 @@ pub fn drive(
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut paused: Option<String> = None;
     while let Some(batch) = handle.events.blocking_recv() {
+        if opts.background {
+            // On record: the terminal's side may return. Nobody reads what
+            // would be printed, and a pause waits for a command from
+            // another terminal, so the driver stays.
+            if let Some(n) = started.take() {
+                n.started(&handle.run_id);
+            }
+            continue;
+        }
         for event in batch {
             printer.print(&mut out, &event);
             match &event.kind {
@@ -450,10 +478,13 @@ pub fn drive(
                 } => {
                     let reason = reason.clone().unwrap_or_default();
                     let _ = out.flush();
-                    match crate::engine::api::why::gated_step(&reason) {
+                    match why::gated_step(&reason) {
                         Some(step) if ask(&format!("Step '{step}' needs approval. Start it?")) => {
                             let _ = handle.commands.send(Command::ApproveStep(step.to_string()));
                         }
+                        // A person paused or froze it (from another terminal):
+                        // the same way resumes it, so stay.
+                        None if reason == why::PERSON || reason == why::FROZEN => {}
                         _ => {
                             paused = Some(reason);
                             handle.close_commands();
@@ -470,7 +501,14 @@ pub fn drive(
     }
     let _ = out.flush();
     let run_id = handle.run_id.clone();
-    match handle.join() {
+    let joined = handle.join();
+    if let Some(n) = started {
+        n.failed(&match &joined {
+            Err(e) => e.to_string(),
+            Ok(_) => "the run ended before it was recorded".to_string(),
+        });
+    }
+    match joined {
         Ok(EngineExit {
             fenced: Some(by), ..
         }) => fail(

@@ -218,8 +218,10 @@ impl Role {
     }
 }
 
-/// What a front end asks the engine to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a front end asks the engine to do (on the control socket: `"pause"`,
+/// `{"retry_step":"build"}` ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Start a run that awaits approval.
     Approve,

@@ -11,6 +11,7 @@ pub mod api;
 pub mod capture;
 pub mod cgroup;
 pub mod contain;
+pub mod control;
 pub mod core;
 /// File locks live with the planning that also simulates them.
 pub use crate::dag::files;
@@ -484,10 +485,13 @@ async fn drive(
         producers: output_producers(&plan),
     };
 
-    // Listen before the run records this process as its owner: from then on
-    // `plandeck cancel` may send SIGUSR1.
     let mut signals = Signals::new(req.handle_signals);
+    // `plandeck cancel` may still send SIGUSR1 (checked through a pidfd).
     let mut cancel_requests = CancelSignal::new();
+    // Commands of other processes (the control channel), and the committed
+    // events its viewers follow.
+    let (asked_tx, mut asked_rx) = mpsc::channel::<control::Asked>(16);
+    let (feed, _) = tokio::sync::broadcast::channel::<Arc<Vec<Event>>>(control::FEED_BACKLOG);
     let owner = Owner::this_process();
     let mut core = match &req.resume {
         None => {
@@ -549,6 +553,17 @@ async fn drive(
             )),
         }
     }
+    // Listen once this process owns the run: a socket left by a dead owner
+    // is replaced, never that of a live one.
+    let channel = match control::open(&run_id, asked_tx, &feed) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            core.warn(format!(
+                "no control channel ({e}): only this plandeck process can steer the run"
+            ));
+            None
+        }
+    };
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
     }
@@ -656,7 +671,7 @@ async fn drive(
                             logs_in_flight -= 1;
                         }
                     }
-                    let _ = out.send(events).await;
+                    publish(&feed, &out, events).await;
                     core.handle(Input::Committed { last_seq });
                     d.spawn_durable(&core, last_seq);
                 }
@@ -671,8 +686,18 @@ async fn drive(
                 interrupted = true;
                 core.handle(Input::Interrupt);
             }
-            _ = cancel_requests.recv() => core.handle(Input::Command(Command::Cancel)),
             _ = host_poll.tick(), if core.waits_on_host_pool() => core.handle(Input::Poll),
+            _ = cancel_requests.recv() => core.handle(Input::Command(Command::Cancel)),
+            Some(a) = asked_rx.recv() => {
+                let answer = match core.refusal(&a.command) {
+                    Some(reason) => Err(reason),
+                    None => {
+                        core.handle(Input::Command(a.command));
+                        Ok(())
+                    }
+                };
+                let _ = a.answer.send(answer);
+            }
             _ = heartbeat.tick() => {
                 d.writer.try_send(WriteOp::Heartbeat { run_id: run_id.clone() });
                 // What steps left behind and has exited since: no zombies pile up.
@@ -725,6 +750,14 @@ async fn drive(
         // The store failed: stop every step; the run stays resumable.
         d.terminate_all();
     }
+    // No more commands from other processes: those already asked are told.
+    drop(channel);
+    asked_rx.close();
+    while let Ok(a) = asked_rx.try_recv() {
+        let _ = a
+            .answer
+            .send(Err(format!("the run is ending ({})", core.state)));
+    }
     // Nobody reads reports any more: a runner's send fails at once instead of
     // waiting on a full channel. Let attempts finish their leftover kills.
     drop(runner_rx);
@@ -764,9 +797,7 @@ async fn drive(
     // error to report (more precise than "the writer stopped").
     while let Some(c) = committed.recv().await {
         match c {
-            Committed::Events { events, .. } => {
-                let _ = out.send(events).await;
-            }
+            Committed::Events { events, .. } => publish(&feed, &out, events).await,
             Committed::Failed(e) => failure = Some(e),
             Committed::Fenced(by) => fenced = Some(by),
         }
@@ -944,4 +975,17 @@ impl CancelSignal {
             None => std::future::pending::<()>().await,
         }
     }
+}
+
+/// Hand committed events to the front end, and to the control channel's
+/// viewers when there are any.
+async fn publish(
+    feed: &tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    out: &mpsc::Sender<Vec<Event>>,
+    events: Vec<Event>,
+) {
+    if feed.receiver_count() > 0 {
+        let _ = feed.send(Arc::new(events.clone()));
+    }
+    let _ = out.send(events).await;
 }

@@ -31,6 +31,7 @@ use crate::plan::{OnFailure, ValidPlan};
 use crate::remediation::{ErrorClass, FailureFacts, Rules};
 
 mod attempts;
+mod check;
 mod commands;
 mod deps;
 mod events;
