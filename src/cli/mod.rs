@@ -386,6 +386,13 @@ pub fn left_line(left: &crate::tui::Left) -> String {
         .filter(|r| !r.is_empty())
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
+    if let Some(driver) = &left.driver
+        && !left.state.is_some_and(|s| s.is_terminal())
+    {
+        return format!(
+            "left run {id}; it goes on, driven by {driver}; watch it again with `plandeck {id}`"
+        );
+    }
     match left.state {
         Some(RunState::Succeeded) if left.let_pass > 0 => format!(
             "run {id} succeeded, {} failed (continued); nothing to continue",

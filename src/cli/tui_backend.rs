@@ -1,18 +1,22 @@
 //! The TUI's backend over the store and the engine: what the screens ask
-//! for, answered with the same code the headless commands use.
+//! for, answered with the same code the headless commands use; a run another
+//! process drives is reached through its control channel (`Remote`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::run;
+use crate::control;
+use crate::engine::api::{Command, Event, RunState};
 use crate::engine::{self, EngineHandle};
 use crate::plan::{self, Diagnostic, ValidPlan};
 use crate::store::spool;
 use crate::store::writer::Approval;
+use crate::store::writer::Owner;
 use crate::store::{self, Location, queries};
 use crate::tui::backend::{
-    Backend, LiveLog, PlanEntry, Pulled, QueueNews, QueuedRun, RunDetail, RunSummary, StartRun,
-    StopWaiting, StoredOutput, stop_asked,
+    Attached, Backend, EventSource, LiveLog, PlanEntry, Pulled, QueueNews, QueuedRun, RunDetail,
+    RunHandle, RunSummary, StartRun, StopWaiting, StoredOutput, stop_asked,
 };
 
 /// A spool read for the TUI.
@@ -314,6 +318,36 @@ impl Backend for StoreBackend {
         }
     }
 
+    fn attach(&self, id: &str) -> Result<Option<Attached>, String> {
+        let Some(conn) = self.open()? else {
+            return Ok(None);
+        };
+        let row = queries::find_run(&conn, id).map_err(|e| e.to_string())?;
+        let (Some(pid), Some(_)) = (row.owner_pid, engine::ownership::live_owner(&row)) else {
+            return Ok(None);
+        };
+        let host = row.owner_host.clone().unwrap_or_default();
+        let driver = if host == Owner::this_process().host {
+            format!("pid {pid} on this host")
+        } else {
+            format!("pid {pid} on {host}")
+        };
+        let sub = match control::subscribe(&row.id) {
+            Ok(s) => s,
+            Err(control::Failure::NoOwner(_)) => return Ok(None),
+            Err(e) => return Err(format!("cannot attach to run {}: {e}", row.id)),
+        };
+        let closer = sub.closer().map_err(|e| e.to_string())?;
+        Ok(Some(Attached {
+            handle: Arc::new(Remote {
+                run_id: row.id,
+                driver,
+                closer,
+            }),
+            events: Box::new(RemoteEvents(sub)),
+        }))
+    }
+
     fn edit(&self, path: &Path) -> Result<(), String> {
         let editor = std::env::var("VISUAL")
             .ok()
@@ -482,4 +516,44 @@ fn diagnose(command: &str) -> Result<String, String> {
         text.push_str(&format!("({status})\n"));
     }
     Ok(text)
+}
+
+/// A run another process drives, steered through its control channel.
+struct Remote {
+    run_id: String,
+    driver: String,
+    closer: control::Closer,
+}
+
+impl RunHandle for Remote {
+    fn driver(&self) -> Option<String> {
+        Some(self.driver.clone())
+    }
+
+    fn command(&self, cmd: Command) -> Result<(), String> {
+        control::command(&self.run_id, &cmd).map_err(|e| e.to_string())
+    }
+
+    fn release(&self) {
+        self.closer.close();
+    }
+}
+
+/// The events the owner of a run sends its viewers.
+struct RemoteEvents(control::Subscription);
+
+impl EventSource for RemoteEvents {
+    fn next_batch(&mut self) -> Option<Vec<Event>> {
+        loop {
+            match self.0.next_feed()? {
+                control::Feed::Events(events) => return Some(events),
+                // Fallen behind a flood: what was skipped is in the store.
+                control::Feed::Skipped(_) => continue,
+            }
+        }
+    }
+
+    fn end(self: Box<Self>) -> Option<Result<RunState, String>> {
+        None
+    }
 }

@@ -256,7 +256,8 @@ pub enum Command {
     /// A person approved an edit of the plan (`plan::edit::compare` found
     /// the run's shape unchanged): pin the run to the new version and
     /// retry `retry` from its new definition. Steps that succeeded keep
-    /// their results.
+    /// their results. Never on the control socket (a plan is not sent).
+    #[serde(skip)]
     AdoptPlan { plan: EditedPlan, retry: String },
 }
 

@@ -1,5 +1,7 @@
 //! What the screens need from the outside world, as a trait: plans on disk,
-//! runs in the store, duration estimates, starting and resuming runs.
+//! runs in the store, duration estimates, starting, resuming and attaching to
+//! runs; and "a run" as the screens steer it (`RunHandle`), whether its
+//! engine is in this process or another process drives it.
 //!
 //! The TUI never opens SQLite and never spawns processes itself; the
 //! implementation lives with the CLI, over `store` and `engine`.
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::EngineHandle;
-use crate::engine::api::{RunState, StepState};
+use crate::engine::api::{Command, Event, RunState, StepState};
 use crate::plan::{Diagnostic, ValidPlan};
 pub use crate::store::spool::{Pulled, SpoolLine};
 
@@ -174,6 +176,39 @@ pub trait LiveLog: Send {
     fn pull(&mut self, max_lines: usize) -> Result<Pulled, String>;
 }
 
+/// A run the screens watch and steer: driven by an engine of this process,
+/// or by another process reached through the run's control channel.
+pub trait RunHandle: Send + Sync {
+    /// Who drives the run when it is another process ("pid 4242 on this host").
+    fn driver(&self) -> Option<String>;
+    /// Ask for `cmd`: `Ok` once it is taken (this process: queued; another
+    /// process: its owner accepted), `Err` with the reason it was not.
+    /// Reaching another process may take a moment: call it off the UI thread.
+    fn command(&self, cmd: Command) -> Result<(), String>;
+    /// Let go of the run. Its own engine stops once the run has ended; a run
+    /// another process drives goes on, untouched.
+    fn release(&self);
+}
+
+/// A run's committed events as they come, for one reader thread.
+pub trait EventSource: Send {
+    /// The next batch, waiting for it; `None` once the stream has ended.
+    fn next_batch(&mut self) -> Option<Vec<Event>>;
+    /// A batch that is already there, without waiting (`None`: nothing yet).
+    fn try_next(&mut self) -> Option<Vec<Event>> {
+        None
+    }
+    /// After the end: how this process's engine ended (`None` for a run
+    /// another process drives: it was only watched).
+    fn end(self: Box<Self>) -> Option<Result<RunState, String>>;
+}
+
+/// A run another process drives, attached to: how to steer it and its events.
+pub struct Attached {
+    pub handle: std::sync::Arc<dyn RunHandle>,
+    pub events: Box<dyn EventSource>,
+}
+
 /// The services the screens use.
 pub trait Backend {
     /// Plan files in the plans directory, sorted by path.
@@ -221,6 +256,10 @@ pub trait Backend {
     /// The live output of a running attempt; `None` when it has none (yet,
     /// or any more: then its output is stored).
     fn open_live(&self, run_id: &str, step: &str, attempt: u32) -> Option<Box<dyn LiveLog>>;
+    /// Attach to a run another live process drives (`None`: no such process;
+    /// open the stored run instead). Events committed from now on come
+    /// through the returned source.
+    fn attach(&self, id: &str) -> Result<Option<Attached>, String>;
     /// Open a file in the person's editor and wait for it to close.
     fn edit(&self, path: &Path) -> Result<(), String>;
 }

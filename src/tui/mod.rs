@@ -10,6 +10,7 @@ pub mod app;
 pub mod backend;
 pub mod dagview;
 pub mod keymap;
+pub mod link;
 pub mod live;
 pub use crate::hygiene::sanitize;
 pub mod terminal;
@@ -24,9 +25,8 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{self as ct, Event as CtEvent};
 
 use self::app::{App, Effect, Msg};
-use self::backend::Backend;
+use self::backend::{Backend, EventSource, RunHandle};
 use crate::engine::EngineHandle;
-use crate::engine::api::Command;
 
 /// What the TUI opens on.
 #[derive(Debug, Clone)]
@@ -47,7 +47,9 @@ pub struct Session<B: Backend> {
     pub backend: B,
     pub tx: Sender<Msg>,
     pub rx: Receiver<Msg>,
-    engine: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
+    /// The run the screens steer: this process's engine, or another
+    /// process's run attached to.
+    engine: Option<Arc<dyn RunHandle>>,
     /// Batches of engine events sent and not yet handled: the forwarder
     /// waits while this is high, so a step that floods output cannot queue
     /// ahead of key presses.
@@ -312,7 +314,10 @@ impl<B: Backend> Session<B> {
                     Err(e) => Msg::Failed(e),
                 }
             }
-            Effect::OpenRun(id) => Msg::RunOpened(self.backend.run_detail(&id)),
+            Effect::OpenRun(id) => {
+                self.open_run(&id);
+                return;
+            }
             Effect::Diagnose { step, command } => {
                 let c = command.clone();
                 self.backend.diagnose(
@@ -328,13 +333,30 @@ impl<B: Backend> Session<B> {
                 return;
             }
             Effect::Engine(cmd) => {
-                if let Some(e) = &self.engine {
-                    let _ = e.send(cmd);
+                match &self.engine {
+                    // Another process answers: off the UI thread, and the
+                    // answer comes back as a message.
+                    Some(h) if h.driver().is_some() => {
+                        let h = h.clone();
+                        let _ = std::thread::Builder::new()
+                            .name("plandeck-tui-command".into())
+                            .spawn(move || {
+                                let what = app::command_words(&cmd);
+                                let result = h.command(cmd);
+                                let _ = tx.send(Msg::Answered { what, result });
+                            });
+                    }
+                    Some(h) => {
+                        let _ = h.command(cmd);
+                    }
+                    None => {}
                 }
                 return;
             }
             Effect::Detach => {
-                self.engine = None;
+                if let Some(h) = self.engine.take() {
+                    h.release();
+                }
                 return;
             }
             Effect::StopWaiting(how) => {
@@ -365,6 +387,41 @@ impl<B: Backend> Session<B> {
         let _ = tx.send(msg);
     }
 
+    /// Open a stored run: attached and live when another process drives it.
+    fn open_run(&mut self, id: &str) {
+        // Whatever run was attached to before is let go.
+        if self.engine.as_ref().is_some_and(|h| h.driver().is_some())
+            && let Some(h) = self.engine.take()
+        {
+            h.release();
+        }
+        let attached = match self.backend.attach(id) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.tx.send(Msg::Failed(e));
+                None
+            }
+        };
+        // Subscribed first, then read: nothing committed in between is missed
+        // (what the store already had is skipped by its sequence number).
+        let detail = self.backend.run_detail(id);
+        let (Some(a), Ok(d)) = (attached, &detail) else {
+            let _ = self.tx.send(Msg::RunOpened(detail));
+            return;
+        };
+        let run_id = d.summary.id.clone();
+        let seen = d.events.iter().map(|e| e.seq).max().unwrap_or(0);
+        let driver = a.handle.driver().unwrap_or_default();
+        let _ = self.tx.send(Msg::Attached {
+            run_id: run_id.clone(),
+            driver,
+            seen,
+        });
+        let _ = self.tx.send(Msg::RunOpened(detail));
+        self.engine = Some(a.handle);
+        self.forward(a.events, run_id);
+    }
+
     /// Forward a started engine's events into the message channel.
     fn attach(
         &mut self,
@@ -374,21 +431,31 @@ impl<B: Backend> Session<B> {
         detail: Option<backend::RunDetail>,
     ) -> Msg {
         let run_id = handle.run_id.clone();
-        let mut handle = handle;
         // The session holds the only sender: letting go of it (`Detach`)
         // closes the engine's command channel.
-        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
-        self.engine = Some(std::mem::replace(&mut handle.commands, closed));
+        let (commands, events) = link::local(handle);
+        self.engine = Some(Arc::new(commands));
+        self.forward(Box::new(events), run_id.clone());
+        Msg::RunStarted {
+            run_id,
+            plan,
+            estimates,
+            detail: detail.map(Box::new),
+        }
+    }
+
+    /// A thread that forwards a run's events into the message channel.
+    fn forward(&mut self, mut events: Box<dyn EventSource>, run_id: String) {
         let tx = self.tx.clone();
         let in_flight = self.in_flight.clone();
         let _ = std::thread::Builder::new()
             .name("plandeck-tui-events".into())
             .spawn(move || {
-                while let Some(mut batch) = handle.events.blocking_recv() {
+                while let Some(mut batch) = events.next_batch() {
                     while batch.len() < BATCH {
-                        match handle.events.try_recv() {
-                            Ok(more) => batch.extend(more),
-                            Err(_) => break,
+                        match events.try_next() {
+                            Some(more) => batch.extend(more),
+                            None => break,
                         }
                     }
                     if batch.iter().any(|e| {
@@ -410,15 +477,11 @@ impl<B: Backend> Session<B> {
                         return;
                     }
                 }
-                let end = handle.join().map(|e| e.state).map_err(|e| e.to_string());
-                let _ = tx.send(Msg::EngineEnded(end));
+                let _ = tx.send(match events.end() {
+                    Some(end) => Msg::EngineEnded(end),
+                    None => Msg::AttachEnded { run_id },
+                });
             });
-        Msg::RunStarted {
-            run_id,
-            plan,
-            estimates,
-            detail: detail.map(Box::new),
-        }
     }
 }
 
@@ -433,6 +496,8 @@ pub struct Left {
     pub let_pass: usize,
     /// This process drove it (its exit code is the run's).
     pub driven: bool,
+    /// Another process drives it (attached): who.
+    pub driver: Option<String>,
 }
 
 impl Left {
@@ -448,6 +513,7 @@ impl Left {
             reason: r.reason.clone(),
             let_pass,
             driven: r.driven,
+            driver: r.driver.clone().filter(|_| r.live),
         })
     }
 }

@@ -43,7 +43,11 @@ impl Core {
                         "the run is already being canceled".into()
                     }
                 }),
-            Command::Interrupt | Command::Leave | Command::ProvideInput { .. } => {
+            Command::Interrupt
+            | Command::TerminalLost
+            | Command::Leave
+            | Command::ProvideInput { .. }
+            | Command::AdoptPlan { .. } => {
                 Some("only the process that drives the run can do that".into())
             }
             Command::RetryStep(id) | Command::FixAndRetry { step: id, .. } => match step(id) {

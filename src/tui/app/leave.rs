@@ -57,11 +57,11 @@ impl App {
         fx
     }
 
-    /// The run is live and has not ended.
+    /// The run is live, this process drives it, and it has not ended.
     pub(super) fn run_going(&self) -> bool {
-        self.run
-            .as_ref()
-            .is_some_and(|r| r.live && !r.state.is_some_and(|s| s.is_terminal()))
+        self.run.as_ref().is_some_and(|r| {
+            r.live && r.driver.is_none() && !r.state.is_some_and(|s| s.is_terminal())
+        })
     }
 
     /// Pause and quit: no new step starts, the running ones finish, then
@@ -145,7 +145,17 @@ impl App {
                 self.confirm = Some(Confirm::Quit);
                 return fx;
             }
-            if self.run.as_ref().is_some_and(|r| r.live) {
+            if let Some(r) = self.run.as_mut().filter(|r| r.live)
+                && let Some(driver) = &r.driver
+            {
+                // Attached: the run goes on; only this view lets go.
+                r.live = false;
+                fx.push(Effect::Detach);
+                self.status = Some(format!(
+                    "left run {}: it goes on, driven by {driver}",
+                    r.run_id.get(..8).unwrap_or(&r.run_id)
+                ));
+            } else if self.run.as_ref().is_some_and(|r| r.live) {
                 // The run ended; the engine only waited for more commands.
                 fx.push(Effect::Detach);
             }

@@ -83,6 +83,23 @@ pub enum Msg {
         result: Result<StoredOutput, String>,
     },
     EngineEnded(Result<RunState, String>),
+    /// The opened run is driven by another process: its events follow from
+    /// after `seen` (the last sequence number the stored run showed).
+    Attached {
+        run_id: String,
+        driver: String,
+        seen: u64,
+    },
+    /// The events of an attached run stopped: its owner let go of it, or
+    /// this view did.
+    AttachEnded {
+        run_id: String,
+    },
+    /// The owner's answer to a command sent to an attached run.
+    Answered {
+        what: String,
+        result: Result<(), String>,
+    },
     Failed(String),
     /// What a frame-time pull of a running attempt's live output found.
     LiveOutput {
@@ -104,6 +121,26 @@ pub enum Msg {
         command: String,
         result: Result<String, String>,
     },
+}
+
+/// A command in a person's words, for the answer shown.
+pub fn command_words(c: &Command) -> String {
+    match c {
+        Command::Approve => "approve the run".into(),
+        Command::Pause => "pause".into(),
+        Command::Resume => "resume".into(),
+        Command::Freeze => "freeze".into(),
+        Command::Cancel => "cancel".into(),
+        Command::Interrupt => "interrupt".into(),
+        Command::Leave => "leave".into(),
+        Command::TerminalLost => "stop (terminal lost)".into(),
+        Command::AdoptPlan { retry, .. } => format!("adopt the edited plan and retry {retry}"),
+        Command::RetryStep(s) => format!("retry {s}"),
+        Command::SkipStep(s) => format!("skip {s}"),
+        Command::ApproveStep(s) => format!("approve {s}"),
+        Command::ProvideInput { name, .. } => format!("set input {name}"),
+        Command::FixAndRetry { step, .. } => format!("fix and retry {step}"),
+    }
 }
 
 /// What the run loop is asked to do.
@@ -184,6 +221,9 @@ pub struct App {
     leave_patient: bool,
     /// Wall-clock time of the last tick (unset: times come from events).
     pub clock: Option<DateTime<Utc>>,
+    /// The run about to be opened is driven by another process: (run id,
+    /// who drives it, the last sequence number the store showed).
+    attaching: Option<(String, String, u64)>,
 }
 
 /// The smallest terminal the screens are drawn in.
@@ -211,6 +251,7 @@ impl App {
             leave_ticks: 0,
             leave_patient: false,
             clock: None,
+            attaching: None,
         }
     }
 
@@ -343,7 +384,18 @@ impl App {
                 vec![]
             }
             Msg::RunOpened(Ok(detail)) => {
-                self.run = Some(RunView::from_detail(detail, false));
+                let mut run = RunView::from_detail(detail, false);
+                if let Some((_, driver, seen)) =
+                    self.attaching.take().filter(|(id, _, _)| *id == run.run_id)
+                {
+                    run.live = true;
+                    run.seen_seq = seen;
+                    self.status = Some(format!(
+                        "attached: driven by {driver}; keys go to it, leaving does not stop it"
+                    ));
+                    run.driver = Some(driver);
+                }
+                self.run = Some(run);
                 self.screen = Screen::Run;
                 self.fit();
                 self.load_output()
@@ -486,6 +538,38 @@ impl App {
                 }
                 vec![]
             }
+            Msg::Attached {
+                run_id,
+                driver,
+                seen,
+            } => {
+                // Comes just before the run it is about is opened.
+                self.attaching = Some((run_id, driver, seen));
+                vec![]
+            }
+            Msg::AttachEnded { run_id } => {
+                if let Some(run) = self
+                    .run
+                    .as_mut()
+                    .filter(|r| r.run_id == run_id && r.driver.is_some() && r.live)
+                {
+                    run.live = false;
+                    if self.screen == Screen::Run {
+                        self.status = Some(format!(
+                            "the process that drove this run let go of it ({})",
+                            run.state.map_or("state unknown", |s| s.as_str())
+                        ));
+                    }
+                }
+                vec![]
+            }
+            Msg::Answered { what, result } => {
+                self.status = Some(match result {
+                    Ok(()) => format!("{what}: accepted by the run's owner"),
+                    Err(reason) => format!("{what}: {reason}"),
+                });
+                vec![]
+            }
             Msg::EngineEnded(r) => {
                 if let Some(run) = &mut self.run {
                     run.live = false;
@@ -522,6 +606,13 @@ impl App {
         let Some(run) = &mut self.run else { return };
         if ev.run_id != run.run_id {
             return;
+        }
+        if run.driver.is_some() && !matches!(ev.kind, crate::engine::api::EventKind::Log { .. }) {
+            // Attached: what the stored run already showed is not applied twice.
+            if ev.seq <= run.seen_seq {
+                return;
+            }
+            run.seen_seq = ev.seq;
         }
         run.apply(ev);
     }

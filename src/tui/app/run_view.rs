@@ -68,6 +68,11 @@ pub struct RunView {
     pub editing_for: Option<String>,
     /// The output of the last read-only diagnostic a person ran.
     pub diagnostic: Option<Diagnosed>,
+    /// Another process drives this run ("pid 4242 on this host"): the view
+    /// is attached to it.
+    pub driver: Option<String>,
+    /// The last sequence number applied (attached runs skip what they saw).
+    pub seen_seq: u64,
 }
 
 /// A remediation diagnostic run on a person's request, with its output.
@@ -121,6 +126,8 @@ impl RunView {
             was_running: Vec::new(),
             editing_for: None,
             diagnostic: None,
+            driver: None,
+            seen_seq: 0,
             plan,
         }
     }

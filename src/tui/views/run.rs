@@ -123,10 +123,11 @@ fn header(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
         Span::styled(r.plan.plan.name.clone(), t.title()),
         Span::styled(format!("  {}", r.run_id), t.dim()),
         Span::styled(
-            match (r.live, r.state.is_some_and(|s| s.is_terminal())) {
-                (true, false) => "  live",
-                (true, true) => "  ended",
-                (false, _) => "  stored",
+            match (&r.driver, r.live, r.state.is_some_and(|s| s.is_terminal())) {
+                (Some(d), true, false) => format!("  driven by {d}, attached"),
+                (_, true, false) => "  live".to_string(),
+                (_, true, true) => "  ended".to_string(),
+                (_, false, _) => "  stored".to_string(),
             },
             t.dim(),
         ),
