@@ -253,6 +253,33 @@ fn retry_skip_and_approve_reach_the_owner() {
 }
 
 #[test]
+fn retry_of_an_ended_run_reopens_it_here() {
+    let sc = Scratch::new();
+    let (id, _) = background(
+        &sc,
+        &plan(
+            json!({}),
+            json!([{ "id": "flaky", "run": "test -f fixed || exit 3" }]),
+        ),
+    );
+    assert_eq!(wait_ended(&sc, &id), "failed");
+    sc.touch("fixed");
+    // Nobody drives it: `retry` reopens the run and drives it here.
+    let out = cli(&sc, &["retry", &id, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "retry: {}", text(&out.stderr));
+    assert_eq!(state(&sc, &id), "succeeded");
+    let attempts: i64 = sc
+        .conn()
+        .query_row(
+            "SELECT COUNT(*) FROM step_attempts WHERE run_id = ?1 AND step_id = 'flaky'",
+            [&id],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(attempts, 2, "the reopened run's retry is a second attempt");
+}
+
+#[test]
 fn cancel_goes_through_the_channel_not_a_signal() {
     let sc = Scratch::new();
     let (id, _) = background(

@@ -189,8 +189,9 @@ fn retry_refuses_a_succeeded_a_live_and_an_unfinished_run() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let live_id = run_id(s);
+    // Its owner is asked (SPEC §10); with nothing to retry, a refusal.
     let live = plandeck(s, &["retry", &live_id, "--yes"]);
-    assert_eq!(live.status.code(), Some(2));
+    assert_eq!(live.status.code(), Some(1));
     assert!(
         err(&live).contains("is live") && err(&live).contains("driven by"),
         "{}",

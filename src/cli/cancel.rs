@@ -1,23 +1,19 @@
 //! `plandeck cancel` and `plandeck prune`: the commands that change stored runs.
 //!
-//! Cancel asks a live owner to cancel (SIGUSR1; the engine treats it as the
-//! Cancel command) and waits for the run to end; the signal goes only to the
-//! recorded owner process itself (pid and start time, through a pidfd),
-//! never to another process that got its pid. A run whose owner is gone is
-//! claimed here (fencing off any other claimant), what the dead owner left
-//! running is killed, and the run is ended.
+//! Cancel asks a live owner to cancel through the run's control channel
+//! (SPEC §10; no signal is sent) and waits for the run to end. A run whose
+//! owner is gone is claimed here (fencing off any other claimant), what the
+//! dead owner left running is killed, and the run is ended.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 use super::Exit;
 use super::manage::{
     RunView, errln, fail, open_run, open_store, outln, plan_steps, short, store_fail,
 };
-use crate::engine::api::RunState;
+use crate::control::{self, Failure};
+use crate::engine::api::{Command, RunState};
 use crate::engine::{current_user, ownership};
 use crate::store::claim::{self, ClaimError};
 use crate::store::maintenance::{self, CancelError, PlanStep};
@@ -27,7 +23,7 @@ use crate::store::writer::{self, Owner};
 /// How long `cancel` waits for a live owner to end the run.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
-/// How often a cancel request is sent again while the run goes on.
+/// How often an owner that does not answer yet is asked again.
 const RESEND: Duration = Duration::from_secs(1);
 
 /// `plandeck cancel RUN`.
@@ -169,36 +165,29 @@ fn ask_owner(conn: &rusqlite::Connection, mut view: RunView) -> Result<RunView, 
         ));
     }
     let deadline = Instant::now() + CANCEL_WAIT;
+    // When the owner was last asked; `None` until it took the request.
     let mut asked: Option<Instant> = None;
+    let mut taken = false;
     loop {
-        // Asked again every second: an owner that has just claimed the run
-        // may not listen yet. Only the recorded process itself is asked.
-        if asked.is_none_or(|t| t.elapsed() >= RESEND) {
-            let sent = match ownership::owner_identity(&view.row) {
-                Some(id) => id.signal(Signal::SIGUSR1),
-                // Recorded without its start time (an older plandeck): by pid.
-                None => kill(
-                    Pid::from_raw(view.row.owner_pid.unwrap_or_default() as i32),
-                    Signal::SIGUSR1,
-                )
-                .map(|()| true),
-            };
-            match sent {
-                Ok(true) if asked.is_none() => {
-                    errln!("plandeck: asked {owner} to cancel run {}", view.row.id)
-                }
-                Ok(_) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => {
-                    return Err(fail(
-                        format!(
-                            "cannot signal the owner of run {} ({owner}): {e}",
-                            view.row.id
-                        ),
-                        Exit::Internal,
-                    ));
-                }
-            }
+        // Asked again every second until it answers: an owner that has just
+        // claimed the run may not listen yet.
+        if !taken && asked.is_none_or(|t| t.elapsed() >= RESEND) {
             asked = Some(Instant::now());
+            match control::command(&view.row.id, &Command::Cancel) {
+                Ok(()) => {
+                    taken = true;
+                    errln!(
+                        "plandeck: asked {owner} to cancel run {} (through its control channel); it accepted",
+                        view.row.id
+                    );
+                }
+                // Only a run that is ending anyway refuses a cancel.
+                Err(Failure::Refused(reason)) => {
+                    taken = true;
+                    errln!("plandeck: the owner of run {}: {reason}", view.row.id);
+                }
+                Err(Failure::NoOwner(_) | Failure::Broken(_)) => {}
+            }
         }
         std::thread::sleep(POLL);
         view = match queries::find_run(conn, &view.row.id) {
@@ -218,9 +207,14 @@ fn ask_owner(conn: &rusqlite::Connection, mut view: RunView) -> Result<RunView, 
         if Instant::now() >= deadline {
             return Err(fail(
                 format!(
-                    "run {} did not end within {} s of the cancel request; its owner ({owner}) may still be stopping steps — check with `plandeck show {}`",
+                    "run {} did not end within {} s of the cancel request{}; its owner ({owner}) may still be stopping steps — check with `plandeck show {}`",
                     view.row.id,
                     CANCEL_WAIT.as_secs(),
+                    if taken {
+                        ""
+                    } else {
+                        " (its control channel never answered)"
+                    },
                     short(&view.row.id)
                 ),
                 Exit::Internal,

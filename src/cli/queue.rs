@@ -24,29 +24,21 @@ use crate::store::{self, Location};
 /// How often a waiting run tries for admission.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Signals while waiting: SIGINT, SIGTERM and SIGHUP leave the queue;
-/// SIGUSR1 (what `plandeck cancel` sends a live owner) must not kill the
-/// waiter, and is remembered for once the run has started.
+/// Signals while waiting: SIGINT, SIGTERM and SIGHUP leave the queue (a
+/// `plandeck cancel` of a queued run ends it in the store; the waiter sees
+/// that at its next poll).
 pub struct WaitSignals {
     stop: Arc<AtomicBool>,
-    cancel: Arc<AtomicBool>,
 }
 
 impl WaitSignals {
     pub fn install() -> WaitSignals {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let stop = Arc::new(AtomicBool::new(false));
-        let cancel = Arc::new(AtomicBool::new(false));
         for sig in [SIGINT, SIGTERM, SIGHUP] {
             let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
         }
-        let _ = signal_hook::flag::register(SIGUSR1, Arc::clone(&cancel));
-        WaitSignals { stop, cancel }
-    }
-
-    /// A cancel request arrived (after admission: the run must be canceled).
-    pub fn cancel_requested(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
+        WaitSignals { stop }
     }
 }
 

@@ -355,7 +355,7 @@ pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOpt
     req.exit_when_paused = true;
     req.approved_steps = opts.approve.clone();
     if !opts.queue {
-        return drive(req, opts, None);
+        return drive(req, opts);
     }
     let run_id = uuid::Uuid::new_v4().to_string();
     let signals = super::queue::WaitSignals::install();
@@ -375,7 +375,7 @@ pub fn run(path: &Path, inputs: &[String], input_files: &[String], opts: &RunOpt
         return exit;
     }
     req.run_id = Some(run_id);
-    drive(req, opts, Some(&signals))
+    drive(req, opts)
 }
 
 /// The request that starts a new run of the plan at `path`.
@@ -416,13 +416,8 @@ fn ask(question: &str) -> bool {
 }
 
 /// Start the engine and print until it ends (in the background: go there
-/// first, and print nothing). `queued`: the signals of a
-/// run that waited in the queue (a cancel request may have come meanwhile).
-pub fn drive(
-    mut req: RunRequest,
-    opts: &RunOptions,
-    queued: Option<&super::queue::WaitSignals>,
-) -> Exit {
+/// first, and print nothing).
+pub fn drive(mut req: RunRequest, opts: &RunOptions) -> Exit {
     for id in &opts.approve {
         if !req.plan.index.contains_key(id) {
             return fail(
@@ -449,9 +444,6 @@ pub fn drive(
             return fail(e, Exit::Internal);
         }
     };
-    if queued.is_some_and(|s| s.cancel_requested()) {
-        let _ = handle.commands.send(Command::Cancel);
-    }
     let color = !opts.json
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -785,10 +777,6 @@ impl Prepared {
     pub fn claim(&mut self, location: &Location) -> Result<(), (String, Exit)> {
         let mut conn =
             store::open_existing(location).map_err(|e| (e.to_string(), Exit::Internal))?;
-        // From the claim on, `plandeck cancel` may signal this process: a
-        // cancel that comes before the engine listens must not kill it (it
-        // sends again until the run ends).
-        crate::engine::ignore_cancel_signal_until_listening();
         let owner = crate::store::writer::Owner::this_process();
         let epoch = match crate::store::claim::claim_run(
             &mut conn,
@@ -898,7 +886,7 @@ pub fn retry(run: &str, steps: &[String], secrets: &SecretArgs, opts: &RunOption
     let mut req = prepared.into_request(approval, location, opts.max_concurrency, opts.json);
     req.exit_when_paused = true;
     req.approved_steps = opts.approve.clone();
-    drive(req, opts, None)
+    drive(req, opts)
 }
 
 /// `plandeck resume RUN`.
@@ -946,7 +934,7 @@ pub fn resume(run: &str, secrets: &SecretArgs, opts: &RunOptions) -> Exit {
         req.run_id = Some(seen.id.clone());
     }
     if !queue_it {
-        return drive(req, opts, None);
+        return drive(req, opts);
     }
     let signals = super::queue::WaitSignals::install();
     let mut conn = match super::queue::open(&req.store) {
@@ -967,5 +955,5 @@ pub fn resume(run: &str, secrets: &SecretArgs, opts: &RunOptions) -> Exit {
         }
         Err(exit) => return exit,
     }
-    drive(req, opts, Some(&signals))
+    drive(req, opts)
 }

@@ -146,7 +146,7 @@ pub fn retry_live(run: &str, steps: &[String], db: Option<&Path>) -> Exit {
     if steps.is_empty() {
         return fail(
             format!(
-                "run {}: no failed, canceled or skipped step to retry",
+                "run {} is live, driven by {owner}, and has no failed, canceled, interrupted or skipped step to retry",
                 row.id
             ),
             Exit::RunFailed,

@@ -207,8 +207,6 @@ impl Backend for StoreBackend {
         let max_concurrency = req.plan.plan.globals.max_concurrency;
         let owner = crate::store::writer::Owner::this_process();
         let record = engine::new_run_record(&req, &run_id, max_concurrency, owner);
-        // `plandeck cancel` may signal the owner of a run just admitted.
-        engine::ignore_cancel_signal_until_listening();
         let epoch = store::queue::enqueue_new(&mut conn, &record, 0).map_err(|e| e.to_string())?;
         news(QueueNews::Queued {
             run_id: run_id.clone(),

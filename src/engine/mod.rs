@@ -486,8 +486,6 @@ async fn drive(
     };
 
     let mut signals = Signals::new(req.handle_signals);
-    // `plandeck cancel` may still send SIGUSR1 (checked through a pidfd).
-    let mut cancel_requests = CancelSignal::new();
     // Commands of other processes (the control channel), and the committed
     // events its viewers follow.
     let (asked_tx, mut asked_rx) = mpsc::channel::<control::Asked>(16);
@@ -687,7 +685,6 @@ async fn drive(
                 core.handle(Input::Interrupt);
             }
             _ = host_poll.tick(), if core.waits_on_host_pool() => core.handle(Input::Poll),
-            _ = cancel_requests.recv() => core.handle(Input::Command(Command::Cancel)),
             Some(a) = asked_rx.recv() => {
                 let answer = match core.refusal(&a.command) {
                     Some(reason) => Err(reason),
@@ -937,43 +934,6 @@ impl Signals {
         }
         let futures = self.streams.iter_mut().map(|s| Box::pin(s.recv()));
         futures::future::select_all(futures).await;
-    }
-}
-
-/// Ignore SIGUSR1 (the cancel request) while its default action, which
-/// would end the process, is in force: a process that claimed a run may be
-/// sent one before its engine listens. The engine's handler replaces this.
-pub fn ignore_cancel_signal_until_listening() {
-    // SAFETY: sigaction only reads and writes the structs given; an
-    // all-zero sigaction is valid to be filled in.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGUSR1, std::ptr::null(), &mut old) == 0
-            && old.sa_sigaction == libc::SIG_DFL
-        {
-            let mut ign: libc::sigaction = std::mem::zeroed();
-            ign.sa_sigaction = libc::SIG_IGN;
-            libc::sigaction(libc::SIGUSR1, &ign, std::ptr::null_mut());
-        }
-    }
-}
-
-/// SIGUSR1, always: the cancel request `plandeck cancel` sends a run's owner.
-struct CancelSignal(Option<tokio::signal::unix::Signal>);
-
-impl CancelSignal {
-    fn new() -> CancelSignal {
-        use tokio::signal::unix::{SignalKind, signal};
-        CancelSignal(signal(SignalKind::user_defined1()).ok())
-    }
-
-    async fn recv(&mut self) {
-        match &mut self.0 {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
     }
 }
 

@@ -513,7 +513,7 @@ impl Left {
             reason: r.reason.clone(),
             let_pass,
             driven: r.driven,
-            driver: r.driver.clone().filter(|_| r.live),
+            driver: r.driver.clone(),
         })
     }
 }
