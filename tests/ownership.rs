@@ -94,6 +94,39 @@ fn a_fenced_owner_exits_3_naming_the_new_owner_and_signals_nothing() {
     });
 }
 
+/// Whether every thread of `pid` is stopped.
+fn all_threads_stopped(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+        })
+    })
+}
+
+/// SIGSTOP `cli`'s process at a moment it holds no write transaction (one
+/// stopped inside a commit would keep the store locked for everyone):
+/// stopped, then checked; if the store is locked, let it go on and again.
+fn stop_outside_a_write(cli: &Cli, sc: &Scratch) {
+    for _ in 0..200 {
+        cli.signal(Signal::SIGSTOP);
+        wait_until("the owner stopped", || all_threads_stopped(cli.pid));
+        let c = rusqlite::Connection::open(sc.db()).expect("db");
+        c.busy_timeout(Duration::from_millis(100)).expect("timeout");
+        if c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
+            return;
+        }
+        cli.signal(Signal::SIGCONT);
+        wait_until("the owner goes on", || !all_threads_stopped(cli.pid));
+    }
+    panic!("the owner was inside a write at every stop");
+}
+
 #[test]
 fn a_stopped_owner_is_alive_refuses_a_resume_and_finishes_after_sigcont() {
     let sc = Scratch::new();
@@ -108,7 +141,7 @@ fn a_stopped_owner_is_alive_refuses_a_resume_and_finishes_after_sigcont() {
     .to_string();
     // `running` commits before the spawn: wait for the step itself.
     wait_until("the step started", || sc.exists("work.log"));
-    cli.signal(Signal::SIGSTOP);
+    stop_outside_a_write(&cli, &sc);
     // Stopped for longer than any heartbeat window: its last beat is long gone.
     exec(
         &rw(&sc),
