@@ -1,8 +1,11 @@
-//! The engine's public vocabulary: the commands a front end sends, the events
-//! it receives, and the run and step states (SPEC §3, §9).
+//! The run vocabulary, at the bottom of the layers: the commands a front
+//! end sends, the events it receives, the run and step states (SPEC §3, §9),
+//! and what a stored run is continued from (`StepSnapshot`, `Resume`).
 //!
-//! Plain serde data shared by the engine, the store, the headless printer and
-//! the TUI. Nothing here does anything.
+//! Plain serde data shared by the engine, the store, the control channel,
+//! the headless printer and the TUI (`engine::api` re-exports it). Nothing
+//! here does anything, and nothing here imports the engine, the store or a
+//! front end: they all import this.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -407,6 +410,40 @@ pub struct CapturedOutput {
     pub stderr: String,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+}
+
+/// A step's state restored from the store.
+#[derive(Debug, Clone)]
+pub struct StepSnapshot {
+    pub state: StepState,
+    pub attempts: u32,
+    /// How long its attempt ran when that attempt was left running (the
+    /// owner died or the store failed); it ends now as `interrupted`.
+    pub interrupted_ms: u64,
+    /// Failed attempts already counted against `retries` (across resumes).
+    pub failures: u32,
+    pub exit_code: Option<i32>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// A stored run to continue.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub run_id: String,
+    /// The ownership epoch this process claimed the run at
+    /// (`store::claim::claim`): its writes are fenced by it.
+    pub epoch: u64,
+    pub next_seq: u64,
+    pub steps: Vec<StepSnapshot>,
+    /// Attempts the previous owner had started that were still running (killed
+    /// now), as (step id, attempt): some may have no attempt row yet.
+    pub orphans: Vec<(String, u32)>,
+    /// When and why the previous owner stopped driving the run, when the
+    /// store does not say so yet (it died, or left it paused).
+    pub stopped: Option<(chrono::DateTime<chrono::Utc>, String)>,
+    /// Steps of an ended run to run again (`plandeck retry`), with their
+    /// skipped dependents; empty when resuming.
+    pub retry: Vec<String>,
 }
 
 #[cfg(test)]

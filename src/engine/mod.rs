@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use self::api::{Command, Event, EventKind, RunState};
-use self::core::{Core, CoreConfig, Effect, Input, StepSnapshot};
+use self::core::{Core, CoreConfig, Effect, Input};
 use self::runner::{Control, RunnerMsg};
 use self::spec::RunContext;
 use crate::dag::Schedule;
@@ -50,25 +50,8 @@ const HOST_POLL: Duration = Duration::from_millis(100);
 /// How many log lines may wait between the runners and the front end.
 const MAX_LOGS_IN_FLIGHT: usize = 4096;
 
-/// A stored run to continue.
-#[derive(Debug, Clone)]
-pub struct Resume {
-    pub run_id: String,
-    /// The ownership epoch this process claimed the run at
-    /// (`store::claim::claim`): its writes are fenced by it.
-    pub epoch: u64,
-    pub next_seq: u64,
-    pub steps: Vec<StepSnapshot>,
-    /// Attempts the previous owner had started that were still running (killed
-    /// now), as (step id, attempt): some may have no attempt row yet.
-    pub orphans: Vec<(String, u32)>,
-    /// When and why the previous owner stopped driving the run, when the
-    /// store does not say so yet (it died, or left it paused).
-    pub stopped: Option<(chrono::DateTime<chrono::Utc>, String)>,
-    /// Steps of an ended run to run again (`plandeck retry`), with their
-    /// skipped dependents; empty when resuming.
-    pub retry: Vec<String>,
-}
+/// A stored run to continue (part of the run vocabulary).
+pub use crate::run::Resume;
 
 /// Everything needed to start (or resume) a run.
 pub struct RunRequest {

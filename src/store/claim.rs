@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::writer::{Owner, ts};
 use super::{StoreError, explain};
-use crate::engine::api::RunState;
+use crate::run::RunState;
 
 /// Why a claim failed.
 #[derive(Debug)]

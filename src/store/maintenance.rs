@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{StoreError, explain};
-use crate::engine::api::{AttemptEnd, Event, EventKind, Role, RunState, StepState};
+use crate::run::{AttemptEnd, Event, EventKind, Role, RunState, StepState};
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
     StoreError(format!("write failed: {}", explain(&e)))

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
-use crate::engine::Resume;
-use crate::engine::api::{RunState, StepState};
-use crate::engine::core::StepSnapshot;
+use crate::run::{Resume, RunState, StepSnapshot, StepState};
 
 /// One row of `runs`.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,8 +254,8 @@ pub fn load_resume(
         RunState::Running | RunState::Paused | RunState::Created | RunState::AwaitingApproval => {
             let reason = match (&run.owner_pid, &run.reason) {
                 (None, Some(r)) => r.clone(),
-                (None, None) => crate::engine::api::why::QUIT.to_string(),
-                (Some(_), _) => crate::engine::api::why::OWNER_DIED.to_string(),
+                (None, None) => crate::run::why::QUIT.to_string(),
+                (Some(_), _) => crate::run::why::OWNER_DIED.to_string(),
             };
             stopped_at.map(|at| (at, reason))
         }
@@ -284,7 +282,7 @@ fn parse_ts(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 /// the run's events (so across every resume): one per `retrying` state that
 /// followed a failure, back to 0 when a person retried the step.
 fn retry_failures(conn: &Connection, run_id: &str) -> Result<BTreeMap<String, u32>, StoreError> {
-    use crate::engine::api::{Event, EventKind};
+    use crate::run::{Event, EventKind};
     let mut stmt = conn
         .prepare(
             "SELECT payload FROM events WHERE run_id = ?1 AND type IN ('command', 'step_state')
@@ -491,7 +489,7 @@ pub fn latest_remediation(
     conn: &Connection,
     run_id: &str,
     step: &str,
-) -> Result<Option<crate::engine::api::EventKind>, StoreError> {
+) -> Result<Option<crate::run::EventKind>, StoreError> {
     let payload: Option<String> = conn
         .query_row(
             "SELECT payload FROM events WHERE run_id = ?1 AND step_id = ?2 AND type = 'remediation'
@@ -502,15 +500,12 @@ pub fn latest_remediation(
         .optional()
         .map_err(sql_err)?;
     Ok(payload
-        .and_then(|p| serde_json::from_str::<crate::engine::api::Event>(&p).ok())
+        .and_then(|p| serde_json::from_str::<crate::run::Event>(&p).ok())
         .map(|e| e.kind))
 }
 
 /// A run's stored events, in order.
-pub fn events(
-    conn: &Connection,
-    run_id: &str,
-) -> Result<Vec<crate::engine::api::Event>, StoreError> {
+pub fn events(conn: &Connection, run_id: &str) -> Result<Vec<crate::run::Event>, StoreError> {
     let mut stmt = conn
         .prepare("SELECT payload FROM events WHERE run_id = ?1 ORDER BY seq")
         .map_err(sql_err)?;

@@ -21,7 +21,7 @@ use super::claim::{ClaimError, claim_in};
 use super::queries::{RUN_COLUMNS, RunRow, run_row};
 use super::writer::{NewRun, Owner};
 use super::{StoreError, explain};
-use crate::engine::api::RunState;
+use crate::run::RunState;
 
 /// The reason a queued run is stored with (`api::why::QUEUED`).
 const QUEUED: &str = "queued";

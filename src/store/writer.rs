@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::mpsc;
 
 use super::{Location, StoreError};
-use crate::engine::api::{CapturedOutput, Event, EventKind, StepState};
+use crate::run::{CapturedOutput, Event, EventKind, StepState};
 
 /// Who drives a run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -154,19 +154,8 @@ pub enum Effect {
     },
 }
 
-/// A step's state restored from the store.
-#[derive(Debug, Clone)]
-pub struct StepSnapshot {
-    pub state: StepState,
-    pub attempts: u32,
-    /// How long its attempt ran when that attempt was left running (the
-    /// owner died or the store failed); it ends now as `interrupted`.
-    pub interrupted_ms: u64,
-    /// Failed attempts already counted against `retries` (across resumes).
-    pub failures: u32,
-    pub exit_code: Option<i32>,
-    pub outputs: BTreeMap<String, String>,
-}
+/// A step's state restored from the store (part of the run vocabulary).
+pub use crate::run::StepSnapshot;
 
 /// The run state machine.
 pub struct Core {
