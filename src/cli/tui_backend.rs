@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::run;
 use crate::control;
 use crate::engine::api::{Command, Event, RunState};
-use crate::engine::{self, EngineHandle};
+use crate::engine::{self, EngineHandle, RunRequest};
 use crate::plan::{self, Diagnostic, ValidPlan};
 use crate::store::spool;
 use crate::store::writer::Approval;
@@ -160,22 +160,7 @@ impl Backend for StoreBackend {
     }
 
     fn start_run(&self, start: StartRun) -> Result<EngineHandle, String> {
-        let approval = Approval {
-            by: engine::current_user(),
-            at: chrono::Utc::now(),
-            hash: start.plan.hash.clone(),
-        };
-        let mut req = run::new_request(
-            &start.path,
-            start.plan,
-            start.inputs,
-            Some(approval),
-            start.estimates,
-            self.location.clone(),
-            None,
-            false,
-        );
-        req.keep_alive = true;
+        let req = approved_request(start, &self.location, false);
         engine::contain::become_subreaper();
         engine::spawn(req).map_err(|e| e.to_string())
     }
@@ -185,22 +170,7 @@ impl Backend for StoreBackend {
         start: StartRun,
         news: Box<dyn Fn(QueueNews) + Send>,
     ) -> Result<QueuedRun, String> {
-        let approval = Approval {
-            by: engine::current_user(),
-            at: chrono::Utc::now(),
-            hash: start.plan.hash.clone(),
-        };
-        let mut req = run::new_request(
-            &start.path,
-            start.plan,
-            start.inputs,
-            Some(approval),
-            start.estimates,
-            self.location.clone(),
-            None,
-            true,
-        );
-        req.keep_alive = true;
+        let mut req = approved_request(start, &self.location, true);
         let run_id = uuid::Uuid::new_v4().to_string();
         req.run_id = Some(run_id.clone());
         let mut conn = store::open(&self.location).map_err(|e| e.to_string())?;
@@ -554,4 +524,26 @@ impl EventSource for RemoteEvents {
     fn end(self: Box<Self>) -> Option<Result<RunState, String>> {
         None
     }
+}
+
+/// The request to drive a plan the person approved on the review screen,
+/// kept alive for the screen.
+fn approved_request(start: StartRun, location: &Location, stream_logs: bool) -> RunRequest {
+    let approval = Approval {
+        by: engine::current_user(),
+        at: chrono::Utc::now(),
+        hash: start.plan.hash.clone(),
+    };
+    let mut req = run::new_request(
+        &start.path,
+        start.plan,
+        start.inputs,
+        Some(approval),
+        start.estimates,
+        location.clone(),
+        None,
+        stream_logs,
+    );
+    req.keep_alive = true;
+    req
 }

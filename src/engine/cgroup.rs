@@ -340,14 +340,7 @@ fn attempt_of(name: &str) -> (Option<u32>, Option<String>) {
 }
 
 fn member(pid: i32, step: Option<String>, attempt: Option<u32>) -> Member {
-    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            String::from_utf8_lossy(&c)
-                .replace('\0', " ")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default();
+    let command = super::contain::command_line(pid);
     Member {
         pid,
         command,

@@ -72,6 +72,19 @@ fn parse_stat(pid: i32, stat: &str) -> Option<Proc> {
     })
 }
 
+/// A process's command line, its arguments joined by spaces (empty when it
+/// is gone or unreadable).
+pub fn command_line(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// One process, now.
 pub fn proc_of(pid: i32) -> Option<Proc> {
     if pid <= 0 {

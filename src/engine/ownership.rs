@@ -155,14 +155,7 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
             }
             let proc = super::contain::proc_of(pid)?;
             let (state, pgid) = (proc.state, proc.pgid);
-            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .replace('\0', " ")
-                        .trim()
-                        .to_string()
-                })
-                .unwrap_or_default();
+            let command = contain::command_line(pid);
             (state != 'Z' && pgid != own_group).then(|| MarkedProcess {
                 pid,
                 pgid,
@@ -217,7 +210,7 @@ pub fn sweep_escaped(run_id: &str, cgroup: Option<&RunCgroup>) -> Option<String>
         .chain(
             adopted
                 .iter()
-                .map(|p| format!("pid {} ({})", p.pid, command_of(p.pid))),
+                .map(|p| format!("pid {} ({})", p.pid, contain::command_line(p.pid))),
         )
         .collect();
     kill_marked(&escaped);
@@ -234,17 +227,6 @@ pub fn sweep_escaped(run_id: &str, cgroup: Option<&RunCgroup>) -> Option<String>
         list.len(),
         list.join(", ")
     ))
-}
-
-fn command_of(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            String::from_utf8_lossy(&c)
-                .replace('\0', " ")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 /// A process's state letter (`R`, `S`, `Z`, ...) and process group, from `/proc/PID/stat`.
