@@ -58,6 +58,15 @@ fn two_viewers_attach_to_a_background_run_and_one_cancels_it() {
     let seen = first(&one);
     let later = format!("talk-line-{}", seen + 5);
     one.wait_for(&later, 10);
+    // Each line once: the spool is the one path the viewer reads them by.
+    let shown: Vec<u32> = one
+        .text()
+        .lines()
+        .filter_map(|l| l.split("talk-line-").nth(1))
+        .filter_map(|n| n.trim().parse::<u32>().ok())
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = shown.iter().collect();
+    assert_eq!(distinct.len(), shown.len(), "a line shown twice: {shown:?}");
 
     one.press("c");
     one.wait_for("Cancel the run?", 5);

@@ -417,7 +417,7 @@ fn ask(question: &str) -> bool {
 
 /// Start the engine and print until it ends (in the background: go there
 /// first, and print nothing).
-pub fn drive(mut req: RunRequest, opts: &RunOptions) -> Exit {
+pub fn drive(req: RunRequest, opts: &RunOptions) -> Exit {
     for id in &opts.approve {
         if !req.plan.index.contains_key(id) {
             return fail(
@@ -432,8 +432,6 @@ pub fn drive(mut req: RunRequest, opts: &RunOptions) -> Exit {
             super::background::Detached::Terminal(exit) => return exit,
             super::background::Detached::Driver(n) => started = Some(n),
         }
-        // Viewers that attach see every line as it comes.
-        req.stream_logs = true;
     }
     let mut handle = match engine::spawn(req) {
         Ok(h) => h,

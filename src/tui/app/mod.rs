@@ -607,7 +607,13 @@ impl App {
         if ev.run_id != run.run_id {
             return;
         }
-        if run.driver.is_some() && !matches!(ev.kind, crate::engine::api::EventKind::Log { .. }) {
+        if run.driver.is_some() && matches!(ev.kind, crate::engine::api::EventKind::Log { .. }) {
+            // Attached: a running attempt's lines come from its spool, the
+            // path every viewer reads; a line streamed by the owner as well
+            // would be shown twice.
+            return;
+        }
+        if run.driver.is_some() {
             // Attached: what the stored run already showed is not applied twice.
             if ev.seq <= run.seen_seq {
                 return;
