@@ -281,6 +281,9 @@ fn file_conflicts(files: &[Vec<String>]) -> Vec<Conflict> {
         }
     }
     flush(group, &mut out);
+    // In plan order: absolute paths sort by where the plan happens to be
+    // checked out, and the report must not depend on that.
+    out.sort_by(|a, b| a.steps.cmp(&b.steps));
     out
 }
 
