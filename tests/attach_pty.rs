@@ -8,10 +8,27 @@
 #[path = "common/pty.rs"]
 mod pty;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pty::{Launch, Term, marked, plan};
+
+/// `plandeck run plan.json --yes --background` in `dir`: the run's id.
+fn start_in_background(dir: &Path, db: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "plan.json", "--yes", "--background", "--db"])
+        .arg(db)
+        .current_dir(dir)
+        .output()
+        .expect("plandeck runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
 
 #[test]
 fn two_viewers_attach_to_a_background_run_and_one_cancels_it() {
@@ -23,18 +40,7 @@ fn two_viewers_attach_to_a_background_run_and_one_cancels_it() {
  {"id":"talk","run":"i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo talk-line-$i; sleep 0.05; done"},
  {"id":"long","run":"sleep 60"}]}"#,
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_plandeck"))
-        .args(["run", "plan.json", "--yes", "--background", "--db"])
-        .arg(&db)
-        .current_dir(dir.path())
-        .output()
-        .expect("plandeck runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = start_in_background(dir.path(), &db);
 
     let args = [id.as_str()];
     let mut one = Term::launch(Launch::new(dir.path(), &args));
@@ -110,18 +116,7 @@ fn leaving_an_attached_view_leaves_the_run_going() {
         r#"{"name":"bg","globals":{"kill_grace_sec":1},"steps":[
  {"id":"long","run":"sleep 60"}]}"#,
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_plandeck"))
-        .args(["run", "plan.json", "--yes", "--background", "--db"])
-        .arg(&db)
-        .current_dir(dir.path())
-        .output()
-        .expect("plandeck runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = start_in_background(dir.path(), &db);
     let args = [id.as_str()];
     let mut t = Term::launch(Launch::new(dir.path(), &args));
     t.wait_for("driven by pid", 10);
