@@ -92,6 +92,37 @@ fn wave_map_of_the_demo() {
 }
 
 #[test]
+fn wave_map_of_a_large_plan_draws_the_selections_edges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let large = PathBuf::from("tests/fixtures/large/monorepo.json");
+    for (w, h) in SIZES {
+        let mut s = session(&db, Target::Plan(large.clone()), (w, h));
+        key(&mut s, 'v');
+        // Down the first waves to a step with edges on both sides.
+        for c in ['l', 'l', 'j'] {
+            key(&mut s, c);
+        }
+        let r = s.app.review.as_ref().expect("review");
+        assert!(r.dag.edges_focused(), "the map bundles: focus by default");
+        let frame = render(&s);
+        assert!(
+            w < 120 || frame.contains("edges of the selection"),
+            "{frame}"
+        );
+        insta::assert_snapshot!(format!("map-large-{w}x{h}"), frame);
+        // `E` draws every edge again, and back.
+        key(&mut s, 'E');
+        let all = render(&s);
+        assert!(!all.contains("edges of the selection"));
+        let lines = |f: &str| f.chars().filter(|c| "│─╭╮╰╯├┤┬┴┼".contains(*c)).count();
+        assert!(lines(&all) > lines(&frame), "more lines with every edge");
+        key(&mut s, 'E');
+        assert_eq!(render(&s), frame);
+    }
+}
+
+#[test]
 fn help_lists_every_binding_of_the_screen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");

@@ -1,8 +1,9 @@
 //! Panes in a real pseudo-terminal under `NO_COLOR=1`: the wheel over the
 //! Review screen's Step pane scrolls it (not the step list), the focus shows
 //! as a marked, thick frame without colour, and the log pane wraps on `w`
-//! and counts the matches of a search. Waits are on screen contents, always
-//! bounded.
+//! and counts the matches of a search; a large plan's wave map draws only the
+//! selected step's edges until `E` draws them all. Waits are on screen
+//! contents, always bounded.
 
 #[path = "common/pty.rs"]
 mod pty;
@@ -103,6 +104,60 @@ fn the_log_wraps_on_w_and_a_search_counts_its_matches() {
     t.wait_for("/match 7/7", 5);
     t.press("n");
     t.wait_for("/match 6/7", 5);
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+}
+
+/// Box-drawing line cells on the map's side of the screen.
+fn map_lines(t: &Term) -> usize {
+    t.text()
+        .lines()
+        .skip(4)
+        .map(|l| {
+            l.chars()
+                .skip(1)
+                .take(64)
+                .filter(|c| "│─╭╮╰╯┼┬┴".contains(*c))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn a_large_wave_map_draws_only_the_selections_edges_until_e() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = std::fs::read_to_string("tests/fixtures/large/monorepo.json").expect("fixture");
+    plan(dir.path(), &json);
+    let mut t = Term::open(dir.path(), &["plan.json"]);
+    t.wait_for("Review monorepo-release", 30);
+    t.press("v");
+    t.wait_for("wave map · edges of the selection", 5);
+    t.press("/build-gateway\r");
+    // The selection's edges reach its box on both sides; a neighbour's do not.
+    t.wait_line("build-gateway joined on both sides", 5, |l| {
+        l.contains("┤○ build-gateway") && l.contains("├─")
+    });
+    let near = row_of(&t, "build-auth").unwrap_or_else(|| panic!("{}", t.text()));
+    assert!(
+        near.contains("┃○ build-auth") || near.contains("│○ build-auth"),
+        "a neighbour's edges are left out: {near}"
+    );
+    let focused = map_lines(&t);
+    t.press("E");
+    t.wait_line("every edge", 5, |l| {
+        l.contains("Steps (54) · wave map · 14 waves")
+    });
+    t.wait_line("the neighbour's edges drawn", 5, |l| {
+        l.contains("┤○ build-auth")
+    });
+    let all = map_lines(&t);
+    assert!(
+        all > focused,
+        "every edge: {all} line cells, focused: {focused}"
+    );
+    t.press("E");
+    t.wait_for("wave map · edges of the selection", 5);
     t.press("q");
     t.wait_exit(20);
     t.assert_cooked();

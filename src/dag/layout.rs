@@ -2,13 +2,18 @@
 //!
 //! - `graph_rows`: one step per row with dependency lanes beside it, drawn as
 //!   `git log --graph` does (a lane runs down from a step to its last dependent);
-//! - `WaveMap`: waves as columns, steps as boxes, dummy slots carrying long
-//!   edges through intermediate waves, node order within a wave chosen by
-//!   barycenter sweeps (never worse than the input order), and a canvas of
-//!   box-drawing line masks with every edge routed between columns.
+//! - `WaveMap`: waves as columns (each as wide as its longest label needs),
+//!   steps as boxes, dummy slots carrying long edges through intermediate
+//!   waves, node order within a wave chosen by barycenter sweeps (never worse
+//!   than the input order), and a canvas of box-drawing line masks with every
+//!   edge routed between columns: solid dependencies, dashed fallbacks. A
+//!   source's lines share a vertical channel; sources whose lines never meet
+//!   share one too, and a gap out of channels bundles (`WaveMap::bundles`
+//!   says when a front end should draw only one step's edges: `focus`).
 //!
 //! Pure: indices in, coordinates and line masks out. Invariants (tested):
-//! nodes never overlap, every edge is drawn.
+//! nodes never overlap, every edge is drawn, lines share a channel only when
+//! a gap bundles.
 
 /// Line directions of a cell, combined into one box-drawing glyph.
 pub const UP: u8 = 1;
@@ -130,10 +135,29 @@ pub enum Slot {
     Dummy,
 }
 
-/// Box and channel sizes of the map canvas.
+/// Box and channel sizes of the map canvas: the narrowest box (a column is
+/// as wide as its longest label needs, up to `MAX_BOX_W`), and the rows of a slot.
 pub const BOX_W: usize = 16;
+pub const MAX_BOX_W: usize = 40;
 pub const SLOT_H: usize = 3;
-const MAX_CHANNELS: usize = 6;
+/// Vertical channels of a gap between two waves; past this many, sources
+/// whose lines overlap share a channel (their lines bundle).
+pub const MAX_CHANNELS: usize = 8;
+/// Line masks of dashed lines sit above the solid ones: `mask >> DASHED`.
+pub const DASHED: u8 = 4;
+
+/// An edge of the map: a dependency (`from` before `to`) or, dashed, a
+/// fallback (`to` stands in for `from` when it fails).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    pub dashed: bool,
+    /// Its segments (indices into `WaveMap::segments`), one per gap crossed.
+    pub segs: std::ops::Range<usize>,
+    /// The dummy slots carrying it through intermediate waves.
+    pub dummies: std::ops::Range<usize>,
+}
 
 /// The wave map: slot order per wave and the canvas the edges are drawn on.
 #[derive(Debug, Clone)]
@@ -144,9 +168,20 @@ pub struct WaveMap {
     pub slots: Vec<Slot>,
     /// Segments between adjacent waves: (slot in wave w, slot in wave w+1).
     pub segments: Vec<(usize, usize)>,
+    /// The edge each segment belongs to.
+    pub seg_edge: Vec<usize>,
+    pub edges: Vec<Edge>,
+    /// Edges touching each step (as either end).
+    pub edges_of: Vec<Vec<usize>>,
     pub layer: Vec<usize>,
+    /// Row of each slot within its wave.
+    pub pos: Vec<usize>,
+    /// The channel x of each segment.
+    pub chan_x: Vec<usize>,
     pub crossings: usize,
     pub initial_crossings: usize,
+    /// Gaps where sources whose lines overlap had to share a channel.
+    pub bundled_gaps: usize,
     pub canvas: Canvas,
 }
 
@@ -156,10 +191,33 @@ pub struct Canvas {
     pub width: usize,
     pub height: usize,
     pub cells: Vec<u8>,
-    /// Top-left corner of each step's box (`None` for none).
+    /// Top-left corner of each step's box.
     pub boxes: Vec<(usize, usize)>,
+    /// Width of each step's box.
+    pub box_w: Vec<usize>,
     /// Left edge x of each wave column.
     pub column_x: Vec<usize>,
+    /// Box width of each wave column.
+    pub col_w: Vec<usize>,
+}
+
+/// Somewhere line masks are drawn: the whole canvas, or a window of it.
+pub trait Lines {
+    fn set(&mut self, x: usize, y: usize, m: u8);
+    fn hline(&mut self, y: usize, x0: usize, x1: usize, shift: u8) {
+        let (a, b) = (x0.min(x1), x0.max(x1));
+        for x in a..b {
+            self.set(x, y, RIGHT << shift);
+            self.set(x + 1, y, LEFT << shift);
+        }
+    }
+    fn vline(&mut self, x: usize, y0: usize, y1: usize, shift: u8) {
+        let (a, b) = (y0.min(y1), y0.max(y1));
+        for y in a..b {
+            self.set(x, y, DOWN << shift);
+            self.set(x, y + 1, UP << shift);
+        }
+    }
 }
 
 impl Canvas {
@@ -170,31 +228,93 @@ impl Canvas {
             0
         }
     }
+}
+
+impl Lines for Canvas {
     fn set(&mut self, x: usize, y: usize, m: u8) {
         if x < self.width && y < self.height {
             self.cells[y * self.width + x] |= m;
         }
     }
-    fn hline(&mut self, y: usize, x0: usize, x1: usize) {
-        let (a, b) = (x0.min(x1), x0.max(x1));
-        for x in a..b {
-            self.set(x, y, RIGHT);
-            self.set(x + 1, y, LEFT);
+}
+
+/// A rectangle of the canvas (`x`, `y`: its top-left corner on the canvas)
+/// with line masks of its own: a few edges drawn without the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+    pub cells: Vec<u8>,
+}
+
+impl Window {
+    pub fn new(x: usize, y: usize, w: usize, h: usize) -> Window {
+        Window {
+            x,
+            y,
+            w,
+            h,
+            cells: vec![0; w * h],
         }
     }
-    fn vline(&mut self, x: usize, y0: usize, y1: usize) {
-        let (a, b) = (y0.min(y1), y0.max(y1));
-        for y in a..b {
-            self.set(x, y, DOWN);
-            self.set(x, y + 1, UP);
+    /// The mask at canvas cell (`x`, `y`); 0 outside the window.
+    pub fn at(&self, x: usize, y: usize) -> u8 {
+        match (x.checked_sub(self.x), y.checked_sub(self.y)) {
+            (Some(dx), Some(dy)) if dx < self.w && dy < self.h => self.cells[dy * self.w + dx],
+            _ => 0,
         }
     }
 }
 
+impl Lines for Window {
+    fn set(&mut self, x: usize, y: usize, m: u8) {
+        if let (Some(dx), Some(dy)) = (x.checked_sub(self.x), y.checked_sub(self.y))
+            && dx < self.w
+            && dy < self.h
+        {
+            self.cells[dy * self.w + dx] |= m;
+        }
+    }
+}
+
+/// The line directions of a mask, solid or dashed.
+pub fn dirs(mask: u8) -> u8 {
+    (mask | mask >> DASHED) & 15
+}
+
+/// The glyph of a cell: dashed (`┄`, `┆`) where only dashed lines pass
+/// straight through, else the joined box-drawing character.
+pub fn cell_glyph(mask: u8) -> char {
+    let (solid, dashed) = (mask & 15, mask >> DASHED);
+    if solid == 0 && dashed != 0 {
+        if dashed & (UP | DOWN) == 0 {
+            return '┄';
+        }
+        if dashed & (LEFT | RIGHT) == 0 {
+            return '┆';
+        }
+    }
+    glyph(dirs(mask))
+}
+
 impl WaveMap {
     /// Lay out `n = deps.len()` steps in waves `wave` (a step's wave is
-    /// greater than each of its dependencies').
+    /// greater than each of its dependencies'), boxes at their narrowest.
     pub fn build(deps: &[Vec<usize>], wave: &[usize]) -> WaveMap {
+        WaveMap::build_with(deps, wave, &[], &[])
+    }
+
+    /// As `build`, with each step's label width (`labels`, a box fits its
+    /// label up to `MAX_BOX_W`) and dashed edges (`dashed`: fallbacks, each
+    /// into a later wave; the others are left out).
+    pub fn build_with(
+        deps: &[Vec<usize>],
+        wave: &[usize],
+        labels: &[usize],
+        dashed: &[(usize, usize)],
+    ) -> WaveMap {
         let n = deps.len();
         let depth = wave.iter().copied().max().map_or(0, |m| m + 1);
         let mut slots: Vec<Slot> = (0..n).map(Slot::Node).collect();
@@ -204,19 +324,43 @@ impl WaveMap {
             order[w].push(i);
         }
         let mut segments = Vec::new();
-        for (m, ds) in deps.iter().enumerate() {
-            for &d in ds {
-                let mut prev = d;
-                for (w, o) in order.iter_mut().enumerate().take(wave[m]).skip(wave[d] + 1) {
-                    let id = slots.len();
-                    slots.push(Slot::Dummy);
-                    layer.push(w);
-                    o.push(id);
-                    segments.push((prev, id));
-                    prev = id;
-                }
-                segments.push((prev, m));
+        let mut seg_edge = Vec::new();
+        let mut edges = Vec::new();
+        let solid = deps
+            .iter()
+            .enumerate()
+            .flat_map(|(m, ds)| ds.iter().map(move |&d| (d, m, false)));
+        let fallbacks = dashed
+            .iter()
+            .filter(|&&(a, b)| a < n && b < n && wave[a] < wave[b])
+            .map(|&(a, b)| (a, b, true));
+        for (d, m, dashed) in solid.chain(fallbacks) {
+            let (s0, d0) = (segments.len(), slots.len());
+            let e = edges.len();
+            let mut prev = d;
+            for (w, o) in order.iter_mut().enumerate().take(wave[m]).skip(wave[d] + 1) {
+                let id = slots.len();
+                slots.push(Slot::Dummy);
+                layer.push(w);
+                o.push(id);
+                segments.push((prev, id));
+                seg_edge.push(e);
+                prev = id;
             }
+            segments.push((prev, m));
+            seg_edge.push(e);
+            edges.push(Edge {
+                from: d,
+                to: m,
+                dashed,
+                segs: s0..segments.len(),
+                dummies: d0..slots.len(),
+            });
+        }
+        let mut edges_of = vec![Vec::new(); n];
+        for (k, e) in edges.iter().enumerate() {
+            edges_of[e.from].push(k);
+            edges_of[e.to].push(k);
         }
         let mut pos = positions(&order, slots.len());
         let mut preds = vec![Vec::new(); slots.len()];
@@ -279,15 +423,92 @@ impl WaveMap {
         }
         let (crossings, order) = best;
         let pos = positions(&order, slots.len());
-        let canvas = draw(&order, &slots, &segments, &layer, &pos, n);
-        WaveMap {
+        let mut col_w = vec![BOX_W; depth];
+        for (i, &w) in wave.iter().enumerate() {
+            let need = labels.get(i).map_or(0, |l| l + 4);
+            col_w[w] = col_w[w].max(need.min(MAX_BOX_W));
+        }
+        let seg_dashed: Vec<bool> = seg_edge.iter().map(|&e| edges[e].dashed).collect();
+        let (chan_x, column_x, bundled_gaps) =
+            channels(&order, &segments, &seg_dashed, &layer, &pos, &col_w);
+        let mut map = WaveMap {
             order,
             slots,
             segments,
+            seg_edge,
+            edges,
+            edges_of,
             layer,
+            pos,
+            chan_x,
             crossings,
             initial_crossings,
-            canvas,
+            bundled_gaps,
+            canvas: Canvas::default(),
+        };
+        let height = map.order.iter().map(Vec::len).max().unwrap_or(0) * SLOT_H;
+        let width = column_x.last().map_or(0, |&x| x) + col_w.last().map_or(0, |&w| w);
+        let mut c = Canvas {
+            width,
+            height,
+            cells: Vec::new(),
+            boxes: vec![(0, 0); n],
+            box_w: (0..n).map(|i| col_w[wave[i]]).collect(),
+            column_x,
+            col_w,
+        };
+        for (w, o) in map.order.iter().enumerate() {
+            for &id in o {
+                if let Slot::Node(i) = map.slots[id] {
+                    c.boxes[i] = (c.column_x[w], map.pos[id] * SLOT_H);
+                }
+            }
+        }
+        map.canvas = c;
+        let mut lines = Window::new(0, 0, width, height);
+        for e in 0..map.edges.len() {
+            map.draw_edge(e, &mut lines);
+        }
+        map.canvas.cells = lines.cells;
+        map
+    }
+
+    /// Whether drawing every edge would bundle lines beyond reading: some
+    /// gap ran out of channels, or the lines cross more often than there
+    /// are steps.
+    pub fn bundles(&self) -> bool {
+        self.bundled_gaps > 0 || self.crossings > self.canvas.boxes.len()
+    }
+
+    /// Draw edge `e` (its segments and the dummies carrying it) into `out`.
+    pub fn draw_edge(&self, e: usize, out: &mut impl Lines) {
+        let Some(edge) = self.edges.get(e) else {
+            return;
+        };
+        let c = &self.canvas;
+        let shift = if edge.dashed { DASHED } else { 0 };
+        let port = |id: usize| self.pos[id] * SLOT_H + 1;
+        for id in edge.dummies.clone() {
+            let w = self.layer[id];
+            let x = c.column_x[w];
+            out.hline(port(id), x, x + c.col_w[w] - 1, shift);
+        }
+        for s in edge.segs.clone() {
+            let (a, b) = self.segments[s];
+            let w = self.layer[a];
+            let cx = self.chan_x[s];
+            let (ya, yb) = (port(a), port(b));
+            out.hline(ya, c.column_x[w] + c.col_w[w] - 1, cx, shift);
+            out.vline(cx, ya, yb, shift);
+            out.hline(yb, cx, c.column_x[w + 1], shift);
+        }
+    }
+
+    /// The edges of step `i` (its dependencies, dependents and fallbacks)
+    /// drawn alone into a window of the canvas.
+    pub fn focus(&self, i: usize, window: &mut Window) {
+        for &e in self.edges_of.get(i).map_or(&[][..], |v| &v[..]) {
+            self.draw_edge(e, window);
         }
     }
 
@@ -305,6 +526,34 @@ impl WaveMap {
             })
             .unwrap_or_default()
     }
+}
+
+/// Map layers of a plan's steps: dependency waves, with each fallback-only
+/// step moved after the steps it stands in for (nothing depends on such a
+/// step, so no other step moves). Fallback chains that loop keep their waves.
+pub fn map_layers(
+    wave: &[usize],
+    fallbacks: &[(usize, usize)],
+    fallback_only: &[bool],
+) -> Vec<usize> {
+    let mut layer = wave.to_vec();
+    for _ in 0..=fallbacks.len() {
+        let mut moved = false;
+        for &(a, b) in fallbacks {
+            if b < layer.len()
+                && a < layer.len()
+                && fallback_only.get(b) == Some(&true)
+                && layer[b] <= layer[a]
+            {
+                layer[b] = layer[a] + 1;
+                moved = true;
+            }
+        }
+        if !moved {
+            return layer;
+        }
+    }
+    wave.to_vec()
 }
 
 fn positions(order: &[Vec<usize>], slots: usize) -> Vec<usize> {
@@ -363,63 +612,72 @@ fn inversions(v: &mut [usize]) -> usize {
     count
 }
 
-fn draw(
+/// Channels of each gap: a source's lines run down one channel (its dashed
+/// ones down another); sources
+/// whose row spans do not meet share a channel (interval colouring, top
+/// first), and past `MAX_CHANNELS` the channel freed earliest is shared
+/// (a bundle). Returns each segment's channel x, each column's x, and how
+/// many gaps bundled.
+fn channels(
     order: &[Vec<usize>],
-    slots: &[Slot],
     segments: &[(usize, usize)],
+    dashed: &[bool],
     layer: &[usize],
     pos: &[usize],
-    n: usize,
-) -> Canvas {
-    // Channels of each gap: one per source slot, shared past MAX_CHANNELS.
-    let mut sources: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
-    for &(a, _) in segments {
-        if !sources[layer[a]].contains(&a) {
-            sources[layer[a]].push(a);
-        }
+    col_w: &[usize],
+) -> (Vec<usize>, Vec<usize>, usize) {
+    // A source's solid lines and its dashed ones take channels of their own.
+    let key = |s: usize| 2 * segments[s].0 + usize::from(dashed.get(s) == Some(&true));
+    // Row span of each source, per gap.
+    let mut spans: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); order.len()];
+    let mut span_of: std::collections::HashMap<usize, (usize, usize)> = Default::default();
+    for (s, &(a, b)) in segments.iter().enumerate() {
+        let e = span_of.entry(key(s)).or_insert((pos[a], pos[a]));
+        e.0 = e.0.min(pos[b]);
+        e.1 = e.1.max(pos[b]);
     }
-    for s in &mut sources {
-        s.sort_by_key(|&a| pos[a]);
+    for (&k, &(lo, hi)) in &span_of {
+        spans[layer[k / 2]].push((lo, hi, k));
+    }
+    let mut chan: std::collections::HashMap<usize, usize> = Default::default();
+    let mut counts = vec![0usize; order.len()];
+    let mut bundled = 0;
+    for (w, gap) in spans.iter_mut().enumerate() {
+        gap.sort_unstable_by_key(|&(lo, _, k)| (lo, pos[k / 2], k));
+        // Last row taken in each channel.
+        let mut last: Vec<usize> = Vec::new();
+        let mut shared = false;
+        for &(lo, hi, a) in gap.iter() {
+            let k = match last.iter().position(|&end| end < lo) {
+                Some(k) => k,
+                None if last.len() < MAX_CHANNELS => {
+                    last.push(0);
+                    last.len() - 1
+                }
+                None => {
+                    shared = true;
+                    (0..last.len()).min_by_key(|&k| last[k]).unwrap_or(0)
+                }
+            };
+            last[k] = last[k].max(hi);
+            chan.insert(a, k);
+        }
+        counts[w] = last.len();
+        bundled += usize::from(shared);
     }
     let mut column_x = Vec::with_capacity(order.len());
     let mut x = 0;
-    for s in &sources {
+    for (w, &k) in counts.iter().enumerate() {
         column_x.push(x);
-        x += BOX_W + 2 + s.len().clamp(1, MAX_CHANNELS);
+        x += col_w.get(w).copied().unwrap_or(BOX_W) + 2 + k.max(1);
     }
-    let height = order.iter().map(Vec::len).max().unwrap_or(0) * SLOT_H;
-    let width = x;
-    let mut c = Canvas {
-        width,
-        height,
-        cells: vec![0; width * height],
-        boxes: vec![(0, 0); n],
-        column_x: column_x.clone(),
-    };
-    let port = |id: usize| pos[id] * SLOT_H + 1;
-    for (w, o) in order.iter().enumerate() {
-        for &id in o {
-            let (bx, by) = (column_x[w], pos[id] * SLOT_H);
-            match slots[id] {
-                Slot::Node(i) => c.boxes[i] = (bx, by),
-                Slot::Dummy => c.hline(by + 1, bx, bx + BOX_W - 1),
-            }
-        }
-    }
-    for &(a, b) in segments {
-        let w = layer[a];
-        let ch = sources[w]
-            .iter()
-            .position(|&s| s == a)
-            .unwrap_or(0)
-            .min(MAX_CHANNELS - 1);
-        let cx = column_x[w] + BOX_W + 1 + ch;
-        let (ya, yb) = (port(a), port(b));
-        c.hline(ya, column_x[w] + BOX_W - 1, cx);
-        c.vline(cx, ya, yb);
-        c.hline(yb, cx, column_x[w + 1]);
-    }
-    c
+    let chan_x = (0..segments.len())
+        .map(|s| {
+            let w = layer[segments[s].0];
+            column_x[w] + col_w[w] + 1 + chan.get(&key(s)).copied().unwrap_or(0)
+        })
+        .collect();
+    (chan_x, column_x, bundled)
 }
 
 #[cfg(test)]
@@ -499,28 +757,35 @@ mod tests {
     fn map_nodes_never_overlap_and_every_edge_is_drawn() {
         for plan in plans() {
             let wave = crate::dag::waves(&plan.deps);
-            let map = WaveMap::build(&plan.deps, &wave);
+            let labels: Vec<usize> = (0..plan.len()).map(|i| plan.id(i).len() * 3).collect();
+            let map = WaveMap::build_with(&plan.deps, &wave, &labels, &[]);
             let c = &map.canvas;
             let mut seen = std::collections::HashSet::new();
-            for &(x, y) in &c.boxes {
+            for (i, &(x, y)) in c.boxes.iter().enumerate() {
+                let bw = c.box_w[i];
+                assert!((BOX_W..=MAX_BOX_W).contains(&bw));
+                assert!(bw >= (labels[i] + 4).min(MAX_BOX_W), "the label fits");
                 assert!(seen.insert((x, y)), "two boxes at {x},{y}");
-                assert!(x + BOX_W <= c.width && y + SLOT_H <= c.height);
+                assert!(x + bw <= c.width && y + SLOT_H <= c.height);
                 for yy in y..y + SLOT_H {
-                    for xx in x + 1..x + BOX_W - 1 {
+                    for xx in x + 1..x + bw - 1 {
                         assert_eq!(c.at(xx, yy), 0, "a line crosses a box");
                     }
                 }
             }
-            let pos = positions(&map.order, map.slots.len());
             for &(a, b) in &map.segments {
                 let w = map.layer[a];
-                let right = c.column_x[w] + BOX_W - 1;
-                let ya = pos[a] * SLOT_H + 1;
-                let yb = pos[b] * SLOT_H + 1;
-                assert_ne!(c.at(right, ya) & RIGHT, 0, "segment leaves its source");
-                assert_ne!(c.at(right + 1, ya) & LEFT, 0);
+                let right = c.column_x[w] + c.col_w[w] - 1;
+                let ya = map.pos[a] * SLOT_H + 1;
+                let yb = map.pos[b] * SLOT_H + 1;
                 assert_ne!(
-                    c.at(c.column_x[w + 1], yb) & LEFT,
+                    dirs(c.at(right, ya)) & RIGHT,
+                    0,
+                    "segment leaves its source"
+                );
+                assert_ne!(dirs(c.at(right + 1, ya)) & LEFT, 0);
+                assert_ne!(
+                    dirs(c.at(c.column_x[w + 1], yb)) & LEFT,
                     0,
                     "segment reaches its target"
                 );
@@ -528,5 +793,97 @@ mod tests {
             let steps: usize = (0..map.order.len()).map(|w| map.steps_in(w).len()).sum();
             assert_eq!(steps, plan.len());
         }
+    }
+
+    #[test]
+    fn sources_share_a_channel_only_where_their_lines_do_not_meet() {
+        for plan in plans() {
+            let wave = crate::dag::waves(&plan.deps);
+            let map = WaveMap::build(&plan.deps, &wave);
+            // Per gap and channel: the row span of each source using it.
+            type Spans = std::collections::HashMap<(usize, usize), Vec<(usize, usize, usize)>>;
+            let mut spans: Spans = Default::default();
+            for (s, &(a, b)) in map.segments.iter().enumerate() {
+                let (lo, hi) = (map.pos[a].min(map.pos[b]), map.pos[a].max(map.pos[b]));
+                let v = spans.entry((map.layer[a], map.chan_x[s])).or_default();
+                match v.iter_mut().find(|(src, _, _)| *src == a) {
+                    Some(e) => {
+                        e.1 = e.1.min(lo);
+                        e.2 = e.2.max(hi);
+                    }
+                    None => v.push((a, lo.min(map.pos[a]), hi.max(map.pos[a]))),
+                }
+            }
+            let mut overlapping = 0;
+            for v in spans.values() {
+                for (k, p) in v.iter().enumerate() {
+                    for q in &v[k + 1..] {
+                        if p.1 <= q.2 && q.1 <= p.2 {
+                            overlapping += 1;
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                overlapping > 0,
+                map.bundled_gaps > 0,
+                "lines share a channel exactly when a gap bundles"
+            );
+        }
+    }
+
+    #[test]
+    fn a_focus_window_draws_only_the_edges_of_one_step() {
+        // 0 -> 2, 1 -> 2, 1 -> 3; focus on 0.
+        let deps = vec![vec![], vec![], vec![0, 1], vec![1]];
+        let map = WaveMap::build(&deps, &[0, 0, 1, 1]);
+        let c = &map.canvas;
+        let mut win = Window::new(0, 0, c.width, c.height);
+        map.focus(0, &mut win);
+        let drawn = win.cells.iter().filter(|&&m| m != 0).count();
+        assert!(drawn > 0);
+        for y in 0..c.height {
+            for x in 0..c.width {
+                assert_eq!(win.at(x, y) & !c.at(x, y), 0, "a focus line not on the map");
+            }
+        }
+        let (b1, b3) = (c.boxes[1], c.boxes[3]);
+        assert_eq!(
+            win.at(b1.0 + c.box_w[1], b1.1 + 1),
+            0,
+            "step 1's edges left out"
+        );
+        assert_eq!(win.at(b3.0 - 1, b3.1 + 1), 0);
+    }
+
+    #[test]
+    fn fallbacks_come_after_their_step_and_draw_dashed() {
+        // 0 -> 1; 2 is the fallback of 0 (and runs only as one).
+        let deps = vec![vec![], vec![0], vec![]];
+        let wave = crate::dag::waves(&deps);
+        let layer = map_layers(&wave, &[(0, 2)], &[false, false, true]);
+        assert_eq!(layer, vec![0, 1, 1]);
+        let map = WaveMap::build_with(&deps, &layer, &[], &[(0, 2)]);
+        assert!(
+            map.edges
+                .iter()
+                .any(|e| e.dashed && e.from == 0 && e.to == 2)
+        );
+        let c = &map.canvas;
+        let dashed: String = (0..c.height)
+            .flat_map(|y| (0..c.width).map(move |x| (x, y)))
+            .map(|(x, y)| c.at(x, y))
+            .filter(|m| m & 15 == 0 && *m != 0)
+            .map(cell_glyph)
+            .collect();
+        assert!(dashed.contains('┄'), "{dashed}");
+        // A loop of fallbacks keeps its waves.
+        assert_eq!(
+            map_layers(&[0, 0], &[(0, 1), (1, 0)], &[true, true]),
+            vec![0, 0]
+        );
+        // A fallback into the same wave is left out of the map.
+        let map = WaveMap::build_with(&deps, &wave, &[], &[(0, 2)]);
+        assert!(map.edges.iter().all(|e| !e.dashed));
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::keymap::Action;
-use crate::dag::layout::{BOX_W, GraphRow, SLOT_H, WaveMap, graph_rows};
+use crate::dag::layout::{GraphRow, SLOT_H, WaveMap, graph_rows, map_layers};
 use crate::plan::ValidPlan;
 
 /// Rows the graph list's column headers take above the steps.
@@ -35,6 +35,9 @@ pub struct DagView {
     pub critical: Vec<bool>,
     /// The critical path is highlighted (`C` toggles).
     pub show_critical: bool,
+    /// The wave map draws only the selected step's edges (`E` toggles);
+    /// `None`: only when drawing every edge would bundle them.
+    pub focus_edges: Option<bool>,
 }
 
 impl DagView {
@@ -57,6 +60,7 @@ impl DagView {
             search: String::new(),
             critical: Vec::new(),
             show_critical: true,
+            focus_edges: None,
         };
         if mode == DagMode::Map {
             d.ensure_map(plan);
@@ -66,8 +70,23 @@ impl DagView {
 
     pub fn ensure_map(&mut self, plan: &ValidPlan) {
         if self.map.is_none() {
-            self.map = Some(Arc::new(WaveMap::build(&plan.deps, &self.wave)));
+            let fallbacks: Vec<(usize, usize)> = (0..plan.len())
+                .filter_map(|i| plan.fallback_of(i).map(|f| (i, f)))
+                .collect();
+            let layers = map_layers(&self.wave, &fallbacks, &plan.fallback_only);
+            let labels: Vec<usize> = (0..plan.len())
+                .map(|i| plan.id(i).chars().count())
+                .collect();
+            self.map = Some(Arc::new(WaveMap::build_with(
+                &plan.deps, &layers, &labels, &fallbacks,
+            )));
         }
+    }
+
+    /// Whether the wave map draws only the selected step's edges.
+    pub fn edges_focused(&self) -> bool {
+        self.focus_edges
+            .unwrap_or_else(|| self.map.as_ref().is_some_and(|m| m.bundles()))
     }
 
     /// Mark the steps of `path` as the critical path.
@@ -104,7 +123,7 @@ impl DagView {
                 let wave = self
                     .map
                     .as_ref()
-                    .map(|m| m.steps_in(self.wave[self.selected]))
+                    .and_then(|m| m.layer.get(self.selected).map(|&w| m.steps_in(w)))
                     .unwrap_or_default();
                 if let Some(p) = wave.iter().position(|&s| s == self.selected) {
                     let next = if a == Action::Up {
@@ -147,6 +166,7 @@ impl DagView {
                 self.ensure_map(plan);
             }
             (Action::CriticalPath, _) => self.show_critical = !self.show_critical,
+            (Action::FocusEdges, _) => self.focus_edges = Some(!self.edges_focused()),
             (Action::NextMatch, _) => self.jump(plan, 1, size),
             (Action::PrevMatch, _) => self.jump(plan, -1, size),
             _ => {}
@@ -199,19 +219,19 @@ impl DagView {
         if let Some(map) = &self.map
             && let Some(&(x, y)) = map.canvas.boxes.get(self.selected)
         {
-            let sx = if x < self.map_scroll.0 {
-                x
-            } else if x + BOX_W > self.map_scroll.0 + w {
-                (x + BOX_W).saturating_sub(w)
+            let bw = map.canvas.box_w.get(self.selected).copied().unwrap_or(0);
+            // A box out of view comes to the middle, with its neighbours
+            // (and the edges to them) on both sides.
+            let (sx, sy) = self.map_scroll;
+            let sx = if x < sx || x + bw > sx + w {
+                (x + bw / 2).saturating_sub(w / 2).min(x)
             } else {
-                self.map_scroll.0
+                sx
             };
-            let sy = if y < self.map_scroll.1 {
-                y
-            } else if y + SLOT_H > self.map_scroll.1 + h {
-                (y + SLOT_H).saturating_sub(h)
+            let sy = if y < sy || y + SLOT_H > sy + h {
+                (y + SLOT_H / 2).saturating_sub(h / 2).min(y)
             } else {
-                self.map_scroll.1
+                sy
             };
             self.map_scroll = (sx, sy);
         }
@@ -228,9 +248,11 @@ impl DagView {
             DagMode::Map => {
                 let (cx, cy) = (x + self.map_scroll.0, y + self.map_scroll.1);
                 if let Some(map) = &self.map
-                    && let Some(i) = map.canvas.boxes.iter().position(|&(bx, by)| {
-                        (bx..bx + BOX_W).contains(&cx) && (by..by + SLOT_H).contains(&cy)
-                    })
+                    && let Some(i) = map.canvas.boxes.iter().zip(&map.canvas.box_w).position(
+                        |(&(bx, by), &bw)| {
+                            (bx..bx + bw).contains(&cx) && (by..by + SLOT_H).contains(&cy)
+                        },
+                    )
                 {
                     self.selected = i;
                 }

@@ -44,6 +44,8 @@ pub enum Action {
     Wrap,
     /// Highlight the critical path on / off.
     CriticalPath,
+    /// Wave map: only the selected step's edges / every edge.
+    FocusEdges,
     /// A numbered remediation action (the digit pressed).
     Remedy,
     /// Clear a kept search (the run screen's Esc: it never leaves a run).
@@ -207,6 +209,12 @@ const CRITICAL: Binding = b(
     "highlight the critical path (◆) on / off",
     "",
 );
+const EDGES: Binding = b(
+    &[Char('E')],
+    Action::FocusEdges,
+    "wave map: draw only the selected step's edges / every edge",
+    "edges",
+);
 const HELP: Binding = b(&[Char('?')], Action::Help, "show or hide this help", "help");
 
 const RUNS: &[Binding] = &[
@@ -254,6 +262,7 @@ const REVIEW: &[Binding] = &[
     GRAPH[0],
     GRAPH[1],
     GRAPH[2],
+    EDGES,
     GRAPH[3],
     GRAPH[4],
     GRAPH[5],
@@ -309,6 +318,7 @@ const RUN: &[Binding] = &[
     GRAPH[0],
     GRAPH[1],
     GRAPH[2],
+    EDGES,
     b(
         &[Char('/')],
         Action::Search,

@@ -305,6 +305,11 @@ impl App {
     /// Whether `a` does something on the current screen now (the footer
     /// offers only those).
     pub fn offers(&self, a: Action) -> bool {
+        if a == Action::FocusEdges {
+            return self
+                .dag()
+                .is_some_and(|d| d.mode == crate::tui::dagview::DagMode::Map);
+        }
         if self.screen != Screen::Run {
             return true;
         }

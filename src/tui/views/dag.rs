@@ -10,7 +10,7 @@ use ratatui::text::Span;
 
 use super::table::{self, Cell, Col, Table, cell};
 use super::{Theme, clip, step_glyph};
-use crate::dag::layout::{BOX_W, LEFT, RIGHT, SLOT_H, glyph};
+use crate::dag::layout::{BOX_W, LEFT, RIGHT, SLOT_H, Window, cell_glyph, dirs};
 use crate::engine::api::StepState;
 use crate::plan::ValidPlan;
 use crate::tui::dagview::{DagMode, DagView};
@@ -39,8 +39,13 @@ pub fn draw(f: &mut Frame, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, 
     let mut title = match d.mode {
         DagMode::List => format!("Steps ({}) · graph", plan.len()),
         DagMode::Map => format!(
-            "Steps ({}) · wave map · {} waves",
+            "Steps ({}) · wave map{} · {} waves",
             plan.len(),
+            if d.edges_focused() {
+                " · edges of the selection"
+            } else {
+                ""
+            },
             d.map.as_ref().map_or(0, |m| m.order.len())
         ),
     };
@@ -215,20 +220,34 @@ fn map(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st
     let c = &m.canvas;
     let (w, h) = (area.width as usize, area.height as usize);
     let (sx, sy) = d.map_scroll;
-    let line_style = t.dim();
+    // The selected step's edges, drawn alone: highlighted over the others,
+    // or instead of them in focus mode.
+    let mut near = Window::new(sx, sy, w, h);
+    m.focus(d.selected, &mut near);
+    let only = d.edges_focused();
+    let mask_at = |x: usize, y: usize| if only { near.at(x, y) } else { c.at(x, y) };
+    let highlight = t
+        .fg(ratatui::style::Color::Cyan)
+        .add_modifier(Modifier::BOLD);
     for y in 0..h {
         for x in 0..w {
-            let mask = c.at(sx + x, sy + y);
+            let mask = mask_at(sx + x, sy + y);
             if mask != 0 {
                 let mut s = [0u8; 4];
+                let style = if near.at(sx + x, sy + y) != 0 {
+                    highlight
+                } else {
+                    t.dim()
+                };
                 buf[(area.x + x as u16, area.y + y as u16)]
-                    .set_symbol(glyph(mask).encode_utf8(&mut s))
-                    .set_style(line_style);
+                    .set_symbol(cell_glyph(mask).encode_utf8(&mut s))
+                    .set_style(style);
             }
         }
     }
     for (i, &(bx, by)) in c.boxes.iter().enumerate() {
-        if bx + BOX_W <= sx || bx >= sx + w || by + SLOT_H <= sy || by >= sy + h {
+        let bw = c.box_w.get(i).copied().unwrap_or(BOX_W);
+        if bx + bw <= sx || bx >= sx + w || by + SLOT_H <= sy || by >= sy + h {
             continue;
         }
         let step = &plan.plan.steps[i];
@@ -242,7 +261,7 @@ fn map(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st
             ('┌', '┐', '└', '┘', '─', '│')
         };
         let lane = step.lane.as_deref().unwrap_or("");
-        let inner = BOX_W - 2;
+        let inner = bw - 2;
         let top: String = std::iter::once(tl)
             .chain(
                 clip(lane, inner)
@@ -256,12 +275,12 @@ fn map(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st
             .chain(std::iter::repeat_n(hz, inner))
             .chain(std::iter::once(br))
             .collect();
-        let left = if c.at(bx, by + 1) & LEFT != 0 {
+        let left = if dirs(mask_at(bx, by + 1)) & LEFT != 0 {
             '┤'
         } else {
             vt
         };
-        let right = if c.at(bx + BOX_W - 1, by + 1) & RIGHT != 0 {
+        let right = if dirs(mask_at(bx + bw - 1, by + 1)) & RIGHT != 0 {
             '├'
         } else {
             vt
@@ -290,10 +309,15 @@ fn map(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, st
                     continue;
                 }
                 let mut s = [0u8; 4];
-                let edge = dy == 1 && (dx == 0 || dx == BOX_W - 1);
+                let edge = dy == 1 && (dx == 0 || dx == bw - 1);
+                let style = match (edge, near.at(x, y) != 0) {
+                    (true, true) => highlight,
+                    (true, false) => border,
+                    _ => style,
+                };
                 buf[(area.x + (x - sx) as u16, area.y + (y - sy) as u16)]
                     .set_symbol(ch.encode_utf8(&mut s))
-                    .set_style(if edge { border } else { style });
+                    .set_style(style);
             }
         }
     }

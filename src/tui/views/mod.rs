@@ -297,7 +297,19 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
                 Line::from(Span::styled(s.clone(), t.warn()))
             } else {
                 let mut spans = Vec::new();
-                for (k, label) in keymap::footer_offered(app.screen, |a| app.offers(a)) {
+                let mut hints = keymap::footer_offered(app.screen, |a| app.offers(a));
+                // Whole hints go when the line is too long, those before
+                // the last two (help, back or quit) first.
+                let width = |h: &[(String, &str)]| {
+                    h.iter()
+                        .map(|(k, l)| k.chars().count() + l.chars().count() + 3)
+                        .sum::<usize>()
+                        .saturating_sub(2)
+                };
+                while width(&hints) > area.width as usize && hints.len() > 2 {
+                    hints.remove(hints.len() - 3);
+                }
+                for (k, label) in hints {
                     if !spans.is_empty() {
                         spans.push(Span::raw("  "));
                     }
