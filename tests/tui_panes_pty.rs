@@ -2,7 +2,8 @@
 //! Review screen's Step pane scrolls it (not the step list), the focus shows
 //! as a marked, thick frame without colour, and the log pane wraps on `w`
 //! and counts the matches of a search; a large plan's wave map draws only the
-//! selected step's edges until `E` draws them all. Waits are on screen
+//! selected step's edges until `E` draws them all; lanes are grouped under
+//! heading rows that scroll and click right. Waits are on screen
 //! contents, always bounded.
 
 #[path = "common/pty.rs"]
@@ -158,6 +159,48 @@ fn a_large_wave_map_draws_only_the_selections_edges_until_e() {
     );
     t.press("E");
     t.wait_for("wave map · edges of the selection", 5);
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+}
+
+/// The screen row (0-based) of the first line holding `what`.
+fn screen_row(t: &Term, what: &str) -> Option<usize> {
+    t.text().lines().position(|l| l.contains(what))
+}
+
+#[test]
+fn lanes_are_grouped_under_headings_and_the_selection_keeps_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = std::fs::read_to_string("plans/agent-batch.json").expect("bundled plan");
+    plan(dir.path(), &json);
+    let mut l = pty::Launch::new(dir.path(), &["plan.json"]);
+    l.rows = 18;
+    l.cols = 100;
+    let mut t = Term::launch(l);
+    t.wait_for("Review agent-batch", 30);
+    t.wait_for("▾ auth · 6 steps", 5);
+    // The last step, under its own heading.
+    t.press("G");
+    t.wait_for("│integrate ", 5);
+    let heading = screen_row(&t, "▾ no lane · 1 step").expect("the last heading");
+    assert_eq!(screen_row(&t, " integrate "), Some(heading + 1));
+    // Up to the first step of a lane: its heading scrolls into view above it.
+    for _ in 0..10 {
+        t.press("k");
+    }
+    t.wait_for("│wt-billing ", 5);
+    t.wait_line("the billing heading above wt-billing", 5, |_| {
+        let (h, s) = (
+            screen_row(&t, "▾ billing · 5 steps"),
+            screen_row(&t, " wt-billing "),
+        );
+        h.is_some() && h.map(|h| h + 1) == s
+    });
+    // A click on a heading selects the lane's first step.
+    let row = screen_row(&t, "▾ docs · 5 steps").expect("the docs heading");
+    t.press(&format!("\x1b[<0;10;{}M\x1b[<0;10;{}m", row + 1, row + 1));
+    t.wait_for("│wt-docs ", 5);
     t.press("q");
     t.wait_exit(20);
     t.assert_cooked();

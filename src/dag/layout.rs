@@ -1,7 +1,8 @@
 //! Text layouts of a plan's DAG for the terminal, in two forms:
 //!
 //! - `graph_rows`: one step per row with dependency lanes beside it, drawn as
-//!   `git log --graph` does (a lane runs down from a step to its last dependent);
+//!   `git log --graph` does (a lane runs down from a step to its last dependent),
+//!   in any topological order: `grouped_order` gives one that keeps lanes together;
 //! - `WaveMap`: waves as columns (each as wide as its longest label needs),
 //!   steps as boxes, dummy slots carrying long edges through intermediate
 //!   waves, node order within a wave chosen by barycenter sweeps (never worse
@@ -126,6 +127,121 @@ pub fn graph_rows(
         });
     }
     rows
+}
+
+/// A topological order that keeps each group (a lane) together as far as
+/// the dependencies allow: after a step, the next is one of its group when
+/// one is ready. Else the next group is the earliest one whose remaining
+/// steps can all run now, or, when none can, the one that can run the
+/// fewest (it unblocks the others sooner, so they come in one piece).
+/// Groups rank by their first step in `base`, steps by their place in
+/// `base`, itself a topological order. Steps left by a cycle follow in
+/// `base` order.
+pub fn grouped_order(
+    deps: &[Vec<usize>],
+    dependents: &[Vec<usize>],
+    group: &[usize],
+    base: &[usize],
+) -> Vec<usize> {
+    use std::collections::BTreeSet;
+    let n = deps.len();
+    let mut rank = vec![usize::MAX; n];
+    for (k, &i) in base.iter().enumerate() {
+        if i < n {
+            rank[i] = k;
+        }
+    }
+    let groups = group.iter().copied().max().map_or(0, |g| g + 1);
+    let mut group_rank = vec![usize::MAX; groups];
+    for &i in base {
+        if let Some(&g) = group.get(i) {
+            group_rank[g] = group_rank[g].min(rank[i]);
+        }
+    }
+    let g_of = |i: usize| group.get(i).copied().unwrap_or(0);
+    let mut missing: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut ready_in: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); groups.max(1)];
+    let mut ready: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let push = |i: usize, ready_in: &mut Vec<BTreeSet<usize>>, ready: &mut BTreeSet<_>| {
+        let g = g_of(i);
+        ready_in[g].insert(rank[i]);
+        ready.insert((group_rank[g], rank[i]));
+    };
+    for &i in base {
+        if i < n && missing[i] == 0 {
+            push(i, &mut ready_in, &mut ready);
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut done = vec![false; n];
+    let mut remaining = vec![0usize; groups.max(1)];
+    for i in 0..n {
+        remaining[g_of(i)] += 1;
+    }
+    let mut cur: Option<usize> = None;
+    loop {
+        let r = cur.and_then(|g| ready_in[g].first().copied()).or_else(|| {
+            // (cannot finish now, steps it can run now, rank) per group.
+            let mut best: Option<(bool, usize, usize, usize)> = None;
+            for (g, rs) in ready_in.iter().enumerate() {
+                let Some(&first) = rs.first() else { continue };
+                let runs = closure(&missing, dependents, &g_of, g, rs.iter().map(|&r| base[r]));
+                let key = (runs < remaining[g], runs, group_rank[g], first);
+                let key = if key.0 { key } else { (false, 0, key.2, key.3) };
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+            best.map(|b| b.3)
+        });
+        let Some(r) = r else { break };
+        let i = base[r];
+        let g = g_of(i);
+        ready_in[g].remove(&r);
+        ready.remove(&(group_rank[g], r));
+        out.push(i);
+        done[i] = true;
+        remaining[g] -= 1;
+        cur = Some(g);
+        for &m in &dependents[i] {
+            missing[m] = missing[m].saturating_sub(1);
+            if missing[m] == 0 && !done[m] {
+                push(m, &mut ready_in, &mut ready);
+            }
+        }
+    }
+    if out.len() < n {
+        out.extend(base.iter().copied().filter(|&i| i < n && !done[i]));
+    }
+    out
+}
+
+/// How many steps of group `g` could run one after another from `ready`
+/// (its ready steps) without any step of another group.
+fn closure(
+    missing: &[usize],
+    dependents: &[Vec<usize>],
+    g_of: &impl Fn(usize) -> usize,
+    g: usize,
+    ready: impl Iterator<Item = usize>,
+) -> usize {
+    let mut left: std::collections::HashMap<usize, usize> = Default::default();
+    let mut queue: Vec<usize> = ready.collect();
+    let mut count = 0;
+    while let Some(i) = queue.pop() {
+        count += 1;
+        for &m in &dependents[i] {
+            if g_of(m) != g {
+                continue;
+            }
+            let l = left.entry(m).or_insert(missing[m]);
+            *l = l.saturating_sub(1);
+            if *l == 0 {
+                queue.push(m);
+            }
+        }
+    }
+    count
 }
 
 /// A slot in a wave column: a step, or a dummy carrying a long edge through.
@@ -885,5 +1001,34 @@ mod tests {
         // A fallback into the same wave is left out of the map.
         let map = WaveMap::build_with(&deps, &wave, &[], &[(0, 2)]);
         assert!(map.edges.iter().all(|e| !e.dashed));
+    }
+
+    #[test]
+    fn grouped_order_keeps_lanes_together_and_dependencies_first() {
+        // 0 setup; lanes a: 1, 3; b: 2, 4; 5 joins them.
+        let deps = vec![vec![], vec![0], vec![0], vec![1], vec![2], vec![3, 4]];
+        let mut dependents = vec![Vec::new(); deps.len()];
+        for (m, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(m);
+            }
+        }
+        let base = crate::dag::topo_order(&deps);
+        let group = vec![0, 1, 2, 1, 2, 0];
+        let order = grouped_order(&deps, &dependents, &group, &base);
+        assert_eq!(order, vec![0, 1, 3, 2, 4, 5]);
+        for plan in plans() {
+            let base = crate::dag::topo_order(&plan.deps);
+            let group: Vec<usize> = (0..plan.len()).map(|i| i % 3).collect();
+            let order = grouped_order(&plan.deps, &plan.dependents, &group, &base);
+            let mut at = vec![0; plan.len()];
+            for (k, &i) in order.iter().enumerate() {
+                at[i] = k;
+            }
+            assert_eq!(order.len(), plan.len());
+            for (m, ds) in plan.deps.iter().enumerate() {
+                assert!(ds.iter().all(|&d| at[d] < at[m]), "dependencies first");
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! State of a DAG on screen: the graph list or the wave map, the selected
+//! State of a DAG on screen: the graph list (steps grouped by lane under a
+//! heading row each, when the plan has lanes) or the wave map, the selected
 //! step, scrolling that keeps it visible, and `/` search with `n`/`N`.
 //!
 //! Layouts are computed once per plan (the map lazily, on first use).
@@ -6,11 +7,27 @@
 use std::sync::Arc;
 
 use super::keymap::Action;
-use crate::dag::layout::{GraphRow, SLOT_H, WaveMap, graph_rows, map_layers};
+use crate::dag::layout::{GraphRow, SLOT_H, WaveMap, graph_rows, grouped_order, map_layers};
 use crate::plan::ValidPlan;
 
 /// Rows the graph list's column headers take above the steps.
 pub const LIST_HEADER: usize = 1;
+
+/// A line of the graph list: a step's row, or the heading of a lane's
+/// group of steps (`lane` `None`: steps without a lane).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListLine {
+    Step(usize),
+    Lane {
+        lane: Option<String>,
+        /// Steps under this heading, and in the whole lane (more when the
+        /// dependencies split the lane into several groups).
+        steps: usize,
+        of: usize,
+        /// The row that follows the heading.
+        next: usize,
+    },
+}
 
 /// Which form of the DAG is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +42,10 @@ pub struct DagView {
     pub rows: Arc<Vec<GraphRow>>,
     /// Row of each step in the list.
     pub row_of: Vec<usize>,
+    /// The list's lines: step rows and lane headings.
+    pub lines: Arc<Vec<ListLine>>,
+    /// Line of each step in the list.
+    pub line_of: Vec<usize>,
     pub wave: Vec<usize>,
     pub map: Option<Arc<WaveMap>>,
     pub selected: usize,
@@ -42,17 +63,60 @@ pub struct DagView {
 
 impl DagView {
     pub fn new(plan: &ValidPlan, mode: DagMode) -> DagView {
-        let order = crate::dag::topo_order(&plan.deps);
+        let mut order = crate::dag::topo_order(&plan.deps);
+        let lane_of = |i: usize| plan.plan.steps[i].lane.as_deref();
+        let grouped = (0..plan.len()).any(|i| lane_of(i).is_some());
+        if grouped {
+            let mut names: Vec<Option<&str>> = Vec::new();
+            let group: Vec<usize> = (0..plan.len())
+                .map(|i| match names.iter().position(|&n| n == lane_of(i)) {
+                    Some(g) => g,
+                    None => {
+                        names.push(lane_of(i));
+                        names.len() - 1
+                    }
+                })
+                .collect();
+            order = grouped_order(&plan.deps, &plan.dependents, &group, &order);
+        }
         let rows = graph_rows(&plan.deps, &plan.dependents, &order);
         let mut row_of = vec![0; plan.len()];
         for (r, row) in rows.iter().enumerate() {
             row_of[row.node] = r;
+        }
+        let mut total: std::collections::HashMap<Option<&str>, usize> = Default::default();
+        if grouped {
+            for i in 0..plan.len() {
+                *total.entry(lane_of(i)).or_default() += 1;
+            }
+        }
+        let mut lines = Vec::with_capacity(rows.len());
+        let mut line_of = vec![0; plan.len()];
+        for (r, row) in rows.iter().enumerate() {
+            let lane = lane_of(row.node);
+            if grouped && (r == 0 || lane_of(rows[r - 1].node) != lane) {
+                let steps = rows[r..]
+                    .iter()
+                    .take_while(|x| lane_of(x.node) == lane)
+                    .count();
+                let of = total.get(&lane).copied().unwrap_or(steps);
+                lines.push(ListLine::Lane {
+                    lane: lane.map(str::to_string),
+                    steps,
+                    of,
+                    next: r,
+                });
+            }
+            line_of[row.node] = lines.len();
+            lines.push(ListLine::Step(r));
         }
         let mut d = DagView {
             mode,
             selected: rows.first().map_or(0, |r| r.node),
             rows: Arc::new(rows),
             row_of,
+            lines: Arc::new(lines),
+            line_of,
             wave: crate::dag::waves(&plan.deps),
             map: None,
             scroll: 0,
@@ -211,11 +275,7 @@ impl DagView {
     /// Keep the selection visible in a view of `size` (columns, rows).
     pub fn fit(&mut self, size: (usize, usize)) {
         let (w, h) = (size.0.max(1), size.1.max(1));
-        self.scroll = super::app::fit_scroll(
-            self.scroll,
-            self.row_of.get(self.selected).copied().unwrap_or(0),
-            h.saturating_sub(LIST_HEADER).max(1),
-        );
+        self.scroll = self.list_scroll(h);
         if let Some(map) = &self.map
             && let Some(&(x, y)) = map.canvas.boxes.get(self.selected)
         {
@@ -237,12 +297,33 @@ impl DagView {
         }
     }
 
+    /// The graph list's first line in view for a pane `h` rows high: the
+    /// selection in view, and the heading of its lane with it when it is
+    /// the first of its group.
+    pub fn list_scroll(&self, h: usize) -> usize {
+        let line = self.line_of.get(self.selected).copied().unwrap_or(0);
+        let h = h.saturating_sub(LIST_HEADER).max(1);
+        let scroll = super::app::fit_scroll(self.scroll, line, h);
+        let heading = line
+            .checked_sub(1)
+            .filter(|&l| matches!(self.lines.get(l), Some(ListLine::Lane { .. })));
+        match heading {
+            Some(l) if l < scroll && h > 1 => l,
+            _ => scroll,
+        }
+    }
+
     /// Select what was clicked at (`x`, `y`) inside the view.
     pub fn click(&mut self, x: usize, y: usize) {
         match self.mode {
             DagMode::List => {
                 if let Some(y) = y.checked_sub(LIST_HEADER) {
-                    self.select_row(self.scroll + y);
+                    match self.lines.get(self.scroll + y) {
+                        Some(&ListLine::Step(r) | &ListLine::Lane { next: r, .. }) => {
+                            self.select_row(r)
+                        }
+                        None => {}
+                    }
                 }
             }
             DagMode::Map => {

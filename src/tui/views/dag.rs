@@ -6,14 +6,14 @@ use ratatui::Frame;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
-use ratatui::text::Span;
+use ratatui::text::{Line, Span};
 
 use super::table::{self, Cell, Col, Table, cell};
 use super::{Theme, clip, step_glyph};
-use crate::dag::layout::{BOX_W, LEFT, RIGHT, SLOT_H, Window, cell_glyph, dirs};
+use crate::dag::layout::{BOX_W, LEFT, RIGHT, SLOT_H, UP, Window, cell_glyph, dirs};
 use crate::engine::api::StepState;
 use crate::plan::ValidPlan;
-use crate::tui::dagview::{DagMode, DagView};
+use crate::tui::dagview::{DagMode, DagView, ListLine};
 
 /// What the DAG shows per step besides the plan itself.
 pub struct Status<'a> {
@@ -68,8 +68,9 @@ fn state_of(st: &Status, i: usize) -> StepState {
 }
 
 /// The step list's columns: graph, name, state (run screen only),
-/// description, lane, kind, duration, attempts (run screen only).
-pub fn list_cols(states: bool, attempts: bool, width: usize) -> Vec<Col> {
+/// description, lane (unless lanes are headings), kind, duration, attempts
+/// (run screen only).
+pub fn list_cols(states: bool, attempts: bool, width: usize, lane: bool) -> Vec<Col> {
     let mut cols = vec![
         Col::keep("", 1, (width / 3).max(1)),
         Col::optional("", 7, 1),
@@ -80,7 +81,9 @@ pub fn list_cols(states: bool, attempts: bool, width: usize) -> Vec<Col> {
     }
     cols.push(Col::optional("description", 1, 60).grow(10));
     cols.push(Col::optional("on failure", 2, 24));
-    cols.push(Col::optional("lane", 3, 12));
+    if lane {
+        cols.push(Col::optional("lane", 3, 12));
+    }
     cols.push(Col::optional("kind", 4, 12));
     cols.push(Col::optional(if states { "took" } else { "est." }, 5, 9).right());
     if attempts {
@@ -89,26 +92,69 @@ pub fn list_cols(states: bool, attempts: bool, width: usize) -> Vec<Col> {
     cols
 }
 
-/// The step list's rows in view, laid out: the table and each row's cells.
+/// A line of the step list in view: a step's cells, or a lane's heading
+/// (the graph's lines passing through it, and its text).
+pub enum ListRow {
+    Step(usize, Vec<Cell<'static>>),
+    Lane {
+        graph: String,
+        text: String,
+        lane: String,
+    },
+}
+
+/// The step list's lines in view, laid out: the table and each line.
 pub fn list_rows(
     area: Rect,
     t: Theme,
     plan: &ValidPlan,
     d: &DagView,
     st: &Status,
-) -> (Table, Vec<(usize, Vec<Cell<'static>>)>) {
+) -> (Table, Vec<ListRow>) {
     let h = (area.height as usize).saturating_sub(1);
-    let scroll = crate::tui::app::fit_scroll(
-        d.scroll,
-        d.row_of.get(d.selected).copied().unwrap_or(0),
-        h.max(1),
-    );
-    let visible = &d.rows[scroll.min(d.rows.len())..(scroll + h).min(d.rows.len())];
+    let scroll = d.list_scroll(area.height as usize);
+    let visible = &d.lines[scroll.min(d.lines.len())..(scroll + h).min(d.lines.len())];
     let width = area.width as usize;
-    let cols = list_cols(st.states.is_some(), st.attempts.is_some(), width);
+    let grouped = !d.lines.iter().all(|l| matches!(l, ListLine::Step(_)));
+    let cols = list_cols(st.states.is_some(), st.attempts.is_some(), width, !grouped);
     let mut natural = vec![0usize; cols.len()];
     let mut rows = Vec::new();
-    for row in visible {
+    for line in visible {
+        let row = match line {
+            ListLine::Step(r) => &d.rows[*r],
+            ListLine::Lane {
+                lane,
+                steps,
+                of,
+                next,
+            } => {
+                // The graph's lanes run on through the heading.
+                let graph = d.rows.get(*next).map_or(String::new(), |row| {
+                    row.cells
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &m)| {
+                            if k % 2 == 0 && m & UP != 0 {
+                                '│'
+                            } else {
+                                ' '
+                            }
+                        })
+                        .collect()
+                });
+                let name = lane.as_deref().unwrap_or("no lane");
+                rows.push(ListRow::Lane {
+                    graph,
+                    text: if steps < of {
+                        format!("▾ {name} · {steps} of {of} steps")
+                    } else {
+                        format!("▾ {name} · {}", super::plural(*steps, "step", "steps"))
+                    },
+                    lane: lane.clone().unwrap_or_default(),
+                });
+                continue;
+            }
+        };
         let i = row.node;
         let step = &plan.plan.steps[i];
         let state = state_of(st, i);
@@ -145,7 +191,9 @@ pub fn list_rows(
             _ => String::new(),
         };
         cells.push(cell(fallback, t.dim()));
-        cells.push(cell(lane, t.lane(lane)));
+        if !grouped {
+            cells.push(cell(lane, t.lane(lane)));
+        }
         cells.push(cell(step.kind.as_deref().unwrap_or(""), t.dim()));
         cells.push(cell((st.right)(i), t.dim()));
         if let Some(a) = st.attempts {
@@ -154,13 +202,13 @@ pub fn list_rows(
         for (n, c) in natural.iter_mut().zip(&cells) {
             *n = (*n).max(c.iter().map(|s| table::width(&s.content)).sum());
         }
-        rows.push((i, cells));
+        rows.push(ListRow::Step(i, cells));
     }
     (Table::fit(&cols, &natural, width), rows)
 }
 
 /// The step list of the current screen as laid out now: its table and the
-/// cells of each row in view (for checks of the layout).
+/// cells of each step row in view (for checks of the layout).
 pub fn step_list(app: &crate::tui::app::App) -> Option<(Table, Vec<Vec<Cell<'static>>>)> {
     let area = super::dag_area(app);
     let inner = Rect::new(
@@ -170,8 +218,15 @@ pub fn step_list(app: &crate::tui::app::App) -> Option<(Table, Vec<Vec<Cell<'sta
         area.height.saturating_sub(2),
     );
     let t = Theme::of(app);
-    let strip = |(tb, rows): (Table, Vec<(usize, Vec<Cell<'static>>)>)| {
-        (tb, rows.into_iter().map(|(_, c)| c).collect())
+    let strip = |(tb, rows): (Table, Vec<ListRow>)| {
+        let cells = rows
+            .into_iter()
+            .filter_map(|r| match r {
+                ListRow::Step(_, c) => Some(c),
+                ListRow::Lane { .. } => None,
+            })
+            .collect();
+        (tb, cells)
     };
     if let (crate::tui::keymap::Screen::Run, Some(r)) = (app.screen, &app.run) {
         return Some(super::run::with_status(app, r, |st| {
@@ -197,14 +252,36 @@ fn list(buf: &mut Buffer, area: Rect, t: Theme, plan: &ValidPlan, d: &DagView, s
         &table.header(t.dim().add_modifier(Modifier::BOLD)),
         area.width,
     );
-    for (k, (i, cells)) in rows.into_iter().enumerate() {
-        let mut line = table.line(cells);
-        let pad = (area.width as usize).saturating_sub(line.width());
-        line.spans.push(Span::raw(" ".repeat(pad)));
-        if i == d.selected {
-            line = line.style(t.selected());
-        }
+    let graph_w = table
+        .placed
+        .iter()
+        .find(|p| p.col == 0)
+        .map_or(0, |p| p.x + p.w);
+    for (k, row) in rows.into_iter().enumerate() {
         let y = area.y + 1 + k as u16;
+        let line = match row {
+            ListRow::Step(i, cells) => {
+                let mut line = table.line(cells);
+                let pad = (area.width as usize).saturating_sub(line.width());
+                line.spans.push(Span::raw(" ".repeat(pad)));
+                if i == d.selected {
+                    line = line.style(t.selected());
+                }
+                line
+            }
+            ListRow::Lane { graph, text, lane } => {
+                let graph = format!("{:<graph_w$}", clip(&graph, graph_w));
+                let used = graph_w + 1 + table::width(&text) + 1;
+                let rule = "─".repeat((area.width as usize).saturating_sub(used));
+                Line::from(vec![
+                    Span::styled(graph, t.dim()),
+                    Span::raw(" "),
+                    Span::styled(text, t.lane(&lane).add_modifier(Modifier::BOLD)),
+                    Span::raw(" "),
+                    Span::styled(rule, t.dim()),
+                ])
+            }
+        };
         buf.set_line(area.x, y, &line, area.width);
     }
 }
