@@ -187,6 +187,32 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule, estimates: &[Option<f64>])
             shown.join(", ")
         ));
     }
+    let hosts = plan.hosts();
+    if !hosts.is_empty() {
+        let on = (0..plan.len()).filter(|&i| plan.host(i).is_some()).count();
+        let mut line = format!(
+            "  hosts:         {} ({on} step{} over ssh",
+            hosts.join(", "),
+            plural(on)
+        );
+        if let Some(c) = &plan.plan.globals.ssh_config {
+            line.push_str(&format!("; ssh_config {c}"));
+        }
+        if let Some(m) = plan.plan.globals.max_per_host {
+            line.push_str(&format!("; at most {m} per host"));
+        }
+        line.push_str(")\n");
+        out.push_str(&line);
+        for g in plan.groups.iter().take(8) {
+            out.push_str(&format!(
+                "    fan-out {}: {} instance{} ({})\n",
+                g.id,
+                g.hosts.len(),
+                plural(g.hosts.len()),
+                g.hosts.join(", ")
+            ));
+        }
+    }
     let fallbacks: Vec<usize> = (0..plan.len()).filter(|&i| plan.fallback_only[i]).collect();
     if !fallbacks.is_empty() {
         out.push_str(&format!(

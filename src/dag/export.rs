@@ -28,7 +28,63 @@ fn is_implicit(plan: &ValidPlan, step: usize, dep: usize) -> bool {
     plan.plan.steps[step].depends_on.is_none() && plan.is_implicit(step, dep)
 }
 
+/// Each step's fan-out group (an index into `plan.groups`), if it is an instance.
+fn group_of(plan: &ValidPlan) -> Vec<Option<usize>> {
+    let mut of = vec![None; plan.len()];
+    for (g, group) in plan.groups.iter().enumerate() {
+        for &i in &group.instances {
+            of[i] = Some(g);
+        }
+    }
+    of
+}
+
+/// Ids for a list of steps, the instances of one fan-out step drawn as one
+/// entry: `install@{web1,web2}`; all of them with the group's own id.
+fn compact(
+    plan: &ValidPlan,
+    of: &[Option<usize>],
+    steps: &[usize],
+    label: impl Fn(usize) -> String,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < steps.len() {
+        let i = steps[k];
+        let Some(g) = of[i] else {
+            out.push(label(i));
+            k += 1;
+            continue;
+        };
+        let run = steps[k..].iter().take_while(|&&j| of[j] == Some(g)).count();
+        let group = &plan.groups[g];
+        if run == 1 {
+            out.push(label(i));
+        } else {
+            let hosts: Vec<&str> = steps[k..k + run]
+                .iter()
+                .filter_map(|&j| plan.host(j))
+                .collect();
+            let all = run == group.instances.len();
+            let what = if all {
+                format!(" ({run} hosts)")
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{}@{{{}}}{what}{}",
+                group.id,
+                hosts.join(","),
+                label(i).strip_prefix(plan.id(i)).unwrap_or("")
+            ));
+        }
+        k += run;
+    }
+    out
+}
+
 fn text(plan: &ValidPlan, schedule: &Schedule) -> String {
+    let of = group_of(plan);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -39,20 +95,30 @@ fn text(plan: &ValidPlan, schedule: &Schedule) -> String {
     );
     for (w, steps) in schedule.waves.iter().enumerate() {
         let _ = writeln!(out, "wave {}", w + 1);
-        for &i in steps {
-            let step = &plan.plan.steps[i];
-            let mut line = format!("  {}", step.id());
-            let deps: Vec<String> = plan.deps[i]
+        // One line per step; the instances of a fan-out step with the same
+        // dependencies share one.
+        let mut k = 0;
+        while k < steps.len() {
+            let i = steps[k];
+            let same = steps[k..]
                 .iter()
-                .map(|&d| {
-                    let id = plan.id(d);
-                    if is_implicit(plan, i, d) {
-                        format!("{id} (implicit)")
-                    } else {
-                        id.to_string()
-                    }
-                })
-                .collect();
+                .take_while(|&&j| of[i].is_some() && of[j] == of[i] && plan.deps[j] == plan.deps[i])
+                .count()
+                .max(1);
+            let step = &plan.plan.steps[i];
+            let mut line = format!(
+                "  {}",
+                compact(plan, &of, &steps[k..k + same], |j| plan.id(j).to_string()).join(", ")
+            );
+            k += same;
+            let deps = compact(plan, &of, &plan.deps[i], |d| {
+                let id = plan.id(d);
+                if is_implicit(plan, i, d) {
+                    format!("{id} (implicit)")
+                } else {
+                    id.to_string()
+                }
+            });
             if !deps.is_empty() {
                 let _ = write!(line, "  <- {}", deps.join(", "));
             }

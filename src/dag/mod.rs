@@ -149,18 +149,17 @@ impl Schedule {
                 *p = relative_to(p, &home);
             }
         }
-        let mut users: std::collections::BTreeMap<&str, Vec<usize>> = plan
-            .plan
-            .resources
-            .iter()
-            .filter(|(_, def)| def.capacity() == 1)
-            .map(|(pool, _)| (pool.as_str(), Vec::new()))
-            .collect();
+        // A mutex is a pool of capacity 1; a `per_host` one is a mutex per host.
+        let mut users: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
         for (i, step) in plan.plan.steps.iter().enumerate() {
             for r in &step.resources {
-                if let Some(u) = users.get_mut(r.name())
-                    && u.last() != Some(&i)
-                {
+                if plan.plan.resources.get(r.name()).map(|d| d.capacity()) != Some(1) {
+                    continue;
+                }
+                let u = users
+                    .entry(plan.pool_key(i, r.name()).into_owned())
+                    .or_default();
+                if u.last() != Some(&i) {
                     u.push(i);
                 }
             }
@@ -168,7 +167,7 @@ impl Schedule {
         for (pool, steps) in users {
             if steps.len() > 1 {
                 conflicts.push(Conflict {
-                    kind: ConflictKind::Mutex(pool.to_string()),
+                    kind: ConflictKind::Mutex(pool),
                     steps,
                 });
             }

@@ -103,29 +103,33 @@ fn play(
     for (r, &i) in by_rank.iter().enumerate() {
         rank[i] = r;
     }
-    // Pools by index: capacity, units in use, and what each step takes.
-    let names: Vec<&str> = plan.plan.resources.keys().map(String::as_str).collect();
-    let capacity: Vec<u64> = plan
-        .plan
-        .resources
-        .values()
-        .map(|p| u64::from(p.capacity()))
-        .collect();
-    let mut used = vec![0u64; names.len()];
+    // Pools by index: capacity, units in use, and what each step takes
+    // (a `per_host` pool is one pool per host).
+    let mut names: Vec<String> = Vec::new();
+    let mut capacity: Vec<u64> = Vec::new();
+    let mut key_index: BTreeMap<String, usize> = BTreeMap::new();
     let takes: Vec<Vec<(usize, u64)>> = plan
         .plan
         .steps
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             s.resources
                 .iter()
                 .filter_map(|u| {
-                    let p = names.binary_search(&u.name()).ok()?;
+                    let cap = plan.plan.resources.get(u.name())?.capacity();
+                    let key = plan.pool_key(i, u.name()).into_owned();
+                    let p = *key_index.entry(key.clone()).or_insert_with(|| {
+                        names.push(key);
+                        capacity.push(u64::from(cap));
+                        names.len() - 1
+                    });
                     Some((p, u64::from(u.units())))
                 })
                 .collect()
         })
         .collect();
+    let mut used = vec![0u64; names.len()];
     let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
     let mut ready: BTreeSet<usize> = (0..n)
         .filter(|&i| runs[i] && waiting[i] == 0)
@@ -202,18 +206,19 @@ fn lower_bound(plan: &ValidPlan, schedule: &Schedule, runs: &[bool], duration: &
         .map(|i| duration[i])
         .fold(0u64, u64::saturating_add);
     let spread = total / u64::from(plan.plan.globals.max_concurrency.max(1));
-    let mut per_pool: BTreeMap<&str, u128> = BTreeMap::new();
+    let mut per_pool: BTreeMap<(std::borrow::Cow<str>, &str), u128> = BTreeMap::new();
     for (i, s) in plan.plan.steps.iter().enumerate() {
         if runs[i] {
             for u in &s.resources {
-                *per_pool.entry(u.name()).or_default() +=
-                    u128::from(duration[i]) * u128::from(u.units());
+                *per_pool
+                    .entry((plan.pool_key(i, u.name()), u.name()))
+                    .or_default() += u128::from(duration[i]) * u128::from(u.units());
             }
         }
     }
     let pools = per_pool
         .iter()
-        .map(|(pool, work)| {
+        .map(|((_, pool), work)| {
             let cap = plan
                 .plan
                 .resources

@@ -105,6 +105,12 @@ pub const HOST_CAPACITY: IntRange = IntRange {
     max: 1024,
     unit: "units",
 };
+/// `globals.max_per_host`.
+pub const MAX_PER_HOST: IntRange = IntRange {
+    min: 1,
+    max: 10_000,
+    unit: "steps",
+};
 /// The units of a pool one step takes.
 pub const UNITS: IntRange = IntRange {
     min: 1,
@@ -214,6 +220,11 @@ mod tests {
                 HOST_CAPACITY,
             ),
             int(
+                "/$defs/Globals/properties/max_per_host",
+                r#"{"name":"p","globals":{"max_per_host":V},"steps":[{"run":"true"}]}"#,
+                MAX_PER_HOST,
+            ),
+            int(
                 "/$defs/ResourceUse/anyOf/1/properties/units",
                 r#"{"name":"p","resources":{"pool":1000000},"steps":[{"run":"true","resources":[{"name":"pool","units":V}]}]}"#,
                 UNITS,
@@ -240,7 +251,7 @@ mod tests {
         let schema: serde_json::Value =
             serde_json::from_str(&crate::plan::schema::plan_schema_json()).expect("schema parses");
         let cases = cases();
-        assert_eq!(cases.len(), 14);
+        assert_eq!(cases.len(), 15);
         for c in cases {
             let node = schema
                 .pointer(c.pointer)

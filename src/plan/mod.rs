@@ -7,6 +7,7 @@
 pub mod diagnostic;
 pub mod edit;
 pub mod expr;
+pub mod fanout;
 pub mod generate;
 pub mod limits;
 pub mod load;

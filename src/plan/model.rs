@@ -76,6 +76,15 @@ pub struct Globals {
     #[serde(default = "default_kill_grace")]
     #[schemars(range(min = limits::KILL_GRACE_SEC.min, max = limits::KILL_GRACE_SEC.max))]
     pub kill_grace_sec: f64,
+    /// An ssh_config file (relative to the plan file's directory) read by
+    /// `ssh -F` for steps with `host` or `hosts`; the user's own
+    /// configuration applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<String>,
+    /// How many steps may run at once on one remote host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::MAX_PER_HOST.min, max = limits::MAX_PER_HOST.max))]
+    pub max_per_host: Option<u32>,
 }
 
 impl Default for Globals {
@@ -90,6 +99,8 @@ impl Default for Globals {
             implicit_deps: true,
             log_limit_bytes: default_log_limit(),
             kill_grace_sec: default_kill_grace(),
+            ssh_config: None,
+            max_per_host: None,
         }
     }
 }
@@ -108,7 +119,7 @@ fn pools_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                     "maximum": limits::CAPACITY.max
                 },
                 {
-                    "description": "A pool with a scope: `run` (default) or `host` (shared by every plandeck run on the machine).",
+                    "description": "A pool with a scope: `run` (default), `host` (shared by every plandeck run on the machine) or `per_host` (one pool per remote host a step runs on).",
                     "type": "object",
                     "properties": {
                         "capacity": {
@@ -118,7 +129,7 @@ fn pools_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                             "minimum": limits::CAPACITY.min,
                             "maximum": limits::CAPACITY.max
                         },
-                        "scope": { "type": "string", "enum": ["run", "host"], "default": "run" }
+                        "scope": { "type": "string", "enum": ["run", "host", "per_host"], "default": "run" }
                     },
                     "required": ["capacity"],
                     "additionalProperties": false,
@@ -234,6 +245,13 @@ pub struct Step {
     /// Grouping label (an epic, a worktree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
+    /// Run the step on this host over ssh (an ssh_config alias or a host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Fan out: one instance of the step per host, each named `ID@HOST`;
+    /// dependents wait for all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -365,6 +383,9 @@ pub enum PoolScope {
     Run,
     /// Every plandeck run on this machine.
     Host,
+    /// One pool of this run per remote host (each machine's dpkg lock);
+    /// local steps share the pool of this machine.
+    PerHost,
 }
 
 impl Pool {

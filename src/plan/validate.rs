@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{Diagnostic, Severity, did_you_mean};
 use super::expr::{self, Expr, Reference};
+use super::fanout;
 use super::limits;
 use super::load::{Parsed, Reporter, element_offsets, key_offset, member_offset};
 use super::model::{OnFailure, Plan, env_name};
@@ -42,6 +43,8 @@ pub struct ValidPlan {
     pub fallback_only: Vec<bool>,
     /// Parsed `when` conditions.
     pub conditions: Vec<Option<Expr>>,
+    /// The fan-out steps as written (`hosts`), each with its instances.
+    pub groups: Vec<super::fanout::FanOut>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -59,6 +62,31 @@ impl ValidPlan {
     }
     pub fn id(&self, i: usize) -> &str {
         self.plan.steps[i].id()
+    }
+    /// The remote host step `i` runs on (none: this machine).
+    pub fn host(&self, i: usize) -> Option<&str> {
+        self.plan.steps[i].host.as_deref()
+    }
+    /// The pool step `i` takes units of when it names pool `name`: the
+    /// pool itself, or for a `per_host` pool the pool of the step's host
+    /// (`dpkg@web1`; `dpkg@` for this machine).
+    pub fn pool_key<'a>(&self, i: usize, name: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.plan.resources.get(name).map(|p| p.scope()) {
+            Some(super::PoolScope::PerHost) => {
+                std::borrow::Cow::Owned(format!("{name}@{}", self.host(i).unwrap_or("")))
+            }
+            _ => std::borrow::Cow::Borrowed(name),
+        }
+    }
+    /// The hosts steps run on, each once, in plan order.
+    pub fn hosts(&self) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        self.plan
+            .steps
+            .iter()
+            .filter_map(|s| s.host.as_deref())
+            .filter(|h| seen.insert(*h))
+            .collect()
     }
     /// The index of the step a fallback stands in for is not unique; this is
     /// the fallback of step `i`, as an index.
@@ -97,6 +125,7 @@ pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<
     let index = check_ids(&mut r, &v, &plan);
     check_output_names(&mut r, &v, &plan);
     check_globals(&mut r, &v, &plan);
+    fanout::check(&mut r, &v, &plan, &index);
     let fallback_only = check_steps(&mut r, &v, &plan, &index);
     let (deps, implicit_deps) = resolve_deps(&mut r, &v, &plan, &index, &fallback_only);
     for (cycle, caught) in graph::cycles(&deps) {
@@ -118,6 +147,15 @@ pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<
     if r.has_errors() {
         return Err(r.diags);
     }
+    let Fanned {
+        plan,
+        index,
+        deps,
+        implicit_deps,
+        fallback_only,
+        conditions,
+        groups,
+    } = fan_out(plan, index, deps, implicit_deps, fallback_only, conditions);
     let mut dependents = vec![Vec::new(); deps.len()];
     for (i, ds) in deps.iter().enumerate() {
         for &d in ds {
@@ -136,8 +174,86 @@ pub fn validate(file: &str, src: &str, parsed: Parsed) -> Result<ValidPlan, Vec<
         implicit_deps,
         fallback_only,
         conditions,
+        groups,
         warnings: r.diags,
     })
+}
+
+/// What `fan_out` makes of a valid plan.
+struct Fanned {
+    plan: Plan,
+    index: HashMap<String, usize>,
+    deps: Vec<Vec<usize>>,
+    implicit_deps: Vec<(usize, usize)>,
+    fallback_only: Vec<bool>,
+    conditions: Vec<Option<Expr>>,
+    groups: Vec<fanout::FanOut>,
+}
+
+/// Each fan-out step becomes its instances; what depended on it depends on
+/// every instance. A plan without `hosts` passes through untouched.
+fn fan_out(
+    plan: Plan,
+    index: HashMap<String, usize>,
+    deps: Vec<Vec<usize>>,
+    implicit_deps: Vec<(usize, usize)>,
+    fallback_only: Vec<bool>,
+    conditions: Vec<Option<Expr>>,
+) -> Fanned {
+    if plan.steps.iter().all(|s| s.hosts.is_none()) {
+        return Fanned {
+            plan,
+            index,
+            deps,
+            implicit_deps,
+            fallback_only,
+            conditions,
+            groups: Vec::new(),
+        };
+    }
+    let fanout::Expanded {
+        plan,
+        per_step,
+        groups,
+    } = fanout::expand(plan);
+    let n = plan.steps.len();
+    let mut new_deps = vec![Vec::new(); n];
+    let mut new_fallback_only = vec![false; n];
+    let mut new_conditions = vec![None; n];
+    for (o, now) in per_step.iter().enumerate() {
+        let ds: Vec<usize> = deps[o]
+            .iter()
+            .flat_map(|&d| per_step[d].iter().copied())
+            .collect();
+        for &i in now {
+            new_deps[i] = ds.clone();
+            new_fallback_only[i] = fallback_only[o];
+            new_conditions[i] = conditions[o].clone();
+        }
+    }
+    let mut new_implicit: Vec<(usize, usize)> = implicit_deps
+        .iter()
+        .flat_map(|&(s, d)| {
+            let ds = &per_step[d];
+            per_step[s]
+                .iter()
+                .flat_map(move |&i| ds.iter().map(move |&j| (i, j)))
+        })
+        .collect();
+    new_implicit.sort_unstable();
+    let mut new_index = HashMap::with_capacity(n);
+    for (i, s) in plan.steps.iter().enumerate() {
+        new_index.entry(s.id().to_string()).or_insert(i);
+    }
+    Fanned {
+        plan,
+        index: new_index,
+        deps: new_deps,
+        implicit_deps: new_implicit,
+        fallback_only: new_fallback_only,
+        conditions: new_conditions,
+        groups,
+    }
 }
 
 /// SHA-256 of a plan's text, hex.
@@ -187,6 +303,15 @@ impl Checker<'_> {
     fn top(&self, field: &str, key: Option<&str>) -> usize {
         let at = self.top.get(field).copied().unwrap_or(0);
         key.and_then(|k| key_offset(self.src, at, k)).unwrap_or(at)
+    }
+}
+
+impl fanout::Positions for Checker<'_> {
+    fn field(&self, i: usize, key: &str) -> usize {
+        Checker::field(self, i, key)
+    }
+    fn element(&self, i: usize, key: &'static str, j: usize) -> usize {
+        Checker::element(self, i, key, j)
     }
 }
 
@@ -317,6 +442,11 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
             Some(g.log_limit_bytes),
             limits::LOG_LIMIT_BYTES,
         ),
+        (
+            "max_per_host",
+            g.max_per_host.map(u64::from),
+            limits::MAX_PER_HOST,
+        ),
     ];
     for (key, value, range) in ints {
         if let Some(value) = value {
@@ -331,6 +461,14 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
         g.kill_grace_sec,
         limits::KILL_GRACE_SEC,
     );
+    if g.ssh_config.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        r.error(
+            at("ssh_config"),
+            None,
+            "`globals.ssh_config` is empty",
+            Some("name an ssh_config file (relative to the plan's directory), or remove the field to use your own ssh configuration".into()),
+        );
+    }
     for name in g.env.keys().chain(&g.secret_env) {
         if !valid_env_name(name) {
             r.error(
@@ -753,13 +891,11 @@ fn check_conditions(
             let Some(step) = reference.step() else {
                 continue;
             };
-            match index.get(step) {
-                None => {
-                    let hint = did_you_mean(step, plan.steps.iter().map(|s| s.id()))
-                        .map(|m| format!("did you mean '{m}'?"));
-                    r.error(pos, id, format!("`when` names unknown step '{step}'"), hint);
+            match fanout::resolve_reference(plan, index, step) {
+                Err(message) => {
+                    r.error(pos, id, message, None);
                 }
-                Some(&t) if !upstream.is_upstream(i, t) => r.error(
+                Ok(t) if !upstream.is_upstream(i, t) => r.error(
                     pos,
                     id,
                     format!("`when` names step '{step}', which is not upstream of this step"),
@@ -767,7 +903,7 @@ fn check_conditions(
                         "add '{step}' to depends_on, or test a step this one depends on"
                     )),
                 ),
-                Some(&t) => {
+                Ok(t) => {
                     if let Reference::StepOutput { key, .. } = &reference
                         && !plan.steps[t].outputs.contains(key)
                     {

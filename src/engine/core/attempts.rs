@@ -16,9 +16,14 @@ impl Core {
                 .resources
                 .get(r.name())
                 .map_or(0, |p| p.capacity());
-            self.pools.get(r.name()).copied().unwrap_or(0) + r.units() <= cap
+            let key = self.plan.pool_key(i, r.name());
+            self.pools.get(key.as_ref()).copied().unwrap_or(0) + r.units() <= cap
         });
-        pools_ok && !self.files.conflicts(&self.schedule.files[i])
+        let host_ok = match (self.plan.host(i), self.plan.plan.globals.max_per_host) {
+            (Some(h), Some(max)) => self.per_host.get(h).copied().unwrap_or(0) < max,
+            _ => true,
+        };
+        pools_ok && host_ok && !self.files.conflicts(&self.schedule.files[i])
     }
 
     /// Start what may start; then see whether the run is over.
@@ -81,7 +86,13 @@ impl Core {
         self.running += 1;
         let step = &self.plan.plan.steps[i];
         for r in &step.resources {
-            *self.pools.entry(r.name().to_string()).or_default() += r.units();
+            *self
+                .pools
+                .entry(self.plan.pool_key(i, r.name()).into_owned())
+                .or_default() += r.units();
+        }
+        if let Some(h) = step.host.as_deref() {
+            *self.per_host.entry(h.to_string()).or_default() += 1;
         }
         self.files.acquire(&self.schedule.files[i]);
         let s = &mut self.steps[i];
@@ -112,9 +123,12 @@ impl Core {
         self.running -= 1;
         let plan = Arc::clone(&self.plan);
         for r in &plan.plan.steps[i].resources {
-            if let Some(n) = self.pools.get_mut(r.name()) {
+            if let Some(n) = self.pools.get_mut(plan.pool_key(i, r.name()).as_ref()) {
                 *n = n.saturating_sub(r.units());
             }
+        }
+        if let Some(n) = plan.host(i).and_then(|h| self.per_host.get_mut(h)) {
+            *n = n.saturating_sub(1);
         }
         self.files.release(&self.schedule.files[i]);
         if !self.host_wants[i].is_empty() {

@@ -178,6 +178,8 @@ pub struct Core {
     by_rank: Vec<usize>,
     running: usize,
     pools: BTreeMap<String, u32>,
+    /// Steps running per remote host (`globals.max_per_host`).
+    per_host: BTreeMap<String, u32>,
     /// Units of host pools (shared with other runs), taken per step.
     host: Box<dyn HostPools>,
     /// Per step: its host-pool wants, and why it last waited for them.
@@ -280,6 +282,7 @@ impl Core {
             by_rank,
             running: 0,
             pools: BTreeMap::new(),
+            per_host: BTreeMap::new(),
             host: cfg.host,
             host_wants,
             host_wait: vec![None; n],

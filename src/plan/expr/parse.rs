@@ -360,9 +360,19 @@ impl Parser {
     fn step_id(&mut self) -> Parsed<String> {
         if self.eat(".") {
             self.skip_ws();
-            let id = self.take(is_name_char);
+            let mut id = self.take(is_name_char);
             if id.is_empty() {
                 return error(self.col(), "expected a step id after 'steps.'");
+            }
+            // `steps.install@web1`: one instance of a fan-out step (a host
+            // name with dots needs the `steps['install@web1.example.com']` form).
+            if self.peek() == Some('@') {
+                self.pos += 1;
+                let host = self.take(is_name_char);
+                if host.is_empty() {
+                    return error(self.col(), "expected a host name after '@'");
+                }
+                id = format!("{id}@{host}");
             }
             return Ok(id);
         }

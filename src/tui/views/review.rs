@@ -155,6 +155,18 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
             "implicit dependencies"
         )
     ));
+    let hosts = p.hosts();
+    let stats = if hosts.is_empty() {
+        stats
+    } else {
+        let mut spans = stats.spans;
+        spans.push(Span::raw(format!(
+            " · {} over ssh: {}",
+            plural(hosts.len(), "host", "hosts"),
+            hosts.join(", ")
+        )));
+        Line::from(spans)
+    };
     let third = match &r.notice {
         Some(n) => Line::from(Span::styled(
             n.clone(),
@@ -303,6 +315,13 @@ pub fn step_lines(
     );
     kv("kind", s.kind.clone().unwrap_or_default());
     kv("lane", s.lane.clone().unwrap_or_default());
+    kv(
+        "host",
+        s.host
+            .as_deref()
+            .map(|h| format!("{h} (over ssh)"))
+            .unwrap_or_default(),
+    );
     let deps: Vec<String> = plan.deps[i]
         .iter()
         .map(|&d| {
