@@ -22,6 +22,7 @@ pub mod runner;
 pub mod scratch;
 pub mod spawn;
 pub mod spec;
+pub mod ssh;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

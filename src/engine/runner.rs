@@ -3,6 +3,11 @@
 //! output, enforce its timeout (active time only), freeze and thaw it, and
 //! stop it: SIGTERM to the group, SIGKILL after the grace period.
 //!
+//! A step with a `host` runs the same way, its local process being the ssh
+//! session that carries it (`engine::ssh`): a stop closes the session's
+//! stdin (the wrapper on the host stops the remote group), a freeze signals
+//! the remote group over the shared connection.
+//!
 //! This is the only place that starts or signals step processes. It knows
 //! nothing of plans or the store: it runs a `SpawnSpec` and reports
 //! `RunnerMsg`s. Invariant: when an attempt is reported ended, its main
@@ -55,6 +60,19 @@ pub struct SpawnSpec {
     /// The run's cgroup, where the machine allows one: the attempt runs in
     /// a child cgroup of it.
     pub cgroup: Option<Arc<RunCgroup>>,
+    /// Run on another machine over ssh (the program, args and environment
+    /// above are then the remote step's; the local process is `ssh`).
+    pub remote: Option<RemoteAttempt>,
+}
+
+/// Where a remote attempt runs and what names its files there.
+#[derive(Debug, Clone)]
+pub struct RemoteAttempt {
+    pub remote: super::ssh::Remote,
+    /// Names the attempt's files on the host (`ssh::attempt_tag`).
+    pub tag: String,
+    /// The step's `cwd` on the host (relative to the remote home).
+    pub cwd: Option<String>,
 }
 
 /// What the engine may tell a running attempt.
@@ -265,6 +283,38 @@ pub async fn run_attempt(
             Err(mpsc::error::TryRecvError::Empty) => break,
         }
     }
+    // A remote attempt: the host's shared connection first. A host that
+    // cannot be reached ends the attempt with ssh's own words (exit 255).
+    let remote = match &spec.remote {
+        None => None,
+        Some(r) => {
+            let target = r.remote.clone();
+            let connected = tokio::task::spawn_blocking(move || {
+                let dir = super::ssh::control_dir().map_err(|e| format!("plandeck: {e}\n"))?;
+                target.connect(&dir).map(|()| dir)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("plandeck: the ssh connection task failed: {e}\n")));
+            match connected {
+                Ok(dir) => Some((r.clone(), dir)),
+                Err(stderr) => {
+                    let outcome = Outcome {
+                        step: spec.step,
+                        attempt: spec.attempt,
+                        exit_code: Some(255),
+                        capture: CapturedOutput {
+                            stderr: spec.masker.mask_owned(stderr),
+                            ..CapturedOutput::default()
+                        },
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        ..Outcome::default()
+                    };
+                    let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
+                    return;
+                }
+            }
+        }
+    };
     // The attempt's own cgroup, if the run has one: the child joins it
     // before it execs.
     let leaf = match spec
@@ -278,7 +328,12 @@ pub async fn run_attempt(
     };
     // Spawn and list the group at once, so that `stop_all_now` misses none.
     // The outputs file exists before the step does, private to this user.
-    let private = super::scratch::create_private_file(&spec.output_file).map_err(|e| {
+    let private = if remote.is_some() {
+        Ok(())
+    } else {
+        super::scratch::create_private_file(&spec.output_file)
+    }
+    .map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!(
@@ -287,6 +342,7 @@ pub async fn run_attempt(
             ),
         )
     });
+    let mut session_stdin: Option<std::os::fd::OwnedFd> = None;
     let spawned = {
         let mut live = live();
         if live.stopping {
@@ -294,15 +350,43 @@ pub async fn run_attempt(
         } else if let Err(e) = private {
             Some(Err(e))
         } else {
-            let s = leaf.as_ref().map_err(clone_err).and_then(|leaf| {
-                spawn::spawn_in(
-                    &spec.program,
-                    &spec.args,
-                    &spec.env,
-                    &spec.cwd,
-                    leaf.as_ref().map(AttemptCgroup::procs),
-                )
-            });
+            let s = leaf
+                .as_ref()
+                .map_err(clone_err)
+                .and_then(|leaf| match &remote {
+                    None => spawn::spawn_in(
+                        &spec.program,
+                        &spec.args,
+                        &spec.env,
+                        &spec.cwd,
+                        leaf.as_ref().map(AttemptCgroup::procs),
+                    ),
+                    Some((r, dir)) => {
+                        let (read, write) = spawn::stdin_pipe()?;
+                        // The local ssh carries only the run's marker: the
+                        // step's environment goes to the host, in the wrapper.
+                        let marker: Vec<(String, String)> = spec
+                            .env
+                            .iter()
+                            .filter(|(k, _)| {
+                                ["PLANDECK_RUN_ID", "PLANDECK_STEP_ID", "PLANDECK_ATTEMPT"]
+                                    .contains(&k.as_str())
+                            })
+                            .cloned()
+                            .collect();
+                        let s = spawn::spawn_with_stdin(
+                            "ssh",
+                            &r.remote.attempt_args(dir),
+                            &marker,
+                            &spec.cwd,
+                            leaf.as_ref().map(AttemptCgroup::procs),
+                            Some(std::os::fd::AsFd::as_fd(&read)),
+                        )?;
+                        drop(read);
+                        session_stdin = Some(write);
+                        Ok(s)
+                    }
+                });
             if let Ok(s) = &s {
                 live.groups.push(s.pid);
             }
@@ -338,6 +422,35 @@ pub async fn run_attempt(
     };
     let leaf = leaf.ok().flatten();
     let pgid = child.pid();
+    // The wrapper goes to the host on the session's stdin, which then
+    // stays open until the attempt is stopped (its end stops the remote
+    // group) or ends.
+    let mut close_session: Option<tokio::sync::oneshot::Sender<()>> = None;
+    if let (Some((r, _)), Some(write)) = (&remote, session_stdin.take()) {
+        let script = super::ssh::wrapper(&super::ssh::Wrapped {
+            program: &spec.program,
+            args: &spec.args,
+            env: &spec.env,
+            cwd: r.cwd.as_deref(),
+            tag: &r.tag,
+            kill_grace: spec.kill_grace,
+            keep_outputs: !spec.declared_outputs.is_empty(),
+        });
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        close_session = Some(close_tx);
+        match tokio::net::unix::pipe::Sender::from_owned_fd(write) {
+            Ok(mut sender) => {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = sender.write_all(&script).await;
+                    let _ = close_rx.await;
+                    drop(sender);
+                });
+            }
+            // Without its wrapper the remote shell reads end-of-file and exits.
+            Err(_) => close_session = None,
+        }
+    }
     let _ = tx
         .send(RunnerMsg::Started {
             step: spec.step,
@@ -409,7 +522,10 @@ pub async fn run_attempt(
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
                 stop_began = Some(Instant::now());
-                kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree, leaf.as_ref()));
+                kill_at = Some(match remote {
+                    Some(_) => stop_remote(&mut close_session, spec.kill_grace),
+                    None => begin_stop(pgid, spec.kill_grace, &mut tree, leaf.as_ref()),
+                });
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
                 kill_all(pgid, &mut tree, leaf.as_ref());
@@ -419,16 +535,25 @@ pub async fn run_attempt(
                 Some(Control::Terminate) | None => {
                     if kill_at.is_none() {
                         terminated = true;
-                        kill_at = Some(begin_stop(pgid, spec.kill_grace, &mut tree, leaf.as_ref()));
+                        kill_at = Some(match remote {
+                            Some(_) => stop_remote(&mut close_session, spec.kill_grace),
+                            None => begin_stop(pgid, spec.kill_grace, &mut tree, leaf.as_ref()),
+                        });
                     }
                 }
                 Some(Control::Freeze) if !frozen => {
-                    signal_group(pgid, Signal::SIGSTOP);
+                    match &remote {
+                        Some((r, dir)) => signal_remote(r, dir, "STOP"),
+                        None => { signal_group(pgid, Signal::SIGSTOP); }
+                    }
                     frozen = true;
                     budget = budget.map(|b| b.saturating_sub(clock_from.elapsed()));
                 }
                 Some(Control::Thaw) if frozen => {
-                    signal_group(pgid, Signal::SIGCONT);
+                    match &remote {
+                        Some((r, dir)) => signal_remote(r, dir, "CONT"),
+                        None => { signal_group(pgid, Signal::SIGCONT); }
+                    }
                     frozen = false;
                     clock_from = Instant::now();
                 }
@@ -498,6 +623,11 @@ pub async fn run_attempt(
         exit_code = st.code();
         signal = st.signal();
     }
+    // The wrapper's status is the step's (a signal as 128+N).
+    if let (Some(_), Some(code)) = (&remote, exit_code) {
+        (exit_code, signal) = super::ssh::status(code);
+    }
+    drop(close_session.take());
     let mut capture = CapturedOutput::default();
     for (stream, text, truncated) in captures.into_iter().flatten() {
         match stream {
@@ -505,11 +635,17 @@ pub async fn run_attempt(
             Stream::Stderr => (capture.stderr, capture.stderr_truncated) = (text, truncated),
         }
     }
-    let (outputs, invalid_outputs) =
-        match read_outputs(&spec.output_file, &spec.masker, &spec.declared_outputs) {
-            Ok(o) => (o, None),
-            Err(e) => (BTreeMap::new(), Some(e)),
-        };
+    let read = match &remote {
+        None => read_outputs(&spec.output_file, &spec.masker, &spec.declared_outputs),
+        Some(_) if spec.declared_outputs.is_empty() || exit_code == Some(255) => {
+            Ok(BTreeMap::new())
+        }
+        Some((r, dir)) => fetch_outputs(r, dir, &spec.masker, &spec.declared_outputs).await,
+    };
+    let (outputs, invalid_outputs) = match read {
+        Ok(o) => (o, None),
+        Err(e) => (BTreeMap::new(), Some(e)),
+    };
     let outcome = Outcome {
         step: spec.step,
         attempt: spec.attempt,
@@ -574,6 +710,55 @@ fn begin_stop(
         leaf.signal(Signal::SIGCONT);
     }
     tokio::time::Instant::now() + grace
+}
+
+/// How long past the remote grace period the local ssh of a stopped
+/// remote attempt is left to report the wrapper's status.
+const REMOTE_MARGIN: Duration = Duration::from_secs(3);
+
+/// Stop a remote attempt: end the session's stdin, and the wrapper on the
+/// host stops the step's group (SIGTERM, SIGKILL after the grace); the
+/// local ssh is killed only if it is still there well after that.
+fn stop_remote(
+    close: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    grace: Duration,
+) -> tokio::time::Instant {
+    drop(close.take());
+    tokio::time::Instant::now() + grace + REMOTE_MARGIN
+}
+
+/// Freeze or thaw a remote attempt's group over the shared connection
+/// (in the background: the answer does not matter to the attempt).
+fn signal_remote(r: &RemoteAttempt, dir: &std::path::Path, signal: &'static str) {
+    let (r, dir) = (r.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let _ = r.remote.run(
+            &dir,
+            &super::ssh::signal_command(&r.tag, signal),
+            Duration::from_secs(30),
+        );
+    });
+}
+
+/// The outputs a remote step wrote, fetched over the shared connection.
+async fn fetch_outputs(
+    r: &RemoteAttempt,
+    dir: &std::path::Path,
+    masker: &Masker,
+    declared: &[String],
+) -> Result<BTreeMap<String, String>, String> {
+    let (r, dir) = (r.clone(), dir.to_path_buf());
+    let bytes = tokio::task::spawn_blocking(move || {
+        r.remote.run(
+            &dir,
+            &super::ssh::outputs_command(&r.tag),
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .map_err(|e| format!("cannot fetch the outputs file: {e}"))?
+    .map_err(|e| format!("cannot fetch the outputs file from the host: {}", e.trim()))?;
+    parse_outputs(&bytes, masker, declared)
 }
 
 /// Add the main process's current tree to `tree`.

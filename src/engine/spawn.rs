@@ -112,6 +112,19 @@ pub fn spawn_in(
     cwd: &Path,
     cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<Spawned> {
+    spawn_with_stdin(program, args, env, cwd, cgroup, None)
+}
+
+/// `spawn_in` with `stdin` as the child's standard input instead of
+/// /dev/null (the ssh runner's wrapper pipe; the caller keeps the other end).
+pub fn spawn_with_stdin(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+    cgroup: Option<BorrowedFd<'_>>,
+    stdin: Option<BorrowedFd<'_>>,
+) -> io::Result<Spawned> {
     // Later layers win: of several entries with one name, the last counts.
     let added = env
         .iter()
@@ -162,7 +175,10 @@ pub fn spawn_in(
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         dir: dir.as_ptr(),
-        stdin: dev_null()?,
+        stdin: match stdin {
+            Some(fd) => fd.as_raw_fd(),
+            None => dev_null()?,
+        },
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         cgroup: cgroup.map_or(-1, |fd| fd.as_raw_fd()),
@@ -249,6 +265,13 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_err)?;
     Ok((r, above_stdio(w)?))
+}
+
+/// A pipe for a child's stdin: (read end for the child, above the
+/// standard descriptors; write end for the caller), both close-on-exec.
+pub fn stdin_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_err)?;
+    Ok((above_stdio(r)?, w))
 }
 
 /// Which step of the child's preparation failed.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::Role;
-use super::runner::SpawnSpec;
+use super::runner::{RemoteAttempt, SpawnSpec};
+use super::ssh::Remote;
 use crate::hygiene::mask::Masker;
 use crate::plan::ValidPlan;
 use crate::plan::model::env_name;
@@ -114,7 +115,12 @@ pub fn spawn_spec<'a>(
         program,
         args,
         env,
-        cwd: step_cwd(plan, &ctx.base_dir, step),
+        // A remote step's `cwd` is on its host; ssh starts in the plan's directory.
+        cwd: if s.host.is_some() {
+            ctx.base_dir.clone()
+        } else {
+            step_cwd(plan, &ctx.base_dir, step)
+        },
         timeout: step_timeout(plan, step),
         kill_grace: super::policy::seconds(plan.plan.globals.kill_grace_sec.clamp(0.0, 3600.0)),
         log_limit: plan.plan.globals.log_limit_bytes.min(usize::MAX as u64) as usize,
@@ -128,6 +134,19 @@ pub fn spawn_spec<'a>(
             .map(|d| crate::store::spool::attempt_file(d, id, attempt)),
         step_id: id.to_string(),
         cgroup: ctx.cgroup.clone(),
+        remote: s.host.as_ref().map(|host| RemoteAttempt {
+            remote: Remote {
+                host: host.clone(),
+                ssh_config: plan
+                    .plan
+                    .globals
+                    .ssh_config
+                    .as_ref()
+                    .map(|c| ctx.base_dir.join(c)),
+            },
+            tag: super::ssh::attempt_tag(&ctx.run_id, step, attempt),
+            cwd: s.cwd.clone(),
+        }),
     }
 }
 

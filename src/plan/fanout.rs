@@ -166,7 +166,7 @@ pub fn resolve_reference(
     plan: &Plan,
     index: &HashMap<String, usize>,
     step: &str,
-) -> Result<usize, String> {
+) -> Result<usize, (String, Option<String>)> {
     if let Some(&i) = index.get(step) {
         if let Some(hosts) = &plan.steps[i].hosts {
             let example = hosts
@@ -178,8 +178,9 @@ pub fn resolve_reference(
                     )
                 })
                 .unwrap_or_default();
-            return Err(format!(
-                "`when` names fan-out step '{step}', which runs once per host{example}"
+            return Err((
+                format!("`when` names fan-out step '{step}', which runs once per host{example}"),
+                None,
             ));
         }
         return Ok(i);
@@ -189,19 +190,22 @@ pub fn resolve_reference(
     {
         return match &plan.steps[i].hosts {
             Some(hosts) if hosts.iter().any(|h| h == host) => Ok(i),
-            Some(hosts) => Err(format!(
-                "`when` names '{step}', but step '{base}' does not run on host '{host}' (its hosts: {})",
-                hosts.join(", ")
+            Some(hosts) => Err((
+                format!(
+                    "`when` names '{step}', but step '{base}' does not run on host '{host}' (its hosts: {})",
+                    hosts.join(", ")
+                ),
+                None,
             )),
-            None => Err(format!(
-                "`when` names '{step}', but step '{base}' has no `hosts` to fan out over"
+            None => Err((
+                format!("`when` names '{step}', but step '{base}' has no `hosts` to fan out over"),
+                None,
             )),
         };
     }
     let hint = did_you_mean(step, plan.steps.iter().map(|s| s.id()))
-        .map(|m| format!(" (did you mean '{m}'?)"))
-        .unwrap_or_default();
-    Err(format!("`when` names unknown step '{step}'{hint}"))
+        .map(|m| format!("did you mean '{m}'?"));
+    Err((format!("`when` names unknown step '{step}'"), hint))
 }
 
 /// The plan as the engine runs it: each fan-out step replaced, in place, by
@@ -283,7 +287,8 @@ mod tests {
     }
 
     fn check(text: &str) -> Result<crate::plan::ValidPlan, Vec<String>> {
-        crate::plan::from_text("p.json", text).map_err(|d| d.iter().map(|d| d.to_string()).collect())
+        crate::plan::from_text("p.json", text)
+            .map_err(|d| d.iter().map(|d| d.to_string()).collect())
     }
 
     #[test]
@@ -323,11 +328,17 @@ mod tests {
         )
         .expect_err("invalid");
         let all = errs.join("\n");
-        assert!(all.contains("p.json:2:29") && all.contains("starts with '-'"), "{all}");
+        assert!(
+            all.contains("p.json:2:29") && all.contains("starts with '-'"),
+            "{all}"
+        );
         assert!(all.contains("listed twice"), "{all}");
         assert!(all.contains("both `host` and `hosts`"), "{all}");
         assert!(all.contains("`hosts` is empty"), "{all}");
-        assert!(all.contains("fan-out step 'x'") && all.contains("steps.x@web1.status"), "{all}");
+        assert!(
+            all.contains("fan-out step 'x'") && all.contains("steps.x@web1.status"),
+            "{all}"
+        );
         assert!(all.contains("does not run on host 'web9'"), "{all}");
     }
 

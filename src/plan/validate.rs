@@ -892,8 +892,8 @@ fn check_conditions(
                 continue;
             };
             match fanout::resolve_reference(plan, index, step) {
-                Err(message) => {
-                    r.error(pos, id, message, None);
+                Err((message, hint)) => {
+                    r.error(pos, id, message, hint);
                 }
                 Ok(t) if !upstream.is_upstream(i, t) => r.error(
                     pos,

@@ -59,11 +59,15 @@ pub enum ErrorClass {
     PackageNotFound,
     InvalidInput,
     ExitCode,
+    /// A remote host could not be reached over ssh (refused, unreachable, no such name).
+    SshUnreachable,
+    /// ssh reached the host but could not log in (key refused, host key changed).
+    SshAuth,
 }
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::Timeout,
         ErrorClass::Signal,
         ErrorClass::OomKilled,
@@ -75,6 +79,8 @@ impl ErrorClass {
         ErrorClass::PackageNotFound,
         ErrorClass::InvalidInput,
         ErrorClass::ExitCode,
+        ErrorClass::SshUnreachable,
+        ErrorClass::SshAuth,
     ];
 
     /// The snake_case name used in JSON, `retry_on` and the store.
@@ -91,6 +97,8 @@ impl ErrorClass {
             ErrorClass::PackageNotFound => "package_not_found",
             ErrorClass::InvalidInput => "invalid_input",
             ErrorClass::ExitCode => "exit_code",
+            ErrorClass::SshUnreachable => "ssh_unreachable",
+            ErrorClass::SshAuth => "ssh_auth",
         }
     }
 
@@ -113,6 +121,8 @@ impl ErrorClass {
             ErrorClass::PackageNotFound => "Package not found",
             ErrorClass::InvalidInput => "Invalid input",
             ErrorClass::ExitCode => "Failed",
+            ErrorClass::SshUnreachable => "Host unreachable over ssh",
+            ErrorClass::SshAuth => "ssh login refused",
         }
     }
 }

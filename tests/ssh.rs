@@ -1,0 +1,342 @@
+//! Steps on other machines (SPEC §10 "Remote hosts"): the real `plandeck`
+//! binary against two real sshd on 127.0.0.1 (tests/common/sshd.rs). Each
+//! test skips, saying why, where sshd cannot run here.
+//!
+//! The "remote" hosts are this machine, so a test can look at what a
+//! remote step left in `/proc` and in the scratch directory.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::sshd::Sshd;
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+/// A plan whose steps reach the test servers through their ssh_config.
+fn remote_plan(sshd: &Sshd, globals: Value, resources: Value, steps: Value) -> Value {
+    let mut p = plan(globals, steps);
+    p["globals"]["ssh_config"] = json!(sshd.config().display().to_string());
+    p["resources"] = resources;
+    p
+}
+
+/// `plandeck ARGS` with the servers' private runtime directory.
+fn plandeck(sc: &Scratch, sshd: &Sshd, args: &[&str]) -> std::process::Command {
+    let mut c = sc.plandeck(args);
+    c.env("XDG_RUNTIME_DIR", sshd.runtime_dir());
+    c
+}
+
+fn run(sc: &Scratch, sshd: &Sshd, plan: &Value, extra: &[&str]) -> Outcome {
+    let path = sc.write_plan(plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut args = vec!["run", path.as_str(), "--yes", "--json"];
+    args.extend_from_slice(extra);
+    Cli::start(plandeck(sc, sshd, &args)).finish()
+}
+
+fn log_lines(events: &[Value], step: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| is_type(e, "log") && s(e, "step") == step)
+        .map(|e| s(e, "line").to_string())
+        .collect()
+}
+
+fn ended(events: &[Value], step: &str) -> Value {
+    last_step_event(events, step).clone()
+}
+
+#[test]
+fn fan_out_runs_each_instance_on_its_host_and_dependents_wait_for_all() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([
+            { "id": "hello", "hosts": ["web1", "web2"], "outputs": ["port"],
+              "run": "echo \"conn=$SSH_CONNECTION step=$PLANDECK_STEP_ID\"; echo port=${SSH_CONNECTION##* } >> \"$PLANDECK_OUTPUT\"" },
+            { "id": "after", "depends_on": ["hello"],
+              "when": format!("steps.hello@web2.outputs.port == '{}'", sshd.ports[1]),
+              "run": "echo \"$PLANDECK_OUT_HELLO_WEB1_PORT $PLANDECK_OUT_HELLO_WEB2_PORT\"" }
+        ]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    for (host, port) in [("web1", sshd.ports[0]), ("web2", sshd.ports[1])] {
+        let id = format!("hello@{host}");
+        let lines = log_lines(&out.events, &id);
+        let want = format!("127.0.0.1 {port} step={id}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("conn=127.0.0.1 ") && l.ends_with(&want)),
+            "{id} ran with SSH_CONNECTION for port {port}: {lines:?}"
+        );
+        assert_eq!(final_state(&out.events, &id), "succeeded");
+    }
+    // `after` starts only once both instances have ended, and reads both.
+    let started = position(&out.events, "after running", step_is("after", "running"));
+    for id in ["hello@web1", "hello@web2"] {
+        assert!(position(&out.events, id, step_is(id, "succeeded")) < started);
+    }
+    assert_eq!(
+        log_lines(&out.events, "after"),
+        [format!("{} {}", sshd.ports[0], sshd.ports[1])]
+    );
+}
+
+#[test]
+fn exit_status_and_signals_come_back_exactly() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([
+            { "id": "seven", "host": "web1", "run": "echo about to fail >&2; exit 7" },
+            { "id": "term", "host": "web2", "run": "kill -TERM $$" }
+        ]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(1));
+    let seven = ended(&out.events, "seven");
+    assert_eq!(s(&seven, "state"), "failed", "{seven}");
+    assert_eq!(seven["exit_code"], json!(7), "{seven}");
+    assert_eq!(s(&seven, "error_class"), "exit_code");
+    assert_eq!(log_lines(&out.events, "seven"), ["about to fail"]);
+    let term = ended(&out.events, "term");
+    assert_eq!(term["signal"], json!(15), "{term}");
+    assert_eq!(term["exit_code"], Value::Null, "{term}");
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc readable")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| contains_bytes(&c, needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// Wait (bounded) until no process's command line contains `needle`.
+fn gone_within(needle: &str, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if processes_with(needle).is_empty() {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_timeout_kills_the_remote_process_group() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    // A child that a plain kill of the shell would leave behind.
+    let plan = remote_plan(
+        &sshd,
+        json!({ "kill_grace_sec": 1 }),
+        json!({}),
+        json!([{ "id": "slow", "host": "web1", "timeout_sec": 2,
+                 "run": "sleep 3071 & sleep 3072; echo never" }]),
+    );
+    let started = Instant::now();
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let end = ended(&out.events, "slow");
+    assert_eq!(s(&end, "error_class"), "timeout", "{end}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The attempt ends once the wrapper on the host has stopped the group:
+    // nothing of it is left (the bounded look allows for the teardown).
+    assert!(
+        gone_within("3071", Duration::from_secs(3)),
+        "sleep 3071 survived"
+    );
+    assert!(
+        gone_within("3072", Duration::from_secs(3)),
+        "sleep 3072 survived"
+    );
+}
+
+#[test]
+fn a_per_host_pool_keeps_steps_apart_on_one_host_only() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let dir = sc.dir.path().display().to_string();
+    // `a` (web1) and `c` (web2) must meet: each waits for the other's mark
+    // (a failure after 20 s if they could not run together). The step's
+    // `cwd` is a directory on its host (this machine's scratch directory).
+    let meet = |me: &str, other: &str| {
+        stamped(&format!(
+            "touch {me}.here; n=0; until [ -e {other}.here ]; do n=$((n+1)); [ $n -gt 400 ] && exit 9; sleep 0.05; done"
+        ))
+    };
+    let plan = remote_plan(
+        &sshd,
+        json!({ "max_concurrency": 4 }),
+        json!({ "dpkg": { "capacity": 1, "scope": "per_host" } }),
+        json!([
+            { "id": "a", "host": "web1", "cwd": dir, "resources": ["dpkg"], "run": meet("a", "c") },
+            { "id": "b", "host": "web1", "cwd": dir, "resources": ["dpkg"], "run": stamped("sleep 0.2") },
+            { "id": "c", "host": "web2", "cwd": dir, "resources": ["dpkg"], "run": meet("c", "a") }
+        ]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let stamps = sc.stamps();
+    assert!(!stamps.overlap("a", "b"), "a and b share web1's pool");
+    assert!(
+        stamps.overlap("a", "c"),
+        "web1 and web2 each have their own"
+    );
+}
+
+#[test]
+fn max_per_host_bounds_steps_on_one_host() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let dir = sc.dir.path().display().to_string();
+    let body = stamped("sleep 0.3");
+    let plan = remote_plan(
+        &sshd,
+        json!({ "max_concurrency": 4, "max_per_host": 1 }),
+        json!({}),
+        json!([
+            { "id": "one", "host": "web1", "cwd": dir, "run": body },
+            { "id": "two", "host": "web1", "cwd": dir, "run": body },
+            { "id": "three", "host": "web1", "cwd": dir, "run": body }
+        ]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert_eq!(sc.stamps().max_overlap(), 1);
+}
+
+#[test]
+fn an_unreachable_host_and_a_refused_key_have_their_classes() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([
+            { "id": "closed", "host": "closed", "run": "true" },
+            { "id": "key", "host": "wrongkey", "run": "true" }
+        ]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(1));
+    let closed = ended(&out.events, "closed");
+    assert_eq!(s(&closed, "error_class"), "ssh_unreachable", "{closed}");
+    assert_eq!(closed["exit_code"], json!(255));
+    let key = ended(&out.events, "key");
+    assert_eq!(s(&key, "error_class"), "ssh_auth", "{key}");
+    let remediation: Vec<&Value> = out
+        .events
+        .iter()
+        .filter(|e| is_type(e, "remediation"))
+        .collect();
+    assert!(
+        remediation
+            .iter()
+            .any(|e| s(e, "step") == "closed" && e.to_string().contains("ssh -v")),
+        "{remediation:?}"
+    );
+}
+
+#[test]
+fn hostile_values_and_output_survive_the_trip_byte_exact() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let dir = sc.dir.path().display().to_string();
+    let hostile = "it's \"$(touch pwned)\" `touch pwned2` $HOME \\n; rm -rf x' \n\ttab é ☃ %s %n";
+    let one_line = "a'b\"c $(touch pwned3) `id` ;|&<> é";
+    let mut plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([
+            { "id": "far", "host": "web2", "outputs": ["v"],
+              "env": { "ODD": one_line },
+              "run": format!("printf '%s' \"$PLANDECK_INPUT_HOSTILE\" > {dir}/input.bin; printf '%s\\n' \"$ODD\"; printf 'v=%s\\n' \"$ODD\" >> \"$PLANDECK_OUTPUT\"") },
+            { "id": "near", "depends_on": ["far"],
+              "run": "printf '%s' \"$PLANDECK_OUT_FAR_V\" > output.bin" },
+            { "id": "args", "host": "web1", "command": "printf",
+              "args": ["%s|%s", one_line, "x y"] }
+        ]),
+    );
+    plan["inputs"] = json!({ "hostile": {} });
+    let input = format!("hostile={hostile}");
+    let out = run(&sc, &sshd, &plan, &["--input", &input]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(sc.read("input.bin"), hostile);
+    assert_eq!(sc.read("output.bin"), one_line);
+    assert_eq!(log_lines(&out.events, "far"), [one_line]);
+    assert_eq!(log_lines(&out.events, "args"), [format!("{one_line}|x y")]);
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(!sc.exists(f), "{f} was created: a value ran as code");
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert!(!std::path::Path::new(&home).join("pwned3").exists());
+}
+
+#[test]
+fn kill_9_of_plandeck_kills_the_remote_step_and_resume_runs_it_again() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let dir = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([{ "id": "long", "host": "web1",
+                 "run": format!("cd {dir}; if [ -e started ]; then echo second; exit 0; fi; touch started; echo up; exec sleep 3073") }]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    cli.wait_event("the remote step's first line", |e| {
+        is_type(e, "log") && s(e, "line") == "up"
+    });
+    let run_id = run_id(
+        &cli.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect::<Vec<Value>>(),
+    );
+    assert!(!processes_with("3073").is_empty(), "the remote step runs");
+    cli.signal(Signal::SIGKILL);
+    let dead = cli.finish();
+    assert_eq!(dead.code, None, "killed");
+    // Its session's stdin closed with it: the wrapper on the host stops the step.
+    assert!(
+        gone_within("3073", Duration::from_secs(10)),
+        "the remote step survived its owner"
+    );
+    let out = Cli::start(plandeck(
+        &sc,
+        &sshd,
+        &["resume", &run_id, "--yes", "--json"],
+    ))
+    .finish();
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(log_lines(&out.events, "long"), ["second"]);
+    let attempts = attempts(&sc.conn(), &run_id, "long");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].1, "interrupted", "{attempts:?}");
+}
