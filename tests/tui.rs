@@ -238,6 +238,60 @@ fn runs_screen_lists_plans_and_runs() {
     }
 }
 
+/// A plan whose run fails: a step with stderr, one skipped after it.
+const SHAKY: &str = r#"{"name":"shaky","steps":[
+ {"id":"fetch","run":"echo fetched 3 files"},
+ {"id":"build","run":"echo compiling; echo 'error: disk full' >&2; exit 1","depends_on":["fetch"]},
+ {"id":"lint","run":"echo lint ok","depends_on":["fetch"]},
+ {"id":"ship","run":"true","depends_on":["build","lint"]}]}"#;
+
+#[test]
+fn runs_screen_previews_the_selected_run_graph_failures_and_last_lines() {
+    let sc = Scratch::new();
+    let db = sc.db();
+    let plan = sc.dir.path().join("shaky.json");
+    std::fs::write(&plan, SHAKY).expect("write plan");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "--yes", "--db"])
+        .arg(&db)
+        .arg(&plan)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    for (w, h) in SIZES {
+        let mut s = session(&db, Target::Runs, (w, h));
+        let loaded = s.app.runs.preview.clone();
+        if w < 110 {
+            assert!(loaded.is_none(), "no preview pane, nothing loaded");
+        } else {
+            let (id, p) = loaded.expect("the selected run's preview is loaded");
+            assert_eq!(id, s.app.runs.runs[0].id);
+            let p = p.expect("preview");
+            let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+            assert_eq!(ids, ["fetch", "build", "lint", "ship"], "wave order");
+        }
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let real = s.app.runs.runs[0].id.clone();
+        let r = &mut s.app.runs.runs[0];
+        r.id = "run-0-0000".into();
+        r.plan_path = Some("shaky.json".into());
+        r.started_at = Some(t0);
+        r.ended_at = Some(t0 + chrono::Duration::seconds(3));
+        if let Some(p) = &mut s.app.runs.preview {
+            p.0 = r.id.clone();
+        }
+        let frame = render(&s).replace(&local_time(t0), "<time>");
+        if w >= 110 {
+            assert!(frame.contains("✓ ✗✓ ⊘"), "the mini graph: {frame}");
+            assert!(frame.contains("failed   build"), "{frame}");
+            assert!(frame.contains("┃ error: disk full"), "{frame}");
+            assert!(!frame.contains(&real));
+        }
+        insta::assert_snapshot!(format!("runs-preview-{w}x{h}"), frame);
+    }
+}
+
 fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.with_timezone(&chrono::Local)
         .format("%Y-%m-%d %H:%M")

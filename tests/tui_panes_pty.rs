@@ -1,10 +1,12 @@
 //! Panes in a real pseudo-terminal under `NO_COLOR=1`: the wheel over the
 //! Review screen's Step pane scrolls it (not the step list), the focus shows
 //! as a marked, thick frame without colour, and the log pane wraps on `w`
-//! and counts the matches of a search; a large plan's wave map draws only the
-//! selected step's edges until `E` draws them all; lanes are grouped under
-//! heading rows that scroll and click right. Waits are on screen
-//! contents, always bounded.
+//! and counts the matches of a search; a large plan's wave map draws only
+//! the selected step's edges until `E` draws them all; lanes are grouped
+//! under heading rows that scroll and click right; the Runs screen previews
+//! the selected run (its steps as glyphs in wave order, its failed step, the
+//! last lines of its log), loaded again as the selection moves. Waits are
+//! on screen contents, always bounded.
 
 #[path = "common/pty.rs"]
 mod pty;
@@ -201,6 +203,52 @@ fn lanes_are_grouped_under_headings_and_the_selection_keeps_its_place() {
     let row = screen_row(&t, "▾ docs · 5 steps").expect("the docs heading");
     t.press(&format!("\x1b[<0;10;{}M\x1b[<0;10;{}m", row + 1, row + 1));
     t.wait_for("│wt-docs ", 5);
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+}
+
+/// Run `json` headless to its end in `dir`'s store; returns the exit code.
+fn run_headless(dir: &std::path::Path, name: &str, json: &str) -> Option<i32> {
+    let file = dir.join(name);
+    std::fs::write(&file, json).expect("write plan");
+    std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "--yes", "--db"])
+        .arg(dir.join("t.db"))
+        .arg(&file)
+        .env("TMPDIR", dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("plandeck runs")
+        .status
+        .code()
+}
+
+#[test]
+fn the_preview_shows_the_selected_runs_graph_failures_and_last_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let calm = r#"{"name":"calm","steps":[{"id":"hello","run":"echo all calm"}]}"#;
+    assert_eq!(run_headless(dir.path(), "calm.json", calm), Some(0));
+    let shaky = r#"{"name":"shaky","steps":[
+      {"id":"fetch","run":"echo fetched"},
+      {"id":"build","run":"echo compiling; echo 'error: disk full' >&2; exit 1","depends_on":["fetch"]},
+      {"id":"lint","run":"true","depends_on":["fetch"]},
+      {"id":"ship","run":"true","depends_on":["build","lint"]}]}"#;
+    assert_eq!(run_headless(dir.path(), "shaky.json", shaky), Some(1));
+    // The Runs screen, newest run first.
+    let mut t = Term::open(dir.path(), &[]);
+    t.wait_for("Preview", 30);
+    t.wait_for("steps    ✓ ✗✓ ⊘", 10);
+    t.wait_for("failed   build", 5);
+    t.wait_for("last lines of build", 5);
+    t.wait_for("┃ error: disk full", 5);
+    // The other run's preview comes with the selection.
+    t.press("j");
+    t.wait_for("last lines of hello", 10);
+    t.wait_for("  all calm", 5);
+    assert!(!t.text().contains("disk full"), "{}", t.text());
+    t.press("k");
+    t.wait_for("┃ error: disk full", 10);
     t.press("q");
     t.wait_exit(20);
     t.assert_cooked();

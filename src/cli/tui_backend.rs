@@ -15,8 +15,8 @@ use crate::store::writer::Approval;
 use crate::store::writer::Owner;
 use crate::store::{self, Location, queries};
 use crate::tui::backend::{
-    Attached, Backend, EventSource, LiveLog, PlanEntry, Pulled, QueueNews, QueuedRun, RunDetail,
-    RunHandle, RunSummary, StartRun, StopWaiting, StoredOutput, stop_asked,
+    Attached, Backend, EventSource, LiveLog, PlanEntry, PreviewStep, Pulled, QueueNews, QueuedRun,
+    RunDetail, RunHandle, RunPreview, RunSummary, StartRun, StopWaiting, StoredOutput, stop_asked,
 };
 
 /// A spool read for the TUI.
@@ -64,6 +64,38 @@ impl StoreBackend {
                 .map(Some)
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+impl StoreBackend {
+    /// A stored run by id or unique prefix: the store, its row, its plan
+    /// and its steps' states.
+    fn stored_run(
+        &self,
+        id: &str,
+    ) -> Result<
+        (
+            rusqlite::Connection,
+            queries::RunRow,
+            ValidPlan,
+            crate::run::Resume,
+        ),
+        String,
+    > {
+        let conn = self
+            .open()?
+            .ok_or_else(|| format!("no run matches '{id}': the store is empty"))?;
+        let row = queries::find_run(&conn, id).map_err(|e| e.to_string())?;
+        let source = queries::plan_source(&conn, &row.plan_hash).map_err(|e| e.to_string())?;
+        let file = row
+            .plan_path
+            .clone()
+            .unwrap_or_else(|| format!("run {}", row.id));
+        let plan = plan::from_text(&file, &source)
+            .map_err(|_| "the plan stored with this run no longer validates".to_string())?;
+        let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
+        let resume = queries::load_resume(&conn, &row, &ids).map_err(|e| e.to_string())?;
+        Ok((conn, row, plan, resume))
     }
 }
 
@@ -124,19 +156,7 @@ impl Backend for StoreBackend {
     }
 
     fn run_detail(&self, id: &str) -> Result<RunDetail, String> {
-        let conn = self
-            .open()?
-            .ok_or_else(|| format!("no run matches '{id}': the store is empty"))?;
-        let row = queries::find_run(&conn, id).map_err(|e| e.to_string())?;
-        let source = queries::plan_source(&conn, &row.plan_hash).map_err(|e| e.to_string())?;
-        let file = row
-            .plan_path
-            .clone()
-            .unwrap_or_else(|| format!("run {}", row.id));
-        let plan = plan::from_text(&file, &source)
-            .map_err(|_| "the plan stored with this run no longer validates".to_string())?;
-        let ids: Vec<&str> = (0..plan.len()).map(|i| plan.id(i)).collect();
-        let resume = queries::load_resume(&conn, &row, &ids).map_err(|e| e.to_string())?;
+        let (conn, row, plan, resume) = self.stored_run(id)?;
         let events = queries::events(&conn, &row.id).map_err(|e| e.to_string())?;
         let failed = resume
             .steps
@@ -148,6 +168,51 @@ impl Backend for StoreBackend {
             summary: summary(&row, failed),
             steps: resume.steps.iter().map(|s| (s.state, s.attempts)).collect(),
             plan: Arc::new(plan),
+        })
+    }
+
+    fn run_preview(&self, id: &str) -> Result<RunPreview, String> {
+        use crate::engine::api::StepState;
+        let (_, row, plan, resume) = self.stored_run(id)?;
+        let wave = crate::dag::waves(&plan.deps);
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        order.sort_by_key(|&i| (wave[i], i));
+        let steps: Vec<PreviewStep> = order
+            .iter()
+            .filter_map(|&i| {
+                let s = resume.steps.get(i)?;
+                Some(PreviewStep {
+                    id: plan.id(i).to_string(),
+                    wave: wave[i],
+                    state: s.state,
+                    attempts: s.attempts,
+                })
+            })
+            .collect();
+        let ran = |s: &&PreviewStep| s.attempts > 0;
+        let about = steps
+            .iter()
+            .filter(ran)
+            .find(|s| s.state == StepState::Failed)
+            .or_else(|| {
+                steps
+                    .iter()
+                    .filter(ran)
+                    .find(|s| matches!(s.state, StepState::Running | StepState::Retrying))
+            })
+            .or_else(|| steps.iter().rfind(ran));
+        let output = match about {
+            Some(s) => Some((
+                s.id.clone(),
+                s.attempts,
+                self.attempt_output(&row.id, &s.id, s.attempts)?,
+            )),
+            None => None,
+        };
+        Ok(RunPreview {
+            run_id: row.id,
+            steps,
+            output,
         })
     }
 

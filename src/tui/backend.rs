@@ -69,6 +69,27 @@ pub struct RunDetail {
     pub events: Vec<crate::engine::api::Event>,
 }
 
+/// What the Runs screen previews of one stored run: its steps' states in
+/// wave order, and the end of the output of the step it is most about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPreview {
+    pub run_id: String,
+    /// Every step in wave order (file order within a wave).
+    pub steps: Vec<PreviewStep>,
+    /// The step the output is of (the first failed one, else one running,
+    /// else the last that ran), its attempt, and that attempt's stored output.
+    pub output: Option<(String, u32, StoredOutput)>,
+}
+
+/// A step of a previewed run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewStep {
+    pub id: String,
+    pub wave: usize,
+    pub state: StepState,
+    pub attempts: u32,
+}
+
 /// A run a person approved on the review screen.
 #[derive(Debug, Clone)]
 pub struct StartRun {
@@ -217,6 +238,9 @@ pub trait Backend {
     fn list_runs(&self) -> Result<Vec<RunSummary>, String>;
     /// A run by id or unique prefix, with its plan and step states.
     fn run_detail(&self, id: &str) -> Result<RunDetail, String>;
+    /// What the Runs screen previews of a stored run (asked for the
+    /// selected run only).
+    fn run_preview(&self, id: &str) -> Result<RunPreview, String>;
     /// Duration estimates in seconds per step from past runs.
     fn estimates(&self, plan: &ValidPlan) -> Vec<Option<f64>>;
     /// Read and validate a plan file.

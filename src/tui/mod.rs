@@ -366,6 +366,10 @@ impl<B: Backend> Session<B> {
                 }
                 return;
             }
+            Effect::LoadPreview(run_id) => Msg::PreviewLoaded {
+                result: self.backend.run_preview(&run_id),
+                run_id,
+            },
             Effect::LoadOutput {
                 run_id,
                 step,

@@ -30,7 +30,7 @@ pub use self::run_view::{Diagnosed, LogSource, RunView};
 pub use self::runs_view::{Item, RunsView};
 pub use self::scroll::fit_scroll;
 
-use super::backend::{PlanEntry, RunDetail, RunSummary, StartRun, StoredOutput};
+use super::backend::{PlanEntry, RunDetail, RunPreview, RunSummary, StartRun, StoredOutput};
 use super::dagview::{DagMode, DagView};
 use super::keymap::{self, Action, Screen};
 use super::live::{self, StoredLog};
@@ -76,6 +76,12 @@ pub enum Msg {
     Engine(Event),
     /// Engine events in commit order, as forwarded in batches.
     Events(Vec<Event>),
+    /// The preview of the run selected on the Runs screen, asked for with
+    /// `Effect::LoadPreview`.
+    PreviewLoaded {
+        run_id: String,
+        result: Result<RunPreview, String>,
+    },
     /// A stored attempt's output, asked for with `Effect::LoadOutput`.
     OutputLoaded {
         step: usize,
@@ -174,6 +180,8 @@ pub enum Effect {
     OpenRun(String),
     Edit(PathBuf),
     Engine(Command),
+    /// Load the preview of a run selected on the Runs screen.
+    LoadPreview(String),
     /// Load the stored output of a step's attempt.
     LoadOutput {
         run_id: String,
@@ -278,6 +286,29 @@ impl App {
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let mut fx = self.update_state(msg);
+        if self.screen == Screen::Runs {
+            fx.extend(self.preview_wanted());
+        }
+        fx
+    }
+
+    /// The preview to load for the Runs screen: the selected run's, when
+    /// the preview pane shows and holds another run (or nothing).
+    fn preview_wanted(&mut self) -> Option<Effect> {
+        if !super::views::runs::previews(self) {
+            return None;
+        }
+        let id = self.runs.selected_run()?.id.clone();
+        if self.runs.preview.as_ref().is_some_and(|(p, _)| *p == id) {
+            return None;
+        }
+        // Asked once per selection: an answer that fails is shown, not asked again.
+        self.runs.preview = Some((id.clone(), Err("loading…".into())));
+        Some(Effect::LoadPreview(id))
+    }
+
+    fn update_state(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Key(k) => self.key(k),
             Msg::Mouse(m) => self.mouse(m),
@@ -415,6 +446,17 @@ impl App {
                 // The selected step may have ended: its output is stored now
                 // (asked for once per attempt).
                 self.load_output()
+            }
+            Msg::PreviewLoaded { run_id, result } => {
+                if self
+                    .runs
+                    .preview
+                    .as_ref()
+                    .is_some_and(|(p, _)| *p == run_id)
+                {
+                    self.runs.preview = Some((run_id, result));
+                }
+                vec![]
             }
             Msg::OutputLoaded {
                 step,

@@ -2,14 +2,15 @@
 //! selection; its keys move the selection and open a plan, open a run or
 //! resume one.
 //!
-//! It never reads the disk or the store: lists arrive as `Msg::Listed`, and
-//! opening anything leaves as an effect.
+//! It never reads the disk or the store: lists arrive as `Msg::Listed`, the
+//! selected run's preview as `Msg::PreviewLoaded`, and opening anything
+//! leaves as an effect.
 
 use std::path::PathBuf;
 
 use super::scroll::fit_scroll;
 use super::{App, Effect, Prompt};
-use crate::tui::backend::{PlanEntry, RunSummary};
+use crate::tui::backend::{PlanEntry, RunPreview, RunSummary};
 use crate::tui::keymap::{Action, Screen};
 
 /// The runs screen's state.
@@ -21,6 +22,8 @@ pub struct RunsView {
     pub filter: String,
     pub selected: usize,
     pub scroll: usize,
+    /// The preview of one run (its id), loaded for the selection only.
+    pub preview: Option<(String, Result<RunPreview, String>)>,
 }
 
 /// An item of the runs screen's list.
@@ -63,6 +66,16 @@ impl RunsView {
             .map(|(i, _)| Item::Run(i))
             .chain(plans.map(|(i, _)| Item::Plan(i)))
             .collect()
+    }
+}
+
+impl RunsView {
+    /// The selected run, when a run is selected.
+    pub fn selected_run(&self) -> Option<&RunSummary> {
+        match self.items().get(self.selected) {
+            Some(&Item::Run(i)) => self.runs.get(i),
+            _ => None,
+        }
     }
 }
 

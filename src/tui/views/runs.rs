@@ -1,7 +1,8 @@
 //! The runs screen, the home screen: runs first (live, queued, paused,
 //! interrupted, then recent) in a table with headers, the plans found in
 //! `./plans` in a pane of their own below, and a preview of the selection
-//! beside them when the terminal is wide enough.
+//! beside them when the terminal is wide enough (a run: its steps as a
+//! mini graph, failed steps, the last lines of its log).
 //!
 //! It only draws what the app state holds: it never reads the store or the
 //! plans directory.
@@ -15,9 +16,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::table::{self, Col, Row, Table, cell};
-use super::{Theme, duration, plural};
+use super::{Theme, clip, duration, plural, step_glyph};
+use crate::engine::api::StepState;
 use crate::tui::app::{App, Item};
-use crate::tui::backend::RunSummary;
+use crate::tui::backend::{RunPreview, RunSummary};
 
 /// Terminal widths from which the preview is shown beside the lists.
 const PREVIEW_FROM: u16 = 110;
@@ -59,6 +61,11 @@ fn parts(app: &App) -> Parts {
         plans,
         preview,
     }
+}
+
+/// Whether the preview pane shows (the terminal is wide enough).
+pub fn previews(app: &App) -> bool {
+    parts(app).preview.width > 0
 }
 
 /// Rows of runs inside the runs pane (frame and header excluded).
@@ -327,7 +334,110 @@ fn list(f: &mut Frame, area: Rect, t: Theme, rows: &[Row], sel: Option<usize>, e
     );
 }
 
-/// The selection in more detail: a run's state and times, or a plan's
+/// A run's steps as a mini graph: one glyph per step in wave order, the
+/// waves apart, coloured by state (the glyph alone says the state without
+/// colour), then the count of each state.
+fn run_graph<'a>(t: Theme, kv: &Rc<Table>, p: &RunPreview, w: usize) -> Vec<Line<'a>> {
+    let label_w = kv.placed.get(1).map_or(10, |c| c.x);
+    let room = w.saturating_sub(label_w).max(8);
+    let mut out: Vec<Line> = Vec::new();
+    let mut line: Vec<Span> = vec![Span::styled(format!("{:<label_w$}", "steps"), t.key())];
+    let mut used = 0;
+    let mut last_wave = None;
+    for s in &p.steps {
+        let gap = last_wave.is_some_and(|w| w != s.wave);
+        last_wave = Some(s.wave);
+        if used + usize::from(gap) + 1 > room {
+            if out.len() == 3 {
+                line.push(Span::styled("…", t.dim()));
+                break;
+            }
+            out.push(Line::from(std::mem::take(&mut line)));
+            line.push(Span::raw(" ".repeat(label_w)));
+            used = 0;
+        } else if gap {
+            line.push(Span::raw(" "));
+            used += 1;
+        }
+        line.push(Span::styled(
+            step_glyph(s.state).to_string(),
+            t.step(s.state),
+        ));
+        used += 1;
+    }
+    out.push(Line::from(line));
+    let mut counts: Vec<(StepState, usize)> = Vec::new();
+    for s in &p.steps {
+        match counts.iter_mut().find(|(st, _)| *st == s.state) {
+            Some(c) => c.1 += 1,
+            None => counts.push((s.state, 1)),
+        }
+    }
+    counts.sort_by_key(|(st, _)| state_order(*st));
+    let text = counts
+        .iter()
+        .map(|(st, n)| format!("{} {n} {}", step_glyph(*st), st.as_str()))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    out.extend(
+        table::labelled(kv, "", t.dim(), &text, Style::new())
+            .iter()
+            .map(Row::line),
+    );
+    out
+}
+
+/// Where a state's count goes in the summary: the ones that need a look first.
+fn state_order(s: StepState) -> u8 {
+    match s {
+        StepState::Failed => 0,
+        StepState::Interrupted | StepState::Canceled => 1,
+        StepState::Running | StepState::Retrying => 2,
+        StepState::Succeeded => 3,
+        StepState::Skipped => 4,
+        StepState::Ready | StepState::Pending => 5,
+    }
+}
+
+/// The last lines of the previewed step's output, as many as the pane has
+/// room for below what is already in `lines` (stderr marked `┃`).
+fn tail(lines: &mut Vec<Line>, t: Theme, p: &RunPreview, w: usize, h: usize) {
+    let Some((step, attempt, out)) = &p.output else {
+        return;
+    };
+    let room = h.saturating_sub(lines.len() + 2);
+    if room == 0 {
+        return;
+    }
+    lines.push(Line::default());
+    let title = if *attempt > 1 {
+        format!("last lines of {step} (attempt {attempt})")
+    } else {
+        format!("last lines of {step}")
+    };
+    lines.push(Line::from(Span::styled(
+        clip(&title, w),
+        t.key().add_modifier(Modifier::BOLD),
+    )));
+    let logged = crate::tui::live::stored_lines(&out.stdout, &out.stderr, out.truncated);
+    if logged.is_empty() {
+        lines.push(Line::from(Span::styled("(no output)", t.dim())));
+        return;
+    }
+    for l in logged.iter().skip(logged.len().saturating_sub(room)) {
+        let (mark, style) = match l.stream {
+            crate::engine::api::Stream::Stderr => ("┃ ", t.warn()),
+            crate::engine::api::Stream::Stdout => ("  ", Style::new()),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(mark, style),
+            Span::raw(clip(&l.text, w.saturating_sub(2))),
+        ]));
+    }
+}
+
+/// The selection in more detail: a run's state and times, its steps as a
+/// mini graph, its failed steps and the last lines of its log; or a plan's
 /// file and its last runs as a small history.
 fn preview(f: &mut Frame, app: &App, t: Theme, area: Rect, runs: &[Item], plans: &[Item]) {
     let v = &app.runs;
@@ -361,10 +471,56 @@ fn preview(f: &mut Frame, app: &App, t: Theme, area: Rect, runs: &[Item], plans:
                 "took",
                 took(r).map_or("still going or stopped".into(), duration),
             );
-            if r.failed_steps > 0 {
+            let loaded = v
+                .preview
+                .as_ref()
+                .filter(|(id, _)| *id == r.id)
+                .map(|(_, p)| p);
+            let detail = match loaded {
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    add("steps", e.clone());
+                    None
+                }
+                None => None,
+            };
+            if detail.is_none() && r.failed_steps > 0 {
                 add("failed", plural(r.failed_steps, "step", "steps"));
             }
             add("reason", reason(r));
+            if let Some(p) = detail {
+                lines.extend(rows.drain(..).map(|r| r.line()));
+                lines.extend(run_graph(t, &kv, p, w));
+                let failed: Vec<&str> = p
+                    .steps
+                    .iter()
+                    .filter(|s| s.state == StepState::Failed)
+                    .map(|s| s.id.as_str())
+                    .collect();
+                if !failed.is_empty() {
+                    rows.extend(table::labelled(
+                        &kv,
+                        "failed",
+                        t.key(),
+                        &failed.join(", "),
+                        t.step(StepState::Failed),
+                    ));
+                }
+                lines.extend(rows.drain(..).map(|r| r.line()));
+                let keys = if r.resumable() {
+                    "enter: open · r: resume · n: new run"
+                } else {
+                    "enter: open · n: new run"
+                };
+                lines.extend(
+                    table::labelled(&kv, "", t.dim(), keys, t.dim())
+                        .iter()
+                        .map(Row::line),
+                );
+                tail(&mut lines, t, p, w, inner.height as usize);
+                f.render_widget(Paragraph::new(lines), inner);
+                return;
+            }
             let keys = if r.resumable() {
                 "enter: open · r: resume · n: new run"
             } else {
