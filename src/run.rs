@@ -151,6 +151,13 @@ pub mod why {
     /// Waiting in the queue; shown with `interrupted` once the waiting
     /// process is gone (`resume` queues it again).
     pub const QUEUED: &str = "queued";
+    /// A step's `running` state again, for a remote attempt (a detached
+    /// step, ...) a new owner adopted while it still ran: the same attempt,
+    /// no new one (its row exists).
+    pub const ADOPTED: &str = "adopted: still running, no new attempt";
+    /// A remote attempt left running when its driver stopped (its
+    /// supervisor outlives plandeck): the next owner adopts it.
+    pub const LEFT_RUNNING: &str = "left running under its supervisor; resume adopts it";
 
     /// Paused before `step`, which waits for a person's approval.
     pub fn gate(step: &str) -> String {
@@ -444,6 +451,18 @@ pub struct Resume {
     /// Steps of an ended run to run again (`plandeck retry`), with their
     /// skipped dependents; empty when resuming.
     pub retry: Vec<String>,
+    /// Remote attempts (`engine::remote`) this owner adopts instead of
+    /// running them again: still running, or ended while nobody watched.
+    pub adopt: Vec<Adopt>,
+}
+
+/// A remote attempt a new owner takes over: the step, its attempt, and the
+/// attempt's durable handle (JSON, as stored in `step_attempts.remote`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopt {
+    pub step: String,
+    pub attempt: u32,
+    pub handle: String,
 }
 
 #[cfg(test)]

@@ -82,6 +82,12 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// (Internal) supervise one detached attempt whose job waits in DIR.
+    #[command(hide = true)]
+    Supervise {
+        /// The attempt's private directory.
+        dir: PathBuf,
+    },
     /// Print a plan's dependency graph.
     Graph {
         /// Plan file (JSON).
@@ -280,6 +286,9 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Some(Command::Validate { plans, db }) => inspect::validate(&plans, db.db.as_deref()),
         Some(Command::Graph { plan, format }) => inspect::graph(&plan, format),
+        Some(Command::Supervise { dir }) => {
+            return ExitCode::from(crate::engine::remote::detached::supervise(&dir) as u8);
+        }
         Some(Command::Run {
             plan,
             inputs,

@@ -794,7 +794,11 @@ impl Prepared {
             }
             Err(ClaimError::Store(e)) => return Err((e.to_string(), Exit::Internal)),
         };
-        let orphans = crate::engine::ownership::kill_orphans(&self.row.id);
+        // Remote attempts the store shows running are adopted (still
+        // running, or ended with a result) instead of killed and run again.
+        let adopt = self.remote_attempts(&conn, location);
+        let spare: Vec<i32> = adopt.iter().flat_map(|(_, h)| h.spare()).collect();
+        let orphans = crate::engine::ownership::kill_orphans_sparing(&self.row.id, &spare);
         self.killed = orphans
             .iter()
             .map(|p| p.pgid)
@@ -806,6 +810,7 @@ impl Prepared {
         let mut resume =
             queries::load_resume(&conn, &row, &ids).map_err(|e| (e.to_string(), Exit::Internal))?;
         resume.epoch = epoch;
+        resume.adopt = adopt.into_iter().map(|(a, _)| a).collect();
         resume.orphans = orphans
             .into_iter()
             .filter_map(|p| Some((p.step?, p.attempt?)))
@@ -828,6 +833,50 @@ impl Prepared {
         self.row = row;
         self.resume = Some(resume);
         Ok(())
+    }
+
+    /// The run's attempts the store shows running that are remote and can
+    /// be adopted: still running, or ended with their result on record.
+    /// One whose supervisor vanished without a result is left out (it is
+    /// interrupted and runs again). A detached attempt whose handle was
+    /// never stored (its driver died right after starting it) is found
+    /// where its files are.
+    fn remote_attempts(
+        &self,
+        conn: &rusqlite::Connection,
+        location: &Location,
+    ) -> Vec<(crate::run::Adopt, crate::engine::remote::RemoteHandle)> {
+        use crate::engine::remote::{Probe, RemoteHandle, detached};
+        let Ok(running) = queries::running_attempts(conn, &self.row.id) else {
+            return Vec::new();
+        };
+        let run_dir = crate::store::spool::run_dir(location, &self.row.id);
+        running
+            .into_iter()
+            .filter_map(|(step, attempt, stored)| {
+                let handle = match stored {
+                    Some(json) => RemoteHandle::parse(&json).ok()?,
+                    None => {
+                        let i = *self.plan.index.get(&step)?;
+                        if !self.plan.detached(i) {
+                            return None;
+                        }
+                        let dir = detached::attempt_dir(&run_dir, &step, attempt);
+                        RemoteHandle::Detached(detached::Handle::from_dir(&dir)?)
+                    }
+                };
+                if handle.probe() == Probe::Vanished {
+                    handle.discard();
+                    return None;
+                }
+                let adopt = crate::run::Adopt {
+                    step,
+                    attempt,
+                    handle: handle.to_json(),
+                };
+                Some((adopt, handle))
+            })
+            .collect()
     }
 
     /// The request that continues the run (after `claim`).

@@ -143,6 +143,16 @@ impl Identity {
     }
 }
 
+/// A pidfd for `pid` as a tokio reader, readable once the process exits
+/// (needs a runtime); check its identity after opening it to know it holds
+/// the process meant.
+pub fn exit_fd(pid: i32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let fd = pidfd_open(pid).ok()?;
+    // SAFETY: the AsyncFd owns `fd`, which stays open while it lives.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .ok()
+}
+
 pub(super) fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     // SAFETY: a plain system call with integer arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

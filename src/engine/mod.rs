@@ -18,6 +18,7 @@ pub use crate::dag::files;
 pub mod hostpool;
 pub mod ownership;
 pub mod policy;
+pub mod remote;
 pub mod runner;
 pub mod scratch;
 pub mod spawn;
@@ -247,6 +248,12 @@ struct Driver {
     timers: JoinSet<()>,
     /// Steps that declare outputs, with every step downstream of them.
     producers: Vec<(usize, HashSet<usize>)>,
+    /// Handles of remote attempts running now: their files go once their
+    /// results are committed.
+    remotes: HashMap<(usize, u32), remote::RemoteHandle>,
+    /// Remote attempts left running when this process goes (for the next
+    /// owner): nothing of theirs is swept or removed.
+    left_running: Vec<remote::RemoteHandle>,
 }
 
 /// The write that stores `plan` and pins run `run_id` to it.
@@ -279,6 +286,7 @@ fn output_producers(plan: &ValidPlan) -> Vec<(usize, HashSet<usize>)> {
 
 impl Driver {
     async fn perform(&mut self, core: &mut Core) -> Result<(), StoreError> {
+        let interrupting = core.is_interrupting();
         for effect in core.take_effects() {
             match effect {
                 Effect::Emit(mut event, mut capture) => {
@@ -308,6 +316,14 @@ impl Driver {
                     });
                 }
                 Effect::Control { step, control } => {
+                    // A run left interrupted leaves a detached step running
+                    // under its supervisor, for the next owner to adopt.
+                    let control = match control {
+                        Control::Terminate if interrupting && self.plan.detached(step) => {
+                            Control::Release
+                        }
+                        c => c,
+                    };
                     if let Some(c) = self.controls.get(&step) {
                         let _ = c.send(control);
                     }
@@ -359,7 +375,60 @@ impl Driver {
                 deps,
             );
             self.tasks
-                .spawn(runner::run_attempt(spec, self.runner_tx.clone(), u.control));
+                .spawn(remote::run(spec, self.runner_tx.clone(), u.control));
+        }
+    }
+
+    /// Take over the remote attempts a previous owner left (resume).
+    fn adopt(&mut self, adopt: &[crate::run::Adopt]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for a in adopt {
+            let Some(&step) = self.plan.index.get(&a.step) else {
+                continue;
+            };
+            let handle = match remote::RemoteHandle::parse(&a.handle) {
+                Ok(h) => h,
+                Err(e) => {
+                    problems.push(format!("step '{}' attempt {}: {e}", a.step, a.attempt));
+                    continue;
+                }
+            };
+            let spec = spec::spawn_spec(
+                &self.plan,
+                &self.ctx,
+                step,
+                a.attempt,
+                api::Role::Step,
+                None,
+                std::iter::empty(),
+            );
+            let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+            self.controls.insert(step, ctl_tx);
+            self.remotes.insert((step, a.attempt), handle.clone());
+            self.tasks
+                .spawn(remote::adopt(handle, spec, self.runner_tx.clone(), ctl_rx));
+        }
+        problems
+    }
+
+    /// Remove the files of remote attempts whose results are in `events`
+    /// (committed now).
+    fn discard_ended(&mut self, plan: &ValidPlan, events: &[Event]) {
+        if self.remotes.is_empty() {
+            return;
+        }
+        for e in events {
+            if let EventKind::StepState {
+                step,
+                attempt,
+                end: Some(_),
+                ..
+            } = &e.kind
+                && let Some(&i) = plan.index.get(step)
+                && let Some(h) = self.remotes.remove(&(i, *attempt))
+            {
+                h.discard();
+            }
         }
     }
 
@@ -467,6 +536,8 @@ async fn drive(
         tasks: JoinSet::new(),
         timers: JoinSet::new(),
         producers: output_producers(&plan),
+        remotes: HashMap::new(),
+        left_running: Vec::new(),
     };
 
     let mut signals = Signals::new(req.handle_signals);
@@ -499,7 +570,19 @@ async fn drive(
                     d.writer.send(pin(&run_id, &plan, a.clone())).await?;
                 }
             }
-            Core::restore(cfg, r.next_seq, &r.steps, &r.orphans, r.stopped.clone())
+            let adopt: Vec<(String, u32)> = r
+                .adopt
+                .iter()
+                .map(|a| (a.step.clone(), a.attempt))
+                .collect();
+            Core::restore(
+                cfg,
+                r.next_seq,
+                &r.steps,
+                &r.orphans,
+                &adopt,
+                r.stopped.clone(),
+            )
         }
     };
     // No step starts before the run is on record: a crash in between would
@@ -546,6 +629,11 @@ async fn drive(
             None
         }
     };
+    if let Some(r) = &req.resume {
+        for problem in d.adopt(&r.adopt) {
+            core.warn(problem);
+        }
+    }
     for id in &req.approved_steps {
         core.handle(Input::Command(Command::ApproveStep(id.clone())));
     }
@@ -605,12 +693,16 @@ async fn drive(
                 None => commands_open = false,
             },
             Some(m) = runner_rx.recv(), if logs_in_flight < MAX_LOGS_IN_FLIGHT => match m {
-                RunnerMsg::Started { step, attempt, pgid } => {
+                RunnerMsg::Started { step, attempt, pgid, remote } => {
+                    if let Some(h) = remote.as_deref().and_then(|j| remote::RemoteHandle::parse(j).ok()) {
+                        d.remotes.insert((step, attempt), h);
+                    }
                     let op = WriteOp::AttemptStarted {
                         run_id: run_id.clone(),
                         step: plan.id(step).to_string(),
                         attempt,
                         pgid,
+                        remote,
                     };
                     if let Err(e) = d.writer.send(op).await {
                         break Err(e);
@@ -642,6 +734,11 @@ async fn drive(
                     if core.steps[o.step].attempt == o.attempt {
                         d.controls.remove(&o.step);
                     }
+                    if o.left_running
+                        && let Some(h) = d.remotes.remove(&(o.step, o.attempt))
+                    {
+                        d.left_running.push(h);
+                    }
                     core.handle(Input::Exited(o));
                 }
             },
@@ -653,6 +750,7 @@ async fn drive(
                             logs_in_flight -= 1;
                         }
                     }
+                    d.discard_ended(&plan, &events);
                     publish(&feed, &out, events).await;
                     core.handle(Input::Committed { last_seq });
                     d.spawn_durable(&core, last_seq);
@@ -749,10 +847,15 @@ async fn drive(
     // go now, before the final state commits, so that a kill after that
     // commit leaves nothing behind.
     drop(scratch);
-    let _ = std::fs::remove_dir_all(&spool_dir);
+    // Detached steps left running keep their files (the next owner reads
+    // them) and their processes.
+    let spare: Vec<i32> = d.left_running.iter().flat_map(|h| h.spare()).collect();
+    if d.left_running.is_empty() {
+        let _ = std::fs::remove_dir_all(&spool_dir);
+    }
     // Whatever escaped its step's group goes too; the run's events say so,
     // or, when the store is what failed, the error does.
-    let escaped = ownership::sweep_escaped(&run_id, d.ctx.cgroup.as_deref());
+    let escaped = ownership::sweep_escaped(&run_id, d.ctx.cgroup.as_deref(), &spare);
     let result = match result {
         Ok(()) => {
             if let Some(message) = &escaped {

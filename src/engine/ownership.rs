@@ -183,12 +183,14 @@ pub fn marked_groups(run_id: &str) -> Vec<i32> {
 /// (a `setsid` child escapes its step's group), and, in a subreaper
 /// process, whatever steps left behind that it adopted (even with a cleared
 /// environment); describe what was killed.
-pub fn sweep_escaped(run_id: &str, cgroup: Option<&RunCgroup>) -> Option<String> {
+/// `spare`: processes of detached attempts left running (never killed).
+pub fn sweep_escaped(run_id: &str, cgroup: Option<&RunCgroup>, spare: &[i32]) -> Option<String> {
     // The run's cgroup first: everything in it dies at once, whatever it did.
     let in_cgroup = cgroup.map(RunCgroup::kill).unwrap_or_default();
     let escaped: Vec<MarkedProcess> = marked_processes(run_id)
         .into_iter()
         .filter(|e| !in_cgroup.iter().any(|c| c.pid == e.pid))
+        .filter(|e| !spare.contains(&e.pid))
         .collect();
     let adopted: Vec<contain::Proc> = contain::adopted(&super::runner::live_groups())
         .into_iter()
@@ -274,7 +276,14 @@ fn kill_marked(found: &[MarkedProcess]) {
 /// Kill every process group left by a run's previous owner; wait until they
 /// are gone. Returns the processes that were found (with their step and attempt).
 pub fn kill_orphans(run_id: &str) -> Vec<MarkedProcess> {
+    kill_orphans_sparing(run_id, &[])
+}
+
+/// `kill_orphans`, except `spare`: processes of remote attempts the new
+/// owner adopts (a detached step's supervisor and its tree).
+pub fn kill_orphans_sparing(run_id: &str, spare: &[i32]) -> Vec<MarkedProcess> {
     let mut found = marked_processes(run_id);
+    found.retain(|p| !spare.contains(&p.pid));
     // The run's cgroup holds even what cleared its environment.
     for m in cgroup::kill_left(run_id) {
         if !found.iter().any(|f| f.pid == m.pid) {
@@ -290,7 +299,12 @@ pub fn kill_orphans(run_id: &str) -> Vec<MarkedProcess> {
     }
     kill_marked(&found);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !marked_groups(run_id).is_empty() {
+    let left = || {
+        marked_processes(run_id)
+            .iter()
+            .any(|p| !spare.contains(&p.pid))
+    };
+    while Instant::now() < deadline && left() {
         std::thread::sleep(Duration::from_millis(10));
     }
     found

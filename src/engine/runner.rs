@@ -63,6 +63,9 @@ pub struct SpawnSpec {
     /// Run on another machine over ssh (the program, args and environment
     /// above are then the remote step's; the local process is `ssh`).
     pub remote: Option<RemoteAttempt>,
+    /// How it runs: a child of this process, or a remote attempt
+    /// (`engine::remote`).
+    pub launch: super::remote::Launch,
 }
 
 /// Where a remote attempt runs and what names its files there.
@@ -81,6 +84,10 @@ pub enum Control {
     Terminate,
     Freeze,
     Thaw,
+    /// This process is going and the run is left interrupted: a remote
+    /// attempt goes on where it runs (reported ended with `left_running`,
+    /// for the next owner to adopt); a local attempt ignores it.
+    Release,
 }
 
 /// What a runner reports.
@@ -90,6 +97,8 @@ pub enum RunnerMsg {
         step: usize,
         attempt: u32,
         pgid: i32,
+        /// A remote attempt's durable handle (`engine::remote`), JSON.
+        remote: Option<String>,
     },
     Lines {
         step: usize,
@@ -120,6 +129,12 @@ pub struct Outcome {
     /// What was wrong with the outputs the step wrote (it fails with class
     /// `invalid_input`, whatever its exit status).
     pub invalid_outputs: Option<String>,
+    /// A remote attempt whose supervisor is gone without a result (a
+    /// reboot): interrupted, it runs again.
+    pub lost: bool,
+    /// A remote attempt left running when this process went
+    /// (`Control::Release`): its row stays `running` for the next owner.
+    pub left_running: bool,
 }
 
 /// `1 s`, `1.5 s`.
@@ -138,6 +153,8 @@ impl Outcome {
             && !self.terminated
             && self.spawn_error.is_none()
             && self.invalid_outputs.is_none()
+            && !self.lost
+            && !self.left_running
     }
 
     /// One line saying how it ended, with the last line of stderr.
@@ -203,9 +220,45 @@ fn tree_of(leader: i32) -> Vec<Identity> {
         .collect()
 }
 
-/// The main processes of attempts running in this process, not yet reaped.
+/// The main processes of attempts running in this process, not yet
+/// reaped, and the supervisors of its detached attempts (never swept as
+/// leftovers).
 pub fn live_groups() -> Vec<i32> {
-    live().groups.clone()
+    let mut all = live().groups.clone();
+    all.extend(detached().iter().copied());
+    all
+}
+
+/// Supervisors of detached attempts this process started or adopted:
+/// listed apart, since `stop_all_now` leaves them running.
+static DETACHED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn detached() -> MutexGuard<'static, Vec<i32>> {
+    DETACHED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A detached attempt's supervisor, listed while this lives.
+pub struct ListedDetached(i32);
+
+impl Drop for ListedDetached {
+    fn drop(&mut self) {
+        let mut d = detached();
+        if let Some(k) = d.iter().position(|&p| p == self.0) {
+            d.remove(k);
+        }
+    }
+}
+
+/// List a detached attempt's supervisor while the guard lives.
+pub fn list_detached(pid: i32) -> ListedDetached {
+    detached().push(pid);
+    ListedDetached(pid)
+}
+
+/// Keep a supervisor listed for good: its attempt was left running when
+/// this process goes, and nothing here may sweep it.
+pub fn keep_detached(pid: i32) {
+    detached().push(pid);
 }
 
 /// Process groups of the attempts running in this process, for a process
@@ -280,6 +333,7 @@ pub async fn run_attempt(
             }
             Ok(Control::Freeze) => freeze_first = true,
             Ok(Control::Thaw) => freeze_first = false,
+            Ok(Control::Release) => {}
             Err(mpsc::error::TryRecvError::Empty) => break,
         }
     }
@@ -456,6 +510,7 @@ pub async fn run_attempt(
             step: spec.step,
             attempt: spec.attempt,
             pgid,
+            remote: None,
         })
         .await;
 
@@ -660,6 +715,8 @@ pub async fn run_attempt(
         capture,
         outputs,
         invalid_outputs,
+        lost: false,
+        left_running: false,
     };
     let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
 

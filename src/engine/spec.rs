@@ -80,9 +80,25 @@ pub fn spawn_spec<'a>(
     };
     let id = s.id();
     // The index keeps apart ids that sanitise alike (`a.b`, `a_b`).
-    let output_file = ctx
-        .scratch_dir
-        .join(format!("{step}-{}.{attempt}.out", sanitize(id)));
+    // A detached attempt keeps its files where its supervisor outlives
+    // this process: in its own private directory beside its spool.
+    // (A step on another host runs over ssh: not detached here.)
+    let launch = if plan.detached(step) && s.host.is_none() {
+        let run_dir = ctx.spool_dir.as_deref().unwrap_or(&ctx.scratch_dir);
+        let dir = super::remote::detached::attempt_dir(run_dir, id, attempt);
+        super::remote::Launch::Detached {
+            // Its supervisor runs elsewhere than here.
+            dir: std::path::absolute(&dir).unwrap_or(dir),
+        }
+    } else {
+        super::remote::Launch::Local
+    };
+    let output_file = match &launch {
+        super::remote::Launch::Detached { dir } => dir.join("outputs"),
+        _ => ctx
+            .scratch_dir
+            .join(format!("{step}-{}.{attempt}.out", sanitize(id))),
+    };
     let mut env: Vec<(String, String)> = Vec::new();
     env.extend(
         plan.plan
@@ -147,6 +163,7 @@ pub fn spawn_spec<'a>(
             tag: super::ssh::attempt_tag(&ctx.run_id, step, attempt),
             cwd: s.cwd.clone(),
         }),
+        launch,
     }
 }
 

@@ -67,6 +67,15 @@ impl Masker {
         self.secrets.is_empty()
     }
 
+    /// The secrets it masks (for a supervisor that masks the same ones
+    /// in another process: handed over in a private file, never in argv).
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    }
+
     /// `text` with every secret masked.
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match self.mask_bytes(text.as_bytes()) {

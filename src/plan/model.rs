@@ -85,6 +85,10 @@ pub struct Globals {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = limits::MAX_PER_HOST.min, max = limits::MAX_PER_HOST.max))]
     pub max_per_host: Option<u32>,
+    /// Run every step detached (each attempt under a supervisor that
+    /// outlives plandeck) unless the step says `"detach": false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detach: bool,
 }
 
 impl Default for Globals {
@@ -101,6 +105,7 @@ impl Default for Globals {
             kill_grace_sec: default_kill_grace(),
             ssh_config: None,
             max_per_host: None,
+            detach: false,
         }
     }
 }
@@ -239,6 +244,11 @@ pub struct Step {
     /// After success the run pauses with reason `restart_required`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub restart_required: bool,
+    /// Run each attempt under a supervisor that outlives plandeck (a kill,
+    /// a closed terminal); resume adopts it instead of running it again.
+    /// Default: `globals.detach`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach: Option<bool>,
     /// Free label (`packages`, `verify`, ...), usable by remediation rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,

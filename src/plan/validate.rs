@@ -88,6 +88,13 @@ impl ValidPlan {
             .filter(|h| seen.insert(*h))
             .collect()
     }
+    /// Whether step `i` runs detached (its own `detach`, else `globals.detach`).
+    pub fn detached(&self, i: usize) -> bool {
+        self.plan.steps[i]
+            .detach
+            .unwrap_or(self.plan.globals.detach)
+    }
+
     /// The index of the step a fallback stands in for is not unique; this is
     /// the fallback of step `i`, as an index.
     pub fn fallback_of(&self, i: usize) -> Option<usize> {

@@ -269,7 +269,25 @@ pub fn load_resume(
         orphans: Vec::new(),
         stopped,
         retry: Vec::new(),
+        adopt: Vec::new(),
     })
+}
+
+/// A run's attempts the store shows as running, as (step, attempt, remote
+/// handle): what a new owner adopts, records or finds interrupted.
+pub fn running_attempts(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Vec<(String, u32, Option<String>)>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT step_id, attempt, remote FROM step_attempts
+             WHERE run_id = ?1 AND state = 'running' ORDER BY step_id, attempt",
+        )
+        .map_err(sql_err)?;
+    stmt.query_map(params![run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|r| r.collect())
+        .map_err(sql_err)
 }
 
 fn parse_ts(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {

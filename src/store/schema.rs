@@ -108,6 +108,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN owner_boot_id TEXT;
     ALTER TABLE runs ADD COLUMN containment TEXT;
     ",
+    // 5: remote attempts. `remote` is the durable handle (JSON, tagged by
+    // `kind`) of an attempt whose process is not a child of the driving
+    // plandeck (a detached step's supervisor, ...): a later owner adopts the
+    // attempt through it, or records its result, instead of running it again.
+    "
+    ALTER TABLE step_attempts ADD COLUMN remote TEXT;
+    ",
 ];
 
 /// The schema version this build writes.

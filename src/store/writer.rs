@@ -132,12 +132,14 @@ pub enum WriteOp {
         run_id: String,
     },
     /// An attempt's process started, in process group `pgid` (its row was
-    /// written by its `running` event, before the spawn).
+    /// written by its `running` event, before the spawn); `remote` is the
+    /// durable handle of a remote attempt (`engine::remote`), JSON.
     AttemptStarted {
         run_id: String,
         step: String,
         attempt: u32,
         pgid: i32,
+        remote: Option<String>,
     },
     /// Answered once everything queued before it has committed; dropped
     /// unanswered if that write failed.
@@ -472,11 +474,13 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
             step,
             attempt,
             pgid,
+            remote,
         } => {
             tx.prepare_cached(
-                "UPDATE step_attempts SET pgid = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                "UPDATE step_attempts SET pgid = ?4, remote = COALESCE(?5, remote)
+                 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
             )?
-            .execute(params![run_id, step, attempt, pgid])?;
+            .execute(params![run_id, step, attempt, pgid, remote])?;
         }
         WriteOp::PinPlan {
             run_id,
@@ -609,7 +613,9 @@ fn write_event(
                  ON CONFLICT (run_id, step_id) DO UPDATE SET state = ?3, attempts = max(attempts, ?4), reason = ?5",
             )?
             .execute(params![e.run_id, step, state.as_str(), attempt, reason])?;
-            if *state == StepState::Running {
+            if *state == StepState::Running && reason.as_deref() == Some(crate::run::why::ADOPTED) {
+                // An adopted attempt: its row is there, still `running`.
+            } else if *state == StepState::Running {
                 let role = role.as_str();
                 // A plain INSERT: an attempt number is never used twice (a
                 // reuse fails the commit, and then nothing is spawned).

@@ -119,6 +119,36 @@ impl Core {
         });
     }
 
+    /// Take over attempt `attempt` of step `i`, a remote attempt a previous
+    /// owner started (restore): it holds its slot, pools and files again
+    /// and is running, with no new attempt and no spawn.
+    pub(super) fn adopt_attempt(&mut self, i: usize, attempt: u32) {
+        self.ready.remove(&self.rank[i]);
+        self.running += 1;
+        let step = &self.plan.plan.steps[i];
+        for r in &step.resources {
+            *self.pools.entry(r.name().to_string()).or_default() += r.units();
+        }
+        self.files.acquire(&self.schedule.files[i]);
+        if !self.host_wants[i].is_empty() {
+            // Its units were freed when the previous owner died; another run
+            // may hold them now, but the attempt runs whatever this says.
+            let id = self.plan.id(i).to_string();
+            let _ = self.host.try_take(i, &id, &self.host_wants[i]);
+        }
+        self.steps[i].attempt = attempt;
+        let role = self.steps[i].role;
+        self.emit_step_full(
+            i,
+            StepState::Running,
+            role,
+            None,
+            None,
+            Some(why::ADOPTED.into()),
+            None,
+        );
+    }
+
     pub(super) fn free_slot(&mut self, i: usize) {
         self.running -= 1;
         let plan = Arc::clone(&self.plan);
@@ -144,6 +174,34 @@ impl Core {
             return;
         }
         self.free_slot(i);
+        if o.left_running {
+            // Its row stays `running` (no end): the next owner adopts it.
+            self.emit_step(
+                i,
+                StepState::Interrupted,
+                None,
+                Some(why::LEFT_RUNNING.into()),
+                None,
+            );
+            return;
+        }
+        if o.lost {
+            let end = AttemptEnd {
+                duration_ms: o.duration_ms,
+                ..AttemptEnd::default()
+            };
+            self.emit_step(
+                i,
+                StepState::Interrupted,
+                Some(end),
+                Some("its supervisor ended without recording a result (was the machine restarted?); it runs again".into()),
+                None,
+            );
+            if self.ending.is_none() {
+                self.make_ready(i);
+            }
+            return;
+        }
         let succeeded = o.succeeded();
         let mut end = AttemptEnd {
             exit_code: o.exit_code,

@@ -11,11 +11,14 @@ impl Core {
     /// left running; an attempt newer than the stored one gets its row now.
     /// `stopped`: when and why the previous owner stopped driving the run,
     /// recorded first (at that time) when nothing recorded it then.
+    /// `adopt`: remote attempts (step, attempt) this owner takes over: they
+    /// are running again (the same attempt), not interrupted.
     pub fn restore(
         cfg: CoreConfig,
         next_seq: u64,
         snapshot: &[StepSnapshot],
         orphans: &[(String, u32)],
+        adopt: &[(String, u32)],
         stopped: Option<(chrono::DateTime<Utc>, String)>,
     ) -> Core {
         let mut core = Core::blank(cfg, next_seq);
@@ -30,6 +33,16 @@ impl Core {
         }
         let order = crate::dag::topo_order(&core.plan.deps);
         let mut snapshot = snapshot.to_vec();
+        let adopted: Vec<(usize, u32)> = adopt
+            .iter()
+            .filter_map(|(step, attempt)| Some((*core.plan.index.get(step)?, *attempt)))
+            .filter(|(i, _)| *i < snapshot.len())
+            .collect();
+        for &(i, attempt) in &adopted {
+            // Adopted, not interrupted: set apart from the states below.
+            snapshot[i].state = StepState::Pending;
+            snapshot[i].attempts = snapshot[i].attempts.max(attempt);
+        }
         for (step, attempt) in orphans {
             if let Some(&i) = core.plan.index.get(step)
                 && let Some(snap) = snapshot.get_mut(i)
@@ -116,8 +129,13 @@ impl Core {
         for i in 0..core.plan.len() {
             if core.steps[i].state == StepState::Pending && !core.steps[i].fallback_for.is_empty() {
                 core.steps[i].role = Role::Fallback;
-                core.make_ready(i);
+                if !adopted.iter().any(|&(a, _)| a == i) {
+                    core.make_ready(i);
+                }
             }
+        }
+        for (i, attempt) in adopted {
+            core.adopt_attempt(i, attempt);
         }
         core
     }

@@ -1,0 +1,200 @@
+//! Detached steps (`"detach": true`) with the real binary, real processes
+//! and a real store: the step survives a kill -9 of plandeck; `resume`
+//! records the result of one that ended meanwhile (attempt 1, its whole
+//! output, no attempt 2), adopts one that still runs (its later lines come
+//! in the resumed process's event stream), records a failure's real exit
+//! code and class; a timeout ends the step's whole tree.
+//!
+//! Nothing waits on luck: the step says where it is through files, the
+//! test waits on those files, on events, and on the supervisor's status file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// Wait (bounded) until `path` exists.
+fn wait_file(path: &Path) {
+    let deadline = Instant::now() + LIMIT;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The supervisor's status file of attempt `attempt` of step `step`.
+fn status_file(sc: &Scratch, run: &str, step: &str, attempt: u32) -> PathBuf {
+    let mut spool = sc.db().into_os_string();
+    spool.push(".spool");
+    PathBuf::from(spool)
+        .join(run)
+        .join(format!("{step}.{attempt}.detached"))
+        .join("status.json")
+}
+
+/// A detached step that appends to `ledger`, records its pid, prints
+/// `first`, waits for the file `go`, prints `second` and exits `code`.
+fn waiting_plan(sc: &Scratch, code: i32) -> Value {
+    let d = sc.dir.path().display();
+    plan(
+        json!({}),
+        json!([
+            {
+                "id": "a",
+                "detach": true,
+                "run": format!(
+                    "echo once >> {d}/ledger; echo $$ > {d}/pid.tmp; mv {d}/pid.tmp {d}/pid; echo first; \
+                     while [ ! -e {d}/go ]; do sleep 0.02; done; echo second; echo boom >&2; exit {code}"
+                ),
+            },
+            { "id": "b", "depends_on": ["a"], "run": "echo after" }
+        ]),
+    )
+}
+
+/// Start the plan, wait until its step runs, kill -9 plandeck; return the
+/// run id and the step's pid (alive).
+fn start_and_kill(sc: &Scratch, plan: &Value) -> (String, i32) {
+    let path = sc.write_plan(plan);
+    let path = path.to_str().expect("utf-8 path");
+    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    cli.signal(Signal::SIGKILL);
+    let killed = cli.finish();
+    assert_eq!(killed.code, None, "plandeck was killed");
+    let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
+    assert!(
+        kill(Pid::from_raw(pid), None).is_ok(),
+        "the detached step outlives a kill -9 of plandeck"
+    );
+    (run, pid)
+}
+
+/// A stored attempt: (attempt, state, exit code, stdout, error class).
+type Row = (u32, String, Option<i32>, String, Option<String>);
+
+/// The stored attempts of `step`.
+fn stored(sc: &Scratch, run: &str, step: &str) -> Vec<Row> {
+    let conn = sc.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT attempt, state, exit_code, COALESCE(stdout, ''), error_class FROM step_attempts
+             WHERE run_id = ?1 AND step_id = ?2 ORDER BY attempt",
+        )
+        .expect("query");
+    stmt.query_map([run, step], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .expect("rows")
+    .collect::<Result<_, _>>()
+    .expect("rows read")
+}
+
+#[test]
+fn a_detached_step_that_ended_while_nobody_watched_is_recorded_once_on_resume() {
+    let sc = Scratch::new();
+    let (run, _) = start_and_kill(&sc, &waiting_plan(&sc, 0));
+    sc.touch("go");
+    // Nobody watches: the supervisor records the end by itself.
+    wait_file(&status_file(&sc, &run, "a", 1));
+
+    let resumed = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    let a = step_events(&resumed.events, "a");
+    assert!(
+        a.iter().all(|e| e["attempt"] == 1),
+        "no second attempt: {a:?}"
+    );
+    assert_eq!(final_state(&resumed.events, "a"), "succeeded");
+    assert_eq!(final_state(&resumed.events, "b"), "succeeded");
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1, "one attempt: {rows:?}");
+    assert_eq!(rows[0].1, "succeeded");
+    assert_eq!(rows[0].3, "first\nsecond\n", "its whole output is stored");
+    assert_eq!(sc.read("ledger"), "once\n", "the step ran exactly once");
+    assert!(
+        !status_file(&sc, &run, "a", 1).exists(),
+        "its files go once its result is committed"
+    );
+}
+
+#[test]
+fn resume_adopts_a_detached_step_that_still_runs_and_streams_its_later_output() {
+    let sc = Scratch::new();
+    let (run, _) = start_and_kill(&sc, &waiting_plan(&sc, 0));
+
+    let mut cli = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"]));
+    let adopted = cli.wait_event("the step adopted", step_is("a", "running"));
+    assert_eq!(adopted["attempt"], 1, "the same attempt: {adopted}");
+    sc.touch("go");
+    let line = cli.wait_event("its later line", |e| {
+        is_type(e, "log") && s(e, "step") == "a" && s(e, "line") == "second"
+    });
+    assert_eq!(line["attempt"], 1);
+    let out = cli.finish();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(final_state(&out.events, "a"), "succeeded");
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1, "one attempt: {rows:?}");
+    assert_eq!(rows[0].3, "first\nsecond\n");
+    assert_eq!(sc.read("ledger"), "once\n", "the step ran exactly once");
+}
+
+#[test]
+fn a_detached_step_that_failed_while_nobody_watched_gets_its_real_exit_code() {
+    let sc = Scratch::new();
+    let (run, _) = start_and_kill(&sc, &waiting_plan(&sc, 7));
+    sc.touch("go");
+    wait_file(&status_file(&sc, &run, "a", 1));
+
+    let resumed = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(resumed.code, Some(1), "{}", resumed.stderr);
+    let failed = last_step_event(&resumed.events, "a");
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["exit_code"], 7);
+    assert_eq!(failed["error_class"], "exit_code");
+    assert_eq!(failed["attempt"], 1);
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].2, Some(7));
+    assert_eq!(rows[0].4.as_deref(), Some("exit_code"));
+    assert_eq!(sc.read("ledger"), "once\n");
+}
+
+#[test]
+fn a_timeout_of_a_detached_step_ends_its_whole_tree() {
+    let sc = Scratch::new();
+    let d = sc.dir.path().display();
+    let plan = plan(
+        json!({ "kill_grace_sec": 0.2 }),
+        json!([{
+            "id": "slow",
+            "detach": true,
+            "timeout_sec": 1,
+            // A child in a session of its own, and one in the step's group.
+            "run": format!("setsid sleep 300 & sleep 300 & touch {d}/started; wait"),
+        }]),
+    );
+    let out = sc.run(&plan, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let end = last_step_event(&out.events, "slow");
+    assert_eq!(end["state"], "failed", "{end}");
+    assert_eq!(end["error_class"], "timeout", "{end}");
+    assert!(sc.exists("started"));
+    // Its tree was gone before the result was recorded.
+    assert!(
+        marked_pids(&out.run_id()).is_empty(),
+        "no process of the step survives its timeout"
+    );
+}
