@@ -295,6 +295,14 @@ pub fn prune(older_than: chrono::Duration, dry_run: bool, db: Option<&Path>) -> 
         Err(e) => return store_fail(&conn, e),
     };
     let verb = if dry_run { "would delete" } else { "deleted" };
+    if !dry_run {
+        // What a pruned run left on disk (spools, a detached attempt's
+        // files) goes with it.
+        let location = crate::store::Location::from_arg(db);
+        for r in &pruned.runs {
+            let _ = std::fs::remove_dir_all(crate::store::spool::run_dir(&location, &r.id));
+        }
+    }
     for r in &pruned.runs {
         outln!(
             "  {} {} {} (ended {})",

@@ -221,9 +221,11 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Write `bytes` to `dir/name` whole: a temporary file (0600), synced,
-/// renamed over the name.
-fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to `dir/name` whole: a temporary file (0600), renamed
+/// over the name (synced first when `durable`: a status must survive a
+/// crash of the machine; the job and the supervisor's identity mean
+/// nothing after one).
+fn write_whole(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -232,7 +234,9 @@ fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, dir.join(name))
 }
 
@@ -330,7 +334,7 @@ fn launch(spec: &SpawnSpec, dir: &Path) -> std::io::Result<(Handle, spawn::Waite
         spool: spec.spool.as_deref().map(absolute),
     };
     let json = serde_json::to_vec(&job).map_err(std::io::Error::other)?;
-    write_whole(dir, JOB, &json)?;
+    write_whole(dir, JOB, &json, false)?;
     let exe = std::env::current_exe()?;
     let args = vec!["supervise".to_string(), dir.display().to_string()];
     let s = spawn::spawn(&exe.display().to_string(), &args, &[], Path::new("/"))?;
@@ -542,7 +546,7 @@ pub fn supervise(dir: &Path) -> i32 {
                 ended_at: chrono::Utc::now().to_rfc3339(),
                 ..Status::default()
             };
-            let _ = serde_json::to_vec(&status).map(|b| write_whole(dir, STATUS, &b));
+            let _ = serde_json::to_vec(&status).map(|b| write_whole(dir, STATUS, &b, true));
             1
         }
     }
@@ -563,7 +567,8 @@ fn supervise_in(dir: &Path) -> Result<(), String> {
         boot_id: crate::store::writer::boot_id(),
     };
     let own = serde_json::to_vec(&own).map_err(|e| e.to_string())?;
-    write_whole(dir, SUPERVISOR, &own).map_err(|e| format!("cannot write {SUPERVISOR}: {e}"))?;
+    write_whole(dir, SUPERVISOR, &own, false)
+        .map_err(|e| format!("cannot write {SUPERVISOR}: {e}"))?;
     let spec = SpawnSpec {
         step: job.step,
         attempt: job.attempt,
@@ -592,7 +597,7 @@ fn supervise_in(dir: &Path) -> Result<(), String> {
     // What the step left in the tree goes with it.
     end_tree(me);
     let status = serde_json::to_vec(&Status::of(&outcome)).map_err(|e| e.to_string())?;
-    write_whole(dir, STATUS, &status).map_err(|e| format!("cannot write {STATUS}: {e}"))
+    write_whole(dir, STATUS, &status, true).map_err(|e| format!("cannot write {STATUS}: {e}"))
 }
 
 async fn run_job(spec: SpawnSpec) -> Result<Outcome, String> {
