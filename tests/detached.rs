@@ -127,6 +127,12 @@ fn a_detached_step_that_ended_while_nobody_watched_is_recorded_once_on_resume() 
         !status_file(&sc, &run, "a", 1).exists(),
         "its files go once its result is committed"
     );
+    let show = Cli::start(sc.plandeck(&["show", &run])).finish();
+    assert!(
+        show.stdout.contains("#1 step succeeded, detached"),
+        "show names a detached attempt: {}",
+        show.stdout
+    );
 }
 
 #[test]

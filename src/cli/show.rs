@@ -65,6 +65,9 @@ struct AttemptJson {
     duration_ms: Option<u64>,
     role: String,
     message: Option<String>,
+    /// A remote attempt's kind (`detached`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<String>,
 }
 
 /// A run's steps in plan order, each with its state, reason and attempts.
@@ -141,6 +144,7 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
                             duration_ms: a.duration_ms,
                             role: a.role.clone(),
                             message: a.message.clone(),
+                            remote: a.remote.clone(),
                         })
                         .collect(),
                 })
@@ -233,6 +237,9 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
         line(format!("  {id}: {state}{count}{why}"));
         for a in attempts {
             let mut parts = vec![format!("{} {}", a.role, view.attempt_state(a))];
+            if let Some(kind) = &a.remote {
+                parts.push(kind.clone());
+            }
             if let Some(c) = a.exit_code {
                 parts.push(format!("exit {c}"));
             }

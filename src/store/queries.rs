@@ -426,6 +426,8 @@ pub struct AttemptRow {
     pub signal: Option<i32>,
     pub error_class: Option<String>,
     pub message: Option<String>,
+    /// The kind of a remote attempt (`detached`, ...): its handle's `kind`.
+    pub remote: Option<String>,
 }
 
 /// Every attempt of a run, by step and attempt number.
@@ -433,7 +435,7 @@ pub fn attempts(conn: &Connection, run_id: &str) -> Result<Vec<AttemptRow>, Stor
     let mut stmt = conn
         .prepare(
             "SELECT step_id, attempt, role, state, pgid, started_at, ended_at, duration_ms, exit_code, signal,
-                    error_class, message
+                    error_class, message, json_extract(remote, '$.kind')
              FROM step_attempts WHERE run_id = ?1 ORDER BY step_id, attempt",
         )
         .map_err(sql_err)?;
@@ -452,6 +454,7 @@ pub fn attempts(conn: &Connection, run_id: &str) -> Result<Vec<AttemptRow>, Stor
             signal: r.get(9)?,
             error_class: r.get(10)?,
             message: r.get(11)?,
+            remote: r.get(12)?,
         })
     })
     .and_then(|r| r.collect())

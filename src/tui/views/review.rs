@@ -421,6 +421,12 @@ pub fn step_lines(
     if s.restart_required {
         kv("restart", "the run pauses after this step".into());
     }
+    if plan.detached(i) {
+        kv(
+            "detach",
+            "under its own supervisor: outlives plandeck, adopted on resume".into(),
+        );
+    }
     if plan.fallback_only[i] {
         kv("role", "runs only as a fallback".into());
     }
