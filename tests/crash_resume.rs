@@ -6,6 +6,10 @@
 //! an attempt row; event numbers have no gaps; integrity and foreign-key
 //! checks pass; no process of the run survives, no scratch file is left.
 //!
+//! Every seventh step is detached (`"detach": true`): killing plandeck
+//! leaves it running under its supervisor, and a resume adopts it, so each
+//! of them runs exactly once however often plandeck is killed.
+//!
 //! `TORTURE_TRIALS` (default 20) and `TORTURE_STEPS` (default 200) scale it;
 //! `bench/torture.sh` runs 100 trials.
 
@@ -119,7 +123,20 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
         let db = dir.path().join("db.sqlite");
         let text = plandeck::plan::generate::random_dag(steps, 3, seed, &step_script(&ledger))
             .replacen("\"max_concurrency\":16", "\"max_concurrency\":4", 1);
-        std::fs::write(&plan_path, text).expect("write plan");
+        let mut plan: serde_json::Value = serde_json::from_str(&text).expect("a plan");
+        let mut detached = BTreeSet::new();
+        for (i, step) in plan["steps"]
+            .as_array_mut()
+            .expect("steps")
+            .iter_mut()
+            .enumerate()
+        {
+            if i % 7 == 3 {
+                step["detach"] = serde_json::Value::Bool(true);
+                detached.insert(step["id"].as_str().expect("an id").to_string());
+            }
+        }
+        std::fs::write(&plan_path, plan.to_string()).expect("write plan");
         let mut rng = fastrand::Rng::with_seed(seed);
         let span = steps as f64 * 0.012;
         let kill = |rng: &mut fastrand::Rng| Some(Duration::from_secs_f64(rng.f64() * span));
@@ -248,6 +265,13 @@ fn killed_runs_resume_to_completion_without_rerunning_successes() {
                 .iter()
                 .all(|s| succeeded.contains_key(s))
         );
+        for step in &detached {
+            assert_eq!(
+                starts.get(step).map(Vec::len),
+                Some(1),
+                "seed {seed}: detached step {step} must run exactly once"
+            );
+        }
         reruns += starts.values().filter(|a| a.len() > 1).count();
         assert!(
             plandeck::engine::ownership::marked_processes(&run_id).is_empty(),

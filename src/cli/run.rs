@@ -862,7 +862,7 @@ impl Prepared {
                             return None;
                         }
                         let dir = detached::attempt_dir(&run_dir, &step, attempt);
-                        RemoteHandle::Detached(detached::Handle::from_dir(&dir)?)
+                        RemoteHandle::Detached(detached::Handle::find(&dir)?)
                     }
                 };
                 if handle.probe() == Probe::Vanished {

@@ -630,6 +630,15 @@ async fn drive(
         }
     };
     if let Some(r) = &req.resume {
+        for a in &r.adopt {
+            let op = WriteOp::AttemptRemote {
+                run_id: run_id.clone(),
+                step: a.step.clone(),
+                attempt: a.attempt,
+                remote: a.handle.clone(),
+            };
+            d.writer.send(op).await?;
+        }
         for problem in d.adopt(&r.adopt) {
             core.warn(problem);
         }

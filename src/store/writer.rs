@@ -141,6 +141,14 @@ pub enum WriteOp {
         pgid: i32,
         remote: Option<String>,
     },
+    /// The handle of a remote attempt a new owner adopted (found again
+    /// where its driver had no time to store it).
+    AttemptRemote {
+        run_id: String,
+        step: String,
+        attempt: u32,
+        remote: String,
+    },
     /// Answered once everything queued before it has committed; dropped
     /// unanswered if that write failed.
     Barrier(tokio::sync::oneshot::Sender<()>),
@@ -481,6 +489,17 @@ fn apply(tx: &Transaction, op: &WriteOp) -> rusqlite::Result<()> {
                  WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
             )?
             .execute(params![run_id, step, attempt, pgid, remote])?;
+        }
+        WriteOp::AttemptRemote {
+            run_id,
+            step,
+            attempt,
+            remote,
+        } => {
+            tx.prepare_cached(
+                "UPDATE step_attempts SET remote = ?4 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )?
+            .execute(params![run_id, step, attempt, remote])?;
         }
         WriteOp::PinPlan {
             run_id,

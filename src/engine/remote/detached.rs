@@ -48,6 +48,9 @@ use crate::store::spool::SpoolReader;
 const JOB: &str = "job.json";
 const SUPERVISOR: &str = "supervisor.json";
 const STATUS: &str = "status.json";
+/// Held (`flock`) by the supervisor for its whole life: a lock nobody holds
+/// means no supervisor lives, whatever pid files say.
+const LOCK: &str = "lock";
 
 /// How often a watched attempt's spool is read for new lines.
 const TAIL_EVERY: Duration = Duration::from_millis(50);
@@ -70,9 +73,36 @@ pub struct Handle {
 
 impl Handle {
     /// The handle the supervisor recorded in `dir`, if it got that far.
-    pub fn from_dir(dir: &Path) -> Option<Handle> {
+    fn from_dir(dir: &Path) -> Option<Handle> {
         let text = std::fs::read_to_string(dir.join(SUPERVISOR)).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// The handle of the attempt whose directory is `dir`, when its driver
+    /// died before storing it: its supervisor's, once that has said who it
+    /// is. With no supervisor alive, the attempt can never start any more
+    /// (its job is taken away) and there is no handle.
+    pub fn find(dir: &Path) -> Option<Handle> {
+        if !dir.exists() {
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(h) = Handle::from_dir(dir) {
+                return Some(h);
+            }
+            if !supervised(dir) {
+                // It may have said who it is just before it ended.
+                return Handle::from_dir(dir).or_else(|| {
+                    fence(dir);
+                    None
+                });
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn identity(&self) -> Option<Identity> {
@@ -93,13 +123,14 @@ impl Handle {
         if self.dir.join(STATUS).exists() {
             return Probe::Ended;
         }
-        if self.alive() {
+        if supervised(&self.dir) {
             return Probe::Running;
         }
         // It may have written its status just before it exited.
         if self.dir.join(STATUS).exists() {
             Probe::Ended
         } else {
+            fence(&self.dir);
             Probe::Vanished
         }
     }
@@ -122,6 +153,34 @@ impl Handle {
         if let Some(id) = self.identity() {
             let _ = id.signal(sig);
         }
+    }
+}
+
+/// Whether a supervisor holds the attempt's lock (it lives).
+fn supervised(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(LOCK)) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
+/// No supervisor lives: make sure none starts the attempt later (one
+/// still on its way would find no job).
+fn fence(dir: &Path) {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join(LOCK))
+    else {
+        return;
+    };
+    if let Ok(_held) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        let _ = std::fs::remove_file(dir.join(JOB));
     }
 }
 
@@ -538,6 +597,8 @@ async fn watch(
 pub fn supervise(dir: &Path) -> i32 {
     match supervise_in(dir) {
         Ok(()) => 0,
+        // Fenced off (a resume found it gone) or started twice: nothing to do.
+        Err(e) if e.is_empty() => 1,
         Err(e) => {
             // Nobody may be reading stderr any more: the status says it.
             let status = Status {
@@ -552,10 +613,23 @@ pub fn supervise(dir: &Path) -> i32 {
     }
 }
 
+/// Errors are for the status file; an empty one means: write none.
 fn supervise_in(dir: &Path) -> Result<(), String> {
     contain::become_subreaper();
+    // Held until this process ends: while it is, this attempt is supervised.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join(LOCK))
+        .map_err(|_| String::new())?;
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| String::new())?;
     let job_path = dir.join(JOB);
-    let text = std::fs::read(&job_path).map_err(|e| format!("cannot read {JOB}: {e}"))?;
+    let Ok(text) = std::fs::read(&job_path) else {
+        return Err(String::new());
+    };
     // The secrets leave the disk now.
     let _ = std::fs::remove_file(&job_path);
     let job: Job = serde_json::from_slice(&text).map_err(|e| format!("bad {JOB}: {e}"))?;
