@@ -319,7 +319,9 @@ impl Driver {
                     // A run left interrupted leaves a detached step running
                     // under its supervisor, for the next owner to adopt.
                     let control = match control {
-                        Control::Terminate if interrupting && self.plan.detached(step) => {
+                        Control::Terminate
+                            if interrupting && spec::runs_detached(&self.plan, step) =>
+                        {
                             Control::Release
                         }
                         c => c,

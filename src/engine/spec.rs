@@ -35,6 +35,12 @@ pub struct RunContext {
     pub cgroup: Option<Arc<super::cgroup::RunCgroup>>,
 }
 
+/// Whether step `i`'s attempts run under a supervisor of their own (a step
+/// on another host runs over ssh instead: not detached here).
+pub fn runs_detached(plan: &ValidPlan, i: usize) -> bool {
+    plan.detached(i) && plan.plan.steps[i].host.is_none()
+}
+
 /// The timeout of a step's attempts: its own, else the default, capped.
 pub fn step_timeout(plan: &ValidPlan, step: usize) -> Option<Duration> {
     let g = &plan.plan.globals;
@@ -82,8 +88,7 @@ pub fn spawn_spec<'a>(
     // The index keeps apart ids that sanitise alike (`a.b`, `a_b`).
     // A detached attempt keeps its files where its supervisor outlives
     // this process: in its own private directory beside its spool.
-    // (A step on another host runs over ssh: not detached here.)
-    let launch = if plan.detached(step) && s.host.is_none() {
+    let launch = if runs_detached(plan, step) {
         let run_dir = ctx.spool_dir.as_deref().unwrap_or(&ctx.scratch_dir);
         let dir = super::remote::detached::attempt_dir(run_dir, id, attempt);
         super::remote::Launch::Detached {
