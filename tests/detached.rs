@@ -204,3 +204,35 @@ fn a_timeout_of_a_detached_step_ends_its_whole_tree() {
         "no process of the step survives its timeout"
     );
 }
+
+#[test]
+fn a_signal_to_plandeck_leaves_a_detached_step_running_for_the_next_owner() {
+    let sc = Scratch::new();
+    let path = sc.write_plan(&waiting_plan(&sc, 0));
+    let path = path.to_str().expect("utf-8 path");
+    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    cli.signal(Signal::SIGTERM);
+    let left = cli.finish();
+    assert_eq!(left.code, Some(130), "{}", left.stderr);
+    let a = last_step_event(&left.events, "a");
+    assert_eq!(a["state"], "interrupted", "{a}");
+    assert!(a.get("exit_code").is_none(), "no end is recorded: {a}");
+    let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
+    assert!(
+        kill(Pid::from_raw(pid), None).is_ok(),
+        "the detached step goes on"
+    );
+    sc.touch("go");
+    wait_file(&status_file(&sc, &run, "a", 1));
+
+    let resumed = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    assert_eq!(final_state(&resumed.events, "a"), "succeeded");
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1, "one attempt: {rows:?}");
+    assert_eq!(rows[0].3, "first\nsecond\n");
+    assert_eq!(sc.read("ledger"), "once\n");
+}
