@@ -3,7 +3,9 @@
 # (every event persisted), make -j, ninja -j and xargs -P, at two
 # concurrencies; then a 400 MB output flood against piping to /dev/null; then
 # plandeck with its store on disk versus in memory. Prints per-step overhead
-# and ratios. Usage: bench/engine.sh [N...]   (default: 1000 10000)
+# and ratios; then detached steps against the same steps as children.
+# Usage: bench/engine.sh [N...]   (default: 1000 10000)
+#        BENCH_ONLY=detached [DETACHED_STEPS=1000] bench/engine.sh   (that case alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -11,12 +13,12 @@ SHORT_PATH=/usr/bin:/bin
 sizes=("${@:-1000 10000}")
 [ $# -gt 0 ] || sizes=(1000 10000)
 
-if ! command -v ninja >/dev/null 2>&1; then
+if [ "${BENCH_ONLY:-}" != detached ] && ! command -v ninja >/dev/null 2>&1; then
   echo "installing ninja-build ..." >&2
   (apt-get update -qq && apt-get install -y -qq ninja-build) >/dev/null 2>&1 || echo "ninja unavailable: its column is skipped" >&2
 fi
-cargo build --release --quiet
-PD=$PWD/target/release/plandeck
+[ -n "${PD_BIN:-}" ] || cargo build --release --quiet
+PD=${PD_BIN:-$PWD/target/release/plandeck}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -53,6 +55,36 @@ with open(f"{d}/list", "w") as f:
 PY
 }
 
+# The trivial-steps case with every step detached: the added cost per step
+# (a supervisor process, its job and status files) over running them as
+# children. Quoted in the README; the budget is 2 ms per step.
+detached_case() {
+  local n=${DETACHED_STEPS:-1000} d j c x
+  d=$work/detached-$n
+  mkdir -p "$d"
+  python3 - "$n" "$d" <<'PY'
+import json, sys
+n, d = int(sys.argv[1]), sys.argv[2]
+for name, detach in (("plan.json", False), ("plan-detached.json", True)):
+    steps = [{"id": f"s{i}", "run": "true", "depends_on": []} for i in range(n)]
+    json.dump({"name": f"detached-{n}", "globals": {"max_concurrency": 16, "detach": detach}, "steps": steps}, open(f"{d}/{name}", "w"))
+PY
+  printf '%-7s %-4s %11s %11s %16s\n' steps jobs children detached "added per step"
+  for j in 2 16; do
+    rm -rf "$d"/db.sqlite*
+    c=$(cd "$d" && PATH=$SHORT_PATH elapsed "$PD" run plan.json --yes --max-concurrency "$j" --db "$d/db.sqlite")
+    rm -rf "$d"/db.sqlite*
+    x=$(cd "$d" && PATH=$SHORT_PATH elapsed "$PD" run plan-detached.json --yes --max-concurrency "$j" --db "$d/db.sqlite")
+    printf '%-7s %-4s %10.3fs %10.3fs %13.2f ms\n' "$n" "$j" "$c" "$x" "$(echo "($x - $c) * 1000 / $n" | bc -l)"
+  done
+}
+
+if [ "${BENCH_ONLY:-}" = detached ]; then
+  echo "detached steps: the trivial steps each under a supervisor of its own (\"detach\": true) vs as children"
+  detached_case
+  exit 0
+fi
+
 # plandeck runs `run: true` through /bin/sh, as ninja does; make runs a
 # recipe without shell syntax directly, as plandeck runs `command: true`.
 printf '%-7s %-4s %10s %10s %10s %10s %10s %12s %9s %9s\n' steps jobs "pd run" "pd cmd" make ninja xargs "pd cmd/step" "run/best" "cmd/best"
@@ -84,6 +116,10 @@ disk=$(cd "$work/$n" && elapsed "$PD" run plan.json --yes --max-concurrency 16 -
 mem=$(cd "$work/$n" && elapsed "$PD" run plan.json --yes --max-concurrency 16 --db :memory:)
 events=$(sqlite3 "$work/$n/db.sqlite" "select count(*) from events")
 printf 'disk %.3fs  memory %.3fs  ratio %.2fx  events %d  (%.0f events/s on disk)\n' "$disk" "$mem" "$(echo "$disk/$mem" | bc -l)" "$events" "$(echo "$events/$disk" | bc -l)"
+
+echo
+echo "detached steps: the trivial steps each under a supervisor of its own (\"detach\": true) vs as children"
+detached_case
 
 echo
 echo "output flood: one step printing 400 MB"

@@ -711,11 +711,19 @@ async fn run_job(spec: SpawnSpec) -> Result<Outcome, String> {
 
 /// SIGKILL whatever is left in this process's tree, and reap it.
 fn end_tree(me: i32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    // No child at all (an orphan of the tree is re-parented to this
+    // subreaper, so none means no descendant either): nothing to look for.
+    if waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG))
+        == Err(nix::errno::Errno::ECHILD)
+    {
+        return;
+    }
     let left: Vec<Identity> = contain::descendants(me, &contain::process_table())
         .iter()
         .map(contain::Proc::identity)
         .collect();
     contain::signal_all(&left, Signal::SIGKILL);
     // Every child is reaped: the status is written once the tree is gone.
-    while nix::sys::wait::waitpid(None::<nix::unistd::Pid>, None).is_ok() {}
+    while waitpid(None::<nix::unistd::Pid>, None).is_ok() {}
 }
