@@ -236,3 +236,73 @@ fn a_signal_to_plandeck_leaves_a_detached_step_running_for_the_next_owner() {
     assert_eq!(rows[0].3, "first\nsecond\n");
     assert_eq!(sc.read("ledger"), "once\n");
 }
+
+#[test]
+fn a_detached_step_whose_supervisor_vanished_is_interrupted_and_runs_again() {
+    let sc = Scratch::new();
+    let d = sc.dir.path().display();
+    // The second attempt does not wait.
+    let plan = plan(
+        json!({}),
+        json!([{
+            "id": "a",
+            "detach": true,
+            "run": format!(
+                "echo once >> {d}/ledger; echo $$ > {d}/pid.tmp; mv {d}/pid.tmp {d}/pid; \
+                 [ \"$PLANDECK_ATTEMPT\" = 2 ] && exit 0; sleep 300"
+            ),
+        }]),
+    );
+    let (run, step) = start_and_kill(&sc, &plan);
+    // As a reboot would: the supervisor and its step die without a word.
+    let mut dir = status_file(&sc, &run, "a", 1);
+    dir.pop();
+    let sup: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("supervisor.json")).expect("read"))
+            .expect("json");
+    let sup = sup["pid"].as_i64().expect("a pid") as i32;
+    kill(Pid::from_raw(sup), Signal::SIGKILL).expect("supervisor killed");
+    kill(Pid::from_raw(step), Signal::SIGKILL).expect("step killed");
+    let deadline = Instant::now() + LIMIT;
+    while kill(Pid::from_raw(sup), None).is_ok() || kill(Pid::from_raw(step), None).is_ok() {
+        assert!(Instant::now() < deadline, "the killed processes never went");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let resumed = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].1, "interrupted");
+    assert_eq!(rows[1].1, "succeeded");
+    assert_eq!(sc.read("ledger"), "once\nonce\n");
+}
+
+#[test]
+fn cancel_ends_a_running_detached_step_and_its_tree() {
+    let sc = Scratch::new();
+    let d = sc.dir.path().display();
+    let plan = plan(
+        json!({ "kill_grace_sec": 0.2 }),
+        json!([{
+            "id": "a",
+            "detach": true,
+            "run": format!("setsid sleep 300 & echo $$ > {d}/pid.tmp; mv {d}/pid.tmp {d}/pid; sleep 300"),
+        }]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path");
+    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    let canceled = Cli::start(sc.plandeck(&["cancel", &run])).finish();
+    assert_eq!(canceled.code, Some(0), "{}", canceled.stderr);
+    let out = cli.finish();
+    assert_eq!(final_state(&out.events, "a"), "canceled");
+    assert_eq!(run_state(&out.events), "canceled");
+    assert!(
+        marked_pids(&run).is_empty(),
+        "nothing of the step survives a cancel"
+    );
+}
