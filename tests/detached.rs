@@ -306,3 +306,43 @@ fn cancel_ends_a_running_detached_step_and_its_tree() {
         "nothing of the step survives a cancel"
     );
 }
+
+/// The state letter of `pid` in `/proc/PID/stat` (`T` when stopped).
+fn proc_state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|k| stat[k + 2..].chars().next())
+        .unwrap_or('?')
+}
+
+/// Wait (bounded) until `pid` is in state `want` (or, with `not`, leaves it).
+fn wait_state(pid: i32, want: char, not: bool) {
+    let deadline = Instant::now() + LIMIT;
+    while (proc_state(pid) == want) == not {
+        assert!(Instant::now() < deadline, "pid {pid} never got there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn freeze_and_thaw_reach_a_detached_step_through_its_supervisor() {
+    let sc = Scratch::new();
+    let path = sc.write_plan(&waiting_plan(&sc, 0));
+    let path = path.to_str().expect("utf-8 path");
+    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
+    let froze = Cli::start(sc.plandeck(&["freeze", &run])).finish();
+    assert_eq!(froze.code, Some(0), "{}", froze.stderr);
+    wait_state(pid, 'T', false);
+    cli.wait_event("the run paused", run_is("paused"));
+    let thawed = Cli::start(sc.plandeck(&["resume", &run])).finish();
+    assert_eq!(thawed.code, Some(0), "{}", thawed.stderr);
+    wait_state(pid, 'T', true);
+    sc.touch("go");
+    let out = cli.finish();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(final_state(&out.events, "a"), "succeeded");
+}
