@@ -253,3 +253,64 @@ fn the_preview_shows_the_selected_runs_graph_failures_and_last_lines() {
     t.wait_exit(20);
     t.assert_cooked();
 }
+
+#[test]
+fn the_preview_of_a_running_run_shows_the_lines_of_its_running_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    plan(
+        dir.path(),
+        r#"{"name":"busy","globals":{"kill_grace_sec":1},"steps":[
+ {"id":"warm","run":"echo warmed"},
+ {"id":"churn","run":"echo churn-started; echo 'churn: still at it' >&2; sleep 60","depends_on":["warm"]}]}"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "plan.json", "--yes", "--background", "--db"])
+        .arg(&db)
+        .current_dir(dir.path())
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("plandeck runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // The step runs and has written both lines (to its spool) before the
+    // screen opens: the preview is loaded once, for the selection.
+    let spool = plandeck::store::spool::attempt_path(
+        &plandeck::store::Location::File(db.clone()),
+        &id,
+        "churn",
+        1,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read(&spool).is_ok_and(|b| b.windows(11).any(|w| w == b"still at it")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never wrote to its spool"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut t = Term::open(dir.path(), &[]);
+    t.wait_for("Preview", 30);
+    t.wait_for("steps    ✓ ◐", 10);
+    t.wait_for("last lines of churn · running", 10);
+    t.wait_for("  churn-started", 5);
+    t.wait_for("┃ churn: still at it", 5);
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+    let cancel = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["cancel", &id, "--db"])
+        .arg(&db)
+        .output()
+        .expect("plandeck runs");
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    pty::assert_no_survivors(&id, 10);
+}

@@ -1,7 +1,8 @@
 //! The Run screen rendered from synthetic engine events (fixed timestamps,
 //! spinner frame from the app's tick count) into a `TestBackend`, in each
 //! notable state: running, paused, failed with the remediation panel,
-//! finished with the summary.
+//! finished with the summary; a plan with lanes (grouped) and a fallback
+//! (dashed on the wave map).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,12 +36,19 @@ struct Feed {
 
 impl Feed {
     fn new(size: (u16, u16)) -> Feed {
-        let plan = Arc::new(plandeck::plan::from_text("ship.json", PLAN).expect("plan"));
+        Feed::of(
+            PLAN,
+            vec![Some(1.0), Some(10.0), Some(3.0), Some(5.0), Some(2.0)],
+            size,
+        )
+    }
+    fn of(text: &str, estimates: Vec<Option<f64>>, size: (u16, u16)) -> Feed {
+        let plan = Arc::new(plandeck::plan::from_text("ship.json", text).expect("plan"));
         let mut app = App::new(false, size);
         app.update(Msg::RunStarted {
             run_id: "run-0001".into(),
             plan,
-            estimates: vec![Some(1.0), Some(10.0), Some(3.0), Some(5.0), Some(2.0)],
+            estimates,
             detail: None,
         });
         let mut f = Feed {
@@ -154,6 +162,37 @@ fn run_screen_running_with_a_frozen_spinner() {
         );
         assert!(frame.contains("1/5"), "progress");
         insta::assert_snapshot!(format!("run-running-{}x{}", size.0, size.1), frame);
+    }
+}
+
+/// A plan with lanes and a fallback.
+const LANES: &str = r#"{"name":"lanes","steps":[
+ {"id":"checkout","run":"true"},
+ {"id":"api-build","lane":"api","run":"make","depends_on":["checkout"],"on_failure":{"fallback":"api-build-slow"}},
+ {"id":"api-build-slow","lane":"api","run":"make -j1","depends_on":["checkout"]},
+ {"id":"api-test","lane":"api","run":"make test","depends_on":["api-build"]},
+ {"id":"web-build","lane":"web","run":"npm ci","depends_on":["checkout"]},
+ {"id":"web-test","lane":"web","run":"npm test","depends_on":["web-build"]},
+ {"id":"release","run":"ship","depends_on":["api-test","web-test"]}]}"#;
+
+#[test]
+fn run_screen_groups_lanes_and_maps_the_fallback() {
+    for size in SIZES {
+        let mut f = Feed::of(LANES, vec![None; 7], size);
+        f.step("checkout", 1, StepState::Running, None);
+        f.step("checkout", 1, StepState::Succeeded, end(800, 0, None));
+        f.step("api-build", 1, StepState::Running, None);
+        f.step("web-build", 1, StepState::Running, None);
+        let frame = f.render();
+        assert!(frame.contains("▾ api · 3 steps"), "{frame}");
+        insta::assert_snapshot!(format!("run-lanes-{}x{}", size.0, size.1), frame);
+        f.key('v');
+        let map = f.render();
+        assert!(
+            size.0 < 120 || map.contains('┆') || map.contains('┄'),
+            "the fallback dashed: {map}"
+        );
+        insta::assert_snapshot!(format!("run-lanes-map-{}x{}", size.0, size.1), map);
     }
 }
 

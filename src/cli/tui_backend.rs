@@ -15,8 +15,9 @@ use crate::store::writer::Approval;
 use crate::store::writer::Owner;
 use crate::store::{self, Location, queries};
 use crate::tui::backend::{
-    Attached, Backend, EventSource, LiveLog, PlanEntry, PreviewStep, Pulled, QueueNews, QueuedRun,
-    RunDetail, RunHandle, RunPreview, RunSummary, StartRun, StopWaiting, StoredOutput, stop_asked,
+    Attached, Backend, EventSource, LiveLog, PREVIEW_LINES, PlanEntry, PreviewLog, PreviewStep,
+    Pulled, QueueNews, QueuedRun, RunDetail, RunHandle, RunPreview, RunSummary, SpoolLine,
+    StartRun, StopWaiting, StoredOutput, stop_asked,
 };
 
 /// A spool read for the TUI.
@@ -68,6 +69,51 @@ impl StoreBackend {
 }
 
 impl StoreBackend {
+    /// The last lines of a step's latest attempt: from its spool while it
+    /// runs, else from its stored output.
+    fn preview_log(&self, run_id: &str, s: &PreviewStep) -> Result<PreviewLog, String> {
+        use crate::engine::api::StepState;
+        let running = matches!(s.state, StepState::Running | StepState::Retrying);
+        let pulled = running
+            .then(|| self.open_live(run_id, &s.id, s.attempts))
+            .flatten()
+            .and_then(|mut l| l.pull(PREVIEW_LINES).ok());
+        let (mut lines, mut cut, live) = match pulled {
+            Some(p) => {
+                let mut lines = p.lines;
+                lines.extend(p.pending);
+                (lines, p.skipped > 0, true)
+            }
+            None => {
+                let o = self.attempt_output(run_id, &s.id, s.attempts)?;
+                let line = |stderr: bool| {
+                    move |l: &str| SpoolLine {
+                        stderr,
+                        text: l.to_string(),
+                    }
+                };
+                let lines: Vec<SpoolLine> = o
+                    .stdout
+                    .lines()
+                    .map(line(false))
+                    .chain(o.stderr.lines().map(line(true)))
+                    .collect();
+                (lines, o.truncated, false)
+            }
+        };
+        if lines.len() > PREVIEW_LINES {
+            lines.drain(..lines.len() - PREVIEW_LINES);
+            cut = true;
+        }
+        Ok(PreviewLog {
+            step: s.id.clone(),
+            attempt: s.attempts,
+            lines,
+            cut,
+            live,
+        })
+    }
+
     /// A stored run by id or unique prefix: the store, its row, its plan
     /// and its steps' states.
     fn stored_run(
@@ -201,18 +247,14 @@ impl Backend for StoreBackend {
                     .find(|s| matches!(s.state, StepState::Running | StepState::Retrying))
             })
             .or_else(|| steps.iter().rfind(ran));
-        let output = match about {
-            Some(s) => Some((
-                s.id.clone(),
-                s.attempts,
-                self.attempt_output(&row.id, &s.id, s.attempts)?,
-            )),
+        let log = match about {
+            Some(s) => Some(self.preview_log(&row.id, s)?),
             None => None,
         };
         Ok(RunPreview {
             run_id: row.id,
             steps,
-            output,
+            log,
         })
     }
 

@@ -76,9 +76,26 @@ pub struct RunPreview {
     pub run_id: String,
     /// Every step in wave order (file order within a wave).
     pub steps: Vec<PreviewStep>,
-    /// The step the output is of (the first failed one, else one running,
-    /// else the last that ran), its attempt, and that attempt's stored output.
-    pub output: Option<(String, u32, StoredOutput)>,
+    /// The end of the log of the step the preview is most about: the first
+    /// failed one, else one running, else the last that ran.
+    pub log: Option<PreviewLog>,
+}
+
+/// Lines of a step's log a preview holds at most.
+pub const PREVIEW_LINES: usize = 50;
+
+/// The last lines of one attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewLog {
+    pub step: String,
+    pub attempt: u32,
+    /// Its last lines, as written (the screen makes them inert): from the
+    /// running attempt's spool, else its stored output (stdout, then stderr).
+    pub lines: Vec<SpoolLine>,
+    /// Lines before these were left out.
+    pub cut: bool,
+    /// Read from a running attempt.
+    pub live: bool,
 }
 
 /// A step of a previewed run.

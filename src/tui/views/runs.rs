@@ -17,7 +17,7 @@ use ratatui::widgets::Paragraph;
 
 use super::table::{self, Col, Row, Table, cell};
 use super::{Theme, clip, duration, plural, step_glyph};
-use crate::engine::api::StepState;
+use crate::engine::api::{StepState, Stream};
 use crate::tui::app::{App, Item};
 use crate::tui::backend::{RunPreview, RunSummary};
 
@@ -402,7 +402,7 @@ fn state_order(s: StepState) -> u8 {
 /// The last lines of the previewed step's output, as many as the pane has
 /// room for below what is already in `lines` (stderr marked `┃`).
 fn tail(lines: &mut Vec<Line>, t: Theme, p: &RunPreview, w: usize, h: usize) {
-    let Some((step, attempt, out)) = &p.output else {
+    let Some(log) = &p.log else {
         return;
     };
     let room = h.saturating_sub(lines.len() + 2);
@@ -410,28 +410,38 @@ fn tail(lines: &mut Vec<Line>, t: Theme, p: &RunPreview, w: usize, h: usize) {
         return;
     }
     lines.push(Line::default());
-    let title = if *attempt > 1 {
-        format!("last lines of {step} (attempt {attempt})")
-    } else {
-        format!("last lines of {step}")
-    };
+    let mut title = format!("last lines of {}", log.step);
+    if log.attempt > 1 {
+        title.push_str(&format!(" (attempt {})", log.attempt));
+    }
+    if log.live {
+        title.push_str(" · running");
+    }
     lines.push(Line::from(Span::styled(
         clip(&title, w),
         t.key().add_modifier(Modifier::BOLD),
     )));
-    let logged = crate::tui::live::stored_lines(&out.stdout, &out.stderr, out.truncated);
-    if logged.is_empty() {
+    if log.lines.is_empty() {
         lines.push(Line::from(Span::styled("(no output)", t.dim())));
         return;
     }
-    for l in logged.iter().skip(logged.len().saturating_sub(room)) {
-        let (mark, style) = match l.stream {
-            crate::engine::api::Stream::Stderr => ("┃ ", t.warn()),
-            crate::engine::api::Stream::Stdout => ("  ", Style::new()),
+    let shown = &log.lines[log.lines.len().saturating_sub(room)..];
+    if log.cut || shown.len() < log.lines.len() {
+        // The first line shown says that more came before.
+        lines.push(Line::from(Span::styled("  …", t.dim())));
+    }
+    let skip = usize::from(log.cut || shown.len() < log.lines.len());
+    for l in &shown[skip.min(shown.len())..] {
+        let (stream, mark, style) = if l.stderr {
+            (Stream::Stderr, "┃ ", t.warn())
+        } else {
+            (Stream::Stdout, "  ", Style::new())
         };
+        // Made inert here, as every line of a step's output on screen.
+        let line = crate::tui::live::LogLine::new(stream, &l.text);
         lines.push(Line::from(vec![
             Span::styled(mark, style),
-            Span::raw(clip(&l.text, w.saturating_sub(2))),
+            Span::raw(clip(&line.text, w.saturating_sub(2))),
         ]));
     }
 }
