@@ -24,10 +24,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an idle master stays after its last session.
 pub const CONTROL_PERSIST_SEC: u64 = 60;
+/// A master used this recently is not checked again before a session.
+const RECHECK_AFTER: Duration = Duration::from_secs(20);
 
 /// Where and how to reach the host of a remote attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +108,13 @@ impl Remote {
         // One connection attempt per host at a time: the others wait for
         // it and then find the master up.
         let lock = host_lock(&key);
-        let _one = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.check(control) {
+        let mut used = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // An `ssh -O check` costs as much as a session: a master that a
+        // session of this process used lately is taken to be up (each
+        // session resets its `ControlPersist` clock). Should it be gone
+        // anyway, the attempt connects directly (`ControlMaster=no`).
+        if used.is_some_and(|t| t.elapsed() < RECHECK_AFTER) || self.check(control) {
+            *used = Some(Instant::now());
             return Ok(());
         }
         let mut args = self.base_args(control);
@@ -137,6 +144,7 @@ impl Remote {
                 format!("ssh: cannot start the ssh client: {e} (install OpenSSH's client)\n")
             })?;
         if out.status.success() {
+            *used = Some(Instant::now());
             Ok(())
         } else {
             let mut err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -193,11 +201,12 @@ impl Remote {
 }
 
 type HostKey = (String, Option<PathBuf>);
-/// Each host's lock: one connection attempt at a time.
-type HostLocks = Mutex<Vec<(HostKey, Arc<Mutex<()>>)>>;
+/// Each host's lock (one connection attempt at a time) and when a session
+/// of this process last used its master.
+type HostLocks = Mutex<Vec<(HostKey, Arc<Mutex<Option<Instant>>>)>>;
 
 /// The lock of one host's connection.
-fn host_lock(key: &HostKey) -> Arc<Mutex<()>> {
+fn host_lock(key: &HostKey) -> Arc<Mutex<Option<Instant>>> {
     static LOCKS: OnceLock<HostLocks> = OnceLock::new();
     let mut all = LOCKS
         .get_or_init(Default::default)
@@ -206,7 +215,7 @@ fn host_lock(key: &HostKey) -> Arc<Mutex<()>> {
     if let Some((_, l)) = all.iter().find(|(k, _)| k == key) {
         return Arc::clone(l);
     }
-    let l = Arc::new(Mutex::new(()));
+    let l = Arc::new(Mutex::new(None));
     all.push((key.clone(), Arc::clone(&l)));
     l
 }
@@ -245,8 +254,10 @@ pub struct Wrapped<'a> {
 pub fn wrapper(w: &Wrapped) -> Vec<u8> {
     let mut s = String::with_capacity(1024);
     s.push_str("{\nexec 3<&0\numask 077\n");
+    // The outputs file is made new (`set -C`: never an existing file or a
+    // planted link); `command` keeps a failed redirection from ending the shell.
     s.push_str(&format!(
-        "t=${{TMPDIR:-/tmp}}/{tag}\no=\"$t.out\"\nrm -f \"$o\" \"$t.pgid\"\n( set -C; : > \"$o\" ) 2>/dev/null || {{ echo \"plandeck: cannot create the outputs file $o on $(hostname)\" >&2; exit 125; }}\n",
+        "t=${{TMPDIR:-/tmp}}/{tag}\no=\"$t.out\"\nset -C\ncommand : 2>/dev/null >\"$o\" || {{ echo \"plandeck: cannot create the outputs file $o on $(hostname)\" >&2; exit 125; }}\nset +C\n",
         tag = w.tag
     ));
     for (k, v) in w.env {
@@ -273,9 +284,13 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
     s.push_str(&format!(
         "{{ while IFS= read -r _; do :; done <&3; kill -s TERM -- -$p; kill -s CONT -- -$p; sleep {grace}; kill -s KILL -- -$p; }} >/dev/null 2>&1 &\n"
     ));
-    s.push_str("w=$!\nexec 3<&-\nwait $p; s=$?\nkill $w 2>/dev/null\nkill -s TERM -- -$p 2>/dev/null\nrm -f \"$t.pgid\"\n");
-    if !w.keep_outputs {
-        s.push_str("rm -f \"$o\"\n");
+    // The watcher is reaped quietly: a shell may report a job killed by a
+    // signal ("Terminated") on its stderr, which is the step's.
+    s.push_str("w=$!\nexec 3<&-\nwait $p; s=$?\nkill $w 2>/dev/null; wait $w 2>/dev/null\nkill -s TERM -- -$p 2>/dev/null\n");
+    if w.keep_outputs {
+        s.push_str("rm -f \"$t.pgid\"\n");
+    } else {
+        s.push_str("rm -f \"$t.pgid\" \"$o\"\n");
     }
     s.push_str("exit $s\n}\n");
     s.into_bytes()
@@ -365,6 +380,7 @@ mod tests {
             .arg("-s")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("sh runs");
         use std::io::Write;
@@ -373,6 +389,11 @@ mod tests {
         let out = child.wait_with_output().expect("ends");
         drop(stdin);
         assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "the wrapper adds nothing"
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "a'b $(echo no) `echo no` \\n|x' y"

@@ -85,6 +85,8 @@ impl Sshd {
         let mut ports = [0u16; 2];
         for (n, port) in ports.iter_mut().enumerate() {
             // A port found free may be taken before sshd binds it: try again.
+            // `SHLVL=1` makes a bash login shell skip ~/.bashrc, whatever
+            // this account's holds (the tests' steps need none of it).
             let mut started = None;
             for _ in 0..5 {
                 let p = free_port().expect("a free port");
@@ -96,7 +98,7 @@ impl Sshd {
                          AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                          PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                          PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
-                         MaxSessions 200\nMaxStartups 100\nLogLevel ERROR\n",
+                         MaxSessions 200\nMaxStartups 100\nLogLevel ERROR\nSetEnv SHLVL=1\n",
                         d = d.display()
                     ),
                 )

@@ -142,8 +142,19 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
         Span::styled(p.plan.name.clone(), t.title().add_modifier(Modifier::BOLD)),
         Span::styled(format!("  {}", r.path.display()), t.dim()),
     ]);
+    let hosts = p.hosts();
+    let on_hosts = if hosts.is_empty() {
+        String::new()
+    } else {
+        let remote = (0..p.len()).filter(|&i| p.host(i).is_some()).count();
+        format!(
+            ", {remote} on {} over ssh ({})",
+            plural(hosts.len(), "host", "hosts"),
+            hosts.join(", ")
+        )
+    };
     let stats = Line::from(format!(
-        "{} · {} · critical path {} long · estimate {} · {} · {}",
+        "{}{on_hosts} · {} · critical path {} long · estimate {} · {} · {}",
         plural(p.len(), "step", "steps"),
         plural(s.waves.len(), "wave", "waves"),
         plural(s.critical_path.len(), "step", "steps"),
@@ -155,18 +166,6 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
             "implicit dependencies"
         )
     ));
-    let hosts = p.hosts();
-    let stats = if hosts.is_empty() {
-        stats
-    } else {
-        let mut spans = stats.spans;
-        spans.push(Span::raw(format!(
-            " · {} over ssh: {}",
-            plural(hosts.len(), "host", "hosts"),
-            hosts.join(", ")
-        )));
-        Line::from(spans)
-    };
     let third = match &r.notice {
         Some(n) => Line::from(Span::styled(
             n.clone(),
