@@ -231,3 +231,26 @@ fn mermaid(plan: &ValidPlan) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_draws_a_fan_out_as_one_entry() {
+        let plan = crate::plan::from_text(
+            "p.json",
+            r#"{"name":"fleet","steps":[
+                {"id":"prep","run":"true"},
+                {"id":"install","hosts":["web1","web2"],"run":"true"},
+                {"id":"report","run":"true"}]}"#,
+        )
+        .expect("valid");
+        let schedule = Schedule::build(&plan, &[]);
+        let text = render(&plan, &schedule, GraphFormat::Text);
+        assert_eq!(
+            text,
+            "fleet: 4 steps in 3 waves\nwave 1\n  prep\nwave 2\n  install@{web1,web2} (2 hosts)  <- prep (implicit)\nwave 3\n  report  <- install@{web1,web2} (2 hosts) (implicit)\n"
+        );
+    }
+}
