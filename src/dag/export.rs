@@ -138,13 +138,79 @@ fn dot_quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// How dot and mermaid draw a step: the instances of a fan-out step (which
+/// share their dependencies) are one node, labelled with their hosts.
+struct Nodes<'a> {
+    plan: &'a ValidPlan,
+    of: Vec<Option<usize>>,
+}
+
+impl<'a> Nodes<'a> {
+    fn new(plan: &'a ValidPlan) -> Self {
+        Nodes {
+            plan,
+            of: group_of(plan),
+        }
+    }
+    /// The step that stands for step `i`'s node (a fan-out's first instance).
+    fn rep(&self, i: usize) -> usize {
+        match self.of[i] {
+            Some(g) => self.plan.groups[g].instances[0],
+            None => i,
+        }
+    }
+    /// The node's id (the step's id; a fan-out step's own id).
+    fn id(&self, i: usize) -> &'a str {
+        match self.of[i] {
+            Some(g) => &self.plan.groups[g].id,
+            None => self.plan.id(i),
+        }
+    }
+    fn label(&self, i: usize) -> String {
+        let s = &self.plan.plan.steps[i];
+        match self.of[i] {
+            Some(g) => {
+                let group = &self.plan.groups[g];
+                let name = s.name.as_deref().unwrap_or(&group.id);
+                format!("{name} @ {}", group.hosts.join(", "))
+            }
+            None => {
+                let name = s.name.as_deref().unwrap_or(s.id()).to_string();
+                match &s.host {
+                    Some(h) => format!("{name} @ {h}"),
+                    None => name,
+                }
+            }
+        }
+    }
+    /// The nodes, in plan order.
+    fn all(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.plan.len()).filter(|&i| self.rep(i) == i)
+    }
+    /// The edges between nodes (dependency, dependent, implicit), each once.
+    fn edges(&self) -> Vec<(usize, usize, bool)> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for i in self.all() {
+            for &d in &self.plan.deps[i] {
+                let d = self.rep(d);
+                if seen.insert((d, i)) {
+                    out.push((d, i, is_implicit(self.plan, i, d)));
+                }
+            }
+        }
+        out
+    }
+}
+
 fn dot(plan: &ValidPlan) -> String {
+    let nodes = Nodes::new(plan);
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", dot_quote(&plan.plan.name));
     let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded];");
     let mut lanes: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-    for (i, s) in plan.plan.steps.iter().enumerate() {
-        if let Some(lane) = &s.lane {
+    for i in nodes.all() {
+        if let Some(lane) = &plan.plan.steps[i].lane {
             lanes.entry(lane).or_default().push(i);
         }
     }
@@ -155,45 +221,40 @@ fn dot(plan: &ValidPlan) -> String {
             dot_quote(lane)
         );
         for &i in members {
-            let _ = writeln!(out, "    {};", dot_quote(plan.id(i)));
+            let _ = writeln!(out, "    {};", dot_quote(nodes.id(i)));
         }
         out.push_str("  }\n");
     }
-    for (i, s) in plan.plan.steps.iter().enumerate() {
-        let label = s.name.as_deref().unwrap_or(s.id());
+    for i in nodes.all() {
         let style = if plan.fallback_only[i] {
             ", style=\"rounded,dashed\""
+        } else if nodes.of[i].is_some() {
+            ", peripheries=2"
         } else {
             ""
         };
         let _ = writeln!(
             out,
             "  {} [label={}{style}];",
-            dot_quote(s.id()),
-            dot_quote(label)
+            dot_quote(nodes.id(i)),
+            dot_quote(&nodes.label(i))
         );
     }
-    for (i, deps) in plan.deps.iter().enumerate() {
-        for &d in deps {
-            let attrs = if is_implicit(plan, i, d) {
-                " [style=dotted]"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "  {} -> {}{attrs};",
-                dot_quote(plan.id(d)),
-                dot_quote(plan.id(i))
-            );
-        }
+    for (d, i, implicit) in nodes.edges() {
+        let attrs = if implicit { " [style=dotted]" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {} -> {}{attrs};",
+            dot_quote(nodes.id(d)),
+            dot_quote(nodes.id(i))
+        );
     }
-    for (i, s) in plan.plan.steps.iter().enumerate() {
-        if let Some(fb) = s.fallback() {
+    for i in nodes.all() {
+        if let Some(fb) = plan.plan.steps[i].fallback() {
             let _ = writeln!(
                 out,
                 "  {} -> {} [style=dashed, label=\"on failure\"];",
-                dot_quote(plan.id(i)),
+                dot_quote(nodes.id(i)),
                 dot_quote(fb)
             );
         }
@@ -203,28 +264,25 @@ fn dot(plan: &ValidPlan) -> String {
 }
 
 fn mermaid(plan: &ValidPlan) -> String {
+    let nodes = Nodes::new(plan);
     let node = |i: usize| format!("s{i}");
     let label = |s: &str| s.replace('"', "#quot;");
     let mut out = String::from("flowchart LR\n");
-    for (i, s) in plan.plan.steps.iter().enumerate() {
-        let text = label(s.name.as_deref().unwrap_or(s.id()));
+    for i in nodes.all() {
+        let text = label(&nodes.label(i));
         if plan.fallback_only[i] {
             let _ = writeln!(out, "  {}([\"{text}\"])", node(i));
+        } else if nodes.of[i].is_some() {
+            let _ = writeln!(out, "  {}[[\"{text}\"]]", node(i));
         } else {
             let _ = writeln!(out, "  {}[\"{text}\"]", node(i));
         }
     }
-    for (i, deps) in plan.deps.iter().enumerate() {
-        for &d in deps {
-            let arrow = if is_implicit(plan, i, d) {
-                "-.->"
-            } else {
-                "-->"
-            };
-            let _ = writeln!(out, "  {} {arrow} {}", node(d), node(i));
-        }
+    for (d, i, implicit) in nodes.edges() {
+        let arrow = if implicit { "-.->" } else { "-->" };
+        let _ = writeln!(out, "  {} {arrow} {}", node(d), node(i));
     }
-    for (i, _) in plan.plan.steps.iter().enumerate() {
+    for i in nodes.all() {
         if let Some(f) = plan.fallback_of(i) {
             let _ = writeln!(out, "  {} -. on failure .-> {}", node(i), node(f));
         }
@@ -252,5 +310,25 @@ mod tests {
             text,
             "fleet: 4 steps in 3 waves\nwave 1\n  prep\nwave 2\n  install@{web1,web2} (2 hosts)  <- prep (implicit)\nwave 3\n  report  <- install@{web1,web2} (2 hosts) (implicit)\n"
         );
+        let dot = render(&plan, &schedule, GraphFormat::Dot);
+        assert!(
+            dot.contains("\"install\" [label=\"install @ web1, web2\", peripheries=2];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"prep\" -> \"install\" [style=dotted];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"install\" -> \"report\" [style=dotted];"),
+            "{dot}"
+        );
+        assert_eq!(dot.matches(" -> ").count(), 2, "{dot}");
+        let mermaid = render(&plan, &schedule, GraphFormat::Mermaid);
+        assert!(
+            mermaid.contains("s1[[\"install @ web1, web2\"]]"),
+            "{mermaid}"
+        );
+        assert_eq!(mermaid.matches("-.->").count(), 2, "{mermaid}");
     }
 }

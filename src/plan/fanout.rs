@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use super::diagnostic::did_you_mean;
 use super::load::Reporter;
-use super::model::Plan;
+use super::model::{Plan, env_name};
 
 /// The longest host name (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 253;
@@ -140,6 +140,34 @@ pub(crate) fn check(
                 "a step with `hosts` cannot name a fallback",
                 Some("use \"on_failure\": \"continue\" or \"skip_dependents\", or give the fallback step its own `hosts`-free form".into()),
             );
+        }
+    }
+    // Outputs reach other steps as PLANDECK_OUT_<STEP>_<KEY>: an instance
+    // (`x@web1`, X_WEB1) must not read like another step (`x_web1`).
+    let mut prefixes: HashMap<String, String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.hosts.is_none())
+        .map(|s| (env_name(s.id()), s.id().to_string()))
+        .collect();
+    for (i, s) in plan.steps.iter().enumerate() {
+        for (j, h) in s.hosts.iter().flatten().enumerate() {
+            let instance = instance_id(s.id(), h);
+            match prefixes.get(&env_name(&instance)) {
+                Some(other) if *other != instance => r.error(
+                    at.element(i, "hosts", j),
+                    Some(s.id()),
+                    format!(
+                        "instance '{instance}' and step '{other}' both pass their outputs as PLANDECK_OUT_{}_<KEY>",
+                        env_name(&instance)
+                    ),
+                    Some("rename one of them: '@', '.', '-' and '_' read alike in variable names".into()),
+                ),
+                Some(_) => {}
+                None => {
+                    prefixes.insert(env_name(&instance), instance);
+                }
+            }
         }
     }
     for (i, s) in plan.steps.iter().enumerate() {
@@ -340,6 +368,19 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("does not run on host 'web9'"), "{all}");
+    }
+
+    #[test]
+    fn an_instance_may_not_read_like_another_step() {
+        let errs = check(
+            r#"{"name":"p","steps":[{"id":"x_web1","run":"true"},{"id":"x","hosts":["web1"],"run":"true"}]}"#,
+        )
+        .expect_err("invalid");
+        assert!(
+            errs.join("\n")
+                .contains("instance 'x@web1' and step 'x_web1'"),
+            "{errs:?}"
+        );
     }
 
     #[test]
