@@ -220,8 +220,43 @@ pub fn summary(plan: &ValidPlan, schedule: &Schedule, estimates: &[Option<f64>])
             id_list(plan, fallbacks, 6)
         ));
     }
+    out.push_str(&cluster_summary(plan));
     if !plan.warnings.is_empty() {
         out.push_str(&format!("  warnings:      {}\n", plan.warnings.len()));
+    }
+    out
+}
+
+/// Which steps run as Slurm batch jobs, grouped by what they ask the
+/// cluster for (nothing when none does).
+fn cluster_summary(plan: &ValidPlan) -> String {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for i in 0..plan.len() {
+        let Some(job) = plan.plan.steps[i].slurm_job(&plan.plan.globals) else {
+            continue;
+        };
+        let what = job.describe();
+        match groups.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, steps)) => steps.push(i),
+            None => groups.push((what, vec![i])),
+        }
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let n: usize = groups.iter().map(|(_, s)| s.len()).sum();
+    let mut out = format!(
+        "  cluster:       {n} step{} as Slurm batch jobs\n",
+        plural(n)
+    );
+    for (what, steps) in groups.iter().take(8) {
+        out.push_str(&format!(
+            "    {what}: {}\n",
+            id_list(plan, steps.iter().copied(), 6)
+        ));
+    }
+    if groups.len() > 8 {
+        out.push_str(&format!("    … (+{} more settings)\n", groups.len() - 8));
     }
     out
 }

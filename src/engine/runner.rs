@@ -135,6 +135,9 @@ pub struct Outcome {
     /// A remote attempt left running when this process went
     /// (`Control::Release`): its row stays `running` for the next owner.
     pub left_running: bool,
+    /// How the cluster ended a Slurm batch job that did not succeed
+    /// (`TIMEOUT`, `NODE_FAIL`, ...; `REJECTED` when it refused the job).
+    pub slurm_state: Option<String>,
 }
 
 /// `1 s`, `1.5 s`.
@@ -717,6 +720,7 @@ pub async fn run_attempt(
         invalid_outputs,
         lost: false,
         left_running: false,
+        slurm_state: None,
     };
     let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
 

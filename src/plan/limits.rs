@@ -118,6 +118,13 @@ pub const UNITS: IntRange = IntRange {
     unit: "units",
 };
 
+/// `slurm.cpus`.
+pub const SLURM_CPUS: IntRange = IntRange {
+    min: 1,
+    max: 100_000,
+    unit: "CPUs",
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +236,26 @@ mod tests {
                 r#"{"name":"p","resources":{"pool":1000000},"steps":[{"run":"true","resources":[{"name":"pool","units":V}]}]}"#,
                 UNITS,
             ),
+            int(
+                "/$defs/Slurm/properties/cpus",
+                r#"{"name":"p","steps":[{"run":"true","slurm":{"cpus":V}}]}"#,
+                SLURM_CPUS,
+            ),
+            int(
+                "/$defs/Slurm/properties/cpus",
+                r#"{"name":"p","globals":{"slurm":{"cpus":V}},"steps":[{"run":"true"}]}"#,
+                SLURM_CPUS,
+            ),
+            int(
+                "/$defs/Slurm/properties/time_limit_sec",
+                r#"{"name":"p","steps":[{"run":"true","slurm":{"time_limit_sec":V}}]}"#,
+                TIMEOUT_SEC,
+            ),
+            int(
+                "/$defs/Slurm/properties/time_limit_sec",
+                r#"{"name":"p","globals":{"slurm":{"time_limit_sec":V}},"steps":[{"run":"true"}]}"#,
+                TIMEOUT_SEC,
+            ),
         ]
     }
 
@@ -251,7 +278,7 @@ mod tests {
         let schema: serde_json::Value =
             serde_json::from_str(&crate::plan::schema::plan_schema_json()).expect("schema parses");
         let cases = cases();
-        assert_eq!(cases.len(), 15);
+        assert_eq!(cases.len(), 19);
         for c in cases {
             let node = schema
                 .pointer(c.pointer)

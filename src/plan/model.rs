@@ -89,6 +89,10 @@ pub struct Globals {
     /// outlives plandeck) unless the step says `"detach": false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub detach: bool,
+    /// Defaults for the steps that run as Slurm batch jobs (those with a
+    /// `slurm` object); sends no step to the cluster by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<Slurm>,
 }
 
 impl Default for Globals {
@@ -106,6 +110,7 @@ impl Default for Globals {
             ssh_config: None,
             max_per_host: None,
             detach: false,
+            slurm: None,
         }
     }
 }
@@ -262,6 +267,83 @@ pub struct Step {
     /// dependents wait for all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// Run each attempt as a Slurm batch job with these settings (over
+    /// `globals.slurm`); `{}` takes the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<Slurm>,
+}
+
+/// What a Slurm batch job asks the cluster for. Every field is optional:
+/// the cluster's defaults apply to what is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slurm {
+    /// The partition (`sbatch --partition`), or a comma-separated list of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// CPUs of the job's task (`--cpus-per-task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::SLURM_CPUS.min, max = limits::SLURM_CPUS.max))]
+    pub cpus: Option<u64>,
+    /// Memory of the job (`--mem`): a whole number with an optional unit
+    /// K, M, G or T (`512M`, `4G`); megabytes without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+[KMGTkmgt]?$"))]
+    pub mem: Option<String>,
+    /// Generic resources (`--gres`), as in `gpu:1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    /// The cluster's time limit for the job (`--time`, whole minutes,
+    /// rounded up); a step's `timeout_sec` also bounds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = limits::TIMEOUT_SEC.min, max = limits::TIMEOUT_SEC.max))]
+    pub time_limit_sec: Option<u64>,
+    /// More `sbatch` options, one argument each (`--account=physics`,
+    /// `--qos=low`); never options plandeck sets itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+impl Slurm {
+    /// `step`'s settings over `defaults`: each field the step sets wins;
+    /// extra arguments of both, the defaults' first.
+    pub fn over(step: &Slurm, defaults: Option<&Slurm>) -> Slurm {
+        let Some(d) = defaults else {
+            return step.clone();
+        };
+        Slurm {
+            partition: step.partition.clone().or_else(|| d.partition.clone()),
+            cpus: step.cpus.or(d.cpus),
+            mem: step.mem.clone().or_else(|| d.mem.clone()),
+            gres: step.gres.clone().or_else(|| d.gres.clone()),
+            time_limit_sec: step.time_limit_sec.or(d.time_limit_sec),
+            extra_args: d.extra_args.iter().chain(&step.extra_args).cloned().collect(),
+        }
+    }
+
+    /// What the job asks for, for people: `partition gpu, 4 CPUs, 16G, gpu:1, 1h`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!(
+            "partition {}",
+            self.partition.as_deref().unwrap_or("(default)")
+        )];
+        if let Some(c) = self.cpus {
+            parts.push(format!("{c} CPU{}", if c == 1 { "" } else { "s" }));
+        }
+        if let Some(m) = &self.mem {
+            parts.push(format!("mem {m}"));
+        }
+        if let Some(g) = &self.gres {
+            parts.push(format!("gres {g}"));
+        }
+        if let Some(t) = self.time_limit_sec {
+            parts.push(format!("time limit {t} s"));
+        }
+        if !self.extra_args.is_empty() {
+            parts.push(self.extra_args.join(" "));
+        }
+        parts.join(", ")
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -530,6 +612,14 @@ impl Step {
             (None, None) => return None,
         };
         Some(word.rsplit('/').next().unwrap_or(word))
+    }
+
+    /// The Slurm settings of a step that runs as a batch job (its own over
+    /// `globals.slurm`); `None` for a step that runs here.
+    pub fn slurm_job(&self, globals: &Globals) -> Option<Slurm> {
+        self.slurm
+            .as_ref()
+            .map(|s| Slurm::over(s, globals.slurm.as_ref()))
     }
 
     /// The fallback step named by `on_failure`, if any.

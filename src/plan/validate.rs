@@ -476,6 +476,10 @@ fn check_globals(r: &mut Reporter, v: &Checker, plan: &Plan) {
             Some("name an ssh_config file (relative to the plan's directory), or remove the field to use your own ssh configuration".into()),
         );
     }
+    if let Some(job) = &g.slurm {
+        let at = |k: &str| member_offset(v.src, at("slurm"), k).unwrap_or(at("slurm"));
+        check_slurm(r, at, None, "globals.slurm", job);
+    }
     for name in g.env.keys().chain(&g.secret_env) {
         if !valid_env_name(name) {
             r.error(
@@ -584,6 +588,116 @@ fn check_float(
         );
     }
     ok
+}
+
+/// The `sbatch` options plandeck sets itself, each with the plan field to
+/// use instead (empty: none, plandeck needs it as it is).
+const SBATCH_OWN: [(&str, Option<char>, &str); 13] = [
+    ("--partition", Some('p'), "slurm.partition"),
+    ("--cpus-per-task", Some('c'), "slurm.cpus"),
+    ("--mem", None, "slurm.mem"),
+    ("--gres", None, "slurm.gres"),
+    ("--time", Some('t'), "slurm.time_limit_sec"),
+    ("--output", Some('o'), ""),
+    ("--error", Some('e'), ""),
+    ("--export", None, "env"),
+    ("--chdir", Some('D'), "cwd"),
+    ("--job-name", Some('J'), ""),
+    ("--parsable", None, ""),
+    ("--wrap", None, ""),
+    ("--wait", Some('W'), ""),
+];
+
+/// The option of `arg` plandeck sets itself, if it is one: (option, field to use).
+pub fn sbatch_own_option(arg: &str) -> Option<(&'static str, &'static str)> {
+    SBATCH_OWN.iter().find_map(|&(long, short, field)| {
+        let is_long = arg == long || arg.strip_prefix(long).is_some_and(|r| r.starts_with('='));
+        let is_short = short.is_some_and(|c| {
+            !arg.starts_with("--") && arg.strip_prefix('-').is_some_and(|r| r.starts_with(c))
+        });
+        (is_long || is_short).then_some((long, field))
+    })
+}
+
+/// A word Slurm takes as it is: not empty, no space, no control character.
+fn plain_word(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A Slurm object (`slurm` of a step, or `globals.slurm`); `at(key)` is
+/// where its member `key` is.
+fn check_slurm(
+    r: &mut Reporter,
+    at: impl Fn(&str) -> usize,
+    step: Option<&str>,
+    prefix: &str,
+    job: &crate::plan::model::Slurm,
+) {
+    for (key, value) in [("partition", &job.partition), ("gres", &job.gres)] {
+        if let Some(value) = value
+            && !plain_word(value)
+        {
+            r.error(
+                at(key),
+                step,
+                format!("`{prefix}.{key}` must be a word without spaces or control characters, found {value:?}"),
+                Some(if key == "partition" {
+                    "name a partition as `sinfo -s` lists it (several: comma-separated)".into()
+                } else {
+                    "write it as sbatch --gres takes it, as in \"gpu:1\"".into()
+                }),
+            );
+        }
+    }
+    if let Some(cpus) = job.cpus {
+        check_int(r, || at("cpus"), step, &format!("{prefix}.cpus"), cpus, limits::SLURM_CPUS);
+    }
+    if let Some(t) = job.time_limit_sec {
+        check_int(
+            r,
+            || at("time_limit_sec"),
+            step,
+            &format!("{prefix}.time_limit_sec"),
+            t,
+            limits::TIMEOUT_SEC,
+        );
+    }
+    if let Some(mem) = &job.mem {
+        let digits = mem.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+        let ok = !digits.is_empty()
+            && mem.len() - digits.len() <= 1
+            && digits.chars().all(|c| c.is_ascii_digit());
+        if !ok {
+            r.error(
+                at("mem"),
+                step,
+                format!("`{prefix}.mem` must be a whole number with an optional unit K, M, G or T, found {mem:?}"),
+                Some("as in \"512M\" or \"4G\" (megabytes without a unit)".into()),
+            );
+        }
+    }
+    for arg in &job.extra_args {
+        if !arg.starts_with('-') || arg.contains('\0') {
+            r.error(
+                at("extra_args"),
+                step,
+                format!("`{prefix}.extra_args` takes sbatch options, one argument each; {arg:?} is not one"),
+                Some("write an option and its value as one argument, as in \"--account=physics\"".into()),
+            );
+        } else if let Some((option, field)) = sbatch_own_option(arg) {
+            let hint = if field.is_empty() {
+                format!("plandeck sets {option} itself; leave it out")
+            } else {
+                format!("plandeck sets {option} itself; use `{field}` instead")
+            };
+            r.error(
+                at("extra_args"),
+                step,
+                format!("`{prefix}.extra_args` has {arg:?}, an option plandeck sets itself"),
+                Some(hint),
+            );
+        }
+    }
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -765,6 +879,13 @@ fn check_steps(
                 ),
                 Some(&f) => fallback_only[f] = true,
             }
+        }
+        if let Some(job) = &s.slurm {
+            let at = |k: &str| {
+                let whole = v.field(i, "slurm");
+                member_offset(v.src, whole, k).unwrap_or(whole)
+            };
+            check_slurm(r, at, id, "slurm", job);
         }
         if s.critical && matches!(s.on_failure, Some(OnFailure::Continue)) {
             r.at(

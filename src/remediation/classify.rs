@@ -8,8 +8,14 @@ use super::rules::{Action, CompiledRule, Rules};
 use super::{Diagnosis, ErrorClass, FailureFacts};
 
 /// Placeholders every rule may use, filled from the facts.
-pub(super) const BUILTIN_PLACEHOLDERS: [&str; 5] =
-    ["command", "kind", "exit_code", "signal", "signal_name"];
+pub(super) const BUILTIN_PLACEHOLDERS: [&str; 6] = [
+    "command",
+    "kind",
+    "exit_code",
+    "signal",
+    "signal_name",
+    "slurm_state",
+];
 
 /// Longest text a placeholder puts into an explanation, label or cause.
 const MAX_TEXT_VALUE_CHARS: usize = 200;
@@ -66,6 +72,13 @@ impl CompiledRule {
             return false;
         }
         if m.spawn_failed.is_some_and(|s| s != facts.spawn_failed()) {
+            return false;
+        }
+        if let Some(states) = &m.slurm_states
+            && !facts
+                .slurm_state
+                .is_some_and(|st| states.iter().any(|x| x == st))
+        {
             return false;
         }
         if let Some(kinds) = &m.kinds
@@ -146,6 +159,7 @@ fn value_of(name: &str, captures: &Captures, facts: &FailureFacts) -> Option<Str
         "exit_code" => facts.exit_code.map(|c| c.to_string()),
         "signal" => facts.signal.map(|s| s.to_string()),
         "signal_name" => facts.signal.map(signal_name),
+        "slurm_state" => facts.slurm_state.map(str::to_string),
         _ => None,
     }
 }
@@ -519,6 +533,45 @@ mod tests {
         for d in [none.classify(&facts()), builtin(&facts())] {
             assert!(d.actions.iter().any(|a| matches!(a, Action::Abort { .. })));
         }
+    }
+
+    #[test]
+    fn slurm_end_states_have_their_classes() {
+        let of = |state: &'static str, stderr: &'static str| {
+            let d = builtin(&FailureFacts {
+                slurm_state: Some(state),
+                signal: Some(15),
+                stderr_tail: stderr,
+                ..facts()
+            });
+            (d.class, d.explanation)
+        };
+        assert_eq!(of("TIMEOUT", "").0, ErrorClass::Timeout);
+        assert_eq!(of("OUT_OF_MEMORY", "").0, ErrorClass::OomKilled);
+        assert_eq!(of("NODE_FAIL", "").0, ErrorClass::Cluster);
+        assert!(of("NODE_FAIL", "").1.contains("NODE_FAIL"));
+        assert_eq!(of("PREEMPTED", "").0, ErrorClass::Cluster);
+        let (class, why) = of(
+            "REJECTED",
+            "sbatch: error: Batch job submission failed: Invalid partition name specified\n",
+        );
+        assert_eq!(class, ErrorClass::InvalidInput);
+        assert_eq!(
+            why,
+            "The cluster refused the batch job: Invalid partition name specified"
+        );
+        // A job that ran and failed is classified by how it failed.
+        let d = builtin(&FailureFacts {
+            slurm_state: Some("FAILED"),
+            exit_code: Some(7),
+            ..facts()
+        });
+        assert_eq!(d.class, ErrorClass::ExitCode);
+        assert!(!FailureFacts {
+            slurm_state: Some("REJECTED"),
+            ..facts()
+        }
+        .spawn_failed());
     }
 
     #[test]
@@ -1026,6 +1079,7 @@ mod tests {
                         exit_code: code,
                         signal: sig,
                         timed_out,
+                        slurm_state: Some(text),
                         kind: Some(text),
                         command: Some(text),
                         stdout_tail: text,

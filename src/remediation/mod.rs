@@ -58,6 +58,9 @@ pub enum ErrorClass {
     DiskFull,
     PackageNotFound,
     InvalidInput,
+    /// The cluster a job ran on failed it (a node failed, the job was
+    /// preempted): the step itself may be fine.
+    Cluster,
     ExitCode,
     /// A remote host could not be reached over ssh (refused, unreachable, no such name).
     SshUnreachable,
@@ -67,7 +70,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 13] = [
+    pub const ALL: [ErrorClass; 14] = [
         ErrorClass::Timeout,
         ErrorClass::Signal,
         ErrorClass::OomKilled,
@@ -78,6 +81,7 @@ impl ErrorClass {
         ErrorClass::DiskFull,
         ErrorClass::PackageNotFound,
         ErrorClass::InvalidInput,
+        ErrorClass::Cluster,
         ErrorClass::ExitCode,
         ErrorClass::SshUnreachable,
         ErrorClass::SshAuth,
@@ -96,6 +100,7 @@ impl ErrorClass {
             ErrorClass::DiskFull => "disk_full",
             ErrorClass::PackageNotFound => "package_not_found",
             ErrorClass::InvalidInput => "invalid_input",
+            ErrorClass::Cluster => "cluster",
             ErrorClass::ExitCode => "exit_code",
             ErrorClass::SshUnreachable => "ssh_unreachable",
             ErrorClass::SshAuth => "ssh_auth",
@@ -120,6 +125,7 @@ impl ErrorClass {
             ErrorClass::DiskFull => "Disk full",
             ErrorClass::PackageNotFound => "Package not found",
             ErrorClass::InvalidInput => "Invalid input",
+            ErrorClass::Cluster => "Cluster failure",
             ErrorClass::ExitCode => "Failed",
             ErrorClass::SshUnreachable => "Host unreachable over ssh",
             ErrorClass::SshAuth => "ssh login refused",
@@ -147,6 +153,9 @@ pub struct FailureFacts<'a> {
     /// Program name: the basename of `argv[0]` for `command` + `args` steps; for
     /// `run` strings the first word of the shell string.
     pub command: Option<&'a str>,
+    /// The Slurm end state of a batch job (`TIMEOUT`, `OUT_OF_MEMORY`,
+    /// `NODE_FAIL`, ...; `REJECTED` when the cluster refused the job).
+    pub slurm_state: Option<&'a str>,
     /// The last few KiB of stdout (see [`tail`]).
     pub stdout_tail: &'a str,
     /// The last few KiB of stderr; for an attempt that could not be started,
@@ -158,7 +167,10 @@ impl FailureFacts<'_> {
     /// The attempt never ran: no exit code, no signal, no timeout (the
     /// engine could not start the program).
     pub fn spawn_failed(&self) -> bool {
-        self.exit_code.is_none() && self.signal.is_none() && !self.timed_out
+        self.exit_code.is_none()
+            && self.signal.is_none()
+            && !self.timed_out
+            && self.slurm_state.is_none()
     }
 }
 

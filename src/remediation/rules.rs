@@ -74,6 +74,11 @@ pub struct Matcher {
     /// exit code, no signal, no timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawn_failed: Option<bool>,
+    /// The step ran as a Slurm batch job that ended in one of these states
+    /// (`TIMEOUT`, `OUT_OF_MEMORY`, `NODE_FAIL`, `PREEMPTED`, `BOOT_FAIL`,
+    /// `CANCELLED`, `FAILED`; `REJECTED` when the cluster refused the job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_states: Option<Vec<String>>,
 }
 
 impl Matcher {
@@ -89,6 +94,7 @@ impl Matcher {
             self.stdout.is_some(),
             self.output.is_some(),
             self.spawn_failed.is_some(),
+            self.slurm_states.is_some(),
         ]
         .into_iter()
         .filter(|set| *set)

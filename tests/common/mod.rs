@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 mod leak;
+pub mod slurm;
 pub mod sshd;
 
 use std::collections::BTreeMap;

@@ -262,6 +262,7 @@ impl Core {
             exit_code: o.exit_code,
             signal: o.signal,
             timed_out: o.timed_out,
+            slurm_state: o.slurm_state.as_deref(),
             kind: step.kind.as_deref(),
             command: if role == Role::Fix {
                 None
