@@ -375,6 +375,16 @@ pub enum EventKind {
     /// Something a person should know that is no state change (a process
     /// that escaped its step's process group and had to be killed).
     Warning { message: String },
+    /// An attempt runs as a Slurm batch job: submitted as `job_id`, or its
+    /// state changed (`PENDING` with `reason` `Priority`, `RUNNING`, ...).
+    Job {
+        step: String,
+        attempt: u32,
+        job_id: String,
+        state: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 fn is_unnumbered(seq: &u64) -> bool {
@@ -396,6 +406,7 @@ impl EventKind {
             EventKind::Remediation { .. } => "remediation",
             EventKind::Command { .. } => "command",
             EventKind::Warning { .. } => "warning",
+            EventKind::Job { .. } => "job",
         }
     }
     /// The step the event is about.
@@ -403,7 +414,8 @@ impl EventKind {
         match self {
             EventKind::StepState { step, .. }
             | EventKind::Log { step, .. }
-            | EventKind::Remediation { step, .. } => Some(step),
+            | EventKind::Remediation { step, .. }
+            | EventKind::Job { step, .. } => Some(step),
             EventKind::Command { step, .. } => step.as_deref(),
             _ => None,
         }

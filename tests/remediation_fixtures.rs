@@ -25,6 +25,7 @@ impl Fixture {
             exit_code: self.exit_code,
             signal: self.signal,
             timed_out: self.timed_out,
+            slurm_state: None,
             kind: self.kind.as_deref(),
             command: self.command.as_deref(),
             stdout_tail: tail(&self.stdout, TAIL_BYTES),

@@ -1,9 +1,33 @@
-//! Steps as Slurm batch jobs, against a real single-node cluster started
-//! by the tests (`common::slurm`); skipped, saying why, where none can run.
+//! Steps as Slurm batch jobs, against a real single-node cluster the tests
+//! start themselves (`common::slurm`: its own munge key, `slurm.conf`,
+//! ports and spool). Where the machine cannot run one, each test says why
+//! and skips.
+//!
+//! Every wait is on an event of the run or on the cluster's own answer,
+//! bounded by a deadline.
 
 mod common;
 
-use common::slurm;
+use std::time::Duration;
+
+use common::slurm::{self, Cluster};
+use common::*;
+use serde_json::{Value, json};
+
+/// `plandeck run plan.json --yes --json` against the test cluster.
+fn run(s: &Scratch, c: &Cluster, plan: &Value) -> Outcome {
+    let path = s.write_plan(plan);
+    let mut cmd = s.plandeck(&["run", path.to_str().expect("utf-8"), "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    Cli::start(cmd).finish()
+}
+
+fn job_events<'a>(events: &'a [Value], step: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| s(e, "type") == "job" && s(e, "step") == step)
+        .collect()
+}
 
 #[test]
 fn the_test_cluster_runs_a_batch_job() {
@@ -22,4 +46,133 @@ fn the_test_cluster_runs_a_batch_job() {
     assert!(c.job(&id).contains("ExitCode=7:0"), "{}", c.job(&id));
     let log = std::fs::read_to_string(dir.path().join("out")).expect("output");
     assert_eq!(log, format!("job {id}\n"));
+}
+
+#[test]
+fn a_job_shows_its_id_and_its_exit_code_comes_back_exactly() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let plan = plan(
+        json!({}),
+        json!([
+            { "id": "ok", "run": "echo \"job=$SLURM_JOB_ID\"; echo out=1 >> \"$PLANDECK_OUTPUT\"", "slurm": {}, "outputs": ["out"] },
+            { "id": "seven", "run": "echo about to fail >&2; exit 7", "slurm": { "cpus": 1 } },
+        ]),
+    );
+    let o = run(&sc, c, &plan);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
+    let ok = last_step_event(&o.events, "ok");
+    assert_eq!(s_state(ok), "succeeded", "{}", o.stdout);
+    assert_eq!(ok["outputs"]["out"], "1");
+    let submitted = job_events(&o.events, "ok");
+    let id = s(submitted.first().expect("a job event"), "job_id").to_string();
+    assert!(!id.is_empty());
+    assert_eq!(s(submitted[0], "state"), "SUBMITTED");
+    let logs = sc
+        .plandeck(&["logs", &o.run_id(), "ok"])
+        .output()
+        .expect("logs runs");
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains(&format!("job={id}")), "{logs}");
+
+    let seven = last_step_event(&o.events, "seven");
+    assert_eq!(s_state(seven), "failed");
+    assert_eq!(seven["exit_code"], 7, "{seven}");
+    assert_eq!(seven["error_class"], "exit_code", "{seven}");
+    assert!(s(seven, "stderr_tail").contains("about to fail"), "{seven}");
+}
+
+fn s_state(v: &Value) -> &str {
+    s(v, "state")
+}
+
+#[test]
+fn a_timeout_cancels_the_job_and_leaves_no_process() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    // A sleep of its own length, to tell its process from any other.
+    let secs = 3000 + std::process::id() % 1000;
+    let marker = format!("sleep\0{secs}\0");
+    let plan = plan(
+        json!({ "kill_grace_sec": 1 }),
+        json!([{ "id": "slow", "run": format!("sleep {secs}"), "timeout_sec": 2, "slurm": {} }]),
+    );
+    let o = run(&sc, c, &plan);
+    let slow = last_step_event(&o.events, "slow");
+    assert_eq!(s_state(slow), "failed", "{}", o.stdout);
+    assert_eq!(slow["error_class"], "timeout", "{slow}");
+    assert!(
+        s(slow, "reason").starts_with("timed out after 2 s"),
+        "{slow}"
+    );
+    let id = s(job_events(&o.events, "slow")[0], "job_id").to_string();
+    assert!(!c.queued_jobs().contains(&id), "job {id} is still queued");
+    assert!(c.job(&id).contains("JobState=CANCELLED"), "{}", c.job(&id));
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .filter(|cmd| cmd.contains(&marker))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[test]
+fn an_unknown_partition_is_invalid_input_with_the_clusters_words() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let plan = plan(
+        json!({}),
+        json!([{ "id": "lost", "run": "true", "retries": 2, "slurm": { "partition": "no-such-partition" } }]),
+    );
+    let o = run(&sc, c, &plan);
+    let lost = last_step_event(&o.events, "lost");
+    assert_eq!(s_state(lost), "failed", "{}", o.stdout);
+    assert_eq!(lost["error_class"], "invalid_input", "{lost}");
+    // Not retried: the cluster would refuse it again.
+    assert_eq!(lost["attempt"], 1, "{lost}");
+    let remedy = o
+        .events
+        .iter()
+        .find(|e| s(e, "type") == "remediation")
+        .expect("a remediation");
+    assert!(
+        s(remedy, "explanation").starts_with(
+            "The cluster refused the batch job: invalid partition specified: no-such-partition"
+        ),
+        "{remedy}"
+    );
+}
+
+#[test]
+fn hostile_values_reach_the_job_byte_exact() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let nasty = "it's \"$(touch pwned)\" `touch pwned2` ; $HOME \\n \n next line\ttab é ✓ %j %x";
+    let plan = json!({
+        "name": "hostile",
+        "inputs": { "v": { "default": nasty } },
+        "globals": { "implicit_deps": false, "env": { "NASTY": nasty } },
+        "steps": [{
+            "id": "echo",
+            "command": "/bin/sh",
+            "args": ["-c", "printf '%s' \"$NASTY\" > env.out; printf '%s' \"$PLANDECK_INPUT_V\" > input.out; printf '%s' \"$1\" > arg.out", "sh", nasty],
+            "slurm": {}
+        }]
+    });
+    let o = run(&sc, c, &plan);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(sc.read("env.out"), nasty);
+    assert_eq!(sc.read("input.out"), nasty);
+    assert_eq!(sc.read("arg.out"), nasty);
+    assert!(!sc.exists("pwned") && !sc.exists("pwned2"));
+}
+
+#[test]
+fn the_queue_empties_between_tests() {
+    let Some(c) = slurm::cluster() else { return };
+    // Whatever the other tests submitted ends (a guard against a leak of
+    // jobs, not a check of one behaviour).
+    let _ = c.wait_queue_empty(Duration::from_secs(60));
 }

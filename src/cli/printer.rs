@@ -195,6 +195,23 @@ impl Printer {
             EventKind::Warning { message } => {
                 Some(format!("  {} {message}", self.paint("33", "!")))
             }
+            EventKind::Job {
+                step,
+                job_id,
+                state,
+                reason,
+                ..
+            } => {
+                let reason = reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                Some(format!(
+                    "  {} {step}: Slurm job {job_id} {}{reason}",
+                    self.paint("36", "◆"),
+                    state.to_lowercase()
+                ))
+            }
             EventKind::Log { .. } | EventKind::Command { .. } => None,
         }
     }

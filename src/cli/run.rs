@@ -858,11 +858,20 @@ impl Prepared {
                     Some(json) => RemoteHandle::parse(&json).ok()?,
                     None => {
                         let i = *self.plan.index.get(&step)?;
-                        if !self.plan.detached(i) {
-                            return None;
+                        if self.plan.plan.steps[i].slurm.is_some() {
+                            // A job submitted just before its driver died.
+                            use crate::engine::slurm;
+                            let jobs = slurm::run_jobs_dir(location, &self.row.id);
+                            let dir = slurm::attempt_dir(&jobs, &step, attempt);
+                            let name = slurm::job_name(&self.row.id, &step, attempt);
+                            RemoteHandle::Slurm(slurm::Handle::find(&dir, &name)?)
+                        } else {
+                            if !self.plan.detached(i) {
+                                return None;
+                            }
+                            let dir = detached::attempt_dir(&run_dir, &step, attempt);
+                            RemoteHandle::Detached(detached::Handle::find(&dir)?)
                         }
-                        let dir = detached::attempt_dir(&run_dir, &step, attempt);
-                        RemoteHandle::Detached(detached::Handle::find(&dir)?)
                     }
                 };
                 if handle.probe() == Probe::Vanished {

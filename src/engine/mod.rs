@@ -21,6 +21,7 @@ pub mod policy;
 pub mod remote;
 pub mod runner;
 pub mod scratch;
+pub mod slurm;
 pub mod spawn;
 pub mod spec;
 pub mod ssh;
@@ -320,7 +321,7 @@ impl Driver {
                     // under its supervisor, for the next owner to adopt.
                     let control = match control {
                         Control::Terminate
-                            if interrupting && spec::runs_detached(&self.plan, step) =>
+                            if interrupting && spec::outlives_driver(&self.plan, step) =>
                         {
                             Control::Release
                         }
@@ -530,6 +531,7 @@ async fn drive(
             masker,
             spool_dir: Some(spool_dir.clone()),
             cgroup: None,
+            jobs_dir: Some(slurm::run_jobs_dir(&req.store, &run_id)),
         },
         plan: Arc::clone(&plan),
         runner_tx,
@@ -740,6 +742,9 @@ async fn drive(
                         }
                     }
                 }
+                RunnerMsg::Job { step, attempt, job_id, state, reason } => {
+                    core.handle(Input::Job { step, attempt, job_id, state, reason });
+                }
                 RunnerMsg::Exited(o) => {
                     faults::crash_point(CrashPoint::AfterExit, plan.id(o.step));
                     if core.steps[o.step].attempt == o.attempt {
@@ -863,6 +868,11 @@ async fn drive(
     let spare: Vec<i32> = d.left_running.iter().flat_map(|h| h.spare()).collect();
     if d.left_running.is_empty() {
         let _ = std::fs::remove_dir_all(&spool_dir);
+    }
+    // Each ended job's files went with its result; what a job left running
+    // keeps its directory for the next owner.
+    if let Some(jobs) = &d.ctx.jobs_dir {
+        let _ = std::fs::remove_dir(jobs);
     }
     // Whatever escaped its step's group goes too; the run's events say so,
     // or, when the store is what failed, the error does.
@@ -995,6 +1005,7 @@ fn mask_event(m: &Masker, event: &mut Event, capture: Option<&mut api::CapturedO
         }
         EventKind::Command { command, .. } => mask(command),
         EventKind::Warning { message } => mask(message),
+        EventKind::Job { reason, .. } => reason.iter_mut().for_each(mask),
         EventKind::RunCreated { .. } | EventKind::Log { .. } => {}
     }
     if let Some(c) = capture {

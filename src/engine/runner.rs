@@ -106,6 +106,15 @@ pub enum RunnerMsg {
         stream: Stream,
         lines: Vec<String>,
     },
+    /// A Slurm batch job of the attempt was submitted, or its state
+    /// changed (`PENDING` with a reason, `RUNNING`, ...).
+    Job {
+        step: usize,
+        attempt: u32,
+        job_id: String,
+        state: String,
+        reason: Option<String>,
+    },
     Exited(Box<Outcome>),
 }
 
@@ -852,7 +861,7 @@ pub const MAX_OUTPUT_KEY: usize = 128;
 /// Read the `key=value` lines the step wrote (at most `MAX_OUTPUTS` bytes
 /// are read, however much it wrote); the file is removed afterwards. An
 /// error says which key broke which limit (secrets masked).
-fn read_outputs(
+pub(super) fn read_outputs(
     path: &std::path::Path,
     masker: &Masker,
     declared: &[String],

@@ -33,12 +33,23 @@ pub struct RunContext {
     pub spool_dir: Option<PathBuf>,
     /// The run's cgroup, where the machine allows one.
     pub cgroup: Option<Arc<super::cgroup::RunCgroup>>,
+    /// Where the run's Slurm batch jobs keep their files (`None`: its
+    /// steps run here whatever they say).
+    pub jobs_dir: Option<PathBuf>,
 }
 
 /// Whether step `i`'s attempts run under a supervisor of their own (a step
-/// on another host runs over ssh instead: not detached here).
+/// on another host runs over ssh instead, a step with `slurm` as a batch
+/// job: not detached here).
 pub fn runs_detached(plan: &ValidPlan, i: usize) -> bool {
-    plan.detached(i) && plan.plan.steps[i].host.is_none()
+    plan.detached(i) && plan.plan.steps[i].host.is_none() && plan.plan.steps[i].slurm.is_none()
+}
+
+/// Whether step `i`'s attempts go on where they run when this plandeck
+/// leaves the run interrupted (detached steps, Slurm batch jobs): the next
+/// owner adopts them.
+pub fn outlives_driver(plan: &ValidPlan, i: usize) -> bool {
+    runs_detached(plan, i) || plan.plan.steps[i].slurm.is_some()
 }
 
 /// The timeout of a step's attempts: its own, else the default, capped.
@@ -88,7 +99,18 @@ pub fn spawn_spec<'a>(
     // The index keeps apart ids that sanitise alike (`a.b`, `a_b`).
     // A detached attempt keeps its files where its supervisor outlives
     // this process: in its own private directory beside its spool.
-    let launch = if runs_detached(plan, step) {
+    let slurm = s
+        .slurm_job(&plan.plan.globals)
+        .zip(ctx.jobs_dir.as_deref())
+        .map(|(settings, dir)| super::slurm::Job {
+            settings,
+            dir: super::slurm::attempt_dir(dir, id, attempt),
+            name: super::slurm::job_name(&ctx.run_id, id, attempt),
+        });
+    let launch = if let Some(job) = slurm {
+        // A batch job keeps its files where the cluster's nodes write them.
+        super::remote::Launch::Slurm(job)
+    } else if runs_detached(plan, step) {
         let run_dir = ctx.spool_dir.as_deref().unwrap_or(&ctx.scratch_dir);
         let dir = super::remote::detached::attempt_dir(run_dir, id, attempt);
         super::remote::Launch::Detached {
@@ -100,6 +122,7 @@ pub fn spawn_spec<'a>(
     };
     let output_file = match &launch {
         super::remote::Launch::Detached { dir } => dir.join("outputs"),
+        super::remote::Launch::Slurm(job) => job.dir.join(super::slurm::OUTPUTS),
         _ => ctx
             .scratch_dir
             .join(format!("{step}-{}.{attempt}.out", sanitize(id))),
@@ -234,6 +257,7 @@ mod tests {
             masker: Arc::default(),
             spool_dir: None,
             cgroup: None,
+            jobs_dir: None,
         };
         let outs: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
         let spec = spawn_spec(

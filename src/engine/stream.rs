@@ -232,6 +232,72 @@ impl Collected {
     }
 }
 
+/// An output file another process writes (a batch job's stdout or
+/// stderr on a shared file system), read as it grows: its bytes go through
+/// the same masking, head and tail, lines and spool as a pipe's.
+pub(super) struct FileTail {
+    path: std::path::PathBuf,
+    /// Open once the file exists, at the offset read so far.
+    file: Option<std::fs::File>,
+    r: Reading,
+    c: Collected,
+}
+
+/// Most one pull reads, so that a flood never holds the engine thread long.
+const PULL_MAX: usize = 4 << 20;
+
+impl FileTail {
+    pub fn new(path: std::path::PathBuf, r: Reading) -> FileTail {
+        let c = Collected::new(&r);
+        FileTail {
+            path,
+            file: None,
+            r,
+            c,
+        }
+    }
+
+    /// Where the stream goes for live viewers from now on.
+    pub fn set_spool(&mut self, spool: Option<&Spool>) {
+        self.r.spool = spool.cloned();
+    }
+
+    /// Read what was appended since the last pull (up to `PULL_MAX`) and
+    /// send its lines; whether there may be more right away.
+    pub async fn pull(&mut self, tx: &mpsc::Sender<RunnerMsg>) -> bool {
+        use std::io::Read;
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        let Some(file) = self.file.as_mut() else {
+            return false;
+        };
+        let mut buf = vec![0u8; READ_BUF_MAX];
+        let mut lines = Vec::new();
+        let mut taken = 0;
+        let full = loop {
+            if taken >= PULL_MAX {
+                break true;
+            }
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => break false,
+                Ok(n) => {
+                    taken += n;
+                    lines.extend(self.c.take(&self.r, &buf[..n]));
+                }
+            }
+        };
+        send_lines(&self.r, tx, lines).await;
+        full
+    }
+
+    /// The writer is done: read the rest, return the stream's text.
+    pub async fn finish(mut self, tx: &mpsc::Sender<RunnerMsg>) -> Captured {
+        while self.pull(tx).await {}
+        self.c.finish(&self.r, tx).await
+    }
+}
+
 /// A read buffer that a read filled doubles, up to `READ_BUF_MAX`.
 fn grow(buf: &mut Vec<u8>, filled: usize) {
     if filled == buf.len() && buf.len() < READ_BUF_MAX {

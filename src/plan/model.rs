@@ -317,7 +317,12 @@ impl Slurm {
             mem: step.mem.clone().or_else(|| d.mem.clone()),
             gres: step.gres.clone().or_else(|| d.gres.clone()),
             time_limit_sec: step.time_limit_sec.or(d.time_limit_sec),
-            extra_args: d.extra_args.iter().chain(&step.extra_args).cloned().collect(),
+            extra_args: d
+                .extra_args
+                .iter()
+                .chain(&step.extra_args)
+                .cloned()
+                .collect(),
         }
     }
 

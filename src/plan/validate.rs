@@ -650,7 +650,14 @@ fn check_slurm(
         }
     }
     if let Some(cpus) = job.cpus {
-        check_int(r, || at("cpus"), step, &format!("{prefix}.cpus"), cpus, limits::SLURM_CPUS);
+        check_int(
+            r,
+            || at("cpus"),
+            step,
+            &format!("{prefix}.cpus"),
+            cpus,
+            limits::SLURM_CPUS,
+        );
     }
     if let Some(t) = job.time_limit_sec {
         check_int(

@@ -567,11 +567,13 @@ mod tests {
             ..facts()
         });
         assert_eq!(d.class, ErrorClass::ExitCode);
-        assert!(!FailureFacts {
-            slurm_state: Some("REJECTED"),
-            ..facts()
-        }
-        .spawn_failed());
+        assert!(
+            !FailureFacts {
+                slurm_state: Some("REJECTED"),
+                ..facts()
+            }
+            .spawn_failed()
+        );
     }
 
     #[test]

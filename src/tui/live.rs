@@ -261,6 +261,28 @@ pub fn feed_item(ev: &Event, max_attempts: impl Fn(&str) -> u32) -> Option<FeedI
         EventKind::Warning { message } => {
             (FeedKind::Warning, format!("warning: {}", sanitize(message)))
         }
+        EventKind::Job {
+            step,
+            job_id,
+            state,
+            reason,
+            ..
+        } => (
+            FeedKind::Step(StepState::Running),
+            match reason {
+                Some(r) => format!(
+                    "{step}: Slurm job {} {} ({})",
+                    sanitize(job_id),
+                    sanitize(&state.to_lowercase()),
+                    sanitize(r)
+                ),
+                None => format!(
+                    "{step}: Slurm job {} {}",
+                    sanitize(job_id),
+                    sanitize(&state.to_lowercase())
+                ),
+            },
+        ),
     };
     Some(FeedItem {
         ts: ev.ts,

@@ -128,6 +128,14 @@ pub enum Input {
     Interrupt,
     /// Look again at what could start (a host pool may have been freed).
     Poll,
+    /// A Slurm batch job of an attempt was submitted or changed state.
+    Job {
+        step: usize,
+        attempt: u32,
+        job_id: String,
+        state: String,
+        reason: Option<String>,
+    },
 }
 
 /// What the core asks the driver to do.
@@ -410,6 +418,24 @@ impl Core {
             }
             Input::Interrupt => self.begin_ending(Ending::Interrupt),
             Input::Poll => {}
+            Input::Job {
+                step,
+                attempt,
+                job_id,
+                state,
+                reason,
+            } => {
+                let s = &self.steps[step];
+                if s.attempt == attempt && s.state == StepState::Running {
+                    self.emit(EventKind::Job {
+                        step: self.plan.id(step).to_string(),
+                        attempt,
+                        job_id,
+                        state,
+                        reason,
+                    });
+                }
+            }
         }
         self.pump();
     }

@@ -1,6 +1,6 @@
 //! Remote attempts: attempts whose process is not a child of the plandeck
-//! that drives the run (a detached step's supervisor; later a process on
-//! another host or a batch job), each recorded with a durable *handle* so
+//! that drives the run (a detached step's supervisor, a Slurm batch job;
+//! later a process on another host), each recorded with a durable *handle* so
 //! that a later owner of the run can take it over.
 //!
 //! One shape for every kind:
@@ -38,6 +38,8 @@ pub enum Launch {
     /// Under a supervisor of its own that outlives plandeck; `dir` is the
     /// attempt's private directory (its status file, its outputs file).
     Detached { dir: PathBuf },
+    /// As a Slurm batch job (`engine::slurm`).
+    Slurm(super::slurm::Job),
 }
 
 /// The durable handle of a remote attempt.
@@ -45,6 +47,7 @@ pub enum Launch {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RemoteHandle {
     Detached(detached::Handle),
+    Slurm(super::slurm::Handle),
 }
 
 /// What became of a remote attempt while nobody watched it.
@@ -74,6 +77,7 @@ impl RemoteHandle {
     pub fn probe(&self) -> Probe {
         match self {
             RemoteHandle::Detached(h) => h.probe(),
+            RemoteHandle::Slurm(h) => h.probe(),
         }
     }
 
@@ -82,6 +86,7 @@ impl RemoteHandle {
     pub fn spare(&self) -> Vec<i32> {
         match self {
             RemoteHandle::Detached(h) => h.spare(),
+            RemoteHandle::Slurm(_) => Vec::new(),
         }
     }
 
@@ -90,6 +95,7 @@ impl RemoteHandle {
     pub fn discard(&self) {
         match self {
             RemoteHandle::Detached(h) => h.discard(),
+            RemoteHandle::Slurm(h) => h.discard(),
         }
     }
 }
@@ -104,6 +110,7 @@ pub async fn run(
     match spec.launch.clone() {
         Launch::Local => runner::run_attempt(spec, tx, control).await,
         Launch::Detached { dir } => detached::start(spec, dir, tx, control).await,
+        Launch::Slurm(job) => super::slurm::run(spec, job, tx, control).await,
     }
 }
 
@@ -117,6 +124,7 @@ pub async fn adopt(
 ) {
     match handle {
         RemoteHandle::Detached(h) => detached::adopt(h, spec, tx, control).await,
+        RemoteHandle::Slurm(h) => super::slurm::adopt(h, spec, tx, control).await,
     }
 }
 
