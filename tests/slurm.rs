@@ -176,3 +176,47 @@ fn the_queue_empties_between_tests() {
     // jobs, not a check of one behaviour).
     let _ = c.wait_queue_empty(Duration::from_secs(60));
 }
+
+#[test]
+fn the_bundled_cluster_batch_fans_out_within_its_pool() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/cluster-batch.json"),
+    )
+    .expect("the bundled plan");
+    let plan: Value = serde_json::from_str(&text).expect("JSON");
+    let o = run(&sc, c, &plan);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    // Shard i holds 1..=1000 i: its score is n (n + 1) / 2.
+    let total: u64 = (1..=6u64).map(|i| i * 1000 * (i * 1000 + 1) / 2).sum();
+    let combine = o
+        .events
+        .iter()
+        .find(|e| s(e, "type") == "log" && s(e, "step") == "combine")
+        .expect("combine printed");
+    assert_eq!(s(combine, "line"), format!("total score {total}"));
+    // Never more than the pool's 3 jobs submitted and not ended at once.
+    let (mut open, mut most) = (0i32, 0i32);
+    for e in &o.events {
+        if s(e, "type") == "job" && s(e, "state") == "SUBMITTED" {
+            open += 1;
+            most = most.max(open);
+        }
+        if s(e, "type") == "step_state"
+            && s(e, "step").starts_with("score-")
+            && e.get("duration_ms").is_some()
+        {
+            open -= 1;
+        }
+    }
+    assert_eq!(open, 0);
+    assert!((1..=3).contains(&most), "{most} jobs at once");
+    assert_eq!(
+        o.events
+            .iter()
+            .filter(|e| s(e, "type") == "job" && s(e, "state") == "SUBMITTED")
+            .count(),
+        6
+    );
+}

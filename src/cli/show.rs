@@ -68,6 +68,18 @@ struct AttemptJson {
     /// A remote attempt's kind (`detached`).
     #[serde(skip_serializing_if = "Option::is_none")]
     remote: Option<String>,
+    /// The Slurm batch job the attempt ran as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<JobJson>,
+}
+
+#[derive(Serialize)]
+struct JobJson {
+    id: String,
+    /// Its last known Slurm state (`PENDING`, `RUNNING`, `COMPLETED`, ...).
+    state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// A run's steps in plan order, each with its state, reason and attempts.
@@ -113,6 +125,10 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
         Ok(r) => r,
         Err(exit) => return exit,
     };
+    let jobs = match queries::jobs(&conn, &view.row.id) {
+        Ok(j) => j,
+        Err(e) => return store_fail(&conn, e),
+    };
     if json {
         let r = &view.row;
         let out = ShowJson {
@@ -145,6 +161,13 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
                             role: a.role.clone(),
                             message: a.message.clone(),
                             remote: a.remote.clone(),
+                            job: jobs
+                                .get(&(id.clone(), a.attempt))
+                                .map(|(j, st, why)| JobJson {
+                                    id: j.clone(),
+                                    state: st.clone(),
+                                    reason: why.clone(),
+                                }),
                         })
                         .collect(),
                 })
@@ -251,6 +274,13 @@ pub fn show(run: &str, json: bool, db: Option<&Path>) -> Exit {
             }
             if let Some(ms) = a.duration_ms {
                 parts.push(human_ms(ms));
+            }
+            if let Some((job, st, why)) = jobs.get(&(id.clone(), a.attempt)) {
+                let why = why
+                    .as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default();
+                parts.push(format!("Slurm job {job} {}{why}", st.to_lowercase()));
             }
             let msg = a
                 .message

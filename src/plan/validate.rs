@@ -684,7 +684,7 @@ fn check_slurm(
         }
     }
     for arg in &job.extra_args {
-        if !arg.starts_with('-') || arg.contains('\0') {
+        if !arg.starts_with('-') || arg.chars().any(char::is_control) {
             r.error(
                 at("extra_args"),
                 step,

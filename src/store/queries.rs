@@ -525,6 +525,39 @@ pub fn latest_remediation(
         .map(|e| e.kind))
 }
 
+/// The Slurm batch job of each attempt that ran as one, as its last `job`
+/// event left it: (step, attempt) → (job id, state, pending reason).
+pub type Jobs = std::collections::BTreeMap<(String, u32), (String, String, Option<String>)>;
+
+/// The jobs of a run's attempts (see [`Jobs`]).
+pub fn jobs(conn: &Connection, run_id: &str) -> Result<Jobs, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT payload FROM events WHERE run_id = ?1 AND type = 'job' ORDER BY seq")
+        .map_err(sql_err)?;
+    let payloads = stmt
+        .query_map(params![run_id], |r| r.get::<_, String>(0))
+        .and_then(|r| r.collect::<Result<Vec<String>, _>>())
+        .map_err(sql_err)?;
+    let mut out = Jobs::new();
+    for p in payloads {
+        if let Ok(crate::run::Event {
+            kind:
+                crate::run::EventKind::Job {
+                    step,
+                    attempt,
+                    job_id,
+                    state,
+                    reason,
+                },
+            ..
+        }) = serde_json::from_str::<crate::run::Event>(&p)
+        {
+            out.insert((step, attempt), (job_id, state, reason));
+        }
+    }
+    Ok(out)
+}
+
 /// A run's stored events, in order.
 pub fn events(conn: &Connection, run_id: &str) -> Result<Vec<crate::run::Event>, StoreError> {
     let mut stmt = conn

@@ -141,18 +141,25 @@ fn missing_tools() -> Vec<&'static str> {
         "munged",
     ]
     .into_iter()
-    .filter(|t| !on_path(t))
+    .filter(|t| find(t).is_none())
     .collect()
 }
 
-fn on_path(tool: &str) -> bool {
+/// A program on `PATH`, or in `/usr/sbin` or `/sbin` (where the daemons
+/// are installed, often off an ordinary user's `PATH`).
+fn find(tool: &str) -> Option<PathBuf> {
     let dirs = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&dirs)
         .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|d| {
-            std::fs::metadata(d.join(tool))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .map(|d| d.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// A daemon's command, by its full path.
+fn sbin(tool: &str) -> Command {
+    Command::new(find(tool).unwrap_or_else(|| PathBuf::from(tool)))
 }
 
 fn free_port() -> Result<u16, String> {
@@ -165,7 +172,7 @@ fn free_port() -> Result<u16, String> {
 /// The node line `slurmd -C` prints for this machine (its real CPUs,
 /// sockets, cores and memory).
 fn node_line() -> Result<(String, String), String> {
-    let out = Command::new("slurmd")
+    let out = sbin("slurmd")
         .arg("-C")
         .output()
         .map_err(|e| format!("slurmd -C: {e}"))?;
@@ -292,7 +299,7 @@ fn bring_up(children: &mut Vec<Child>) -> Result<Cluster, String> {
     let socket = sock_dir.join("munge.socket");
     let munge_log = key_dir.join("munged.out");
     children.push(daemon(
-        Command::new("munged")
+        sbin("munged")
             .arg("--foreground")
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--key-file={}", key.display()))
@@ -391,13 +398,13 @@ PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
     let ctld_log = logs.join("slurmctld.out");
     let slurmd_log = logs.join("slurmd.out");
     children.push(daemon(
-        Command::new("slurmctld")
+        sbin("slurmctld")
             .args(["-D", "-i"])
             .env("SLURM_CONF", &conf),
         &ctld_log,
     )?);
     children.push(daemon(
-        Command::new("slurmd")
+        sbin("slurmd")
             .args(["-D", "-N", &node])
             .env("SLURM_CONF", &conf),
         &slurmd_log,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::engine::api::{AttemptEnd, Event, EventKind, RunState, StepState, Stream};
+use crate::hygiene::sanitize::sanitize;
 use crate::plan::ValidPlan;
 use crate::tui::backend::{Pulled, SpoolLine};
 use crate::tui::dagview::{DagMode, DagView};
@@ -57,6 +58,8 @@ pub struct RunView {
     pub offers: Vec<Option<Offer>>,
     /// The last lines of stderr of each step's failed attempt.
     pub tails: Vec<Option<String>>,
+    /// The Slurm batch job of each step's latest attempt that ran as one.
+    pub jobs: Vec<Option<JobSeen>>,
     pub log: LogView,
     pub focus: Focus,
     /// First visible row of the remediation panel.
@@ -73,6 +76,35 @@ pub struct RunView {
     pub driver: Option<String>,
     /// The last sequence number applied (attached runs skip what they saw).
     pub seen_seq: u64,
+}
+
+/// What the last `job` event of a step said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSeen {
+    pub attempt: u32,
+    pub job_id: String,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+impl JobSeen {
+    /// `Slurm job 42 pending (Priority)`.
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "Slurm job {} {}",
+            sanitize(&self.job_id),
+            sanitize(&self.state.to_lowercase())
+        );
+        if let Some(r) = &self.reason {
+            t.push_str(&format!(" ({})", sanitize(r)));
+        }
+        t
+    }
+
+    /// Submitted and not running yet.
+    pub fn waiting(&self) -> bool {
+        matches!(self.state.as_str(), "SUBMITTED" | "PENDING" | "REQUEUED")
+    }
 }
 
 /// A remediation diagnostic run on a person's request, with its output.
@@ -120,6 +152,7 @@ impl RunView {
             feed_top: None,
             offers: vec![None; n],
             tails: vec![None; n],
+            jobs: vec![None; n],
             log: LogView::default(),
             focus: Focus::Steps,
             panel_top: 0,
@@ -386,6 +419,22 @@ impl RunView {
                         *t = t.saturating_sub(gone);
                     }
                     return i;
+                }
+            }
+            EventKind::Job {
+                step,
+                attempt,
+                job_id,
+                state,
+                reason,
+            } => {
+                if let Some(i) = idx(&step) {
+                    self.jobs[i] = Some(JobSeen {
+                        attempt,
+                        job_id,
+                        state,
+                        reason,
+                    });
                 }
             }
             EventKind::Remediation {

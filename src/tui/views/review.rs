@@ -153,8 +153,12 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
             hosts.join(", ")
         )
     };
+    let on_cluster = match p.plan.steps.iter().filter(|s| s.slurm.is_some()).count() {
+        0 => String::new(),
+        n => format!(", {n} on the Slurm cluster"),
+    };
     let stats = Line::from(format!(
-        "{}{on_hosts} · {} · critical path {} long · estimate {} · {} · {}",
+        "{}{on_hosts}{on_cluster} · {} · critical path {} long · estimate {} · {} · {}",
         plural(p.len(), "step", "steps"),
         plural(s.waves.len(), "wave", "waves"),
         plural(s.critical_path.len(), "step", "steps"),
@@ -312,6 +316,9 @@ pub fn step_lines(
         if s.run.is_some() { "run" } else { "command" },
         s.command_line().trim_end().to_string(),
     );
+    if let Some(job) = s.slurm_job(g) {
+        kv("runs on", format!("Slurm cluster: {}", job.describe()));
+    }
     kv("kind", s.kind.clone().unwrap_or_default());
     kv("lane", s.lane.clone().unwrap_or_default());
     kv(

@@ -52,7 +52,14 @@ pub fn draw(f: &mut Frame, app: &App) {
 pub fn with_status<R>(app: &App, r: &RunView, f: impl FnOnce(&super::dag::Status) -> R) -> R {
     let running = r.running_for(app.clock);
     let right = |i: usize| -> String {
+        let job = r
+            .jobs
+            .get(i)
+            .and_then(Option::as_ref)
+            .filter(|j| Some(&j.attempt) == r.attempts.get(i));
         match r.steps.get(i).copied() {
+            // A batch job waiting for the cluster has not started running.
+            Some(StepState::Running) if job.is_some_and(|j| j.waiting()) => "queued".into(),
             Some(StepState::Running) => running
                 .get(i)
                 .copied()
@@ -201,6 +208,14 @@ fn log_pane(f: &mut Frame, app: &App, r: &RunView, t: Theme, area: Rect) {
     let mut title = format!("Log {} ", r.plan.id(i));
     if latest > 0 {
         title.push_str(&format!("· attempt {n}/{latest} "));
+    }
+    if let Some(job) = r
+        .jobs
+        .get(i)
+        .and_then(Option::as_ref)
+        .filter(|j| j.attempt == n)
+    {
+        title.push_str(&format!("· {} ", job.text()));
     }
     title.push_str(if r.log.top.is_none() {
         "· follow"
