@@ -14,6 +14,8 @@ struct Fixture {
     exit_code: Option<i32>,
     signal: Option<i32>,
     timed_out: bool,
+    /// The end state of a Slurm batch job, for a failure captured on a cluster.
+    slurm_state: Option<String>,
     kind: Option<String>,
     command: Option<String>,
     expected: ErrorClass,
@@ -25,7 +27,7 @@ impl Fixture {
             exit_code: self.exit_code,
             signal: self.signal,
             timed_out: self.timed_out,
-            slurm_state: None,
+            slurm_state: self.slurm_state.as_deref(),
             kind: self.kind.as_deref(),
             command: self.command.as_deref(),
             stdout_tail: tail(&self.stdout, TAIL_BYTES),
@@ -72,6 +74,7 @@ fn load(dir: &Path) -> Fixture {
         exit_code: int("exit_code"),
         signal: int("signal"),
         timed_out: meta["timed_out"].as_bool().expect("timed_out is a bool"),
+        slurm_state: string("slurm_state"),
         kind: string("kind"),
         command: string("command"),
         expected: ErrorClass::parse(&expected)
