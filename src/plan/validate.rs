@@ -887,6 +887,17 @@ fn check_steps(
                 Some(&f) => fallback_only[f] = true,
             }
         }
+        if s.slurm.is_some() && (s.host.is_some() || s.hosts.is_some()) {
+            r.error(
+                v.field(i, "slurm"),
+                id,
+                "has both `slurm` and `host`/`hosts`: a batch job runs where the cluster puts it",
+                Some(
+                    "keep `slurm` to run it on the cluster, or `host`/`hosts` to run it over ssh"
+                        .into(),
+                ),
+            );
+        }
         if let Some(job) = &s.slurm {
             let at = |k: &str| {
                 let whole = v.field(i, "slurm");
