@@ -91,7 +91,7 @@ fn a_timeout_cancels_the_job_and_leaves_no_process() {
     let Some(c) = slurm::cluster() else { return };
     let sc = Scratch::new();
     // A sleep of its own length, to tell its process from any other.
-    let secs = 3000 + std::process::id() % 1000;
+    let secs = 9000 + std::process::id() % 1000;
     let marker = format!("sleep\0{secs}\0");
     let plan = plan(
         json!({ "kill_grace_sec": 1 }),
