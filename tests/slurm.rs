@@ -170,14 +170,6 @@ fn hostile_values_reach_the_job_byte_exact() {
 }
 
 #[test]
-fn the_queue_empties_between_tests() {
-    let Some(c) = slurm::cluster() else { return };
-    // Whatever the other tests submitted ends (a guard against a leak of
-    // jobs, not a check of one behaviour).
-    let _ = c.wait_queue_empty(Duration::from_secs(60));
-}
-
-#[test]
 fn the_bundled_cluster_batch_fans_out_within_its_pool() {
     let Some(c) = slurm::cluster() else { return };
     let sc = Scratch::new();
@@ -219,4 +211,91 @@ fn the_bundled_cluster_batch_fans_out_within_its_pool() {
             .count(),
         6
     );
+}
+
+/// Start the ledger plan, wait for the job's first line, kill plandeck
+/// with SIGKILL: the run id and the job (still queued).
+fn kill_while_the_job_runs(sc: &Scratch, c: &Cluster) -> (String, String) {
+    // The job writes one ledger line, says so, then waits for `go`.
+    let plan = plan(
+        json!({}),
+        json!([{
+            "id": "long",
+            "run": "echo \"$SLURM_JOB_ID\" >> ledger; echo started; while [ ! -e go ]; do sleep 0.1; done; echo finished; echo done=yes >> \"$PLANDECK_OUTPUT\"",
+            "slurm": {},
+            "outputs": ["done"]
+        }]),
+    );
+    let path = sc.write_plan(&plan);
+    let mut cmd = sc.plandeck(&["run", path.to_str().expect("utf-8"), "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let mut first = Cli::start(cmd);
+    let started = first.wait_event("the job's first line", |e| {
+        s(e, "type") == "log" && s(e, "line") == "started"
+    });
+    let run = s(&started, "run_id").to_string();
+    let job = first
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| s(e, "type") == "job")
+        .map(|e| s(&e, "job_id").to_string())
+        .expect("a job event");
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = first.finish();
+    assert!(
+        c.queued_jobs().contains(&job),
+        "job {job} runs on without plandeck"
+    );
+    (run, job)
+}
+
+/// The resumed run's end: one attempt, one ledger line (the job's).
+fn assert_ran_once(sc: &Scratch, o: &Outcome, job: &str) {
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    let long = last_step_event(&o.events, "long");
+    assert_eq!(s(long, "state"), "succeeded", "{}", o.stdout);
+    assert_eq!(long["attempt"], 1, "adopted, not run again: {long}");
+    assert_eq!(long["outputs"]["done"], "yes");
+    assert_eq!(sc.read("ledger").trim(), job, "one line, by the job");
+}
+
+#[test]
+fn a_job_outlives_a_killed_plandeck_and_resume_adopts_it() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let (run, job) = kill_while_the_job_runs(&sc, c);
+    let mut cmd = sc.plandeck(&["resume", &run, "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let mut second = Cli::start(cmd);
+    second.wait_event("the adopted attempt", |e| {
+        s(e, "type") == "step_state" && s(e, "step") == "long" && s(e, "state") == "running"
+    });
+    sc.touch("go");
+    let o = second.finish();
+    assert_ran_once(&sc, &o, &job);
+    // Its output went on where it was: both lines are the attempt's.
+    let lines: Vec<&str> = o
+        .events
+        .iter()
+        .filter(|e| s(e, "type") == "log")
+        .map(|e| s(e, "line"))
+        .collect();
+    assert!(lines.contains(&"finished"), "{lines:?}");
+}
+
+#[test]
+fn a_job_that_ended_while_nobody_watched_has_its_result_recorded() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let (run, job) = kill_while_the_job_runs(&sc, c);
+    sc.touch("go");
+    assert!(
+        c.wait_job_gone(&job, Duration::from_secs(60)),
+        "the job ends"
+    );
+    let mut cmd = sc.plandeck(&["resume", &run, "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let o = Cli::start(cmd).finish();
+    assert_ran_once(&sc, &o, &job);
 }

@@ -168,6 +168,21 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
         .collect()
 }
 
+/// Processes whose environment holds the variable `var` (`NAME=value`,
+/// exactly): those of a Slurm job on this host carry `SLURM_JOB_ID=<id>`.
+pub fn processes_carrying(var: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == var.as_bytes()))
+        })
+        .collect()
+}
+
 /// Process groups of processes carrying `PLANDECK_RUN_ID=<run_id>`.
 pub fn marked_groups(run_id: &str) -> Vec<i32> {
     let mut groups: Vec<i32> = marked_processes(run_id)

@@ -465,6 +465,12 @@ impl Handle {
         }
     }
 
+    /// The job's processes when it runs on this very host (they carry the
+    /// run's marker, like a step's, but are the cluster's to end).
+    pub fn spare(&self) -> Vec<i32> {
+        super::ownership::processes_carrying(&format!("SLURM_JOB_ID={}", self.job_id))
+    }
+
     /// Remove the attempt's files (its result is committed).
     pub fn discard(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -69,6 +69,21 @@ impl Cluster {
         self.ask("scontrol", &["show", "job", "-o", id])
     }
 
+    /// Wait until `squeue` no longer lists job `id`, at most `within`;
+    /// whether it left.
+    pub fn wait_job_gone(&self, id: &str, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            if !self.queued_jobs().iter().any(|j| j == id) {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Wait until `squeue` lists no job, at most `within`; whether it emptied.
     pub fn wait_queue_empty(&self, within: Duration) -> bool {
         let until = Instant::now() + within;

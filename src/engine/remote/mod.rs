@@ -86,7 +86,7 @@ impl RemoteHandle {
     pub fn spare(&self) -> Vec<i32> {
         match self {
             RemoteHandle::Detached(h) => h.spare(),
-            RemoteHandle::Slurm(_) => Vec::new(),
+            RemoteHandle::Slurm(h) => h.spare(),
         }
     }
 
