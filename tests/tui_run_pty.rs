@@ -36,11 +36,13 @@ fn attempts(dir: &Path) -> Vec<(String, String)> {
 #[test]
 fn pause_resume_and_cancel_a_long_step() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // `two` runs until the test lets it end, once the pause is on screen: a
+    // slow machine cannot let it end (and `three` start) before the pause.
     plan(
         dir.path(),
         r#"{"name":"ctl","globals":{"max_concurrency":1,"kill_grace_sec":1},"steps":[
  {"id":"one","run":"echo one-out"},
- {"id":"two","run":"sleep 1; echo two-out","depends_on":["one"]},
+ {"id":"two","run":"while [ ! -e release-two ]; do sleep 0.05; done; echo two-out","depends_on":["one"]},
  {"id":"three","run":"echo three-out","depends_on":["two"]},
  {"id":"long","run":"sleep 60 & sleep 60; wait","depends_on":["three"]}]}"#,
     );
@@ -52,16 +54,14 @@ fn pause_resume_and_cancel_a_long_step() {
     t.press("p");
     t.wait_for("pausing", 5);
     t.wait_for("paused by a person", 5);
+    std::fs::write(dir.path().join("release-two"), "").expect("release two");
     t.wait_step("two", "succeeded", 10);
-    // Nothing new starts while paused.
-    let deadline = Instant::now() + Duration::from_millis(800);
-    while Instant::now() < deadline {
-        assert!(
-            attempts(dir.path()).iter().all(|(s, _)| s != "three"),
-            "a step started while paused"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Nothing new starts while paused (the order of the stored events says
+    // it for the whole pause, below).
+    assert!(
+        attempts(dir.path()).iter().all(|(s, _)| s != "three"),
+        "a step started while paused"
+    );
     t.press("r");
     t.wait_for("resuming the run", 5);
     t.wait_step("three", "succeeded", 10);
@@ -94,6 +94,22 @@ fn pause_resume_and_cancel_a_long_step() {
     for cmd in ["pause", "resume", "cancel"] {
         assert!(all.contains(&format!("\"{cmd}\"")), "{cmd} recorded: {all}");
     }
+    let resumed: i64 = c
+        .query_row(
+            "SELECT min(seq) FROM events WHERE type = 'command' AND payload LIKE '%\"resume\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the resume");
+    let three: i64 = c
+        .query_row(
+            "SELECT min(seq) FROM events WHERE type = 'step_state' AND step_id = 'three'
+             AND payload LIKE '%\"state\":\"running\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("three's start");
+    assert!(three > resumed, "three started while the run was paused");
     t.press("q");
     assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }
@@ -128,7 +144,7 @@ fn pause_and_quit_then_resume_in_a_second_session() {
         dir.path(),
         r#"{"name":"later","globals":{"kill_grace_sec":1},"steps":[
  {"id":"first","run":"echo first"},
- {"id":"slow","run":"sleep 3","depends_on":["first"]},
+ {"id":"slow","run":"while [ ! -e release-slow ]; do sleep 0.05; done","depends_on":["first"]},
  {"id":"last","run":"echo last","depends_on":["slow"]}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
@@ -138,7 +154,11 @@ fn pause_and_quit_then_resume_in_a_second_session() {
     t.press("q");
     t.wait_for("pause and quit", 5);
     t.press("p");
-    // It really pauses: the running step finishes, nothing new starts.
+    t.wait_for("pausing: no new step starts", 5);
+    t.wait_for("left by a person who quit plandeck", 5);
+    // It really pauses: the running step (let end only now, so that it
+    // cannot end before the pause) finishes, nothing new starts.
+    std::fs::write(dir.path().join("release-slow"), "").expect("release slow");
     assert_eq!(t.wait_status(15).exit_code(), 1);
     let run = run_id(dir.path());
     let state: String = db(dir.path())
