@@ -11,7 +11,13 @@
 //! - `status.json`: how the attempt ended (exit status, signal, timeout,
 //!   duration, head and tail of its output, its outputs), written by the
 //!   supervisor once the step's whole tree is gone (temporary file and
-//!   rename: a reader sees all of it or nothing).
+//!   rename: a reader sees all of it or nothing). Synced to disk only when
+//!   no driver watches any more (`watched`): a watching driver records the
+//!   result in the store, whose own durability then holds, so a sync there
+//!   would only cost time (it was the larger half of a detached step's
+//!   added cost);
+//! - `released`: left by a driver that let the attempt run on without it
+//!   (Ctrl-C, the TUI's leave) while its own process goes on.
 //!
 //! The supervisor runs the step with `runner::run_attempt` (own session and
 //! process group, its timeout in active time, its tree killed on stop, its
@@ -51,6 +57,8 @@ const STATUS: &str = "status.json";
 /// Held (`flock`) by the supervisor for its whole life: a lock nobody holds
 /// means no supervisor lives, whatever pid files say.
 const LOCK: &str = "lock";
+/// Left by a driver that stopped watching while its process lives on.
+const RELEASED: &str = "released";
 
 /// How often a watched attempt's spool is read for new lines.
 const TAIL_EVERY: Duration = Duration::from_millis(50);
@@ -201,6 +209,10 @@ struct Job {
     output_file: PathBuf,
     declared_outputs: Vec<String>,
     spool: Option<PathBuf>,
+    /// The process the supervisor starts as a child of, which watches it
+    /// while it is its parent (none from an older plandeck: always sync).
+    #[serde(default)]
+    watcher: Option<i32>,
 }
 
 /// How the attempt ended, as the supervisor records it.
@@ -391,6 +403,7 @@ fn launch(spec: &SpawnSpec, dir: &Path) -> std::io::Result<(Handle, spawn::Waite
         output_file: absolute(&spec.output_file),
         declared_outputs: spec.declared_outputs.clone(),
         spool: spec.spool.as_deref().map(absolute),
+        watcher: Some(std::process::id() as i32),
     };
     let json = serde_json::to_vec(&job).map_err(std::io::Error::other)?;
     write_whole(dir, JOB, &json, false)?;
@@ -545,7 +558,9 @@ async fn watch(
                 Some(Control::Thaw) => handle.signal(Signal::SIGUSR2),
                 Some(Control::Release) => {
                     // The driver goes; the attempt goes on under its
-                    // supervisor, for the next owner to adopt.
+                    // supervisor, for the next owner to adopt (its status
+                    // must then survive a crash of the machine by itself).
+                    let _ = write_whole(&handle.dir, RELEASED, b"", false);
                     let o = ended(spec.step, spec.attempt, |o| o.left_running = true);
                     let _ = tx.send(RunnerMsg::Exited(o)).await;
                     runner::keep_detached(handle.pid);
@@ -633,6 +648,7 @@ fn supervise_in(dir: &Path) -> Result<(), String> {
     // The secrets leave the disk now.
     let _ = std::fs::remove_file(&job_path);
     let job: Job = serde_json::from_slice(&text).map_err(|e| format!("bad {JOB}: {e}"))?;
+    let watcher = job.watcher;
     let me = std::process::id() as i32;
     let own = Handle {
         dir: dir.to_path_buf(),
@@ -671,7 +687,19 @@ fn supervise_in(dir: &Path) -> Result<(), String> {
     // What the step left in the tree goes with it.
     end_tree(me);
     let status = serde_json::to_vec(&Status::of(&outcome)).map_err(|e| e.to_string())?;
-    write_whole(dir, STATUS, &status, true).map_err(|e| format!("cannot write {STATUS}: {e}"))
+    let durable = !watched(dir, watcher);
+    write_whole(dir, STATUS, &status, durable).map_err(|e| format!("cannot write {STATUS}: {e}"))
+}
+
+/// Whether a driver still watches this supervisor, so that its status
+/// needs no sync of its own: the process it started as a child of is still
+/// its parent (a driver that dies leaves it re-parented) and did not let
+/// it run on without it. A driver that goes right after this check leaves
+/// an unsynced status: lost only to a crash of the machine within the
+/// kernel's write-back delay, and then the attempt runs again, as the end
+/// of a local step the store had not yet synced would.
+fn watched(dir: &Path, watcher: Option<i32>) -> bool {
+    watcher.is_some_and(|w| nix::unistd::getppid().as_raw() == w) && !dir.join(RELEASED).exists()
 }
 
 async fn run_job(spec: SpawnSpec) -> Result<Outcome, String> {
@@ -726,4 +754,22 @@ fn end_tree(me: i32) {
     contain::signal_all(&left, Signal::SIGKILL);
     // Every child is reaped: the status is written once the tree is gone.
     while waitpid(None::<nix::unistd::Pid>, None).is_ok() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_synced_unless_its_starter_still_watches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let parent = nix::unistd::getppid().as_raw();
+        assert!(watched(dir.path(), Some(parent)));
+        // Re-parented (its driver died), or started by an older plandeck.
+        assert!(!watched(dir.path(), Some(parent + 1)));
+        assert!(!watched(dir.path(), None));
+        // The driver let it run on without it.
+        write_whole(dir.path(), RELEASED, b"", false).expect("writes");
+        assert!(!watched(dir.path(), Some(parent)));
+    }
 }
