@@ -115,15 +115,19 @@ fn exit_status_and_signals_come_back_exactly() {
     assert_eq!(term["exit_code"], Value::Null, "{term}");
 }
 
-/// Processes whose command line contains `needle`.
+/// Processes whose command line, its arguments joined by spaces, contains
+/// `needle` (say `sleep 3072`: a bare number also matches unrelated
+/// programs, such as a compiler whose arguments hold hashes).
 fn processes_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .expect("/proc readable")
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| contains_bytes(&c, needle.as_bytes()))
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let joined: Vec<u8> = c.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+                contains_bytes(&joined, needle.as_bytes())
+            })
         })
         .collect()
 }
@@ -163,11 +167,11 @@ fn a_timeout_kills_the_remote_process_group() {
     // The attempt ends once the wrapper on the host has stopped the group:
     // nothing of it is left (the bounded look allows for the teardown).
     assert!(
-        gone_within("3071", Duration::from_secs(3)),
+        gone_within("sleep 3071", Duration::from_secs(3)),
         "sleep 3071 survived"
     );
     assert!(
-        gone_within("3072", Duration::from_secs(3)),
+        gone_within("sleep 3072", Duration::from_secs(3)),
         "sleep 3072 survived"
     );
 }
@@ -319,13 +323,16 @@ fn kill_9_of_plandeck_kills_the_remote_step_and_resume_runs_it_again() {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect::<Vec<Value>>(),
     );
-    assert!(!processes_with("3073").is_empty(), "the remote step runs");
+    assert!(
+        !processes_with("sleep 3073").is_empty(),
+        "the remote step runs"
+    );
     cli.signal(Signal::SIGKILL);
     let dead = cli.finish();
     assert_eq!(dead.code, None, "killed");
     // Its session's stdin closed with it: the wrapper on the host stops the step.
     assert!(
-        gone_within("3073", Duration::from_secs(10)),
+        gone_within("sleep 3073", Duration::from_secs(10)),
         "the remote step survived its owner"
     );
     let out = Cli::start(plandeck(
