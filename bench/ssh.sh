@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The cost of a remote step: 50 short steps (`true`) on one host, one after
 # the other, through plandeck's shared connection to a throwaway sshd on
-# 127.0.0.1, against the floor: 50 bare sessions over a master connection
-# (`ssh host true`, the remote login shell included), and 50 local steps.
+# 127.0.0.1, attached and detached (`"detach": true`: a supervisor on the
+# host, output followed over the connection), against the floor: 50 bare
+# sessions over a master connection (`ssh host true`, the remote login shell
+# included), and 50 local steps.
 # Prints milliseconds per step for each. Needs sshd (openssh-server), ssh
 # and ssh-keygen; as root it makes /run/sshd when missing.
 # Usage: bench/ssh.sh [STEPS]
@@ -62,14 +64,16 @@ sshd_pid=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 
 plan() { # host-or-empty -> plan on stdout
-  python3 - "$1" "$n" "$work/ssh_config" <<'PY'
+  python3 - "$1" "$n" "$work/ssh_config" "${2:-}" <<'PY'
 import json, sys
-host, n, cfg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-steps = [{"id": f"s{i}", "run": "true", **({"host": host} if host else {})} for i in range(n)]
+host, n, cfg, detach = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "detach"
+steps = [{"id": f"s{i}", "run": "true", **({"host": host} if host else {}),
+          **({"detach": True} if detach else {})} for i in range(n)]
 print(json.dumps({"name": "ssh-bench", "globals": {"ssh_config": cfg}, "steps": steps}))
 PY
 }
 plan web1 >"$work/remote.json"
+plan web1 detach >"$work/detached.json"
 plan "" >"$work/local.json"
 ms() { python3 -c "import sys; print(f'{(float(sys.argv[2])-float(sys.argv[1]))*1000/$n:.1f}')" "$@"; }
 now() { date +%s.%N; }
@@ -86,7 +90,10 @@ ssh -F "$work/ssh_config" -o ControlPath="$work/ctl-%C" -o ControlMaster=auto -o
 t3=$(now)
 for _ in $(seq "$n"); do ssh -F "$work/ssh_config" -o ControlPath="$work/ctl-%C" -o ControlMaster=no -T web1 true </dev/null; done
 t4=$(now)
+XDG_RUNTIME_DIR=$work/rt "$PD" run "$work/detached.json" --yes --db "$work/detached.db" >/dev/null
+t5=$(now)
 echo "$n steps, one after the other, on one host over loopback:"
 echo "  plandeck, remote steps:          $(ms "$t0" "$t1") ms per step"
+echo "  plandeck, detached remote steps: $(ms "$t4" "$t5") ms per step"
 echo "  bare ssh sessions (the floor):   $(ms "$t3" "$t4") ms per session (ssh web1 true over a master)"
 echo "  plandeck, local steps:           $(ms "$t1" "$t2") ms per step"

@@ -347,3 +347,228 @@ fn kill_9_of_plandeck_kills_the_remote_step_and_resume_runs_it_again() {
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0].1, "interrupted", "{attempts:?}");
 }
+
+/// Wait (bounded) until `path` exists.
+fn wait_file(path: &std::path::Path) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stored attempts of a step: (attempt, state, exit code, stdout).
+fn stored(sc: &Scratch, run: &str, step: &str) -> Vec<(u32, String, Option<i32>, String)> {
+    let conn = sc.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT attempt, state, exit_code, COALESCE(stdout, '') FROM step_attempts
+             WHERE run_id = ?1 AND step_id = ?2 ORDER BY attempt",
+        )
+        .expect("query");
+    stmt.query_map([run, step], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .expect("rows")
+    .collect::<Result<_, _>>()
+    .expect("rows read")
+}
+
+/// Attempts' directories left on the "hosts" (this machine) by a run.
+fn remote_dirs(run: &str) -> Vec<std::path::PathBuf> {
+    let base =
+        std::path::Path::new("/tmp").join(format!("plandeck-{}", nix::unistd::geteuid().as_raw()));
+    let run: String = run
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    std::fs::read_dir(base)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("plandeck-{run}-")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_detached_remote_step_outlives_kill_9_and_resume_adopts_it() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let d = sc.dir.path().display().to_string();
+    // `live` waits for `go-live` (still running at the resume); `done`
+    // waits for `go-done` and ends while nobody watches.
+    let waiting = |name: &str, code: i32| {
+        format!(
+            "echo once >> {d}/ledger-{name}; echo up-{name}; echo warn-{name} >&2; touch {d}/up-{name}; \
+             until [ -e {d}/go-{name} ]; do sleep 0.02; done; echo after-{name}; \
+             echo k=v-{name} >> \"$PLANDECK_OUTPUT\"; touch {d}/end-{name}; exit {code}"
+        )
+    };
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([
+            { "id": "live", "host": "web1", "detach": true, "outputs": ["k"], "run": waiting("live", 0) },
+            { "id": "done", "host": "web2", "detach": true, "run": waiting("done", 5) }
+        ]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("up-live"));
+    wait_file(&sc.path("up-done"));
+    cli.signal(Signal::SIGKILL);
+    assert_eq!(cli.finish().code, None, "killed");
+    for name in ["live", "done"] {
+        assert!(
+            !processes_with(&format!("{d}/go-{name}")).is_empty(),
+            "the remote step {name} outlives a kill -9 of plandeck"
+        );
+    }
+    // `done` ends while nobody watches.
+    sc.touch("go-done");
+    wait_file(&sc.path("end-done"));
+
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["resume", &run, "--yes", "--json"]));
+    let adopted = cli.wait_event("the live step adopted", step_is("live", "running"));
+    assert_eq!(adopted["attempt"], 1, "the same attempt: {adopted}");
+    sc.touch("go-live");
+    let line = cli.wait_event("its later line", |e| {
+        is_type(e, "log") && s(e, "step") == "live" && s(e, "line") == "after-live"
+    });
+    assert_eq!(line["attempt"], 1);
+    let out = cli.finish();
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(final_state(&out.events, "live"), "succeeded");
+    let done = ended(&out.events, "done");
+    assert_eq!(s(&done, "state"), "failed", "{done}");
+    assert_eq!(done["exit_code"], json!(5), "{done}");
+
+    let live = stored(&sc, &run, "live");
+    assert_eq!(live.len(), 1, "one attempt: {live:?}");
+    assert_eq!(live[0].3, "up-live\nafter-live\n");
+    let stderr: String = sc
+        .conn()
+        .query_row(
+            "SELECT stderr FROM step_attempts WHERE run_id = ?1 AND step_id = 'live'",
+            [&run],
+            |r| r.get(0),
+        )
+        .expect("stderr stored");
+    assert_eq!(stderr, "warn-live\n", "the supervisor adds nothing");
+    let done = stored(&sc, &run, "done");
+    assert_eq!(done.len(), 1, "one attempt: {done:?}");
+    assert_eq!(
+        (done[0].2, done[0].3.as_str()),
+        (Some(5), "up-done\nafter-done\n")
+    );
+    for name in ["live", "done"] {
+        assert_eq!(
+            sc.read(&format!("ledger-{name}")),
+            "once\n",
+            "{name} ran once"
+        );
+    }
+    let outputs: Value = sc
+        .conn()
+        .query_row(
+            "SELECT outputs FROM step_attempts WHERE run_id = ?1 AND step_id = 'live'",
+            [&run],
+            |r| r.get::<_, String>(0),
+        )
+        .map(|t| serde_json::from_str(&t).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    assert_eq!(outputs, json!({ "k": "v-live" }));
+    // Their directories on the hosts went with their committed results.
+    assert!(remote_dirs(&run).is_empty(), "{:?}", remote_dirs(&run));
+}
+
+#[test]
+fn timeout_and_cancel_end_a_detached_remote_step() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let plan = remote_plan(
+        &sshd,
+        json!({ "kill_grace_sec": 1 }),
+        json!({}),
+        json!([{ "id": "slow", "host": "web1", "detach": true, "timeout_sec": 1,
+                 "run": "sleep 3081 & sleep 3082; echo never" }]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let end = ended(&out.events, "slow");
+    assert_eq!(s(&end, "error_class"), "timeout", "{end}");
+    assert!(gone_within("sleep 3081", Duration::from_secs(3)));
+    assert!(gone_within("sleep 3082", Duration::from_secs(3)));
+
+    let d = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({ "kill_grace_sec": 0.2 }),
+        json!({}),
+        json!([{ "id": "long", "host": "web2", "detach": true,
+                 "run": format!("sleep 3083 & touch {d}/up; sleep 3084") }]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("up"));
+    let canceled = Cli::start(plandeck(&sc, &sshd, &["cancel", &run])).finish();
+    assert_eq!(canceled.code, Some(0), "{}", canceled.stderr);
+    let out = cli.finish();
+    assert_eq!(
+        final_state(&out.events, "long"),
+        "canceled",
+        "{}",
+        out.stdout
+    );
+    assert!(gone_within("sleep 3083", Duration::from_secs(3)));
+    assert!(gone_within("sleep 3084", Duration::from_secs(3)));
+    assert!(remote_dirs(&run).is_empty(), "{:?}", remote_dirs(&run));
+}
+
+#[test]
+fn a_signal_to_plandeck_leaves_a_detached_remote_step_running() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let d = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([{ "id": "a", "host": "web1", "detach": true,
+                 "run": format!("echo up; until [ -e {d}/go ]; do sleep 0.02; done; echo done") }]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    cli.wait_event("the step's line", |e| {
+        is_type(e, "log") && s(e, "line") == "up"
+    });
+    cli.signal(Signal::SIGTERM);
+    let out = cli.finish();
+    assert_eq!(run_state(&out.events), "interrupted", "{}", out.stdout);
+    assert!(
+        !processes_with(&format!("{d}/go")).is_empty(),
+        "the remote step goes on"
+    );
+    sc.touch("go");
+    let out = Cli::start(plandeck(&sc, &sshd, &["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].3, "up\ndone\n");
+}

@@ -865,10 +865,22 @@ impl Prepared {
                             let dir = slurm::attempt_dir(&jobs, &step, attempt);
                             let name = slurm::job_name(&self.row.id, &step, attempt);
                             RemoteHandle::Slurm(slurm::Handle::find(&dir, &name)?)
+                        } else if !crate::engine::spec::runs_detached(&self.plan, i) {
+                            return None;
+                        } else if let Some(target) = crate::engine::spec::remote_attempt(
+                            &self.plan,
+                            Path::new(&self.row.base_dir),
+                            &self.row.id,
+                            i,
+                            attempt,
+                        ) {
+                            // Started on its host just before its driver
+                            // died: its directory there is named by its tag.
+                            RemoteHandle::Ssh(crate::engine::remote::ssh::Handle::of(
+                                &target.remote,
+                                &target.tag,
+                            ))
                         } else {
-                            if !self.plan.detached(i) {
-                                return None;
-                            }
                             let dir = detached::attempt_dir(&run_dir, &step, attempt);
                             RemoteHandle::Detached(detached::Handle::find(&dir)?)
                         }

@@ -859,6 +859,11 @@ async fn drive(
     // A retry still backing off will never run now: do not wait for its timer.
     d.timers.abort_all();
     while d.tasks.join_next().await.is_some() {}
+    // The directories of remote attempts whose results are committed are
+    // being removed on their hosts: let that finish.
+    tokio::task::spawn_blocking(|| remote::ssh::settle(Duration::from_secs(10)))
+        .await
+        .ok();
     // Every attempt has ended and its outputs were read: the scratch files
     // go now, before the final state commits, so that a kill after that
     // commit leaves nothing behind.

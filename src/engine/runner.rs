@@ -69,7 +69,7 @@ pub struct SpawnSpec {
 }
 
 /// Where a remote attempt runs and what names its files there.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAttempt {
     pub remote: super::ssh::Remote,
     /// Names the attempt's files on the host (`ssh::attempt_tag`).

@@ -38,11 +38,35 @@ pub struct RunContext {
     pub jobs_dir: Option<PathBuf>,
 }
 
-/// Whether step `i`'s attempts run under a supervisor of their own (a step
-/// on another host runs over ssh instead, a step with `slurm` as a batch
-/// job: not detached here).
+/// Whether step `i`'s attempts run under a supervisor of their own, here
+/// or on the step's host (a step with `slurm` runs as a batch job instead).
 pub fn runs_detached(plan: &ValidPlan, i: usize) -> bool {
-    plan.detached(i) && plan.plan.steps[i].host.is_none() && plan.plan.steps[i].slurm.is_none()
+    plan.detached(i) && plan.plan.steps[i].slurm.is_none()
+}
+
+/// Where step `i` runs when it has a `host`, and what names attempt
+/// `attempt`'s files there.
+pub fn remote_attempt(
+    plan: &ValidPlan,
+    base_dir: &Path,
+    run_id: &str,
+    i: usize,
+    attempt: u32,
+) -> Option<RemoteAttempt> {
+    let s = &plan.plan.steps[i];
+    s.host.as_ref().map(|host| RemoteAttempt {
+        remote: Remote {
+            host: host.clone(),
+            ssh_config: plan
+                .plan
+                .globals
+                .ssh_config
+                .as_ref()
+                .map(|c| base_dir.join(c)),
+        },
+        tag: super::ssh::attempt_tag(run_id, i, attempt),
+        cwd: s.cwd.clone(),
+    })
 }
 
 /// Whether step `i`'s attempts go on where they run when this plandeck
@@ -107,9 +131,13 @@ pub fn spawn_spec<'a>(
             dir: super::slurm::attempt_dir(dir, id, attempt),
             name: super::slurm::job_name(&ctx.run_id, id, attempt),
         });
+    let remote = remote_attempt(plan, &ctx.base_dir, &ctx.run_id, step, attempt);
     let launch = if let Some(job) = slurm {
         // A batch job keeps its files where the cluster's nodes write them.
         super::remote::Launch::Slurm(job)
+    } else if let Some(target) = remote.as_ref().filter(|_| runs_detached(plan, step)) {
+        // Its files are on its host.
+        super::remote::Launch::Ssh(target.clone())
     } else if runs_detached(plan, step) {
         let run_dir = ctx.spool_dir.as_deref().unwrap_or(&ctx.scratch_dir);
         let dir = super::remote::detached::attempt_dir(run_dir, id, attempt);
@@ -178,19 +206,7 @@ pub fn spawn_spec<'a>(
             .map(|d| crate::store::spool::attempt_file(d, id, attempt)),
         step_id: id.to_string(),
         cgroup: ctx.cgroup.clone(),
-        remote: s.host.as_ref().map(|host| RemoteAttempt {
-            remote: Remote {
-                host: host.clone(),
-                ssh_config: plan
-                    .plan
-                    .globals
-                    .ssh_config
-                    .as_ref()
-                    .map(|c| ctx.base_dir.join(c)),
-            },
-            tag: super::ssh::attempt_tag(&ctx.run_id, step, attempt),
-            cwd: s.cwd.clone(),
-        }),
+        remote,
         launch,
     }
 }

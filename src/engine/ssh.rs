@@ -171,13 +171,43 @@ impl Remote {
     /// Run a fixed command on the host over the shared connection; its
     /// stdout, or ssh's error.
     pub fn run(&self, control: &Path, command: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-        let child = Command::new("ssh")
-            .args(self.command_args(control, command))
-            .stdin(Stdio::null())
+        self.run_with(self.command_args(control, command), None, timeout)
+    }
+
+    /// Run a fixed `sh` script on the host over the shared connection
+    /// (sent on the session's stdin to `/bin/sh -s`, whatever the login
+    /// shell); its stdout, or ssh's error.
+    pub fn run_script(
+        &self,
+        control: &Path,
+        script: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        self.run_with(self.attempt_args(control), Some(script), timeout)
+    }
+
+    fn run_with(
+        &self,
+        args: Vec<String>,
+        script: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let mut child = Command::new("ssh")
+            .args(args)
+            .stdin(if script.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .env_remove("PLANDECK_RUN_ID")
             .spawn()
             .map_err(|e| format!("cannot start ssh: {e}"))?;
+        if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
+            // Small fixed scripts: the pipe takes all of it at once.
+            let _ = std::io::Write::write_all(&mut stdin, script);
+        }
         let pid = child.id();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let killer = std::thread::spawn(move || {

@@ -298,6 +298,32 @@ impl FileTail {
     }
 }
 
+/// A stream whose bytes arrive in pieces from elsewhere (a detached step's
+/// output read from another host over ssh): the same masking, head and
+/// tail, lines and spool as a pipe's.
+pub(super) struct ByteTail {
+    r: Reading,
+    c: Collected,
+}
+
+impl ByteTail {
+    pub fn new(r: Reading) -> ByteTail {
+        let c = Collected::new(&r);
+        ByteTail { r, c }
+    }
+
+    /// Take `bytes`, the next piece of the stream, and send its lines.
+    pub async fn push(&mut self, bytes: &[u8], tx: &mpsc::Sender<RunnerMsg>) {
+        let lines = self.c.take(&self.r, bytes);
+        send_lines(&self.r, tx, lines).await;
+    }
+
+    /// The stream has ended: its text.
+    pub async fn finish(self, tx: &mpsc::Sender<RunnerMsg>) -> Captured {
+        self.c.finish(&self.r, tx).await
+    }
+}
+
 /// A read buffer that a read filled doubles, up to `READ_BUF_MAX`.
 fn grow(buf: &mut Vec<u8>, filled: usize) {
     if filled == buf.len() && buf.len() < READ_BUF_MAX {

@@ -780,15 +780,6 @@ fn check_steps(
                 None,
             );
         }
-        if s.detach == Some(true) && (s.host.is_some() || s.hosts.is_some()) {
-            r.at(
-                Severity::Warning,
-                Some(v.field(i, "detach")),
-                id,
-                "`detach` does not apply to a step on another host: it runs over ssh and stops when plandeck does",
-                Some("remove `detach`, or run the step on this machine".into()),
-            );
-        }
         if let Some(b) = &s.retry_backoff {
             let at = |k: &str| {
                 let whole = v.field(i, "retry_backoff");

@@ -1,6 +1,6 @@
 //! Remote attempts: attempts whose process is not a child of the plandeck
-//! that drives the run (a detached step's supervisor, a Slurm batch job;
-//! later a process on another host), each recorded with a durable *handle* so
+//! that drives the run (a detached step's supervisor, a Slurm batch job,
+//! a detached step on another host), each recorded with a durable *handle* so
 //! that a later owner of the run can take it over.
 //!
 //! One shape for every kind:
@@ -21,6 +21,7 @@
 //! starts, watches and stops attempts, like `runner`.
 
 pub mod detached;
+pub mod ssh;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,9 @@ pub enum Launch {
     Detached { dir: PathBuf },
     /// As a Slurm batch job (`engine::slurm`).
     Slurm(super::slurm::Job),
+    /// On another host, under a supervisor there that outlives the ssh
+    /// session (`remote::ssh`: a detached step with `host`).
+    Ssh(super::runner::RemoteAttempt),
 }
 
 /// The durable handle of a remote attempt.
@@ -48,6 +52,7 @@ pub enum Launch {
 pub enum RemoteHandle {
     Detached(detached::Handle),
     Slurm(super::slurm::Handle),
+    Ssh(ssh::Handle),
 }
 
 /// What became of a remote attempt while nobody watched it.
@@ -78,6 +83,7 @@ impl RemoteHandle {
         match self {
             RemoteHandle::Detached(h) => h.probe(),
             RemoteHandle::Slurm(h) => h.probe(),
+            RemoteHandle::Ssh(h) => h.probe(),
         }
     }
 
@@ -87,6 +93,7 @@ impl RemoteHandle {
         match self {
             RemoteHandle::Detached(h) => h.spare(),
             RemoteHandle::Slurm(h) => h.spare(),
+            RemoteHandle::Ssh(h) => h.spare(),
         }
     }
 
@@ -96,6 +103,7 @@ impl RemoteHandle {
         match self {
             RemoteHandle::Detached(h) => h.discard(),
             RemoteHandle::Slurm(h) => h.discard(),
+            RemoteHandle::Ssh(h) => h.discard(),
         }
     }
 }
@@ -111,6 +119,7 @@ pub async fn run(
         Launch::Local => runner::run_attempt(spec, tx, control).await,
         Launch::Detached { dir } => detached::start(spec, dir, tx, control).await,
         Launch::Slurm(job) => super::slurm::run(spec, job, tx, control).await,
+        Launch::Ssh(target) => ssh::start(spec, target, tx, control).await,
     }
 }
 
@@ -125,6 +134,7 @@ pub async fn adopt(
     match handle {
         RemoteHandle::Detached(h) => detached::adopt(h, spec, tx, control).await,
         RemoteHandle::Slurm(h) => super::slurm::adopt(h, spec, tx, control).await,
+        RemoteHandle::Ssh(h) => ssh::adopt(h, spec, tx, control).await,
     }
 }
 
