@@ -572,3 +572,132 @@ fn a_signal_to_plandeck_leaves_a_detached_remote_step_running() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].3, "up\ndone\n");
 }
+
+/// The state letter of `pid` (`T` when stopped).
+fn proc_state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|k| stat[k + 2..].chars().next())
+        .unwrap_or('?')
+}
+
+/// Wait (bounded) until `pid` is stopped (`stopped`) or not.
+fn wait_stopped(pid: i32, stopped: bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while (proc_state(pid) == 'T') != stopped {
+        assert!(Instant::now() < until, "pid {pid} never got there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A detached remote step that appends to `ledger`, writes its pid, waits
+/// for `go`, then says which run of it this is.
+fn waiting_remote_step(d: &str, host: &str) -> Value {
+    json!({ "id": "a", "host": host, "detach": true,
+            "run": format!("echo once >> {d}/ledger; echo $$ > {d}/pid.t; mv {d}/pid.t {d}/pid; \
+                            until [ -e {d}/go ]; do sleep 0.02; done; \
+                            if [ -e {d}/ran ]; then echo again; else touch {d}/ran; echo first; fi") })
+}
+
+#[test]
+fn freeze_and_thaw_reach_a_detached_remote_step() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let d = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([waiting_remote_step(&d, "web1")]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
+    let froze = Cli::start(plandeck(&sc, &sshd, &["freeze", &run])).finish();
+    assert_eq!(froze.code, Some(0), "{}", froze.stderr);
+    wait_stopped(pid, true);
+    let thawed = Cli::start(plandeck(&sc, &sshd, &["resume", &run])).finish();
+    assert_eq!(thawed.code, Some(0), "{}", thawed.stderr);
+    wait_stopped(pid, false);
+    sc.touch("go");
+    let out = cli.finish();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(log_lines(&out.events, "a"), ["first"]);
+}
+
+#[test]
+fn a_detached_remote_step_started_just_before_a_crash_is_found_by_its_tag() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let d = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([waiting_remote_step(&d, "web2")]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    // plandeck dies as soon as it hears the step started: its handle may
+    // not have reached the store.
+    let mut cmd = plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]);
+    cmd.env("PLANDECK_TEST_FAULT", "crash:after_spawn:a");
+    let crashed = Cli::start(cmd).finish();
+    assert_ne!(crashed.code, Some(0), "{}", crashed.stdout);
+    let run = run_id(&crashed.events);
+    wait_file(&sc.path("pid"));
+    let out = {
+        let mut cli = Cli::start(plandeck(&sc, &sshd, &["resume", &run, "--yes", "--json"]));
+        cli.wait_event("the step adopted", step_is("a", "running"));
+        sc.touch("go");
+        cli.finish()
+    };
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].3, "first\n");
+    assert_eq!(sc.read("ledger"), "once\n", "it ran once");
+}
+
+#[test]
+fn a_detached_remote_step_whose_supervisor_vanished_runs_again() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let d = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([waiting_remote_step(&d, "web1")]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    cli.signal(Signal::SIGKILL);
+    assert_eq!(cli.finish().code, None, "killed");
+    // As a reboot of the host would: the supervisor and the step go
+    // without a status.
+    let needle = format!("{d}/go");
+    for pid in processes_with(&needle) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert!(gone_within(&needle, Duration::from_secs(5)));
+    sc.touch("go");
+    let out = Cli::start(plandeck(&sc, &sshd, &["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].1, "interrupted", "{rows:?}");
+    assert_eq!(
+        (rows[1].1.as_str(), rows[1].3.as_str()),
+        ("succeeded", "first\n")
+    );
+    assert!(remote_dirs(&run).is_empty(), "{:?}", remote_dirs(&run));
+}
