@@ -137,6 +137,11 @@ fn env_value(environ: &[u8], name: &str) -> Option<String> {
 }
 
 /// Processes (outside plandeck's own group) carrying `PLANDECK_RUN_ID=<run_id>`.
+/// Those of a detached step on a host (`PLANDECK_DETACHED=TAG`) are left
+/// out even when that host is this machine: their supervisor there is in
+/// charge of them (a resume adopts the attempt or has it discarded), and a
+/// sweep that looked at them would race the processes the step keeps
+/// starting.
 pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
     let marker = format!("PLANDECK_RUN_ID={run_id}");
     let own_group = nix::unistd::getpgrp().as_raw();
@@ -151,6 +156,9 @@ pub fn marked_processes(run_id: &str) -> Vec<MarkedProcess> {
                 .split(|&b| b == 0)
                 .any(|var| var == marker.as_bytes())
             {
+                return None;
+            }
+            if env_value(&environ, super::remote::ssh::MARK).is_some() {
                 return None;
             }
             let proc = super::contain::proc_of(pid)?;
