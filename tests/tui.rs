@@ -31,8 +31,19 @@ fn session(db: &Path, target: Target, size: (u16, u16)) -> Session<StoreBackend>
     s
 }
 
+/// Handle every message that is there, and wait for the Runs preview when
+/// one is being read (on a thread of the backend).
 fn pump(s: &mut Session<StoreBackend>) {
-    while let Ok(m) = s.rx.try_recv() {
+    loop {
+        while let Ok(m) = s.rx.try_recv() {
+            s.handle(m);
+        }
+        if s.app.runs.preview_loading.is_none() {
+            return;
+        }
+        let m =
+            s.rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the preview is read within 10 s");
         s.handle(m);
     }
 }
@@ -130,9 +141,35 @@ fn help_lists_every_binding_of_the_screen() {
         let mut s = session(&db, Target::Plan("plans/demo.json".into()), (w, h));
         key(&mut s, '?');
         let frame = render(&s);
-        for b in plandeck::tui::keymap::bindings(plandeck::tui::keymap::Screen::Review) {
-            assert!(frame.contains(b.help), "help shows '{}'", b.help);
+        // The header's first row and the footer stay uncovered.
+        let rows: Vec<&str> = frame.lines().collect();
+        for row in [rows[0], rows[rows.len() - 1]] {
+            assert!(!row.contains("Keys:") && !row.contains("closes"), "{frame}");
         }
+        // Every binding shows, scrolling where the help does not fit.
+        let mut seen = frame.clone();
+        let mut last = frame.clone();
+        loop {
+            key(&mut s, 'j');
+            let next = render(&s);
+            if next == last {
+                break;
+            }
+            seen.push_str(&next);
+            last = next;
+        }
+        assert!(
+            s.app.help,
+            "scrolling keys scroll the help, they do not close it"
+        );
+        for b in plandeck::tui::keymap::bindings(plandeck::tui::keymap::Screen::Review) {
+            assert!(seen.contains(b.help), "help shows '{}'", b.help);
+        }
+        assert_eq!(
+            frame != last,
+            h < 26,
+            "the help scrolls only where it does not fit"
+        );
         insta::assert_snapshot!(format!("help-review-{w}x{h}"), frame);
     }
 }

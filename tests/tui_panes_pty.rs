@@ -255,14 +255,16 @@ fn the_preview_shows_the_selected_runs_graph_failures_and_last_lines() {
 }
 
 #[test]
-fn the_preview_of_a_running_run_shows_the_lines_of_its_running_step() {
+fn the_preview_of_a_running_run_follows_its_running_step_until_the_run_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");
+    // The step goes on only when the test lets it: each new line comes
+    // while the Runs screen is open, and no key is pressed meanwhile.
     plan(
         dir.path(),
         r#"{"name":"busy","globals":{"kill_grace_sec":1},"steps":[
  {"id":"warm","run":"echo warmed"},
- {"id":"churn","run":"echo churn-started; echo 'churn: still at it' >&2; sleep 60","depends_on":["warm"]}]}"#,
+ {"id":"churn","run":"echo churn-started; echo 'churn: still at it' >&2; while [ ! -e more ]; do sleep 0.05; done; echo second-wind; while [ ! -e done ]; do sleep 0.05; done","depends_on":["warm"]}]}"#,
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
         .args(["run", "plan.json", "--yes", "--background", "--db"])
@@ -277,40 +279,27 @@ fn the_preview_of_a_running_run_shows_the_lines_of_its_running_step() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    // The step runs and has written both lines (to its spool) before the
-    // screen opens: the preview is loaded once, for the selection.
-    let spool = plandeck::store::spool::attempt_path(
-        &plandeck::store::Location::File(db.clone()),
-        &id,
-        "churn",
-        1,
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read(&spool).is_ok_and(|b| b.windows(11).any(|w| w == b"still at it")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the step never wrote to its spool"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     let mut t = Term::open(dir.path(), &[]);
     t.wait_for("Preview", 30);
     t.wait_for("steps    ✓ ◐", 10);
     t.wait_for("last lines of churn · running", 10);
-    t.wait_for("  churn-started", 5);
+    t.wait_for("  churn-started", 10);
     t.wait_for("┃ churn: still at it", 5);
+    // A line written now shows without a key: the preview of a run a live
+    // process drives is read again while it is selected.
+    std::fs::write(dir.path().join("more"), "").expect("more");
+    t.wait_for("  second-wind", 10);
+    // The run ends: its row and the preview say so, and the log is the
+    // stored output of the step.
+    std::fs::write(dir.path().join("done"), "").expect("done");
+    t.wait_for("succeeded  busy", 10);
+    t.wait_for("steps    ✓ ✓", 10);
+    t.wait_line("the stored log", 10, |l| {
+        l.contains("last lines of churn") && !l.contains("running")
+    });
+    assert!(t.text().contains("  second-wind"), "{}", t.text());
     t.press("q");
     t.wait_exit(20);
     t.assert_cooked();
-    let cancel = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
-        .args(["cancel", &id, "--db"])
-        .arg(&db)
-        .output()
-        .expect("plandeck runs");
-    assert!(
-        cancel.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cancel.stderr)
-    );
     pty::assert_no_survivors(&id, 10);
 }

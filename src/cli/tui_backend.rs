@@ -53,6 +53,7 @@ fn summary(row: &queries::RunRow, failed_steps: usize) -> RunSummary {
         failed_steps,
         started_at: time(row.started_at.as_deref().or(Some(row.created_at.as_str()))),
         ended_at: time(row.ended_at.as_deref()),
+        driven: shown.owner.is_some(),
     }
 }
 
@@ -111,6 +112,53 @@ impl StoreBackend {
             lines,
             cut,
             live,
+        })
+    }
+
+    /// The preview of a stored run, read now (on the caller's thread).
+    fn preview(&self, id: &str) -> Result<RunPreview, String> {
+        use crate::engine::api::StepState;
+        let (_, row, plan, resume) = self.stored_run(id)?;
+        let wave = crate::dag::waves(&plan.deps);
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        order.sort_by_key(|&i| (wave[i], i));
+        let steps: Vec<PreviewStep> = order
+            .iter()
+            .filter_map(|&i| {
+                let s = resume.steps.get(i)?;
+                Some(PreviewStep {
+                    id: plan.id(i).to_string(),
+                    wave: wave[i],
+                    state: s.state,
+                    attempts: s.attempts,
+                })
+            })
+            .collect();
+        let ran = |s: &&PreviewStep| s.attempts > 0;
+        let about = steps
+            .iter()
+            .filter(ran)
+            .find(|s| s.state == StepState::Failed)
+            .or_else(|| {
+                steps
+                    .iter()
+                    .filter(ran)
+                    .find(|s| matches!(s.state, StepState::Running | StepState::Retrying))
+            })
+            .or_else(|| steps.iter().rfind(ran));
+        let log = match about {
+            Some(s) => Some(self.preview_log(&row.id, s)?),
+            None => None,
+        };
+        let failed = resume
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Failed)
+            .count();
+        Ok(RunPreview {
+            summary: summary(&row, failed),
+            steps,
+            log,
         })
     }
 
@@ -217,45 +265,29 @@ impl Backend for StoreBackend {
         })
     }
 
-    fn run_preview(&self, id: &str) -> Result<RunPreview, String> {
-        use crate::engine::api::StepState;
-        let (_, row, plan, resume) = self.stored_run(id)?;
-        let wave = crate::dag::waves(&plan.deps);
-        let mut order: Vec<usize> = (0..plan.len()).collect();
-        order.sort_by_key(|&i| (wave[i], i));
-        let steps: Vec<PreviewStep> = order
-            .iter()
-            .filter_map(|&i| {
-                let s = resume.steps.get(i)?;
-                Some(PreviewStep {
-                    id: plan.id(i).to_string(),
-                    wave: wave[i],
-                    state: s.state,
-                    attempts: s.attempts,
-                })
-            })
-            .collect();
-        let ran = |s: &&PreviewStep| s.attempts > 0;
-        let about = steps
-            .iter()
-            .filter(ran)
-            .find(|s| s.state == StepState::Failed)
-            .or_else(|| {
-                steps
-                    .iter()
-                    .filter(ran)
-                    .find(|s| matches!(s.state, StepState::Running | StepState::Retrying))
-            })
-            .or_else(|| steps.iter().rfind(ran));
-        let log = match about {
-            Some(s) => Some(self.preview_log(&row.id, s)?),
-            None => None,
+    fn run_preview(&self, id: &str, done: Box<dyn FnOnce(Result<RunPreview, String>) + Send>) {
+        let this = StoreBackend {
+            plans_dir: self.plans_dir.clone(),
+            location: self.location.clone(),
         };
-        Ok(RunPreview {
-            run_id: row.id,
-            steps,
-            log,
-        })
+        let id = id.to_string();
+        // `done` is called once: by the thread, or here if it cannot start.
+        let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+        let theirs = Arc::clone(&slot);
+        let take = |s: &std::sync::Mutex<Option<_>>| s.lock().ok().and_then(|mut d| d.take());
+        let spawned = std::thread::Builder::new()
+            .name("plandeck-preview".into())
+            .spawn(move || {
+                let result = this.preview(&id);
+                if let Some(done) = take(&theirs) {
+                    done(result);
+                }
+            });
+        if let Err(e) = spawned
+            && let Some(done) = take(&slot)
+        {
+            done(Err(format!("cannot read the run's preview: {e}")));
+        }
     }
 
     fn estimates(&self, plan: &ValidPlan) -> Vec<Option<f64>> {

@@ -37,6 +37,8 @@ pub struct RunSummary {
     pub failed_steps: usize,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A live process drives it now (its state may change while shown).
+    pub driven: bool,
 }
 
 impl RunSummary {
@@ -73,7 +75,9 @@ pub struct RunDetail {
 /// wave order, and the end of the output of the step it is most about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunPreview {
-    pub run_id: String,
+    /// The run as stored when the preview was read (liveness applied): the
+    /// Runs screen's row follows it.
+    pub summary: RunSummary,
     /// Every step in wave order (file order within a wave).
     pub steps: Vec<PreviewStep>,
     /// The end of the log of the step the preview is most about: the first
@@ -256,8 +260,9 @@ pub trait Backend {
     /// A run by id or unique prefix, with its plan and step states.
     fn run_detail(&self, id: &str) -> Result<RunDetail, String>;
     /// What the Runs screen previews of a stored run (asked for the
-    /// selected run only).
-    fn run_preview(&self, id: &str) -> Result<RunPreview, String>;
+    /// selected run only), read away from the caller's thread: `done` gets
+    /// it, once.
+    fn run_preview(&self, id: &str, done: Box<dyn FnOnce(Result<RunPreview, String>) + Send>);
     /// Duration estimates in seconds per step from past runs.
     fn estimates(&self, plan: &ValidPlan) -> Vec<Option<f64>>;
     /// Read and validate a plan file.

@@ -366,10 +366,16 @@ impl<B: Backend> Session<B> {
                 }
                 return;
             }
-            Effect::LoadPreview(run_id) => Msg::PreviewLoaded {
-                result: self.backend.run_preview(&run_id),
-                run_id,
-            },
+            Effect::LoadPreview(run_id) => {
+                let id = run_id.clone();
+                self.backend.run_preview(
+                    &id,
+                    Box::new(move |result| {
+                        let _ = tx.send(Msg::PreviewLoaded { run_id, result });
+                    }),
+                );
+                return;
+            }
             Effect::LoadOutput {
                 run_id,
                 step,

@@ -299,12 +299,22 @@ impl App {
         if !super::views::runs::previews(self) {
             return None;
         }
-        let id = self.runs.selected_run()?.id.clone();
+        let run = self.runs.selected_run()?;
+        let (id, driven) = (run.id.clone(), run.driven);
         if self.runs.preview.as_ref().is_some_and(|(p, _)| *p == id) {
-            return None;
+            // The same run again only while a live process drives it: once
+            // the last read is in and a second has passed.
+            let due = self.ticks.wrapping_sub(self.runs.preview_asked) >= runs_view::PREVIEW_EVERY;
+            if !driven || self.runs.preview_loading.is_some() || !due {
+                return None;
+            }
+        } else {
+            // A new selection: asked at once, whatever read is on its way.
+            // An answer that fails is shown, not asked again.
+            self.runs.preview = Some((id.clone(), Err("loading…".into())));
         }
-        // Asked once per selection: an answer that fails is shown, not asked again.
-        self.runs.preview = Some((id.clone(), Err("loading…".into())));
+        self.runs.preview_loading = Some(id.clone());
+        self.runs.preview_asked = self.ticks;
         Some(Effect::LoadPreview(id))
     }
 
@@ -448,13 +458,32 @@ impl App {
                 self.load_output()
             }
             Msg::PreviewLoaded { run_id, result } => {
-                if self
-                    .runs
-                    .preview
-                    .as_ref()
-                    .is_some_and(|(p, _)| *p == run_id)
-                {
-                    self.runs.preview = Some((run_id, result));
+                if self.runs.preview_loading.as_ref() == Some(&run_id) {
+                    self.runs.preview_loading = None;
+                }
+                let Some((_, was)) = self.runs.preview.as_mut().filter(|(p, _)| *p == run_id)
+                else {
+                    return vec![];
+                };
+                match result {
+                    Ok(p) => {
+                        *was = Ok(p.clone());
+                        // The row follows the run as it goes on (or ends),
+                        // and stays selected where its new state puts it.
+                        if let Some(r) = self.runs.runs.iter_mut().find(|r| r.id == run_id) {
+                            *r = p.summary;
+                        }
+                        let at = self.runs.items().iter().position(
+                            |i| matches!(*i, Item::Run(k) if self.runs.runs[k].id == run_id),
+                        );
+                        if let Some(at) = at {
+                            self.runs.selected = at;
+                            self.fit();
+                        }
+                    }
+                    // A read again that fails keeps what was shown.
+                    Err(e) if was.is_err() => *was = Err(e),
+                    Err(_) => {}
                 }
                 vec![]
             }

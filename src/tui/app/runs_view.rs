@@ -3,7 +3,8 @@
 //! resume one.
 //!
 //! It never reads the disk or the store: lists arrive as `Msg::Listed`, the
-//! selected run's preview as `Msg::PreviewLoaded`, and opening anything
+//! selected run's preview as `Msg::PreviewLoaded` (asked again every second
+//! while a live process drives that run), and opening anything
 //! leaves as an effect.
 
 use std::path::PathBuf;
@@ -24,7 +25,16 @@ pub struct RunsView {
     pub scroll: usize,
     /// The preview of one run (its id), loaded for the selection only.
     pub preview: Option<(String, Result<RunPreview, String>)>,
+    /// The run whose preview is being read (one read at a time).
+    pub preview_loading: Option<String>,
+    /// The tick the shown preview was asked for: a driven run's preview is
+    /// asked for again `PREVIEW_EVERY` ticks later.
+    pub preview_asked: u64,
 }
+
+/// Ticks between two reads of the preview of a run a live process drives
+/// (one second).
+pub const PREVIEW_EVERY: u64 = 4;
 
 /// An item of the runs screen's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +161,7 @@ mod tests {
             failed_steps: 0,
             started_at: None,
             ended_at: None,
+            driven: false,
         };
         let v = RunsView {
             plans: vec![PlanEntry {

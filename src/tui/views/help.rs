@@ -25,7 +25,14 @@ fn layout(app: &App) -> (Vec<Line<'static>>, Rect) {
             ])
         })
         .collect();
-    let area = Rect::new(0, 0, app.size.0, app.size.1);
+    // Between the header's first row and the footer, which stay readable
+    // (the popup scrolls when the bindings need more rows).
+    let (w, h) = app.size;
+    let area = if h >= 8 {
+        Rect::new(0, 1, w, h - 2)
+    } else {
+        Rect::new(0, 0, w, h)
+    };
     let w = (lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3).min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect::new(
