@@ -272,6 +272,21 @@ fn runs_screen_lists_plans_and_runs() {
             key(&mut s, c);
         }
         assert_eq!(s.app.runs.items().len(), 2);
+        // A plan's preview: what it does, its size and its history.
+        s.handle(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
+        key(&mut s, '/');
+        for c in "demo.json".chars() {
+            key(&mut s, c);
+        }
+        s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+        pump(&mut s);
+        assert_eq!(s.app.runs.items(), [plandeck::tui::app::Item::Plan(3)]);
+        if w >= 110 {
+            let frame = render(&s);
+            assert!(frame.contains("A tiny build-and-ship pipeline"), "{frame}");
+            assert!(frame.contains("never run"), "{frame}");
+            insta::assert_snapshot!(format!("runs-plan-{w}x{h}"), frame);
+        }
     }
 }
 
@@ -398,12 +413,36 @@ fn approving_runs_the_plan_and_shows_step_states() {
     key(&mut s, 'a');
     assert!(s.app.run.is_none(), "a required input blocks approval");
     assert!(render(&s).contains("(required)"), "the empty field says so");
+    assert!(
+        render(&s).contains("input 'token' is required: press i to enter it"),
+        "{}",
+        render(&s)
+    );
     key(&mut s, 'i');
+    // Enter on the empty required field stays there and says why.
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    assert!(
+        matches!(s.app.prompt, Some(plandeck::tui::app::Prompt::Input(0))),
+        "still on the field"
+    );
+    assert!(
+        render(&s).contains("input 'token' is required: type its value"),
+        "{}",
+        render(&s)
+    );
     for c in "s3".chars() {
         key(&mut s, c);
     }
     assert!(render(&s).contains("••"), "secret input shows bullets");
     assert!(!render(&s).contains("s3▏"));
+    assert!(
+        !render(&s).contains("is required"),
+        "typing clears the message"
+    );
+    // Filled: Enter moves on (past the last field, the form closes).
+    s.handle(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    assert!(s.app.prompt.is_none(), "the form closed");
+    key(&mut s, 'i');
     s.handle(Msg::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
     key(&mut s, 'a');
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -524,4 +563,54 @@ fn the_critical_path_is_marked_and_toggled_and_fallbacks_show_dashed() {
     .expect("write plan");
     let s = session(&db, Target::Plan(plan), (120, 36));
     assert!(render(&s).contains("┄▸ plan-b"), "{}", render(&s));
+}
+
+/// A snapshot's rows as the README shows them: trailing blanks removed, a
+/// run of more than two equal rows cut to two, times as one fixed time.
+fn readme_rows(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("tests/snapshots/{file}")).expect("snapshot");
+    let body = text.splitn(3, "---\n").nth(2).expect("a snapshot body");
+    let mut out: Vec<String> = Vec::new();
+    for line in body.lines().filter(|l| l.len() >= 2 && l.starts_with('"')) {
+        let row = line[1..line.len() - 1]
+            .replace("<time>", "2026-12-02 17:49")
+            .trim_end()
+            .to_string();
+        if out.len() >= 2 && out[out.len() - 1] == row && out[out.len() - 2] == row {
+            continue;
+        }
+        out.push(row);
+    }
+    out
+}
+
+#[test]
+fn readme_screenshots_are_the_screens_as_they_are() {
+    let readme = std::fs::read_to_string("README.md").expect("README");
+    for (title, file) in [
+        ("Review (120×36, trimmed):", "tui__review-demo-120x36.snap"),
+        (
+            "A failed step on the run screen (120×36, trimmed):",
+            "tui_run__run-failed-120x36.snap",
+        ),
+        (
+            "The runs screen (120×36, trimmed):",
+            "tui__runs-preview-120x36.snap",
+        ),
+    ] {
+        let at = readme
+            .find(title)
+            .unwrap_or_else(|| panic!("README.md has no '{title}'"));
+        let rest = &readme[at..];
+        let start = rest.find("```text\n").expect("a text block") + "```text\n".len();
+        let end = start + rest[start..].find("```").expect("the block's end");
+        let shown: Vec<String> = rest[start..end].lines().map(str::to_string).collect();
+        let rows = readme_rows(file);
+        assert!(
+            shown.len() >= 10 && rows.starts_with(&shown),
+            "README.md's block under '{title}' is not the screen of tests/snapshots/{file}: \
+             copy the snapshot's first rows into it (trailing blanks removed, a run of more \
+             than two equal rows cut to two, <time> as 2026-12-02 17:49)"
+        );
+    }
 }

@@ -42,7 +42,16 @@ fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
-fn summary(row: &queries::RunRow, failed_steps: usize) -> RunSummary {
+/// How many of a stored run's steps failed, and how many succeeded.
+fn counts(resume: &crate::run::Resume) -> (usize, usize) {
+    use crate::engine::api::StepState;
+    let n = |st: StepState| resume.steps.iter().filter(|s| s.state == st).count();
+    (n(StepState::Failed), n(StepState::Succeeded))
+}
+
+/// A run's row as the Runs screen lists it, with its counts of failed and
+/// succeeded steps.
+fn summary(row: &queries::RunRow, failed_steps: usize, ok_steps: usize) -> RunSummary {
     let shown = engine::ownership::shown(row);
     RunSummary {
         id: row.id.clone(),
@@ -51,6 +60,7 @@ fn summary(row: &queries::RunRow, failed_steps: usize) -> RunSummary {
         state: shown.state,
         reason: shown.reason,
         failed_steps,
+        ok_steps,
         started_at: time(row.started_at.as_deref().or(Some(row.created_at.as_str()))),
         ended_at: time(row.ended_at.as_deref()),
         driven: shown.owner.is_some(),
@@ -150,13 +160,9 @@ impl StoreBackend {
             Some(s) => Some(self.preview_log(&row.id, s)?),
             None => None,
         };
-        let failed = resume
-            .steps
-            .iter()
-            .filter(|s| s.state == StepState::Failed)
-            .count();
+        let (failed, ok) = counts(&resume);
         Ok(RunPreview {
-            summary: summary(&row, failed),
+            summary: summary(&row, failed, ok),
             steps,
             log,
         })
@@ -208,12 +214,14 @@ impl Backend for StoreBackend {
             .map(|path| match plan::load_file(&path) {
                 Ok(p) => PlanEntry {
                     steps: p.len(),
+                    description: p.plan.description.clone(),
                     name: Ok(p.plan.name),
                     path,
                 },
                 Err(d) => PlanEntry {
                     name: Err(d.first().map(|d| d.message.clone()).unwrap_or_default()),
                     steps: 0,
+                    description: None,
                     path,
                 },
             })
@@ -225,13 +233,17 @@ impl Backend for StoreBackend {
             return Ok(Vec::new());
         };
         let failed = queries::failed_steps(&conn).map_err(|e| e.to_string())?;
+        let ok = queries::succeeded_steps(&conn).map_err(|e| e.to_string())?;
         let alive = |r: &queries::RunRow| engine::ownership::live_owner(r).is_some();
         let queue = store::queue::read(&conn, &alive, None).map_err(|e| e.to_string())?;
         queries::list_runs(&conn)
             .map(|rows| {
                 rows.iter()
                     .map(|r| {
-                        let mut s = summary(r, failed.get(&r.id).copied().unwrap_or(0));
+                        let count = |m: &std::collections::BTreeMap<String, usize>| {
+                            m.get(&r.id).copied().unwrap_or(0)
+                        };
+                        let mut s = summary(r, count(&failed), count(&ok));
                         // A waiting run says where it stands: `queued (position 2 of 3, priority 5)`.
                         if s.state == crate::engine::api::RunState::Queued
                             && let Some(p) = queue.position(&r.id)
@@ -252,14 +264,10 @@ impl Backend for StoreBackend {
     fn run_detail(&self, id: &str) -> Result<RunDetail, String> {
         let (conn, row, plan, resume) = self.stored_run(id)?;
         let events = queries::events(&conn, &row.id).map_err(|e| e.to_string())?;
-        let failed = resume
-            .steps
-            .iter()
-            .filter(|s| s.state == crate::engine::api::StepState::Failed)
-            .count();
+        let (failed, ok) = counts(&resume);
         Ok(RunDetail {
             events,
-            summary: summary(&row, failed),
+            summary: summary(&row, failed, ok),
             steps: resume.steps.iter().map(|s| (s.state, s.attempts)).collect(),
             plan: Arc::new(plan),
         })

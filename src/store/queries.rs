@@ -131,6 +131,16 @@ pub fn failed_steps(conn: &Connection) -> Result<BTreeMap<String, usize>, StoreE
         .map_err(sql_err)
 }
 
+/// How many steps of each run `succeeded` (runs without any are left out).
+pub fn succeeded_steps(conn: &Connection) -> Result<BTreeMap<String, usize>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT run_id, COUNT(*) FROM steps WHERE state = 'succeeded' GROUP BY run_id")
+        .map_err(sql_err)?;
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, usize>(1)?)))
+        .and_then(|r| r.collect())
+        .map_err(sql_err)
+}
+
 /// The plan text stored with a run.
 pub fn plan_source(conn: &Connection, hash: &str) -> Result<String, StoreError> {
     conn.query_row(

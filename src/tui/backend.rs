@@ -22,6 +22,8 @@ pub struct PlanEntry {
     /// The plan's name, or why it does not load.
     pub name: Result<String, String>,
     pub steps: usize,
+    /// What the plan says it does (`description`), when it loads and says.
+    pub description: Option<String>,
 }
 
 /// A stored run, with liveness applied (a dead owner shows `interrupted`).
@@ -35,6 +37,8 @@ pub struct RunSummary {
     pub reason: Option<String>,
     /// How many of its steps failed (a succeeded run may have let some pass).
     pub failed_steps: usize,
+    /// How many of its steps succeeded.
+    pub ok_steps: usize,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
     /// A live process drives it now (its state may change while shown).

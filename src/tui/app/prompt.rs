@@ -75,6 +75,7 @@ impl App {
                 self.prompt = Some(Prompt::LogSearch(text));
             }
             Prompt::Input(i) => {
+                self.status = None;
                 let Some(r) = &mut self.review else {
                     self.prompt = None;
                     return vec![];
@@ -82,6 +83,18 @@ impl App {
                 let n = r.inputs.len();
                 match k.code {
                     KeyCode::Esc => self.prompt = None,
+                    KeyCode::Enter
+                        if r.inputs
+                            .get(i)
+                            .is_some_and(|f| f.required && f.value.is_empty()) =>
+                    {
+                        // Enter does not leave a required field empty;
+                        // tab or ↓ still move on (approving asks again).
+                        self.status = Some(format!(
+                            "input '{}' is required: type its value (tab moves on without it)",
+                            r.inputs[i].name
+                        ));
+                    }
                     KeyCode::Enter | KeyCode::Tab | KeyCode::Down => {
                         self.prompt = (i + 1 < n).then_some(Prompt::Input(i + 1));
                     }
@@ -91,6 +104,15 @@ impl App {
                     code => {
                         if let Some(f) = r.inputs.get_mut(i) {
                             edit(&mut f.value, code);
+                        }
+                        // Approving said an input was missing: not any more.
+                        let filled = r.inputs.iter().all(|f| !f.required || !f.value.is_empty());
+                        if filled
+                            && r.notice
+                                .as_deref()
+                                .is_some_and(|n| n.contains(" is required"))
+                        {
+                            r.notice = None;
                         }
                     }
                 }

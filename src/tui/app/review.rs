@@ -118,7 +118,7 @@ impl App {
         };
         if let Some(missing) = r.inputs.iter().find(|i| i.required && i.value.is_empty()) {
             r.notice = Some(format!(
-                "input '{}' is required: press tab to enter it",
+                "input '{}' is required: press i to enter it",
                 missing.name
             ));
             return vec![];

@@ -159,6 +159,7 @@ mod tests {
             state,
             reason: None,
             failed_steps: 0,
+            ok_steps: 0,
             started_at: None,
             ended_at: None,
             driven: false,
@@ -168,6 +169,7 @@ mod tests {
                 path: "plans/p.json".into(),
                 name: Ok("p".into()),
                 steps: 1,
+                description: None,
             }],
             runs: vec![
                 run("done", RunState::Succeeded),

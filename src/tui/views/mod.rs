@@ -255,6 +255,34 @@ pub fn duration(secs: f64) -> String {
 }
 
 /// Cut `s` to `width` characters, marking the cut with `…`.
+/// `parts` joined with ` · ` in `width` columns: while they do not fit,
+/// the part of the highest rank above 0 is left out whole (the last of
+/// equal ones first); what still does not fit is cut with `…`.
+pub fn fit_parts(parts: &[(String, u8)], width: usize) -> String {
+    let mut kept: Vec<&(String, u8)> = parts.iter().filter(|(p, _)| !p.is_empty()).collect();
+    let join = |k: &[&(String, u8)]| {
+        k.iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    while table::width(&join(&kept)) > width {
+        let drop = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, rank))| *rank > 0)
+            .max_by_key(|(k, (_, rank))| (*rank, *k))
+            .map(|(k, _)| k);
+        match drop {
+            Some(k) => {
+                kept.remove(k);
+            }
+            None => break,
+        }
+    }
+    clip(&join(&kept), width)
+}
+
 pub fn clip(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_string()
@@ -285,6 +313,10 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
             Span::raw(format!("{}▏", app.runs.filter)),
             Span::styled("  enter: keep  esc: clear", t.dim()),
         ]),
+        Some(Prompt::Input(_)) if app.status.is_some() => Line::from(Span::styled(
+            app.status.clone().unwrap_or_default(),
+            t.warn(),
+        )),
         Some(Prompt::Input(_)) => Line::from(vec![
             Span::styled("inputs: ", t.key()),
             Span::styled(

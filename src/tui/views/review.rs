@@ -121,7 +121,11 @@ pub fn detail_len(app: &App) -> (usize, usize) {
     (lines.len(), area.height.saturating_sub(2) as usize)
 }
 
+/// The plan's name, its numbers and its description (or a notice), each
+/// on a row: numbers that do not fit are left out whole, least telling
+/// first (a count of none before the others); text is cut with `…`.
 fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
+    let w = area.width as usize;
     let p = &r.plan;
     let s = &r.schedule;
     let total = &r.total;
@@ -137,10 +141,12 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
         }
         _ => est,
     };
+    let name = clip(&p.plan.name, w.saturating_sub(7));
+    let room = w.saturating_sub(7 + table::width(&name));
     let title = Line::from(vec![
         Span::styled("Review ", t.title()),
-        Span::styled(p.plan.name.clone(), t.title().add_modifier(Modifier::BOLD)),
-        Span::styled(format!("  {}", r.path.display()), t.dim()),
+        Span::styled(name, t.title().add_modifier(Modifier::BOLD)),
+        Span::styled(clip(&format!("  {}", r.path.display()), room), t.dim()),
     ]);
     let hosts = p.hosts();
     let on_hosts = if hosts.is_empty() {
@@ -157,26 +163,45 @@ fn header(f: &mut Frame, area: Rect, t: Theme, r: &Review) {
         0 => String::new(),
         n => format!(", {n} on the Slurm cluster"),
     };
-    let stats = Line::from(format!(
-        "{}{on_hosts}{on_cluster} · {} · critical path {} long · estimate {} · {} · {}",
-        plural(p.len(), "step", "steps"),
-        plural(s.waves.len(), "wave", "waves"),
-        plural(s.critical_path.len(), "step", "steps"),
-        est,
-        plural(s.conflicts.len(), "conflict", "conflicts"),
-        plural(
-            p.implicit_deps.len(),
-            "implicit dependency",
-            "implicit dependencies"
-        )
+    // A count that is not 0 is worth more than the shape of the graph.
+    let some = |n: usize, rank: u8| if n > 0 { 1 } else { rank };
+    let stats = Line::from(super::fit_parts(
+        &[
+            (
+                format!("{}{on_hosts}{on_cluster}", plural(p.len(), "step", "steps")),
+                0,
+            ),
+            (plural(s.waves.len(), "wave", "waves"), 2),
+            (
+                format!(
+                    "critical path {} long",
+                    plural(s.critical_path.len(), "step", "steps")
+                ),
+                2,
+            ),
+            (format!("estimate {est}"), 0),
+            (
+                plural(s.conflicts.len(), "conflict", "conflicts"),
+                some(s.conflicts.len(), 4),
+            ),
+            (
+                plural(
+                    p.implicit_deps.len(),
+                    "implicit dependency",
+                    "implicit dependencies",
+                ),
+                some(p.implicit_deps.len(), 3),
+            ),
+        ],
+        w,
     ));
     let third = match &r.notice {
         Some(n) => Line::from(Span::styled(
-            n.clone(),
+            clip(n, w),
             t.warn().add_modifier(Modifier::BOLD),
         )),
         None => Line::from(Span::styled(
-            p.plan.description.clone().unwrap_or_default(),
+            clip(p.plan.description.as_deref().unwrap_or_default(), w),
             t.dim(),
         )),
     };

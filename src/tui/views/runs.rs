@@ -24,6 +24,9 @@ use crate::tui::backend::{RunPreview, RunSummary};
 /// Terminal widths from which the preview is shown beside the lists.
 const PREVIEW_FROM: u16 = 110;
 
+/// Rows of a plan's description in the preview at most.
+const DESCRIPTION_ROWS: usize = 6;
+
 /// Where the screen's parts go.
 struct Parts {
     runs: Rect,
@@ -47,12 +50,18 @@ fn parts(app: &App) -> Parts {
         (body, Rect::new(body.right(), body.y, 0, 0))
     };
     let n_plans = app.runs.plans.len() as u16;
-    // The plans' pane: its rows, a header and the frame, at most two
-    // fifths of the height while there are runs to show.
+    let n_runs = app.runs.runs.len().min(usize::from(u16::MAX)) as u16;
+    // The plans' pane: its rows, a header and the frame; at most two
+    // fifths of the height while there are more runs than the rest holds,
+    // else what the runs leave (a few runs do not hide the plans).
     let plans_h = if app.runs.runs.is_empty() {
         lists.height / 2
     } else {
-        (n_plans + 3).min((lists.height * 2 / 5).max(5))
+        let runs_need = n_runs.saturating_add(3).max(6);
+        let room = (lists.height * 2 / 5)
+            .max(5)
+            .max(lists.height.saturating_sub(runs_need));
+        (n_plans + 3).min(room)
     };
     let [runs, plans] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(plans_h)]).areas(lists);
@@ -143,12 +152,9 @@ fn reason(r: &RunSummary) -> String {
 }
 
 /// How many of the run's steps failed (blank for none).
-fn step_counts(r: &RunSummary) -> String {
-    if r.failed_steps > 0 {
-        r.failed_steps.to_string()
-    } else {
-        String::new()
-    }
+/// A count of steps for a column: empty for none.
+fn count(n: usize) -> String {
+    if n > 0 { n.to_string() } else { String::new() }
 }
 
 /// The runs' table laid out for `width` cells: its rows, the header first.
@@ -159,6 +165,7 @@ pub fn run_rows<'a>(app: &App, runs: &[Item], t: Theme, width: usize) -> Vec<Row
         Col::keep("plan", 6, 24),
         Col::optional("started", 4, 16),
         Col::optional("took", 5, 8).right(),
+        Col::optional("ok", 3, 5).right(),
         Col::optional("failed", 3, 6).right(),
         Col::optional("reason", 1, 60).grow(10),
         Col::optional("run", 2, 36),
@@ -172,7 +179,8 @@ pub fn run_rows<'a>(app: &App, runs: &[Item], t: Theme, width: usize) -> Vec<Row
             cell(r.plan.clone(), Style::new()),
             cell(started(r), t.dim()),
             cell(took(r).map(duration).unwrap_or_default(), Style::new()),
-            cell(step_counts(r), Style::new()),
+            cell(count(r.ok_steps), t.step(StepState::Succeeded)),
+            cell(count(r.failed_steps), t.step(StepState::Failed)),
             cell(reason(r), t.dim()),
             cell(r.id.clone(), t.dim()),
         ]);
@@ -545,6 +553,25 @@ fn preview(f: &mut Frame, app: &App, t: Theme, area: Rect, runs: &[Item], plans:
                 name.clone(),
                 t.title().add_modifier(Modifier::BOLD),
             )));
+            // What it does, in at most a few rows.
+            if let Some(d) = &p.description {
+                let mut about = table::wrap(d, w, 0);
+                if about.len() > DESCRIPTION_ROWS {
+                    about.truncate(DESCRIPTION_ROWS);
+                    if let Some(last) = about.last_mut() {
+                        *last = clip(&format!("{last} …"), w);
+                        if !last.ends_with('…') {
+                            last.push('…');
+                        }
+                    }
+                }
+                lines.extend(
+                    about
+                        .into_iter()
+                        .map(|l| Line::from(Span::styled(l, t.dim()))),
+                );
+                lines.push(Line::default());
+            }
             let file = p.path.display().to_string();
             rows.extend(table::labelled(&kv, "file", t.key(), &file, Style::new()));
             if p.name.is_ok() {
