@@ -303,3 +303,46 @@ fn the_preview_of_a_running_run_follows_its_running_step_until_the_run_ends() {
     t.assert_cooked();
     pty::assert_no_survivors(&id, 10);
 }
+
+#[test]
+fn the_runs_screen_shows_runs_that_start_and_end_elsewhere_without_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let calm = r#"{"name":"calm","steps":[{"id":"hello","run":"echo all calm"}]}"#;
+    assert_eq!(run_headless(dir.path(), "calm.json", calm), Some(0));
+    let mut t = Term::open(dir.path(), &[]);
+    t.wait_for("Runs (1)", 30);
+    t.wait_for("last lines of hello", 10);
+    // A run started from another terminal, held until the test lets it end.
+    plan(
+        dir.path(),
+        r#"{"name":"later","steps":[{"id":"hold","run":"while [ ! -e done ]; do sleep 0.05; done"}]}"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
+        .args(["run", "plan.json", "--yes", "--background", "--db"])
+        .arg(&db)
+        .current_dir(dir.path())
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("plandeck runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    t.wait_for("Runs (2)", 10);
+    t.wait_line("the new run, first", 10, |l| {
+        l.contains("running") && l.contains("later")
+    });
+    // The selection stayed on the run it was on (now second).
+    assert!(t.text().contains("last lines of hello"), "{}", t.text());
+    std::fs::write(dir.path().join("done"), "").expect("done");
+    t.wait_line("the run ended", 10, |l| {
+        l.contains("succeeded") && l.contains("later")
+    });
+    t.press("q");
+    t.wait_exit(20);
+    t.assert_cooked();
+    pty::assert_no_survivors(&id, 10);
+}

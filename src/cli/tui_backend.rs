@@ -32,9 +32,40 @@ impl LiveLog for Live {
 }
 
 /// Plans from a directory, runs from a store.
+#[derive(Debug, Clone)]
 pub struct StoreBackend {
     pub plans_dir: PathBuf,
     pub location: Location,
+}
+
+/// Who gets the result of work done away from the UI thread.
+type Done<T> = Box<dyn FnOnce(Result<T, String>) + Send>;
+
+/// Do `work` on a thread of its own (named `name`) and give its result to
+/// `done`, once: by the thread, or here, saying it could not read `what`,
+/// when no thread starts.
+fn later<T: Send + 'static>(
+    name: &str,
+    what: &str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    done: Done<T>,
+) {
+    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+    let theirs = Arc::clone(&slot);
+    let take = |s: &std::sync::Mutex<Option<Done<T>>>| s.lock().ok().and_then(|mut d| d.take());
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let result = work();
+            if let Some(done) = take(&theirs) {
+                done(result);
+            }
+        });
+    if let Err(e) = spawned
+        && let Some(done) = take(&slot)
+    {
+        done(Err(format!("cannot read {what}: {e}")));
+    }
 }
 
 fn time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -274,28 +305,19 @@ impl Backend for StoreBackend {
     }
 
     fn run_preview(&self, id: &str, done: Box<dyn FnOnce(Result<RunPreview, String>) + Send>) {
-        let this = StoreBackend {
-            plans_dir: self.plans_dir.clone(),
-            location: self.location.clone(),
-        };
+        let this = self.clone();
         let id = id.to_string();
-        // `done` is called once: by the thread, or here if it cannot start.
-        let slot = Arc::new(std::sync::Mutex::new(Some(done)));
-        let theirs = Arc::clone(&slot);
-        let take = |s: &std::sync::Mutex<Option<_>>| s.lock().ok().and_then(|mut d| d.take());
-        let spawned = std::thread::Builder::new()
-            .name("plandeck-preview".into())
-            .spawn(move || {
-                let result = this.preview(&id);
-                if let Some(done) = take(&theirs) {
-                    done(result);
-                }
-            });
-        if let Err(e) = spawned
-            && let Some(done) = take(&slot)
-        {
-            done(Err(format!("cannot read the run's preview: {e}")));
-        }
+        later(
+            "plandeck-preview",
+            "the run's preview",
+            move || this.preview(&id),
+            done,
+        );
+    }
+
+    fn list_runs_later(&self, done: Box<dyn FnOnce(Result<Vec<RunSummary>, String>) + Send>) {
+        let this = self.clone();
+        later("plandeck-runs", "the runs", move || this.list_runs(), done);
     }
 
     fn estimates(&self, plan: &ValidPlan) -> Vec<Option<f64>> {

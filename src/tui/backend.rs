@@ -261,6 +261,8 @@ pub trait Backend {
     fn list_plans(&self) -> Vec<PlanEntry>;
     /// Stored runs, newest first.
     fn list_runs(&self) -> Result<Vec<RunSummary>, String>;
+    /// `list_runs` away from the caller's thread: `done` gets them, once.
+    fn list_runs_later(&self, done: Box<dyn FnOnce(Result<Vec<RunSummary>, String>) + Send>);
     /// A run by id or unique prefix, with its plan and step states.
     fn run_detail(&self, id: &str) -> Result<RunDetail, String>;
     /// What the Runs screen previews of a stored run (asked for the

@@ -366,6 +366,12 @@ impl<B: Backend> Session<B> {
                 }
                 return;
             }
+            Effect::ListRuns => {
+                self.backend.list_runs_later(Box::new(move |result| {
+                    let _ = tx.send(Msg::RunsListed(result));
+                }));
+                return;
+            }
             Effect::LoadPreview(run_id) => {
                 let id = run_id.clone();
                 self.backend.run_preview(

@@ -55,6 +55,8 @@ pub enum Msg {
         plans: Vec<PlanEntry>,
         runs: Result<Vec<RunSummary>, String>,
     },
+    /// The stored runs read again for the Runs screen (`Effect::ListRuns`).
+    RunsListed(Result<Vec<RunSummary>, String>),
     PlanLoaded {
         path: PathBuf,
         result: Loaded,
@@ -182,6 +184,8 @@ pub enum Effect {
     Engine(Command),
     /// Load the preview of a run selected on the Runs screen.
     LoadPreview(String),
+    /// Read the stored runs again for the Runs screen, off the UI loop.
+    ListRuns,
     /// Load the stored output of a step's attempt.
     LoadOutput {
         run_id: String,
@@ -286,11 +290,28 @@ impl App {
     }
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let tick = matches!(msg, Msg::Tick);
         let mut fx = self.update_state(msg);
         if self.screen == Screen::Runs {
             fx.extend(self.preview_wanted());
+            if tick {
+                fx.extend(self.list_wanted());
+            }
         }
         fx
+    }
+
+    /// The Runs screen's runs are read again every `LIST_EVERY` ticks while
+    /// it shows (one read at a time): runs started, ended or left elsewhere
+    /// show without a key.
+    fn list_wanted(&mut self) -> Option<Effect> {
+        let due = self.ticks.wrapping_sub(self.runs.listed_at) >= runs_view::LIST_EVERY;
+        if self.runs.listing || !due {
+            return None;
+        }
+        self.runs.listing = true;
+        self.runs.listed_at = self.ticks;
+        Some(Effect::ListRuns)
     }
 
     /// The preview to load for the Runs screen: the selected run's, when
@@ -352,6 +373,15 @@ impl App {
                 }
                 let n = self.runs.items().len();
                 self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
+                vec![]
+            }
+            Msg::RunsListed(result) => {
+                self.runs.listing = false;
+                match result {
+                    Ok(runs) => self.runs.relist(runs),
+                    Err(e) => self.runs.error = Some(e),
+                }
+                self.fit();
                 vec![]
             }
             Msg::PlanLoaded { path, result } => {

@@ -2,7 +2,8 @@
 //! selection; its keys move the selection and open a plan, open a run or
 //! resume one.
 //!
-//! It never reads the disk or the store: lists arrive as `Msg::Listed`, the
+//! It never reads the disk or the store: lists arrive as `Msg::Listed` (the
+//! runs again as `Msg::RunsListed` every two seconds while it shows), the
 //! selected run's preview as `Msg::PreviewLoaded` (asked again every second
 //! while a live process drives that run), and opening anything
 //! leaves as an effect.
@@ -30,7 +31,15 @@ pub struct RunsView {
     /// The tick the shown preview was asked for: a driven run's preview is
     /// asked for again `PREVIEW_EVERY` ticks later.
     pub preview_asked: u64,
+    /// The runs are being read again (one read at a time).
+    pub listing: bool,
+    /// The tick they were last asked for.
+    pub listed_at: u64,
 }
+
+/// Ticks between two reads of the runs while the Runs screen shows (two
+/// seconds).
+pub const LIST_EVERY: u64 = 8;
 
 /// Ticks between two reads of the preview of a run a live process drives
 /// (one second).
@@ -80,6 +89,28 @@ impl RunsView {
 }
 
 impl RunsView {
+    /// The runs as read again: the selection stays on the item it was on
+    /// (a run by its id, a plan by its place), wherever it moved.
+    pub fn relist(&mut self, mut runs: Vec<RunSummary>) {
+        let was = self.items().get(self.selected).copied();
+        let was_run = match was {
+            Some(Item::Run(i)) => self.runs.get(i).map(|r| r.id.clone()),
+            _ => None,
+        };
+        runs.sort_by_key(|r| !r.resumable());
+        self.runs = runs;
+        self.error = None;
+        let items = self.items();
+        let at = items.iter().position(|i| match (*i, was, &was_run) {
+            (Item::Run(k), _, Some(id)) => self.runs[k].id == *id,
+            (Item::Plan(k), Some(Item::Plan(p)), _) => k == p,
+            _ => false,
+        });
+        self.selected = at
+            .unwrap_or(self.selected)
+            .min(items.len().saturating_sub(1));
+    }
+
     /// The selected run, when a run is selected.
     pub fn selected_run(&self) -> Option<&RunSummary> {
         match self.items().get(self.selected) {

@@ -35,7 +35,10 @@ pub fn draw(f: &mut Frame, app: &App) {
     f.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(format!(" {} problem(s) ", e.lines.len()))),
+            .block(Block::bordered().title(format!(
+                " {} ",
+                super::plural(e.lines.len(), "problem", "problems")
+            ))),
         body,
     );
 }
