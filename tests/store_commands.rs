@@ -471,7 +471,7 @@ fn a_run_whose_owner_was_killed_shows_interrupted_and_resumes_without_rerunning_
         text(&resumed.stderr)
     );
     assert!(
-        text(&resumed.stderr).contains("stopped 1 process group(s)"),
+        text(&resumed.stderr).contains("stopped 1 process group left"),
         "{}",
         text(&resumed.stderr)
     );
@@ -701,9 +701,9 @@ fn cancel_ends_an_orphaned_run_in_one_transaction() {
     assert!(out.status.success(), "cancel: {}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        format!("run {id} canceled (2 step(s) and 1 running attempt(s) canceled)\n")
+        format!("run {id} canceled (2 steps and 1 running attempt canceled)\n")
     );
-    assert!(text(&out.stderr).contains("killed 1 process group(s)"));
+    assert!(text(&out.stderr).contains("killed 1 process group left"));
     assert!(marked_pids(&id).is_empty(), "the orphaned step was killed");
 
     // Events: contiguous, the cancel recorded, then the steps, then the run.
@@ -809,10 +809,10 @@ fn prune_deletes_old_ended_runs_and_unused_plans_only() {
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     let dry = text(&dry.stdout);
     assert!(
-        dry.contains("would delete 2 run(s), 2 step record(s), 2 attempt(s), "),
+        dry.contains("would delete 2 runs, 2 step records, 2 attempts, "),
         "{dry}"
     );
-    assert!(dry.trim_end().ends_with("1 plan(s)"), "{dry}");
+    assert!(dry.trim_end().ends_with("1 plan"), "{dry}");
     assert_eq!(
         count("SELECT COUNT(*) FROM runs"),
         4,
@@ -831,7 +831,7 @@ fn prune_deletes_old_ended_runs_and_unused_plans_only() {
         "{out}"
     );
     assert!(
-        out.contains("deleted 2 run(s), 2 step record(s), 2 attempt(s), "),
+        out.contains("deleted 2 runs, 2 step records, 2 attempts, "),
         "{out}"
     );
 

@@ -5,6 +5,7 @@
 //! owner is gone is claimed here (fencing off any other claimant), what the
 //! dead owner left running is killed, and the run is ended.
 
+use super::counted;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -117,7 +118,10 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     if killed > 0 {
-        errln!("plandeck: killed {killed} process group(s) left running by the run's last owner");
+        errln!(
+            "plandeck: killed {} left running by the run's last owner",
+            counted(killed, "process group", "process groups")
+        );
     }
     // Its steps' outputs files go too: nobody will read them now.
     if let Err(e) = crate::engine::scratch::remove_for(&view.row.id) {
@@ -138,10 +142,10 @@ pub fn cancel(run: &str, db: Option<&Path>) -> Exit {
     match maintenance::cancel_orphaned(&mut conn, &view.row, &plan, &reason) {
         Ok(done) => {
             outln!(
-                "run {} canceled ({} step(s) and {} running attempt(s) canceled)",
+                "run {} canceled ({} and {} canceled)",
                 view.row.id,
-                done.steps,
-                done.attempts
+                counted(done.steps, "step", "steps"),
+                counted(done.attempts, "running attempt", "running attempts")
             );
             Exit::Succeeded
         }
@@ -313,12 +317,12 @@ pub fn prune(older_than: chrono::Duration, dry_run: bool, db: Option<&Path>) -> 
         );
     }
     outln!(
-        "{verb} {} run(s), {} step record(s), {} attempt(s), {} event(s), {} plan(s)",
-        pruned.runs.len(),
-        pruned.steps,
-        pruned.attempts,
-        pruned.events,
-        pruned.plans
+        "{verb} {}, {}, {}, {}, {}",
+        counted(pruned.runs.len(), "run", "runs"),
+        counted(pruned.steps, "step record", "step records"),
+        counted(pruned.attempts, "attempt", "attempts"),
+        counted(pruned.events, "event", "events"),
+        counted(pruned.plans, "plan", "plans")
     );
     Exit::Succeeded
 }

@@ -385,6 +385,13 @@ pub fn main() -> ExitCode {
 
 /// The line left on the terminal after the TUI: the run, its state and
 /// reason, and the one command that continues it, if any.
+/// `n` with the word that fits it: `1 run`, `2 runs`.
+pub(crate) fn counted(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    let n = n.to_string();
+    let word = if n == "1" { one } else { many };
+    format!("{n} {word}")
+}
+
 pub fn left_line(left: &crate::tui::Left) -> String {
     use crate::engine::api::RunState;
     let id = &left.run_id;

@@ -146,7 +146,10 @@ pub fn command(
         if let Err(e) = queue::set_parallel(&conn, n) {
             return store_fail(&conn, e);
         }
-        outln!("queue: up to {n} queued run(s) at once");
+        outln!(
+            "queue: up to {n} queued {} at once",
+            if n == 1 { "run" } else { "runs" }
+        );
     }
     if let Some(p) = priority {
         let Some(prefix) = run else {

@@ -985,8 +985,8 @@ pub fn resume(run: &str, secrets: &SecretArgs, opts: &RunOptions) -> Exit {
     }
     if prepared.killed > 0 {
         errln!(
-            "plandeck: stopped {} process group(s) left running by the previous owner",
-            prepared.killed
+            "plandeck: stopped {} left running by the previous owner",
+            super::counted(prepared.killed, "process group", "process groups")
         );
     }
     // A run whose waiter left the queue joins it again.
