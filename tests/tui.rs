@@ -175,6 +175,26 @@ fn help_lists_every_binding_of_the_screen() {
 }
 
 #[test]
+fn the_inputs_form_and_the_runs_help_at_every_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    for (w, h) in SIZES {
+        let mut s = session(&db, Target::Plan("plans/demo.json".into()), (w, h));
+        key(&mut s, 'i');
+        let frame = render(&s);
+        assert!(frame.contains("inputs: "), "the form's keys: {frame}");
+        insta::assert_snapshot!(format!("review-inputs-{w}x{h}"), frame);
+        let mut s = session(&db, Target::Runs, (w, h));
+        key(&mut s, '?');
+        let frame = render(&s);
+        for b in plandeck::tui::keymap::bindings(plandeck::tui::keymap::Screen::Runs) {
+            assert!(frame.contains(b.help), "help shows '{}'", b.help);
+        }
+        insta::assert_snapshot!(format!("help-runs-{w}x{h}"), frame);
+    }
+}
+
+#[test]
 fn invalid_plan_opens_on_the_error_view() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");

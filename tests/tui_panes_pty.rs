@@ -264,7 +264,7 @@ fn the_preview_of_a_running_run_follows_its_running_step_until_the_run_ends() {
         dir.path(),
         r#"{"name":"busy","globals":{"kill_grace_sec":1},"steps":[
  {"id":"warm","run":"echo warmed"},
- {"id":"churn","run":"echo churn-started; echo 'churn: still at it' >&2; while [ ! -e more ]; do sleep 0.05; done; echo second-wind; while [ ! -e done ]; do sleep 0.05; done","depends_on":["warm"]}]}"#,
+ {"id":"churn","run":"echo churn-started; echo 'churn: still at it' >&2; while [ ! -e more ]; do [ -e plan.json ] || exit 9; sleep 0.05; done; echo second-wind; while [ ! -e done ]; do [ -e plan.json ] || exit 9; sleep 0.05; done","depends_on":["warm"]}]}"#,
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
         .args(["run", "plan.json", "--yes", "--background", "--db"])
@@ -316,7 +316,7 @@ fn the_runs_screen_shows_runs_that_start_and_end_elsewhere_without_a_key() {
     // A run started from another terminal, held until the test lets it end.
     plan(
         dir.path(),
-        r#"{"name":"later","steps":[{"id":"hold","run":"while [ ! -e done ]; do sleep 0.05; done"}]}"#,
+        r#"{"name":"later","steps":[{"id":"hold","run":"while [ ! -e done ]; do [ -e plan.json ] || exit 9; sleep 0.05; done"}]}"#,
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_plandeck"))
         .args(["run", "plan.json", "--yes", "--background", "--db"])

@@ -515,3 +515,82 @@ fn a_steps_own_colours_are_kept_and_nothing_else() {
     );
     assert!(rows[0].spans.iter().all(|s| s.style.fg.is_none()));
 }
+
+#[test]
+fn run_screen_help_and_the_cancel_question() {
+    for size in SIZES {
+        let mut f = running(size);
+        f.key('?');
+        let frame = f.render();
+        // The header's first row and the footer stay uncovered.
+        let rows: Vec<&str> = frame.lines().collect();
+        assert!(rows[0].contains("Run ship"), "{frame}");
+        assert!(!rows[rows.len() - 1].contains("closes"), "{frame}");
+        insta::assert_snapshot!(format!("run-help-{}x{}", size.0, size.1), frame);
+        // Every binding shows whole, scrolling where the help does not fit
+        // (one row a key; a long description wraps under itself).
+        // (Drawn as is: the redacted times of `render` are narrower.)
+        let raw = |f: &Feed| {
+            let (w, h) = f.app.size;
+            let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+            t.draw(|fr| views::draw(fr, &f.app)).expect("draws");
+            format!("{}", t.backend())
+        };
+        let mut rows = popup_rows(&raw(&f));
+        loop {
+            let before = raw(&f);
+            f.key('j');
+            let after = raw(&f);
+            if after == before {
+                break;
+            }
+            rows.extend(popup_rows(&after).last().cloned());
+        }
+        let mut entries: Vec<String> = Vec::new();
+        for r in rows {
+            match (r.starts_with("  "), entries.last_mut()) {
+                (true, Some(last)) => {
+                    last.push(' ');
+                    last.push_str(r.trim());
+                }
+                _ => entries.push(r.trim().to_string()),
+            }
+        }
+        for b in plandeck::tui::keymap::bindings(plandeck::tui::keymap::Screen::Run) {
+            let keys = plandeck::tui::keymap::keys_label(b);
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| e.starts_with(&keys) && e.ends_with(b.help)),
+                "help at {size:?} shows '{keys}  {}' whole: {entries:#?}",
+                b.help
+            );
+        }
+        f.key('x');
+        assert!(!f.render().contains("Keys: Run"), "any other key closes it");
+        f.key('c');
+        let frame = f.render();
+        assert!(frame.contains("Cancel the run?"), "{frame}");
+        insta::assert_snapshot!(format!("run-cancel-{}x{}", size.0, size.1), frame);
+    }
+}
+
+/// The rows inside the help popup of a rendered frame, without its frame.
+fn popup_rows(frame: &str) -> Vec<String> {
+    let rows: Vec<Vec<char>> = frame.lines().map(|l| l.chars().collect()).collect();
+    let text = |r: &[char]| r.iter().collect::<String>();
+    let Some(top) = rows.iter().position(|r| text(r).contains("Keys: Run")) else {
+        return Vec::new();
+    };
+    let title = text(&rows[top]);
+    let k = title
+        .find("Keys: Run")
+        .map_or(0, |b| title[..b].chars().count());
+    let x0 = rows[top][..k].iter().rposition(|&c| c == '┏').unwrap_or(0);
+    let x1 = k + rows[top][k..].iter().position(|&c| c == '┓').unwrap_or(0);
+    rows[top + 1..]
+        .iter()
+        .take_while(|r| r.get(x0) == Some(&'┃'))
+        .map(|r| r[x0 + 1..x1.min(r.len())].iter().collect())
+        .collect()
+}

@@ -38,11 +38,13 @@ fn pause_resume_and_cancel_a_long_step() {
     let dir = tempfile::tempdir().expect("tempdir");
     // `two` runs until the test lets it end, once the pause is on screen: a
     // slow machine cannot let it end (and `three` start) before the pause.
+    // (A held step also ends when the test's directory goes, so a failed
+    // test leaves nothing running.)
     plan(
         dir.path(),
         r#"{"name":"ctl","globals":{"max_concurrency":1,"kill_grace_sec":1},"steps":[
  {"id":"one","run":"echo one-out"},
- {"id":"two","run":"while [ ! -e release-two ]; do sleep 0.05; done; echo two-out","depends_on":["one"]},
+ {"id":"two","run":"while [ ! -e release-two ]; do [ -e plan.json ] || exit 9; sleep 0.05; done; echo two-out","depends_on":["one"]},
  {"id":"three","run":"echo three-out","depends_on":["two"]},
  {"id":"long","run":"sleep 60 & sleep 60; wait","depends_on":["three"]}]}"#,
     );
@@ -144,7 +146,7 @@ fn pause_and_quit_then_resume_in_a_second_session() {
         dir.path(),
         r#"{"name":"later","globals":{"kill_grace_sec":1},"steps":[
  {"id":"first","run":"echo first"},
- {"id":"slow","run":"while [ ! -e release-slow ]; do sleep 0.05; done","depends_on":["first"]},
+ {"id":"slow","run":"while [ ! -e release-slow ]; do [ -e plan.json ] || exit 9; sleep 0.05; done","depends_on":["first"]},
  {"id":"last","run":"echo last","depends_on":["slow"]}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
@@ -264,7 +266,7 @@ fn a_key_is_answered_within_100_ms_while_the_shown_step_floods() {
     plan(
         dir.path(),
         r#"{"name":"flood","steps":[
- {"id":"flood","run":"while [ ! -e go ]; do sleep 0.02; done; yes | head -c 2000000000; seq 1 100000000"}]}"#,
+ {"id":"flood","run":"while [ ! -e go ]; do [ -e plan.json ] || exit 9; sleep 0.02; done; yes | head -c 2000000000; seq 1 100000000"}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
     t.wait_for("Review flood", 10);

@@ -471,13 +471,32 @@ pub fn action(screen: Screen, ev: &KeyEvent) -> Option<Action> {
         .map(|b| b.action)
 }
 
-/// The keys of a binding, joined for display.
+/// The keys of a binding, joined for display; a run of three or more
+/// digits in a row is shown as its range (`1-9`).
 pub fn keys_label(b: &Binding) -> String {
-    b.keys
-        .iter()
-        .map(|k| k.label())
-        .collect::<Vec<_>>()
-        .join("/")
+    let digit = |k: &Key| match k {
+        Key::Char(c) => c.to_digit(10),
+        _ => None,
+    };
+    let mut parts: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < b.keys.len() {
+        let mut end = k;
+        while let (Some(a), Some(n)) = (digit(&b.keys[end]), b.keys.get(end + 1).and_then(&digit)) {
+            if n != a + 1 {
+                break;
+            }
+            end += 1;
+        }
+        if end >= k + 2 {
+            parts.push(format!("{}-{}", b.keys[k].label(), b.keys[end].label()));
+            k = end + 1;
+        } else {
+            parts.push(b.keys[k].label());
+            k += 1;
+        }
+    }
+    parts.join("/")
 }
 
 /// Footer hints: `(key, label)` for the bindings marked for the footer.
@@ -501,6 +520,27 @@ pub fn footer_offered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_of_digits_is_labelled_as_its_range() {
+        let label = |keys: &'static [Key]| {
+            keys_label(&Binding {
+                keys,
+                action: Action::Remedy,
+                help: "",
+                footer: "",
+            })
+        };
+        const DIGITS: [Key; 4] = [
+            Key::Char('1'),
+            Key::Char('2'),
+            Key::Char('3'),
+            Key::Char('4'),
+        ];
+        assert_eq!(label(&DIGITS), "1-4");
+        assert_eq!(label(&[Key::Char('1'), Key::Char('2')]), "1/2");
+        assert_eq!(label(&[Key::Char('q'), Key::Code(KeyCode::Esc)]), "q/esc");
+    }
 
     #[test]
     fn no_key_is_bound_twice_on_a_screen() {

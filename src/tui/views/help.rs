@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 
-use super::Theme;
+use super::{Theme, table};
 use crate::tui::app::App;
 use crate::tui::keymap::{self, Screen};
 
@@ -15,16 +15,6 @@ fn layout(app: &App) -> (Vec<Line<'static>>, Rect) {
     let bindings = keymap::bindings(app.screen);
     let keys: Vec<String> = bindings.iter().map(keymap::keys_label).collect();
     let kw = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
-    let lines: Vec<Line> = bindings
-        .iter()
-        .zip(&keys)
-        .map(|(b, k)| {
-            Line::from(vec![
-                Span::styled(format!(" {k:<kw$}  "), t.key()),
-                Span::raw(b.help),
-            ])
-        })
-        .collect();
     // Between the header's first row and the footer, which stay readable
     // (the popup scrolls when the bindings need more rows).
     let (w, h) = app.size;
@@ -33,7 +23,24 @@ fn layout(app: &App) -> (Vec<Line<'static>>, Rect) {
     } else {
         Rect::new(0, 0, w, h)
     };
-    let w = (lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3).min(area.width);
+    // A description wider than the popup can be wraps under itself.
+    let widest = bindings
+        .iter()
+        .map(|b| table::width(b.help))
+        .max()
+        .unwrap_or(0);
+    let room = (area.width as usize).saturating_sub(kw + 3 + 3).max(8);
+    let mut lines: Vec<Line> = Vec::new();
+    for (b, k) in bindings.iter().zip(&keys) {
+        for (n, part) in table::wrap(b.help, room, 0).into_iter().enumerate() {
+            let key = if n == 0 { k.as_str() } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {key:<kw$}  "), t.key()),
+                Span::raw(part),
+            ]));
+        }
+    }
+    let w = ((kw + 3 + widest.min(room)) as u16 + 3).min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect::new(
         area.x + (area.width - w) / 2,
