@@ -89,8 +89,14 @@ pub fn areas(app: &App) -> Areas {
         }
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
-        let [dag, side] =
-            Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(top);
+        // From 160 columns the log keeps 90 or more: the steps take the
+        // larger part, so their descriptions are not cut to a word.
+        let steps = if body.width >= 160 { 55 } else { 45 };
+        let [dag, side] = Layout::horizontal([
+            Constraint::Percentage(steps),
+            Constraint::Percentage(100 - steps),
+        ])
+        .areas(top);
         return Areas {
             header,
             dag,
