@@ -585,7 +585,12 @@ fn proc_state(pid: i32) -> char {
 fn wait_stopped(pid: i32, stopped: bool) {
     let until = Instant::now() + Duration::from_secs(30);
     while (proc_state(pid) == 'T') != stopped {
-        assert!(Instant::now() < until, "pid {pid} never got there");
+        assert!(
+            Instant::now() < until,
+            "pid {pid} never got {} (state {})",
+            if stopped { "stopped" } else { "going again" },
+            proc_state(pid)
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -620,6 +625,7 @@ fn freeze_and_thaw_reach_a_detached_remote_step() {
     let froze = Cli::start(plandeck(&sc, &sshd, &["freeze", &run])).finish();
     assert_eq!(froze.code, Some(0), "{}", froze.stderr);
     wait_stopped(pid, true);
+    cli.wait_event("the run paused", run_is("paused"));
     let thawed = Cli::start(plandeck(&sc, &sshd, &["resume", &run])).finish();
     assert_eq!(thawed.code, Some(0), "{}", thawed.stderr);
     wait_stopped(pid, false);
@@ -700,4 +706,43 @@ fn a_detached_remote_step_whose_supervisor_vanished_runs_again() {
         ("succeeded", "first\n")
     );
     assert!(remote_dirs(&run).is_empty(), "{:?}", remote_dirs(&run));
+}
+
+#[test]
+fn a_detached_remote_step_tells_a_signal_from_an_exit_with_its_number() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    // Where the host has perl the raw wait status comes back; a shell
+    // alone would report both as 143.
+    let perl = std::process::Command::new("perl")
+        .arg("-e1")
+        .status()
+        .is_ok_and(|s| s.success());
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([
+            { "id": "code", "host": "web1", "detach": true, "run": "exit 143" },
+            { "id": "term", "host": "web2", "detach": true, "run": "kill -TERM $$" }
+        ]),
+    );
+    let out = run(&sc, &sshd, &plan, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let term = ended(&out.events, "term");
+    assert_eq!(
+        (&term["signal"], &term["exit_code"]),
+        (&json!(15), &Value::Null),
+        "{term}"
+    );
+    let code = ended(&out.events, "code");
+    if perl {
+        assert_eq!(
+            (&code["exit_code"], &code["signal"]),
+            (&json!(143), &Value::Null),
+            "{code}"
+        );
+    } else {
+        eprintln!("no perl here: an exit 143 reads as SIGTERM, as the shell reports it");
+    }
 }

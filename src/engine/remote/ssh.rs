@@ -13,12 +13,15 @@
 //!   and its leader's start time (so a probe tells a live attempt from a
 //!   pid that was reused);
 //! - `frozen`: present while the step is frozen (its timeout does not run);
+//! - `raw`: the step's raw wait status (where the host has perl);
 //! - `status`: how it ended (status, why it was stopped, times), written by
 //!   the supervisor once the step's main process is gone (temporary file and
 //!   rename: a reader sees all of it or nothing).
 //!
 //! The supervisor starts the step with `setsid` (its own session and
-//! process group, stdin from /dev/null), enforces its timeout itself (a
+//! process group, stdin from /dev/null; where the host has perl, a small
+//! perl parent leads that group and records the step's raw wait status,
+//! so a signal death is told from `exit 128+N`), enforces its timeout itself (a
 //! watchdog that counts only unfrozen seconds), and stops it on SIGTERM
 //! (cancel): SIGTERM to the group, SIGKILL after the grace. plandeck
 //! follows the attempt through one session over the shared connection that
@@ -85,14 +88,18 @@ const FUNCTIONS: &str = r#"st() { l=; [ -r /proc/$1/stat ] && read -r l 2>/dev/n
 nap() { sleep "$1" 2>/dev/null || sleep 1; }
 "#;
 
-/// The supervisor, run as `sh -c SUPERVISOR plandeck DIR TIMEOUT GRACE
+/// The supervisor, run as `sh -c SUPERVISOR plandeck DIR TIMEOUT GRACE RAW
 /// PROGRAM ARGS...` in a session of its own. It prints the step's process
 /// group on stdout, then closes it.
-const SUPERVISOR: &str = r#"d=$1; t=$2; g=$3; shift 3
+const SUPERVISOR: &str = r#"d=$1; t=$2; g=$3; raw=$4; shift 4
 st() { l=; [ -r /proc/$1/stat ] && read -r l 2>/dev/null </proc/$1/stat; l=${l##*") "}; set -f; set -- $l; set +f; [ $# -ge 20 ] && echo "${20}"; }
 ms() { n=$(date +%s%N 2>/dev/null); case $n in ''|*[!0-9]*) echo $(($(date +%s) * 1000));; *) echo $((n / 1000000));; esac; }
 t0=$(ms)
-setsid "$@" </dev/null >>"$d/out" 2>>"$d/err" &
+if command -v perl >/dev/null 2>&1; then
+  setsid perl -e "$raw" "$d/raw" "$@" </dev/null >>"$d/out" 2>>"$d/err" &
+else
+  setsid "$@" </dev/null >>"$d/out" 2>>"$d/err" &
+fi
 p=$!
 echo "$$ $(st $$) $p $(st $p)" >"$d/pid.t" && mv -f "$d/pid.t" "$d/pid"
 echo "$p"
@@ -113,7 +120,21 @@ if kill -0 -- -$p 2>/dev/null; then
   [ -n "$k" ] && wait "$k"
 fi
 [ -n "$k" ] && kill "$k" 2>/dev/null
-echo "$s ${why:--} $t0 $t1 $(ms)" >"$d/status.t" && mv -f "$d/status.t" "$d/status"
+r=; [ -e "$d/raw" ] && read -r r <"$d/raw"
+echo "$s ${why:--} $t0 $t1 $(ms) $r" >"$d/status.t" && mv -f "$d/status.t" "$d/status"
+"#;
+
+/// Where the host has perl, the step's parent (the leader of its group):
+/// it runs the step with signals at their defaults, ignores the stop
+/// signals itself, and writes the step's raw wait status to its file, so
+/// that a signal death is told from an exit with the same number (a shell
+/// reports both as 128+N).
+const RAW: &str = r#"my $f = shift; my $c = fork; exit 125 unless defined $c;
+if ($c == 0) { exec { $ARGV[0] } @ARGV; print STDERR "$ARGV[0]: $!\n"; exit 127 }
+$SIG{$_} = "IGNORE" for qw(TERM INT HUP QUIT);
+waitpid($c, 0); my $r = $?;
+if (open(my $o, ">", "$f.t")) { print $o "$r\n"; close($o); rename("$f.t", $f) }
+exit(($r & 127) ? 128 + ($r & 127) : ($r >> 8));
 "#;
 
 /// Whether `tag` is safe to name a remote directory in a script.
@@ -190,7 +211,7 @@ if ! mkdir -m 700 "$d" 2>/dev/null; then echo "plandeck: cannot create the attem
 : >"$d/out"; : >"$d/err"; : >"$d/outputs"
 "#,
     );
-    w.push_str(&format!("s={}\n", q(SUPERVISOR)));
+    w.push_str(&format!("s={}\nr={}\n", q(SUPERVISOR), q(RAW)));
     // The step's environment and directory are the supervisor's only: the
     // loop below runs without them.
     w.push_str("p=$(\n");
@@ -212,7 +233,7 @@ if ! mkdir -m 700 "$d" 2>/dev/null; then echo "plandeck: cannot create the attem
     }
     w.push_str("command -v setsid >/dev/null || { echo \"plandeck: setsid is not installed on $(hostname)\" >&2; exit 125; }\n");
     w.push_str(&format!(
-        "setsid /bin/sh -c \"$s\" plandeck \"$d\" {} {}",
+        "setsid /bin/sh -c \"$s\" plandeck \"$d\" {} {} \"$r\"",
         whole_seconds(s.spec.timeout),
         s.spec.kill_grace.as_secs_f64()
     ));
@@ -546,6 +567,20 @@ struct Ended {
     start_ms: u64,
     stop_ms: u64,
     end_ms: u64,
+    /// The step's raw wait status, where the host could tell it (perl).
+    raw: Option<i32>,
+}
+
+impl Ended {
+    /// (exit code, signal): exact from the raw wait status, else the
+    /// shell's 128+N convention.
+    fn exit(&self) -> (Option<i32>, Option<i32>) {
+        match self.raw {
+            Some(r) if r & 0x7f != 0 && r & 0x7f != 0x7f => (None, Some(r & 0x7f)),
+            Some(r) if r & 0x7f == 0 => (Some((r >> 8) & 0xff), None),
+            _ => ssh::status(self.status),
+        }
+    }
 }
 
 fn parse_ended(text: &str) -> Option<Ended> {
@@ -559,6 +594,7 @@ fn parse_ended(text: &str) -> Option<Ended> {
         start_ms: n(),
         stop_ms: n(),
         end_ms: n(),
+        raw: w.next().and_then(|x| x.parse().ok()),
     })
 }
 
@@ -893,7 +929,7 @@ impl Watcher {
         let spec = &self.spec;
         let o = match ended {
             Ok(e) => {
-                let (exit_code, signal) = ssh::status(e.status);
+                let (exit_code, signal) = e.exit();
                 let (outputs, invalid_outputs) = if self.outputs.is_empty() {
                     (BTreeMap::new(), None)
                 } else {
@@ -991,9 +1027,15 @@ mod tests {
                 why: "terminated".into(),
                 start_ms: 10,
                 stop_ms: 20,
-                end_ms: 25
+                end_ms: 25,
+                raw: None,
             })
         );
+        let exit = |t: &str| parse_ended(t).map(|e| e.exit());
+        assert_eq!(exit("143 - 1 0 2"), Some((None, Some(15))));
+        assert_eq!(exit("143 - 1 0 2 36608"), Some((Some(143), None)));
+        assert_eq!(exit("143 - 1 0 2 15"), Some((None, Some(15))));
+        assert_eq!(exit("7 - 1 0 2 1792"), Some((Some(7), None)));
         assert_eq!(parse_ended("0 -").map(|e| e.end_ms), Some(0));
         assert_eq!(parse_ended("x"), None);
     }
@@ -1081,6 +1123,7 @@ mod tests {
             .expect("an end record");
         let e = parse_ended(end).expect("parses");
         assert_eq!((e.status, e.why.as_str()), (3, "-"));
+        assert_eq!(e.exit(), (Some(3), None));
         assert!(e.end_ms >= e.start_ms && e.start_ms > 0, "{e:?}");
         assert!(!tmp.path().join("no").exists(), "a value ran as code");
         let uid = nix::unistd::geteuid().as_raw();
