@@ -255,6 +255,8 @@ struct Driver {
     /// Remote attempts left running when this process goes (for the next
     /// owner): nothing of theirs is swept or removed.
     left_running: Vec<remote::RemoteHandle>,
+    /// What its remote attempts share (one watcher of the cluster).
+    shared: remote::Shared,
 }
 
 /// The write that stores `plan` and pins run `run_id` to it.
@@ -377,8 +379,12 @@ impl Driver {
                 u.fix.as_deref(),
                 deps,
             );
-            self.tasks
-                .spawn(remote::run(spec, self.runner_tx.clone(), u.control));
+            self.tasks.spawn(remote::run(
+                spec,
+                self.runner_tx.clone(),
+                u.control,
+                self.shared.clone(),
+            ));
         }
     }
 
@@ -408,8 +414,13 @@ impl Driver {
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
             self.controls.insert(step, ctl_tx);
             self.remotes.insert((step, a.attempt), handle.clone());
-            self.tasks
-                .spawn(remote::adopt(handle, spec, self.runner_tx.clone(), ctl_rx));
+            self.tasks.spawn(remote::adopt(
+                handle,
+                spec,
+                self.runner_tx.clone(),
+                ctl_rx,
+                self.shared.clone(),
+            ));
         }
         problems
     }
@@ -542,6 +553,7 @@ async fn drive(
         producers: output_producers(&plan),
         remotes: HashMap::new(),
         left_running: Vec::new(),
+        shared: remote::Shared::default(),
     };
 
     let mut signals = Signals::new(req.handle_signals);

@@ -1,23 +1,27 @@
 //! One attempt of a step as a Slurm batch job, through the cluster's own
-//! client tools (`sbatch`, `scontrol`, `sacct`, `scancel`, `squeue`, found
-//! on `PATH` and configured as the user has them, e.g. by `SLURM_CONF`).
+//! client tools (`sbatch`, `squeue`, `sacct`, `scancel`, found on `PATH`
+//! and configured as the user has them, e.g. by `SLURM_CONF`).
 //!
 //! The attempt's directory (on a file system the compute nodes share)
-//! holds the batch script, the job's stdout and stderr files and its
-//! outputs file. The script only `exec`s the step's program with its
-//! arguments, each single-quoted: no value of the plan, an input or an
-//! upstream output is ever parsed by a shell on the way (the environment
-//! reaches the job as `sbatch`'s own environment, `--export=ALL`, never as
-//! text). Output files are tailed into the same masking, capture, line and
-//! spool path as a local attempt's; state comes from `scontrol show job`
-//! (while the controller remembers the job) and `sacct` (when accounting
-//! keeps it). The exit status and signal come from Slurm's `ExitCode`, and
-//! the job's end state (`TIMEOUT`, `OUT_OF_MEMORY`, `NODE_FAIL`, ...) is
-//! part of the outcome the remediation rules classify.
+//! holds the batch script, the job's stdout and stderr files, its outputs
+//! file and, once the step's program ended, its exit status (`status`).
+//! The script runs the program with its arguments, each single-quoted: no
+//! value of the plan, an input or an upstream output is ever parsed by a
+//! shell on the way (the environment reaches the job as `sbatch`'s own
+//! environment, `--export=ALL`, never as text). Output files are tailed
+//! into the same masking, capture, line and spool path as a local
+//! attempt's. State comes from one `Poller` per driver: one `squeue` for
+//! all the jobs it watches per look (while the controller remembers them),
+//! one `sacct` for those it no longer lists (when accounting keeps them),
+//! and the `status` file for a job the cluster forgot. The exit status and
+//! signal come from Slurm's, and the job's end state (`TIMEOUT`,
+//! `OUT_OF_MEMORY`, `NODE_FAIL`, ...) is part of the outcome the
+//! remediation rules classify.
 //!
 //! A timeout counts running time only (as the job's `--time` does, which
-//! plandeck also sets from it). Cancel and timeouts `scancel` the job and
-//! report its end once the cluster says it ended.
+//! plandeck also sets from it), from when the cluster says the job started
+//! running, so it holds across an adoption. Cancel and timeouts `scancel`
+//! the job and report its end once the cluster says it ended.
 //!
 //! This module never writes to the store and never decides policy: it
 //! starts, watches and stops jobs, like `runner` does processes.
@@ -64,6 +68,10 @@ const STDERR: &str = "stderr";
 /// The job id, written as soon as `sbatch` answers (found by a later owner
 /// when the driver died before the id reached the store).
 const JOB_ID: &str = "job_id";
+/// What the script writes when the program ended: its exit status as the
+/// shell saw it and the time (`STATUS_PART` first, then renamed).
+const STATUS: &str = "status";
+const STATUS_PART: &str = "status.part";
 /// The step's `key=value` outputs (`$PLANDECK_OUTPUT`).
 pub const OUTPUTS: &str = "outputs";
 
@@ -94,12 +102,21 @@ fn sh_word(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// The batch script: a comment naming the attempt, then `exec` of the
-/// program with its arguments, every word quoted.
-pub fn script(program: &str, args: &[String], what: &str) -> String {
-    let mut line = String::from("exec");
+/// The batch script: a comment naming the attempt, then the program with
+/// its arguments, every word quoted, run as a child of the script so that
+/// its end is written to `dir/status` (its exit status and the time, a
+/// trace that outlives the cluster's memory of the job). The script then
+/// ends as the program did: with its exit status, or by the signal that
+/// killed it (a status above 128 is taken as one, as shells report it).
+/// A TERM for the job (cancel, time limit) reaches the program, and the
+/// script waits for it to end before it goes too. The shell's own words
+/// (`Killed`, ...) go nowhere: the job's stderr is the program's.
+pub fn script(program: &str, args: &[String], what: &str, dir: &Path) -> String {
+    let mut line = String::new();
     for w in std::iter::once(program).chain(args.iter().map(String::as_str)) {
-        line.push(' ');
+        if !line.is_empty() {
+            line.push(' ');
+        }
         line.push_str(&sh_word(w));
     }
     // The comment is one line of plain characters.
@@ -107,7 +124,25 @@ pub fn script(program: &str, args: &[String], what: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    format!("#!/bin/sh\n# plandeck: {what}\n{line}\n")
+    let part = sh_word(&dir.join(STATUS_PART).to_string_lossy());
+    let status = sh_word(&dir.join(STATUS).to_string_lossy());
+    format!(
+        "#!/bin/sh\n# plandeck: {what}\ntrap : TERM\nexec 3>&2 2>/dev/null\n(exec {line} 2>&3 3>&-)\ns=$?\n\
+         printf '%s %s\\n' \"$s\" \"$(date +%s 2>/dev/null)\" > {part} && mv -f {part} {status}\n\
+         if [ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ]; then\n  \
+         n=$((s - 128))\n  \
+         case $n in 17|18|19|20|21|22|23|28) ;; *) trap - \"$n\" 2>/dev/null; kill -\"$n\" $$ ;; esac\n\
+         fi\nexit \"$s\"\n"
+    )
+}
+
+/// The exit code or signal a status the script wrote stands for (what
+/// the script itself ended with).
+pub fn status_result(status: i32) -> (Option<i32>, Option<i32>) {
+    match status - 128 {
+        n @ 1..=64 if ![17, 18, 19, 20, 21, 22, 23, 28].contains(&n) => (None, Some(n)),
+        _ => (Some(status), None),
+    }
 }
 
 /// Whole minutes for `--time`, rounded up, at least one.
@@ -180,6 +215,11 @@ pub struct JobInfo {
     pub reason: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// How long it has run, as the cluster counts it (whole seconds).
+    pub time_used: Option<Duration>,
+    /// When it was submitted and when it ended, in seconds since the epoch.
+    pub submitted: Option<i64>,
+    pub ended_at: Option<i64>,
 }
 
 /// States a job does not leave.
@@ -227,6 +267,10 @@ impl JobInfo {
             .flatten()
             .filter(|r| NEVER_STARTS.contains(r))
     }
+    /// Its state and pending reason: what a `job` event reports.
+    fn standing(&self) -> (&str, Option<&str>) {
+        (self.state.as_str(), self.reason.as_deref())
+    }
 }
 
 /// `ExitCode=A:B` (`A` the exit status, `B` the signal): the exit code, or
@@ -241,38 +285,106 @@ fn exit_pair(text: &str) -> (Option<i32>, Option<i32>) {
     }
 }
 
-/// `scontrol show job -o ID`'s line (`JobState=RUNNING Reason=None
-/// ExitCode=0:0 ...`).
-pub fn parse_scontrol(line: &str) -> Option<JobInfo> {
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-    };
-    let state = field("JobState")?.to_string();
-    let reason = field("Reason")
-        .filter(|r| *r != "None" && !r.is_empty())
-        .map(str::to_string);
-    let (exit_code, signal) = field("ExitCode").map_or((None, None), exit_pair);
-    Some(JobInfo {
-        state,
-        reason,
-        exit_code,
-        signal,
-    })
+/// A wait status as `squeue -O exit_code` prints it: the signal that
+/// ended the job, else its exit code.
+fn wait_status(text: &str) -> (Option<i32>, Option<i32>) {
+    match text.trim().parse::<i32>() {
+        Ok(w) if w & 0x7f != 0 => (None, Some(w & 0x7f)),
+        Ok(w) => (Some((w >> 8) & 0xff), None),
+        Err(_) => (None, None),
+    }
 }
 
-/// `sacct -n -P -X -o State,ExitCode`'s line (`CANCELLED by 0|0:15`).
-pub fn parse_sacct(text: &str) -> Option<JobInfo> {
-    let line = text.lines().find(|l| !l.trim().is_empty())?;
-    let (state, code) = line.split_once('|')?;
-    let state = state.split_whitespace().next()?.trim_end_matches('+');
-    let (exit_code, signal) = exit_pair(code);
-    Some(JobInfo {
-        state: state.to_string(),
-        reason: None,
-        exit_code,
-        signal,
-    })
+/// `[D-][H:]M:SS` (`squeue`'s `TimeUsed`) or `ElapsedRaw` seconds.
+fn parse_elapsed(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let (days, clock) = match text.split_once('-') {
+        Some((d, c)) => (d.parse::<u64>().ok()?, c),
+        None => (0, text),
+    };
+    let mut secs = 0u64;
+    for part in clock.split(':') {
+        secs = secs
+            .checked_mul(60)?
+            .checked_add(part.parse::<u64>().ok()?)?;
+    }
+    Some(Duration::from_secs(days * 86400 + secs))
+}
+
+/// A time printed with `SLURM_TIME_FORMAT=%s` (`N/A`, `Unknown`, `NONE`: none).
+fn epoch(text: &str) -> Option<i64> {
+    text.trim().parse::<i64>().ok().filter(|t| *t > 0)
+}
+
+/// The fields `squeue` is asked for, `|` after each.
+const SQUEUE_FORMAT: &str =
+    "JobID:|,State:|,Reason:|,exit_code:|,TimeUsed:|,SubmitTime:|,EndTime:|";
+
+/// `squeue -h -t all -O SQUEUE_FORMAT`'s lines: each job's id and what the
+/// controller says of it.
+pub fn parse_squeue(text: &str) -> Vec<(String, JobInfo)> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [id, state, reason, code, used, submit, end, ..] = f.as_slice() else {
+                return None;
+            };
+            if id.is_empty() || state.is_empty() {
+                return None;
+            }
+            let info = JobInfo {
+                state: state.to_string(),
+                reason: Some(reason.to_string()).filter(|r| *r != "None" && !r.is_empty()),
+                time_used: parse_elapsed(used),
+                submitted: epoch(submit),
+                ended_at: epoch(end),
+                ..JobInfo::default()
+            };
+            let (exit_code, signal) = if info.ended() {
+                wait_status(code)
+            } else {
+                (None, None)
+            };
+            Some((
+                id.to_string(),
+                JobInfo {
+                    exit_code,
+                    signal,
+                    ..info
+                },
+            ))
+        })
+        .collect()
+}
+
+/// `sacct -n -P -X -o JobID,State,ExitCode,ElapsedRaw,Submit,End`'s lines
+/// (`12|CANCELLED by 0|0:15|3|1700000000|1700000003`).
+pub fn parse_sacct(text: &str) -> Vec<(String, JobInfo)> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('|').collect();
+            let [id, state, code, rest @ ..] = f.as_slice() else {
+                return None;
+            };
+            let state = state.split_whitespace().next()?.trim_end_matches('+');
+            let (exit_code, signal) = exit_pair(code);
+            Some((
+                id.trim().to_string(),
+                JobInfo {
+                    state: state.to_string(),
+                    reason: None,
+                    exit_code,
+                    signal,
+                    time_used: rest.first().and_then(|t| parse_elapsed(t)),
+                    submitted: rest.get(1).and_then(|t| epoch(t)),
+                    ended_at: rest.get(2).and_then(|t| epoch(t)),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// What a look at the cluster found.
@@ -285,10 +397,12 @@ pub enum Query {
     Failed(String),
 }
 
-/// A client tool's answer: status, stdout, stderr.
+/// A client tool's answer: status, stdout, stderr. Times print as seconds
+/// since the epoch, whatever the user's locale asks for.
 fn tool(name: &str, args: &[&str]) -> Result<(bool, String, String), String> {
     let out = Command::new(name)
         .args(args)
+        .env("SLURM_TIME_FORMAT", "%s")
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {name}: {e}"))?;
@@ -299,28 +413,67 @@ fn tool(name: &str, args: &[&str]) -> Result<(bool, String, String), String> {
     ))
 }
 
-/// Where job `id` stands (blocking: runs client tools).
-pub fn query(id: &str) -> Query {
-    match tool("scontrol", &["show", "job", "-o", id]) {
+/// Where each of jobs `ids` stands (blocking: runs client tools): one
+/// `squeue` for all of them (pending, running, and ended ones the
+/// controller still holds), then one `sacct` for those it no longer lists.
+pub fn query_all(ids: &[String]) -> BTreeMap<String, Query> {
+    let mut found: BTreeMap<String, Query> = BTreeMap::new();
+    if ids.is_empty() {
+        return found;
+    }
+    let list = format!("--jobs={}", ids.join(","));
+    match tool("squeue", &["-h", "-t", "all", &list, "-O", SQUEUE_FORMAT]) {
         Ok((true, out, _)) => {
-            if let Some(info) = parse_scontrol(&out) {
-                return Query::Known(info);
+            for (id, info) in parse_squeue(&out) {
+                if ids.contains(&id) {
+                    found.insert(id, Query::Known(info));
+                }
             }
         }
-        Ok((false, _, err)) if !err.contains("Invalid job id") => {
-            return Query::Failed(err.trim().to_string());
+        // Every job of the list unknown to the controller.
+        Ok((false, _, err)) if err.contains("Invalid job id") => {}
+        Ok((false, _, err)) => {
+            let why = err.trim().to_string();
+            return ids
+                .iter()
+                .map(|id| (id.clone(), Query::Failed(why.clone())))
+                .collect();
         }
-        Ok(_) => {}
-        Err(e) => return Query::Failed(e),
+        Err(e) => {
+            return ids
+                .iter()
+                .map(|id| (id.clone(), Query::Failed(e.clone())))
+                .collect();
+        }
     }
-    match tool(
-        "sacct",
-        &["-n", "-P", "-X", "-j", id, "-o", "State,ExitCode"],
-    ) {
-        Ok((true, out, _)) => parse_sacct(&out).map_or(Query::Unknown, Query::Known),
-        // Accounting off, or no such job in it.
-        _ => Query::Unknown,
+    let gone: Vec<String> = ids
+        .iter()
+        .filter(|id| !found.contains_key(*id))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        let list = format!("--jobs={}", gone.join(","));
+        let fields = "--format=JobID,State,ExitCode,ElapsedRaw,Submit,End";
+        // Accounting off, or no such job in it: unknown.
+        if let Ok((true, out, _)) = tool("sacct", &["-n", "-P", "-X", &list, fields]) {
+            for (id, info) in parse_sacct(&out) {
+                if gone.contains(&id) {
+                    found.insert(id, Query::Known(info));
+                }
+            }
+        }
     }
+    for id in ids {
+        found.entry(id.clone()).or_insert(Query::Unknown);
+    }
+    found
+}
+
+/// Where job `id` stands (blocking: runs client tools).
+pub fn query(id: &str) -> Query {
+    query_all(&[id.to_string()])
+        .remove(id)
+        .unwrap_or(Query::Unknown)
 }
 
 /// `scancel` the job (blocking); `signal` sends that signal to every
@@ -338,6 +491,143 @@ pub fn scancel(id: &str, signal: Option<&str>) {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// The one watcher of the cluster for all the jobs of a driver: each look
+/// is one `squeue` for every job being watched (and one `sacct` for those
+/// it no longer lists), however many there are. Cheap to clone; its task
+/// starts with the first job watched and ends with the last handle.
+#[derive(Clone, Default)]
+pub struct Poller {
+    asks: Arc<Mutex<Option<mpsc::UnboundedSender<Ask>>>>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Poller")
+    }
+}
+
+enum Ask {
+    Watch {
+        id: String,
+        answers: mpsc::UnboundedSender<Query>,
+    },
+    Forget {
+        id: String,
+    },
+    /// Look again as soon as the pace allows (a job was just cancelled).
+    Soon,
+}
+
+/// How often the cluster is asked: soon after a change, then less and
+/// less often, up to `POLL_MAX`; never more often than `POLL_MIN`.
+const POLL_MIN: Duration = Duration::from_millis(200);
+const POLL_MAX: Duration = Duration::from_secs(2);
+
+impl Poller {
+    /// Watch job `id`: every look at the cluster sends what it found of it.
+    /// Must be called within the engine's runtime.
+    pub fn watch(&self, id: &str) -> Watching {
+        let mut slot = self.asks.lock().unwrap_or_else(PoisonError::into_inner);
+        let asks = match slot.as_ref().filter(|a| !a.is_closed()) {
+            Some(a) => a.clone(),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(poll(rx));
+                *slot = Some(tx.clone());
+                tx
+            }
+        };
+        let (answers, rx) = mpsc::unbounded_channel();
+        let _ = asks.send(Ask::Watch {
+            id: id.to_string(),
+            answers,
+        });
+        Watching {
+            id: id.to_string(),
+            asks,
+            answers: rx,
+        }
+    }
+}
+
+/// One job's share of a `Poller`: what each look found of it. Dropping it
+/// stops the watch.
+pub struct Watching {
+    id: String,
+    asks: mpsc::UnboundedSender<Ask>,
+    answers: mpsc::UnboundedReceiver<Query>,
+}
+
+impl Watching {
+    /// The next look's answer (`None` once the poller is gone).
+    pub async fn next(&mut self) -> Option<Query> {
+        self.answers.recv().await
+    }
+    /// Ask for the next look as soon as the pace allows.
+    pub fn soon(&self) {
+        let _ = self.asks.send(Ask::Soon);
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.asks.send(Ask::Forget {
+            id: std::mem::take(&mut self.id),
+        });
+    }
+}
+
+/// The poller's task: one look at all the watched jobs per tick.
+async fn poll(mut asks: mpsc::UnboundedReceiver<Ask>) {
+    type Seen = Option<(String, Option<String>)>;
+    let mut jobs: BTreeMap<String, (mpsc::UnboundedSender<Query>, Seen)> = BTreeMap::new();
+    let now = tokio::time::Instant::now;
+    let mut every = POLL_MIN;
+    let mut next = now();
+    let mut last = now().checked_sub(POLL_MIN).unwrap_or_else(now);
+    loop {
+        tokio::select! {
+            ask = asks.recv() => match ask {
+                None => return,
+                Some(ask @ (Ask::Watch { .. } | Ask::Soon)) => {
+                    if let Ask::Watch { id, answers } = ask {
+                        jobs.insert(id, (answers, None));
+                    }
+                    every = POLL_MIN;
+                    let soon = (last + POLL_MIN).max(now());
+                    next = if next < now() { soon } else { next.min(soon) };
+                }
+                Some(Ask::Forget { id }) => {
+                    jobs.remove(&id);
+                }
+            },
+            _ = tokio::time::sleep_until(next), if !jobs.is_empty() => {
+                let ids: Vec<String> = jobs.keys().cloned().collect();
+                let found = blocking(move || query_all(&ids)).await.unwrap_or_default();
+                last = now();
+                let mut changed = false;
+                for (id, (to, seen)) in jobs.iter_mut() {
+                    let q = found
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| Query::Failed("the look at the cluster failed".into()));
+                    if let Query::Known(info) = &q {
+                        let (state, reason) = info.standing();
+                        let now_seen = Some((state.to_string(), reason.map(str::to_string)));
+                        if *seen != now_seen {
+                            changed = true;
+                            *seen = now_seen;
+                        }
+                    }
+                    let _ = to.send(q);
+                }
+                every = if changed { POLL_MIN } else { (every * 2).min(POLL_MAX) };
+                next = now() + every;
+            }
+        }
+    }
 }
 
 /// An outcome of the attempt with nothing more than `how` says.
@@ -371,7 +661,10 @@ fn prepare(spec: &SpawnSpec, job: &Job) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o700)
         .open(job.dir.join(SCRIPT))?;
-    std::io::Write::write_all(&mut f, script(&spec.program, &spec.args, &what).as_bytes())?;
+    std::io::Write::write_all(
+        &mut f,
+        script(&spec.program, &spec.args, &what, &job.dir).as_bytes(),
+    )?;
     super::scratch::create_private_file(&spec.output_file)
 }
 
@@ -453,16 +746,42 @@ impl Handle {
 
     /// What became of the job while nobody watched (blocking): one the
     /// cluster knows is running or pending, or ended with its result; one
-    /// it has forgotten (no accounting, `MinJobAge` passed) vanished. When
-    /// the cluster cannot be asked, it is taken for running: its watcher
-    /// asks again.
+    /// it has forgotten (no accounting, `MinJobAge` passed) ended if its
+    /// script left its status, else vanished. When the cluster cannot be
+    /// asked, it is taken for running: its watcher asks again.
     pub fn probe(&self) -> super::remote::Probe {
         use super::remote::Probe;
         match self.query() {
             Query::Known(info) if info.ended() => Probe::Ended,
             Query::Known(_) | Query::Failed(_) => Probe::Running,
+            Query::Unknown if self.left_status().is_some() => Probe::Ended,
             Query::Unknown => Probe::Vanished,
         }
+    }
+
+    /// The end the job's script wrote (`status`), as the cluster would
+    /// have told it: exit code or signal, when it was submitted (the job id
+    /// file's time) and when it ended.
+    pub fn left_status(&self) -> Option<JobInfo> {
+        let text = std::fs::read_to_string(self.dir.join(STATUS)).ok()?;
+        let mut words = text.split_whitespace();
+        let status = words.next()?.parse::<i32>().ok()?;
+        let ended_at = words.next().and_then(epoch);
+        let submitted = std::fs::metadata(self.dir.join(JOB_ID))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let (exit_code, signal) = status_result(status);
+        Some(JobInfo {
+            state: if status == 0 { "COMPLETED" } else { "FAILED" }.to_string(),
+            reason: None,
+            exit_code,
+            signal,
+            time_used: None,
+            submitted,
+            ended_at,
+        })
     }
 
     /// The job's processes when it runs on this very host (they carry the
@@ -493,6 +812,7 @@ pub async fn run(
     job: Job,
     tx: mpsc::Sender<RunnerMsg>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    poller: Poller,
 ) {
     let started = Instant::now();
     let mut freeze_first = false;
@@ -550,7 +870,8 @@ pub async fn run(
             reason: None,
         })
         .await;
-    watch(spec, handle, tx, control, started, freeze_first).await;
+    let from = Origin::Here(started);
+    watch(spec, handle, tx, control, poller, from, freeze_first).await;
 }
 
 /// Take over a job a previous owner of the run submitted: its output from
@@ -561,14 +882,30 @@ pub async fn adopt(
     spec: SpawnSpec,
     tx: mpsc::Sender<RunnerMsg>,
     control: mpsc::UnboundedReceiver<Control>,
+    poller: Poller,
 ) {
-    watch(spec, handle, tx, control, Instant::now(), false).await;
+    watch(spec, handle, tx, control, poller, Origin::Adopted, false).await;
 }
 
-/// How often a job's state is asked for: soon after a change, then less
-/// and less often, up to `POLL_MAX`.
-const POLL_MIN: Duration = Duration::from_millis(200);
-const POLL_MAX: Duration = Duration::from_secs(2);
+/// When the attempt began, for its duration.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    /// Submitted by this process at that instant.
+    Here(Instant),
+    /// Submitted by an earlier owner: the cluster's submit time tells.
+    Adopted,
+}
+
+/// The instant `secs_ago_of(epoch)` seconds before now: when something
+/// the cluster timed at `epoch` (whole seconds, so rounded down: never
+/// later than it happened) took place.
+fn instant_of(epoch: i64) -> Option<Instant> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let ago = now.checked_sub(Duration::from_secs(u64::try_from(epoch).ok()?))?;
+    Instant::now().checked_sub(ago)
+}
 /// How often the job's output files are read while it runs.
 const TAIL_EVERY: Duration = Duration::from_millis(200);
 /// How long a job plandeck cancelled may take to be reported ended before
@@ -585,9 +922,17 @@ pub async fn watch(
     handle: Handle,
     tx: mpsc::Sender<RunnerMsg>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    started: Instant,
+    poller: Poller,
+    origin: Origin,
     freeze_first: bool,
 ) {
+    // Until the cluster tells an adopted job's submit time, its duration
+    // counts from now.
+    let mut started = match origin {
+        Origin::Here(t) => t,
+        Origin::Adopted => Instant::now(),
+    };
+    let mut rebased = matches!(origin, Origin::Here(_));
     let spool: Option<Spool> = spec
         .spool
         .as_deref()
@@ -610,11 +955,14 @@ pub async fn watch(
 
     let mut tail = tokio::time::interval(TAIL_EVERY);
     tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut poll_every = POLL_MIN;
-    let mut poll_at = tokio::time::Instant::now();
-    let mut last: Option<JobInfo> = None;
+    let mut looks = poller.watch(&id);
+    let mut writing = false;
+    // An adopted job found ended: its duration is the cluster's.
+    let mut ended_unwatched = false;
+    let mut last: Option<(String, Option<String>)> = None;
     let mut unknown = 0u32;
-    // The timeout counts running time, from when the job is seen running.
+    // The timeout counts running time, from when the job started running
+    // (as the cluster counts it: also across an adoption).
     let mut budget = spec.timeout;
     let mut clock_from: Option<Instant> = None;
     let mut frozen = freeze_first;
@@ -635,15 +983,19 @@ pub async fn watch(
             _ => far,
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(poll_at) => {
-                let h = handle.clone();
-                let q = blocking(move || h.query()).await.unwrap_or(Query::Failed(String::new()));
-                poll_every = (poll_every * 2).min(POLL_MAX);
+            Some(q) = looks.next() => {
                 match q {
                     Query::Known(info) => {
                         unknown = 0;
-                        if last.as_ref() != Some(&info) {
-                            poll_every = POLL_MIN;
+                        if !rebased
+                            && let Some(t) = info.submitted.and_then(instant_of)
+                        {
+                            started = t;
+                            rebased = true;
+                        }
+                        let standing = info.standing();
+                        let standing = Some((standing.0.to_string(), standing.1.map(str::to_string)));
+                        if last != standing {
                             let _ = tx.send(RunnerMsg::Job {
                                 step: spec.step,
                                 attempt: spec.attempt,
@@ -652,14 +1004,22 @@ pub async fn watch(
                                 reason: info.reason.clone(),
                             }).await;
                         }
+                        // A pending job writes nothing: its files are read
+                        // once it runs.
+                        writing |= info.running();
                         if info.running() && clock_from.is_none() {
-                            clock_from = Some(Instant::now());
+                            let now = Instant::now();
+                            let ran = info.time_used.unwrap_or_default();
+                            clock_from = Some(now.checked_sub(ran).unwrap_or(now));
                             if frozen {
                                 let id = id.clone();
                                 blocking(move || scancel(&id, Some("STOP"))).await;
                             }
                         }
                         if info.ended() {
+                            if last.is_none() && !matches!(origin, Origin::Here(_)) {
+                                ended_unwatched = true;
+                            }
                             break Some(info);
                         }
                         if let Some(reason) = info.never_starts()
@@ -672,9 +1032,22 @@ pub async fn watch(
                             blocking(move || scancel(&id, None)).await;
                             cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
                         }
-                        last = Some(info);
+                        last = standing;
                     }
                     Query::Unknown => {
+                        // Forgotten by the cluster: the script's own trace
+                        // of its end, if it left one.
+                        if let Some(info) = handle.left_status() {
+                            ended_unwatched = !matches!(origin, Origin::Here(_));
+                            let _ = tx.send(RunnerMsg::Job {
+                                step: spec.step,
+                                attempt: spec.attempt,
+                                job_id: id.clone(),
+                                state: info.state.clone(),
+                                reason: None,
+                            }).await;
+                            break Some(info);
+                        }
                         unknown += 1;
                         if unknown >= UNKNOWN_LIMIT {
                             break None;
@@ -682,9 +1055,8 @@ pub async fn watch(
                     }
                     Query::Failed(_) => {}
                 }
-                poll_at = tokio::time::Instant::now() + poll_every;
             }
-            _ = tail.tick() => {
+            _ = tail.tick(), if writing => {
                 while out.pull(&tx).await {}
                 while err.pull(&tx).await {}
             }
@@ -694,8 +1066,7 @@ pub async fn watch(
                 let id = id.clone();
                 blocking(move || scancel(&id, None)).await;
                 cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
-                poll_every = POLL_MIN;
-                poll_at = tokio::time::Instant::now();
+                looks.soon();
             }
             _ = tokio::time::sleep_until(cancel_at.unwrap_or(far)), if cancel_at.is_some() => {
                 let id = id.clone();
@@ -711,8 +1082,7 @@ pub async fn watch(
                         let id = id.clone();
                         blocking(move || scancel(&id, None)).await;
                         cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
-                        poll_every = POLL_MIN;
-                        poll_at = tokio::time::Instant::now();
+                        looks.soon();
                     }
                 }
                 Some(Control::Release) => {
@@ -777,6 +1147,9 @@ pub async fn watch(
         Some(info) => {
             let state = info.state.clone();
             outcome(&spec, started, |o| {
+                if ended_unwatched && let (Some(from), Some(to)) = (info.submitted, info.ended_at) {
+                    o.duration_ms = u64::try_from(to.saturating_sub(from)).unwrap_or(0) * 1000;
+                }
                 o.exit_code = info.exit_code;
                 o.signal = info.signal;
                 o.timed_out = timed_out;
@@ -805,16 +1178,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_script_quotes_every_word() {
+    fn the_script_quotes_every_word_and_leaves_its_status() {
         let s = script(
             "/bin/sh",
             &["-c".into(), "echo 'it''s' $HOME; `id` \"$(x)\"\n".into()],
             "s\nattempt 1",
+            Path::new("/jobs/it's/s.1"),
         );
+        let lines: Vec<&str> = s.lines().collect();
         assert_eq!(
-            s,
-            "#!/bin/sh\n# plandeck: s attempt 1\nexec '/bin/sh' '-c' 'echo '\\''it'\\'''\\''s'\\'' $HOME; `id` \"$(x)\"\n'\n"
+            lines[..3],
+            ["#!/bin/sh", "# plandeck: s attempt 1", "trap : TERM"]
         );
+        assert!(
+            s.contains(
+                "\n(exec '/bin/sh' '-c' 'echo '\\''it'\\'''\\''s'\\'' $HOME; `id` \"$(x)\"\n' 2>&3 3>&-)\ns=$?\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("> '/jobs/it'\\''s/s.1/status.part' && mv -f '/jobs/it'\\''s/s.1/status.part' '/jobs/it'\\''s/s.1/status'\n"),
+            "{s}"
+        );
+        assert!(s.ends_with("exit \"$s\"\n"), "{s}");
+    }
+
+    /// The script, run for real by `sh`: its exit status or death by a
+    /// signal is the program's, and its status file says the same.
+    #[test]
+    fn the_script_ends_as_its_program_did() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (program, code, signal) in [
+            ("exit 7", Some(7), None),
+            ("exit 0", Some(0), None),
+            ("kill -KILL $$", None, Some(9)),
+            ("kill -TERM $$", None, Some(15)),
+            ("exit 148", Some(148), None),
+        ] {
+            let _ = std::fs::remove_file(dir.path().join(STATUS));
+            let run = format!("echo said >&2; {program}");
+            let text = script("/bin/sh", &["-c".into(), run], "t", dir.path());
+            let out = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&text)
+                .output()
+                .expect("sh runs");
+            let st = out.status;
+            assert_eq!((st.code(), st.signal()), (code, signal), "{program}");
+            // The program's stderr, and nothing of the shell's own.
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "said\n", "{program}");
+            let h = Handle {
+                job_id: "1".into(),
+                dir: dir.path().to_path_buf(),
+            };
+            let left = h.left_status().expect("a status file");
+            assert_eq!((left.exit_code, left.signal), (code, signal), "{program}");
+            assert!(left.ended_at.is_some(), "{program}");
+            assert_eq!(left.state == "COMPLETED", code == Some(0));
+        }
     }
 
     #[test]
@@ -841,29 +1263,62 @@ mod tests {
     }
 
     #[test]
-    fn job_states_parse_from_scontrol_and_sacct() {
-        let line = "JobId=12 JobName=x UserId=u(1) JobState=PENDING Reason=Priority Dependency=(null) ExitCode=0:0";
-        let i = parse_scontrol(line).expect("parses");
+    fn job_states_parse_from_squeue_and_sacct() {
+        let text = "12|PENDING|Priority|0|0:00|1700000000|N/A|\n\
+                    13|FAILED|NonZeroExitCode|1792|1:02:03|1700000001|1700003724|\n\
+                    14|CANCELLED|None|15|1-00:00:05|1700000002|1700086407|\n\
+                    15|PENDING|BadConstraints|0|0:00|1700000003|Unknown|\n";
+        let jobs = parse_squeue(text);
+        let ids: Vec<&str> = jobs.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["12", "13", "14", "15"]);
+        let i = &jobs[0].1;
         assert_eq!(
-            (i.state.as_str(), i.reason.as_deref(), i.ended()),
-            ("PENDING", Some("Priority"), false)
+            (
+                i.state.as_str(),
+                i.reason.as_deref(),
+                i.ended(),
+                i.exit_code
+            ),
+            ("PENDING", Some("Priority"), false, None)
         );
-        let i =
-            parse_scontrol("JobState=FAILED Reason=NonZeroExitCode ExitCode=7:0").expect("parses");
+        assert_eq!((i.submitted, i.ended_at), (Some(1_700_000_000), None));
+        let i = &jobs[1].1;
         assert_eq!((i.exit_code, i.signal, i.ended()), (Some(7), None, true));
-        let i = parse_scontrol("JobState=CANCELLED Reason=None ExitCode=0:15").expect("parses");
-        assert_eq!((i.exit_code, i.signal, i.reason), (None, Some(15), None));
+        assert_eq!(i.time_used, Some(Duration::from_secs(3723)));
+        assert_eq!(i.ended_at, Some(1_700_003_724));
+        let i = &jobs[2].1;
         assert_eq!(
-            parse_scontrol("slurm_load_jobs error: Invalid job id"),
-            None
+            (i.exit_code, i.signal, i.reason.as_deref()),
+            (None, Some(15), None)
         );
-        let i = parse_scontrol("JobState=PENDING Reason=BadConstraints").expect("parses");
-        assert_eq!(i.never_starts(), Some("BadConstraints"));
-        let i = parse_sacct("CANCELLED by 0|0:15\n").expect("parses");
+        assert_eq!(i.time_used, Some(Duration::from_secs(86405)));
+        assert_eq!(jobs[3].1.never_starts(), Some("BadConstraints"));
+        assert!(parse_squeue("squeue: error: Invalid job id specified\n").is_empty());
+
+        let jobs = parse_sacct(
+            "21|CANCELLED by 0|0:15|3|1700000000|1700000003\n22|OUT_OF_MEMORY|0:125|9|1700000000|Unknown\n",
+        );
+        assert_eq!(jobs[0].0, "21");
+        let i = &jobs[0].1;
         assert_eq!((i.state.as_str(), i.signal), ("CANCELLED", Some(15)));
-        let i = parse_sacct("OUT_OF_MEMORY|0:125\n").expect("parses");
-        assert_eq!(i.state, "OUT_OF_MEMORY");
-        assert_eq!(parse_sacct(""), None);
+        assert_eq!(
+            (i.submitted, i.ended_at),
+            (Some(1_700_000_000), Some(1_700_000_003))
+        );
+        assert_eq!(jobs[1].1.state, "OUT_OF_MEMORY");
+        assert_eq!(jobs[1].1.time_used, Some(Duration::from_secs(9)));
+        assert!(parse_sacct("").is_empty());
+    }
+
+    #[test]
+    fn statuses_above_128_are_signals_the_script_raises_again() {
+        assert_eq!(status_result(0), (Some(0), None));
+        assert_eq!(status_result(7), (Some(7), None));
+        assert_eq!(status_result(137), (None, Some(9)));
+        assert_eq!(status_result(143), (None, Some(15)));
+        // Signals that do not end a process: an exit status.
+        assert_eq!(status_result(148), (Some(148), None));
+        assert_eq!(status_result(255), (Some(255), None));
     }
 
     #[test]

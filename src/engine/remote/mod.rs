@@ -55,6 +55,13 @@ pub enum RemoteHandle {
     Ssh(ssh::Handle),
 }
 
+/// What the remote attempts of one driver share: the one watcher of the
+/// cluster for all its Slurm jobs.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    pub slurm: super::slurm::Poller,
+}
+
 /// What became of a remote attempt while nobody watched it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
@@ -114,11 +121,12 @@ pub async fn run(
     spec: SpawnSpec,
     tx: mpsc::Sender<RunnerMsg>,
     control: mpsc::UnboundedReceiver<Control>,
+    shared: Shared,
 ) {
     match spec.launch.clone() {
         Launch::Local => runner::run_attempt(spec, tx, control).await,
         Launch::Detached { dir } => detached::start(spec, dir, tx, control).await,
-        Launch::Slurm(job) => super::slurm::run(spec, job, tx, control).await,
+        Launch::Slurm(job) => super::slurm::run(spec, job, tx, control, shared.slurm).await,
         Launch::Ssh(target) => ssh::start(spec, target, tx, control).await,
     }
 }
@@ -130,10 +138,11 @@ pub async fn adopt(
     spec: SpawnSpec,
     tx: mpsc::Sender<RunnerMsg>,
     control: mpsc::UnboundedReceiver<Control>,
+    shared: Shared,
 ) {
     match handle {
         RemoteHandle::Detached(h) => detached::adopt(h, spec, tx, control).await,
-        RemoteHandle::Slurm(h) => super::slurm::adopt(h, spec, tx, control).await,
+        RemoteHandle::Slurm(h) => super::slurm::adopt(h, spec, tx, control, shared.slurm).await,
         RemoteHandle::Ssh(h) => ssh::adopt(h, spec, tx, control).await,
     }
 }
