@@ -213,9 +213,10 @@ fn the_bundled_cluster_batch_fans_out_within_its_pool() {
     );
 }
 
-/// Start the ledger plan, wait for the job's first line, kill plandeck
-/// with SIGKILL: the run id and the job (still queued).
-fn kill_while_the_job_runs(sc: &Scratch, c: &Cluster) -> (String, String) {
+/// Start the ledger plan, wait for the job's first line and for it to have
+/// run 2 s, kill plandeck with SIGKILL: the run id, the job (still queued)
+/// and how long the job surely ran before the kill.
+fn kill_while_the_job_runs(sc: &Scratch, c: &Cluster) -> (String, String, Duration) {
     // The job writes one ledger line, says so, then waits for `go`.
     let plan = plan(
         json!({}),
@@ -233,6 +234,7 @@ fn kill_while_the_job_runs(sc: &Scratch, c: &Cluster) -> (String, String) {
     let started = first.wait_event("the job's first line", |e| {
         s(e, "type") == "log" && s(e, "line") == "started"
     });
+    let ran_from = std::time::Instant::now();
     let run = s(&started, "run_id").to_string();
     let job = first
         .seen
@@ -241,13 +243,19 @@ fn kill_while_the_job_runs(sc: &Scratch, c: &Cluster) -> (String, String) {
         .find(|e| s(e, "type") == "job")
         .map(|e| s(&e, "job_id").to_string())
         .expect("a job event");
+    assert!(
+        c.wait_time_used(&job, Duration::from_secs(2), Duration::from_secs(60)),
+        "job {job} runs 2 s"
+    );
+    // At least 2 s, as the cluster counts it.
+    let ran = ran_from.elapsed().max(Duration::from_secs(2));
     first.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = first.finish();
     assert!(
         c.queued_jobs().contains(&job),
         "job {job} runs on without plandeck"
     );
-    (run, job)
+    (run, job, ran)
 }
 
 /// The resumed run's end: one attempt, one ledger line (the job's).
@@ -264,7 +272,7 @@ fn assert_ran_once(sc: &Scratch, o: &Outcome, job: &str) {
 fn a_job_outlives_a_killed_plandeck_and_resume_adopts_it() {
     let Some(c) = slurm::cluster() else { return };
     let sc = Scratch::new();
-    let (run, job) = kill_while_the_job_runs(&sc, c);
+    let (run, job, ran) = kill_while_the_job_runs(&sc, c);
     let mut cmd = sc.plandeck(&["resume", &run, "--yes", "--json"]);
     cmd.env("SLURM_CONF", &c.conf);
     let mut second = Cli::start(cmd);
@@ -282,13 +290,79 @@ fn a_job_outlives_a_killed_plandeck_and_resume_adopts_it() {
         .map(|e| s(e, "line"))
         .collect();
     assert!(lines.contains(&"finished"), "{lines:?}");
+    // Its duration is the job's, not the adopter's share of it.
+    let long = last_step_event(&o.events, "long");
+    let recorded = long["duration_ms"].as_u64().expect("a duration");
+    assert!(
+        recorded >= ran.as_millis() as u64,
+        "recorded {recorded} ms, the job ran {} ms before the kill",
+        ran.as_millis()
+    );
+}
+
+/// A job's run time as the controller recorded it (`RunTime=HH:MM:SS`).
+fn run_time(c: &Cluster, id: &str) -> Duration {
+    c.job(id)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("RunTime="))
+        .and_then(|t| {
+            t.split(':')
+                .map(|p| p.parse::<u64>().ok())
+                .try_fold(0u64, |a, p| Some(a * 60 + p?))
+        })
+        .map(Duration::from_secs)
+        .expect("a run time")
+}
+
+#[test]
+fn a_timeout_that_expires_across_a_kill_fires_when_the_job_has_run_that_long() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    let plan = plan(
+        json!({ "kill_grace_sec": 1 }),
+        json!([{ "id": "slow", "run": "echo started; while :; do sleep 0.2; done", "timeout_sec": 6, "slurm": {} }]),
+    );
+    let path = sc.write_plan(&plan);
+    let mut cmd = sc.plandeck(&["run", path.to_str().expect("utf-8"), "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let mut first = Cli::start(cmd);
+    let started = first.wait_event("the job's first line", |e| {
+        s(e, "type") == "log" && s(e, "line") == "started"
+    });
+    let run = s(&started, "run_id").to_string();
+    let job = first
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| s(e, "type") == "job")
+        .map(|e| s(&e, "job_id").to_string())
+        .expect("a job event");
+    // Half its time runs under the first plandeck, the rest after the kill.
+    assert!(c.wait_time_used(&job, Duration::from_secs(3), Duration::from_secs(60)));
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = first.finish();
+    let mut cmd = sc.plandeck(&["resume", &run, "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let o = Cli::start(cmd).finish();
+    let slow = last_step_event(&o.events, "slow");
+    assert_eq!(s_state(slow), "failed", "{}", o.stdout);
+    assert_eq!(slow["error_class"], "timeout", "{slow}");
+    assert_eq!(slow["attempt"], 1, "{slow}");
+    assert!(c.wait_job_gone(&job, Duration::from_secs(60)));
+    // Cancelled once it had run its 6 s: not 6 s after the adoption (9 s
+    // or more), and never early.
+    let ran = run_time(c, &job);
+    assert!(
+        (Duration::from_secs(6)..Duration::from_secs(9)).contains(&ran),
+        "the job ran {ran:?}"
+    );
 }
 
 #[test]
 fn a_job_that_ended_while_nobody_watched_has_its_result_recorded() {
     let Some(c) = slurm::cluster() else { return };
     let sc = Scratch::new();
-    let (run, job) = kill_while_the_job_runs(&sc, c);
+    let (run, job, _) = kill_while_the_job_runs(&sc, c);
     sc.touch("go");
     assert!(
         c.wait_job_gone(&job, Duration::from_secs(60)),
@@ -298,4 +372,63 @@ fn a_job_that_ended_while_nobody_watched_has_its_result_recorded() {
     cmd.env("SLURM_CONF", &c.conf);
     let o = Cli::start(cmd).finish();
     assert_ran_once(&sc, &o, &job);
+}
+
+#[test]
+fn a_job_the_cluster_forgot_has_the_result_its_script_left_and_one_without_runs_again() {
+    let Some(c) = slurm::forgetful_cluster() else {
+        return;
+    };
+    let sc = Scratch::new();
+    // Each job writes a ledger line, says so, then waits for `go`.
+    let step = |id: &str| {
+        json!({
+            "id": id,
+            "run": format!("echo \"$SLURM_JOB_ID\" >> {id}.ledger; echo started; while [ ! -e go ]; do sleep 0.1; done; echo done=yes >> \"$PLANDECK_OUTPUT\"; exit 3"),
+            "slurm": {},
+            "outputs": ["done"]
+        })
+    };
+    let plan = plan(json!({}), json!([step("kept"), step("lost")]));
+    let path = sc.write_plan(&plan);
+    let mut cmd = sc.plandeck(&["run", path.to_str().expect("utf-8"), "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let mut first = Cli::start(cmd);
+    let mut run = String::new();
+    for id in ["kept", "lost"] {
+        let e = first.wait_event("a job's first line", |e| {
+            s(e, "type") == "log" && s(e, "line") == "started" && s(e, "step") == id
+        });
+        run = s(&e, "run_id").to_string();
+    }
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = first.finish();
+    sc.touch("go");
+    assert!(c.wait_queue_empty(Duration::from_secs(60)), "the jobs end");
+    c.forget_all_jobs();
+    // The attempt's directory, beside the database.
+    let lost_status = sc
+        .path("plandeck.db.jobs")
+        .join(&run)
+        .join("lost.1")
+        .join("status");
+    assert!(lost_status.exists(), "{} exists", lost_status.display());
+    // No trace of the second one's end.
+    std::fs::remove_file(&lost_status).expect("remove");
+
+    let mut cmd = sc.plandeck(&["resume", &run, "--yes", "--json"]);
+    cmd.env("SLURM_CONF", &c.conf);
+    let o = Cli::start(cmd).finish();
+    // The first: its real end (exit 3, its outputs), no new attempt.
+    let kept = last_step_event(&o.events, "kept");
+    assert_eq!(s_state(kept), "failed", "{}", o.stdout);
+    assert_eq!(kept["attempt"], 1, "{kept}");
+    assert_eq!(kept["exit_code"], 3, "{kept}");
+    assert_eq!(kept["error_class"], "exit_code", "{kept}");
+    assert_eq!(sc.read("kept.ledger").lines().count(), 1);
+    // The second ran again: a second attempt, a second ledger line.
+    let lost = last_step_event(&o.events, "lost");
+    assert_eq!(lost["attempt"], 2, "{lost}");
+    assert_eq!(lost["exit_code"], 3, "{lost}");
+    assert_eq!(sc.read("lost.ledger").lines().count(), 2);
 }

@@ -220,6 +220,8 @@ pub struct JobInfo {
     /// When it was submitted and when it ended, in seconds since the epoch.
     pub submitted: Option<i64>,
     pub ended_at: Option<i64>,
+    /// Its name (`--job-name`), when the answer gave it.
+    pub name: Option<String>,
 }
 
 /// States a job does not leave.
@@ -321,15 +323,16 @@ fn epoch(text: &str) -> Option<i64> {
 
 /// The fields `squeue` is asked for, `|` after each.
 const SQUEUE_FORMAT: &str =
-    "JobID:|,State:|,Reason:|,exit_code:|,TimeUsed:|,SubmitTime:|,EndTime:|";
+    "JobID:|,State:|,Reason:|,exit_code:|,TimeUsed:|,SubmitTime:|,EndTime:|,Name:|";
 
 /// `squeue -h -t all -O SQUEUE_FORMAT`'s lines: each job's id and what the
 /// controller says of it.
 pub fn parse_squeue(text: &str) -> Vec<(String, JobInfo)> {
     text.lines()
         .filter_map(|line| {
-            let f: Vec<&str> = line.split('|').map(str::trim).collect();
-            let [id, state, reason, code, used, submit, end, ..] = f.as_slice() else {
+            let line = line.strip_suffix('|').unwrap_or(line);
+            let f: Vec<&str> = line.splitn(8, '|').map(str::trim).collect();
+            let [id, state, reason, code, used, submit, end, name] = f.as_slice() else {
                 return None;
             };
             if id.is_empty() || state.is_empty() {
@@ -341,6 +344,7 @@ pub fn parse_squeue(text: &str) -> Vec<(String, JobInfo)> {
                 time_used: parse_elapsed(used),
                 submitted: epoch(submit),
                 ended_at: epoch(end),
+                name: Some(name.to_string()),
                 ..JobInfo::default()
             };
             let (exit_code, signal) = if info.ended() {
@@ -360,12 +364,12 @@ pub fn parse_squeue(text: &str) -> Vec<(String, JobInfo)> {
         .collect()
 }
 
-/// `sacct -n -P -X -o JobID,State,ExitCode,ElapsedRaw,Submit,End`'s lines
-/// (`12|CANCELLED by 0|0:15|3|1700000000|1700000003`).
+/// `sacct -n -P -X -o JobID,State,ExitCode,ElapsedRaw,Submit,End,JobName`'s
+/// lines (`12|CANCELLED by 0|0:15|3|1700000000|1700000003|s.1.plandeck-ab`).
 pub fn parse_sacct(text: &str) -> Vec<(String, JobInfo)> {
     text.lines()
         .filter_map(|line| {
-            let f: Vec<&str> = line.split('|').collect();
+            let f: Vec<&str> = line.splitn(7, '|').collect();
             let [id, state, code, rest @ ..] = f.as_slice() else {
                 return None;
             };
@@ -381,6 +385,7 @@ pub fn parse_sacct(text: &str) -> Vec<(String, JobInfo)> {
                     time_used: rest.first().and_then(|t| parse_elapsed(t)),
                     submitted: rest.get(1).and_then(|t| epoch(t)),
                     ended_at: rest.get(2).and_then(|t| epoch(t)),
+                    name: rest.get(3).map(|n| n.to_string()),
                 },
             ))
         })
@@ -453,7 +458,7 @@ pub fn query_all(ids: &[String]) -> BTreeMap<String, Query> {
         .collect();
     if !gone.is_empty() {
         let list = format!("--jobs={}", gone.join(","));
-        let fields = "--format=JobID,State,ExitCode,ElapsedRaw,Submit,End";
+        let fields = "--format=JobID,State,ExitCode,ElapsedRaw,Submit,End,JobName";
         // Accounting off, or no such job in it: unknown.
         if let Ok((true, out, _)) = tool("sacct", &["-n", "-P", "-X", &list, fields]) {
             for (id, info) in parse_sacct(&out) {
@@ -723,7 +728,28 @@ impl Handle {
 
     /// Where the job stands (blocking).
     pub fn query(&self) -> Query {
-        query(&self.job_id)
+        self.own(query(&self.job_id))
+    }
+
+    /// The name plandeck gave the job (`job_name`), from its directory
+    /// (`RUN/STEP.N`).
+    fn name(&self) -> Option<String> {
+        let attempt = self.dir.file_name()?.to_str()?;
+        let run = self.dir.parent()?.file_name()?.to_str()?;
+        let run: String = run.chars().take(8).collect();
+        Some(format!("{attempt}.plandeck-{run}"))
+    }
+
+    /// What the cluster said, unless it is of another job with this id
+    /// (ids start again after a controller lost its state): then the job
+    /// is unknown.
+    pub fn own(&self, q: Query) -> Query {
+        match (&q, self.name()) {
+            (Query::Known(JobInfo { name: Some(n), .. }), Some(mine)) if *n != mine => {
+                Query::Unknown
+            }
+            _ => q,
+        }
     }
 
     /// The handle of the attempt whose directory is `dir` and whose job is
@@ -774,13 +800,22 @@ impl Handle {
             .map(|d| d.as_secs() as i64);
         let (exit_code, signal) = status_result(status);
         Some(JobInfo {
-            state: if status == 0 { "COMPLETED" } else { "FAILED" }.to_string(),
+            // Ended by TERM or KILL, the signals the cluster ends jobs
+            // with (cancel, time limit, a node's loss): taken for a cancel
+            // by the cluster, as its state would have said.
+            state: match (exit_code, signal) {
+                (Some(0), _) => "COMPLETED",
+                (_, Some(9 | 15)) => "CANCELLED",
+                _ => "FAILED",
+            }
+            .to_string(),
             reason: None,
             exit_code,
             signal,
             time_used: None,
             submitted,
             ended_at,
+            name: None,
         })
     }
 
@@ -984,7 +1019,7 @@ pub async fn watch(
         };
         tokio::select! {
             Some(q) = looks.next() => {
-                match q {
+                match handle.own(q) {
                     Query::Known(info) => {
                         unknown = 0;
                         if !rebased
@@ -1235,7 +1270,12 @@ mod tests {
             let left = h.left_status().expect("a status file");
             assert_eq!((left.exit_code, left.signal), (code, signal), "{program}");
             assert!(left.ended_at.is_some(), "{program}");
-            assert_eq!(left.state == "COMPLETED", code == Some(0));
+            let state = match (code, signal) {
+                (Some(0), _) => "COMPLETED",
+                (_, Some(_)) => "CANCELLED",
+                _ => "FAILED",
+            };
+            assert_eq!(left.state, state, "{program}");
         }
     }
 
@@ -1264,10 +1304,10 @@ mod tests {
 
     #[test]
     fn job_states_parse_from_squeue_and_sacct() {
-        let text = "12|PENDING|Priority|0|0:00|1700000000|N/A|\n\
-                    13|FAILED|NonZeroExitCode|1792|1:02:03|1700000001|1700003724|\n\
-                    14|CANCELLED|None|15|1-00:00:05|1700000002|1700086407|\n\
-                    15|PENDING|BadConstraints|0|0:00|1700000003|Unknown|\n";
+        let text = "12|PENDING|Priority|0|0:00|1700000000|N/A|s.1.plandeck-ab|\n\
+                    13|FAILED|NonZeroExitCode|1792|1:02:03|1700000001|1700003724|a|b|\n\
+                    14|CANCELLED|None|15|1-00:00:05|1700000002|1700086407|x|\n\
+                    15|PENDING|BadConstraints|0|0:00|1700000003|Unknown|y|\n";
         let jobs = parse_squeue(text);
         let ids: Vec<&str> = jobs.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["12", "13", "14", "15"]);
@@ -1282,7 +1322,9 @@ mod tests {
             ("PENDING", Some("Priority"), false, None)
         );
         assert_eq!((i.submitted, i.ended_at), (Some(1_700_000_000), None));
+        assert_eq!(i.name.as_deref(), Some("s.1.plandeck-ab"));
         let i = &jobs[1].1;
+        assert_eq!(i.name.as_deref(), Some("a|b"));
         assert_eq!((i.exit_code, i.signal, i.ended()), (Some(7), None, true));
         assert_eq!(i.time_used, Some(Duration::from_secs(3723)));
         assert_eq!(i.ended_at, Some(1_700_003_724));
@@ -1308,6 +1350,32 @@ mod tests {
         assert_eq!(jobs[1].1.state, "OUT_OF_MEMORY");
         assert_eq!(jobs[1].1.time_used, Some(Duration::from_secs(9)));
         assert!(parse_sacct("").is_empty());
+    }
+
+    #[test]
+    fn an_answer_about_another_job_of_the_same_id_is_no_answer() {
+        let h = Handle {
+            job_id: "12".into(),
+            dir: PathBuf::from("/db.jobs/0123456789abcdef/build.2"),
+        };
+        let known = |name: Option<&str>| {
+            Query::Known(JobInfo {
+                state: "RUNNING".into(),
+                name: name.map(str::to_string),
+                ..JobInfo::default()
+            })
+        };
+        let mine = known(Some("build.2.plandeck-01234567"));
+        assert_eq!(h.own(mine.clone()), mine);
+        assert_eq!(
+            h.own(known(Some("other.1.plandeck-ffffffff"))),
+            Query::Unknown
+        );
+        assert_eq!(h.own(known(None)), known(None));
+        assert_eq!(
+            job_name("0123456789abcdef", "build", 2),
+            "build.2.plandeck-01234567"
+        );
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! directory, free high ports, no accounting, no cgroups.
 //!
 //! One cluster per test binary, started by the first test that asks
-//! (`cluster()`), stopped when the binary exits: its daemons die with the
-//! thread that started them (a thread that lives as long as the process),
-//! and an exit handler cancels what is left and removes the directory.
+//! (`cluster()`), and a second one for the test that makes its controller
+//! forget every job (`forgetful_cluster()`), stopped when the binary
+//! exits: their daemons die with the thread that started them (a thread
+//! that lives as long as the process), and an exit handler cancels what is
+//! left and removes their directories.
 //! When the machine cannot run one (no Slurm or munge installed, a daemon
 //! that will not come up), `cluster()` says why and the tests skip; with
 //! `PLANDECK_REQUIRE_SLURM` set they fail instead.
@@ -52,6 +54,88 @@ impl Cluster {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
+    }
+
+    /// How long job `id` has run, as the controller counts it (`None` once
+    /// it forgot the job).
+    pub fn time_used(&self, id: &str) -> Option<Duration> {
+        let out = self.ask("squeue", &["-h", "-t", "all", "-j", id, "-O", "TimeUsed"]);
+        let mut secs = 0u64;
+        let text = out.trim();
+        let (days, clock) = text.split_once('-').unwrap_or(("0", text));
+        for part in clock.split(':') {
+            secs = secs * 60 + part.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_secs(
+            days.parse::<u64>().ok()? * 86400 + secs,
+        ))
+    }
+
+    /// Wait until job `id` has run `at_least` (as the controller counts
+    /// it), at most `within`; whether it did.
+    pub fn wait_time_used(&self, id: &str, at_least: Duration, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            if self.time_used(id).is_some_and(|t| t >= at_least) {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Make the controller forget every job, as if `MinJobAge` had passed
+    /// with no accounting: it is restarted with its state cleared
+    /// (`slurmctld -c`). Only for a cluster no other test uses
+    /// (`forgetful_cluster`): its running jobs go too. The new controller
+    /// dies with the calling thread (the test) or at exit.
+    pub fn forget_all_jobs(&self) {
+        let pid_file = self.dir.join("slurmctld.pid");
+        let old = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .expect("slurmctld's pid file");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(old),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        // Gone once it no longer answers (a zombie of the cluster thread
+        // may stay).
+        let until = Instant::now() + READY_WITHIN;
+        while self
+            .tool("scontrol")
+            .arg("ping")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"))
+        {
+            assert!(Instant::now() < until, "slurmctld does not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        let log = self.dir.join("log").join("slurmctld-again.out");
+        let child = daemon(
+            sbin("slurmctld")
+                .args(["-D", "-c", "-i"])
+                .env("SLURM_CONF", &self.conf),
+            &log,
+        )
+        .expect("slurmctld starts again");
+        std::mem::forget(child);
+        while !self
+            .tool("scontrol")
+            .arg("ping")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"))
+        {
+            assert!(
+                Instant::now() < until,
+                "slurmctld does not come back: {}",
+                tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The ids of the jobs the controller holds pending or running.
@@ -103,7 +187,18 @@ impl Cluster {
 /// printed why) when this machine cannot run one.
 pub fn cluster() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(start) {
+    usable(CLUSTER.get_or_init(|| start("main")))
+}
+
+/// A second cluster, for the one test that makes it forget its jobs
+/// (`Cluster::forget_all_jobs`).
+pub fn forgetful_cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    usable(CLUSTER.get_or_init(|| start("forgetful")))
+}
+
+fn usable(started: &'static Result<Cluster, String>) -> Option<&'static Cluster> {
+    match started {
         Ok(c) => Some(c),
         Err(why) => {
             assert!(
@@ -117,14 +212,21 @@ pub fn cluster() -> Option<&'static Cluster> {
 }
 
 /// What the exit handler cleans up.
-static STARTED: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+static STARTED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
 
 extern "C" fn stop_at_exit() {
-    let Some((dir, conf)) = STARTED.lock().ok().and_then(|mut s| s.take()) else {
-        return;
-    };
+    let started = STARTED
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    for (dir, conf) in started {
+        stop(&dir, &conf);
+    }
+}
+
+fn stop(dir: &Path, conf: &Path) {
     let _ = Command::new("scancel")
-        .env("SLURM_CONF", &conf)
+        .env("SLURM_CONF", conf)
         .args(["--full", "--quiet", "--signal=KILL"])
         .arg(format!("--user={}", nix::unistd::getuid()))
         .stdout(Stdio::null())
@@ -141,7 +243,7 @@ extern "C" fn stop_at_exit() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn missing_tools() -> Vec<&'static str> {
@@ -207,7 +309,7 @@ fn node_line() -> Result<(String, String), String> {
 
 /// The daemons' start and readiness, on a thread that lives as long as the
 /// test binary: each daemon gets `PR_SET_PDEATHSIG` tied to it.
-fn start() -> Result<Cluster, String> {
+fn start(name: &'static str) -> Result<Cluster, String> {
     let missing = missing_tools();
     if !missing.is_empty() {
         return Err(format!(
@@ -220,7 +322,7 @@ fn start() -> Result<Cluster, String> {
         .name("slurm-cluster".into())
         .spawn(move || {
             let mut children = Vec::new();
-            let result = bring_up(&mut children);
+            let result = bring_up(&mut children, name);
             let ok = result.is_ok();
             let _ = tx.send(result);
             if ok {
@@ -279,7 +381,7 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(6)..].join(" | ")
 }
 
-fn bring_up(children: &mut Vec<Child>) -> Result<Cluster, String> {
+fn bring_up(children: &mut Vec<Child>, name: &str) -> Result<Cluster, String> {
     // Directories of earlier test binaries that died without their exit
     // handler go first.
     let base = std::env::temp_dir();
@@ -288,14 +390,14 @@ fn bring_up(children: &mut Vec<Child>) -> Result<Cluster, String> {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(pid) = name
                 .strip_prefix("plandeck-slurm-")
-                .and_then(|p| p.parse::<i32>().ok())
+                .and_then(|p| p.split('-').next()?.parse::<i32>().ok())
                 && !Path::new(&format!("/proc/{pid}")).exists()
             {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
-    let dir = base.join(format!("plandeck-slurm-{}", std::process::id()));
+    let dir = base.join(format!("plandeck-slurm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // munged wants every directory up to its socket searchable by all, and
     // its key readable by its owner only.
@@ -392,11 +494,13 @@ PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
         ),
     )?;
     if let Ok(mut s) = STARTED.lock() {
-        *s = Some((dir.clone(), conf.clone()));
-    }
-    // SAFETY: registering a handler that only runs plain Rust at exit.
-    unsafe {
-        libc::atexit(stop_at_exit);
+        if s.is_empty() {
+            // SAFETY: registering a handler that only runs plain Rust at exit.
+            unsafe {
+                libc::atexit(stop_at_exit);
+            }
+        }
+        s.push((dir.clone(), conf.clone()));
     }
     // munged is ready once its socket exists.
     let until = Instant::now() + READY_WITHIN;
