@@ -394,13 +394,18 @@ fn a_job_the_cluster_forgot_has_the_result_its_script_left_and_one_without_runs_
     let mut cmd = sc.plandeck(&["run", path.to_str().expect("utf-8"), "--yes", "--json"]);
     cmd.env("SLURM_CONF", &c.conf);
     let mut first = Cli::start(cmd);
+    // Both jobs' first lines, in whatever order they come.
     let mut run = String::new();
-    for id in ["kept", "lost"] {
+    let mut steps = Vec::new();
+    for _ in 0..2 {
         let e = first.wait_event("a job's first line", |e| {
-            s(e, "type") == "log" && s(e, "line") == "started" && s(e, "step") == id
+            s(e, "type") == "log" && s(e, "line") == "started"
         });
         run = s(&e, "run_id").to_string();
+        steps.push(s(&e, "step").to_string());
     }
+    steps.sort();
+    assert_eq!(steps, ["kept", "lost"]);
     first.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = first.finish();
     sc.touch("go");
