@@ -437,3 +437,35 @@ fn a_job_the_cluster_forgot_has_the_result_its_script_left_and_one_without_runs_
     assert_eq!(lost["exit_code"], 3, "{lost}");
     assert_eq!(sc.read("lost.ledger").lines().count(), 2);
 }
+
+#[test]
+fn a_job_over_its_memory_is_killed_and_classified_as_out_of_memory() {
+    let Some(c) = slurm::cluster() else { return };
+    let sc = Scratch::new();
+    // 300 MB held in a shell variable, against a limit of 50 MB: the
+    // cluster's memory sampling kills it within a second or two.
+    let plan = plan(
+        json!({}),
+        json!([{
+            "id": "hungry",
+            "run": "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo still here; sleep 600",
+            "slurm": { "mem": "50M" }
+        }]),
+    );
+    let o = run(&sc, c, &plan);
+    let hungry = last_step_event(&o.events, "hungry");
+    assert_eq!(s_state(hungry), "failed", "{}", o.stdout);
+    assert_eq!(hungry["error_class"], "oom_killed", "{hungry}");
+    assert_eq!(hungry["signal"], 9, "{hungry}");
+    let remedy = o
+        .events
+        .iter()
+        .find(|e| s(e, "type") == "remediation")
+        .expect("a remediation");
+    assert!(
+        s(remedy, "explanation").contains("used more memory than it asked for"),
+        "{remedy}"
+    );
+    let job = s(job_events(&o.events, "hungry")[0], "job_id").to_string();
+    assert!(!c.queued_jobs().contains(&job), "job {job} is still queued");
+}

@@ -560,6 +560,20 @@ mod tests {
             why,
             "The cluster refused the batch job: Invalid partition name specified"
         );
+        // Killed for its memory by a cluster that samples it (no cgroups).
+        let d = builtin(&FailureFacts {
+            slurm_state: Some("FAILED"),
+            signal: Some(9),
+            stderr_tail: "slurmstepd-n1: error: StepId=205.batch exceeded memory limit (329932800 > 52428800), being killed\nslurmstepd-n1: error: Exceeded job memory limit\n",
+            ..facts()
+        });
+        assert_eq!(d.class, ErrorClass::OomKilled);
+        assert_eq!(d.rule_id, "slurm_memory_limit_kill");
+        assert!(
+            d.explanation.contains("more memory than it asked for"),
+            "{}",
+            d.explanation
+        );
         // A job that ran and failed is classified by how it failed.
         let d = builtin(&FailureFacts {
             slurm_state: Some("FAILED"),

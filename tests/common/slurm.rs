@@ -1,7 +1,8 @@
 //! A throwaway single-node Slurm cluster for the tests that run steps as
 //! batch jobs: its own munge key and daemon, its own `slurm.conf` (reached
 //! through `SLURM_CONF`), spool, state, logs and pid files in a temporary
-//! directory, free high ports, no accounting, no cgroups.
+//! directory, free high ports, no accounting, no cgroups (a job's `--mem`
+//! is enforced by sampling its memory every second: `OverMemoryKill`).
 //!
 //! One cluster per test binary, started by the first test that asks
 //! (`cluster()`), and a second one for the test that makes its controller
@@ -469,7 +470,9 @@ SlurmctldLogFile={logs}/slurmctld.log
 SlurmdLogFile={logs}/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
