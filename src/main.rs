@@ -7,14 +7,21 @@
 
 fn main() -> std::process::ExitCode {
     // A detached step's supervisor (`plandeck supervise DIR`, started by
-    // plandeck itself) reports through its status file only: it starts
-    // without the error reporting set-up or the parsing of the whole command
-    // line (a cost per detached step).
+    // plandeck itself) and the fork server that starts supervisors
+    // (`plandeck supervise --server`) report through files and a socket
+    // only: they start without the error reporting set-up or the parsing
+    // of the whole command line (a cost per detached step).
     let mut args = std::env::args_os().skip(1);
     if let (Some(mode), Some(dir), None) = (args.next(), args.next(), args.next())
         && mode == "supervise"
     {
-        let code = plandeck::engine::remote::detached::supervise(std::path::Path::new(&dir));
+        use plandeck::engine::remote::{detached, forkserver};
+        // `supervise --server`: the fork server that starts supervisors.
+        let code = if dir == forkserver::SERVER_ARG {
+            forkserver::serve()
+        } else {
+            detached::supervise(std::path::Path::new(&dir))
+        };
         return std::process::ExitCode::from(code as u8);
     }
     let _ = color_eyre::install();

@@ -346,3 +346,119 @@ fn freeze_and_thaw_reach_a_detached_step_through_its_supervisor() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(final_state(&out.events, "a"), "succeeded");
 }
+
+/// The fork server among `parent`'s children (`plandeck supervise --server`).
+fn fork_server_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc readable")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            parent_of(pid) == Some(parent) && cmdline.ends_with(b"\0supervise\0--server\0")
+        })
+}
+
+/// The parent pid of `pid`, while it exists (and is not a zombie).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    (fields.first() != Some(&"Z"))
+        .then(|| fields.get(1)?.parse().ok())
+        .flatten()
+}
+
+/// Wait (bounded) until `pid` is gone (or a zombie).
+fn wait_gone(pid: i32, what: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while parent_of(pid).is_some() {
+        assert!(Instant::now() < deadline, "{what} never went");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pid of the supervisor of attempt 1 of `step`, once it said who it is.
+fn supervisor_of(sc: &Scratch, run: &str, step: &str) -> i32 {
+    let mut file = status_file(sc, run, step, 1);
+    file.set_file_name("supervisor.json");
+    wait_file(&file);
+    let sup: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    sup["pid"].as_i64().expect("a pid") as i32
+}
+
+#[test]
+fn supervisors_are_forked_by_a_server_that_goes_with_plandeck_and_leaves_them_running() {
+    let sc = Scratch::new();
+    let path = sc.write_plan(&waiting_plan(&sc, 0));
+    let path = path.to_str().expect("utf-8 path");
+    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    let server = fork_server_of(cli.pid).expect("plandeck started a fork server");
+    let supervisor = supervisor_of(&sc, &run, "a");
+    assert_eq!(parent_of(supervisor), Some(server), "forked by the server");
+    cli.signal(Signal::SIGKILL);
+    assert_eq!(cli.finish().code, None, "plandeck was killed");
+    // Its driver gone, the server ends; the supervisor and its step go on.
+    wait_gone(server, "the fork server");
+    let step: i32 = sc.read("pid").trim().parse().expect("a pid");
+    assert!(parent_of(supervisor).is_some(), "the supervisor goes on");
+    assert!(kill(Pid::from_raw(step), None).is_ok(), "the step goes on");
+    sc.touch("go");
+    wait_file(&status_file(&sc, &run, "a", 1));
+    let resumed = Cli::start(sc.plandeck(&["resume", &run, "--yes", "--json"])).finish();
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    let rows = stored(&sc, &run, "a");
+    assert_eq!(rows.len(), 1, "one attempt: {rows:?}");
+    assert_eq!(rows[0].3, "first\nsecond\n");
+    assert_eq!(sc.read("ledger"), "once\n");
+}
+
+#[test]
+fn without_its_fork_server_plandeck_starts_each_supervisor_itself() {
+    let sc = Scratch::new();
+    let mut plan = waiting_plan(&sc, 0);
+    plan["steps"][1]["detach"] = json!(true);
+    // Where b's supervisor came from: its parent.
+    plan["steps"][1]["run"] = json!(format!(
+        "echo after; cut -d' ' -f4 /proc/$PPID/stat > {}/b-origin",
+        sc.dir.path().display()
+    ));
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path");
+    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("pid"));
+    let cli_pid = cli.pid;
+    let server = fork_server_of(cli.pid).expect("plandeck started a fork server");
+    let supervisor = supervisor_of(&sc, &run, "a");
+    assert_eq!(parent_of(supervisor), Some(server), "forked by the server");
+    kill(Pid::from_raw(server), Signal::SIGKILL).expect("server killed");
+    wait_gone(server, "the fork server");
+    // Its supervisor, re-parented, still reports the step's end; the next
+    // detached step's supervisor is a program plandeck starts itself.
+    assert!(parent_of(supervisor).is_some(), "the supervisor goes on");
+    sc.touch("go");
+    let b = cli.wait_event("b running", step_is("b", "running"));
+    assert_eq!(b["attempt"], 1);
+    let out = cli.finish();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(final_state(&out.events, "a"), "succeeded");
+    assert_eq!(final_state(&out.events, "b"), "succeeded");
+    assert_eq!(stored(&sc, &run, "a")[0].3, "first\nsecond\n");
+    assert_eq!(stored(&sc, &run, "b")[0].3, "after\n");
+    assert_eq!(
+        sc.read("b-origin").trim(),
+        cli_pid.to_string(),
+        "b's supervisor was started by plandeck itself"
+    );
+    let show = Cli::start(sc.plandeck(&["show", &run])).finish();
+    assert!(
+        show.stdout.contains("#1 step succeeded, detached"),
+        "{}",
+        show.stdout
+    );
+}

@@ -47,6 +47,7 @@ use super::super::api::{CapturedOutput, Stream};
 use super::super::contain::{self, Identity};
 use super::super::runner::{self, Control, Outcome, RunnerMsg, SpawnSpec};
 use super::super::spawn;
+use super::forkserver::{self, Forked};
 use super::{Launch, Probe};
 use crate::hygiene::mask::Masker;
 use crate::store::spool::SpoolReader;
@@ -193,7 +194,7 @@ fn fence(dir: &Path) {
 }
 
 /// What the driver hands its supervisor.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
     step: usize,
     attempt: u32,
@@ -345,7 +346,7 @@ pub(super) async fn start(
         }
     }
     let spawned = launch(&spec, &dir);
-    let (handle, waiter) = match spawned {
+    let (handle, exit) = match spawned {
         Ok(s) => s,
         Err(e) => {
             let e = format!("cannot start its supervisor: {e}");
@@ -371,17 +372,22 @@ pub(super) async fn start(
     if freeze_first {
         handle.signal(Signal::SIGUSR1);
     }
-    let reap = waiter.pid();
-    watch(handle, Exit::Child(waiter), spec, tx, control, false).await;
-    // Its status was read: free its pid (unless a subreaper's sweep did).
-    let _ = nix::sys::wait::waitpid(
-        nix::unistd::Pid::from_raw(reap),
-        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-    );
+    let reap = matches!(exit, Exit::Child(_)).then_some(handle.pid);
+    watch(handle, exit, spec, tx, control, false).await;
+    // Its status was read: free the pid of a supervisor this process
+    // started itself (unless a subreaper's sweep did); the fork server
+    // reaps those it started.
+    if let Some(pid) = reap {
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
 }
 
-/// Write the job and start the supervisor on it.
-fn launch(spec: &SpawnSpec, dir: &Path) -> std::io::Result<(Handle, spawn::Waiter)> {
+/// Write the job and start the supervisor on it: forked by this process's
+/// fork server, or as a program of its own when there is none.
+fn launch(spec: &SpawnSpec, dir: &Path) -> std::io::Result<(Handle, Exit)> {
     // A directory an earlier owner left for this attempt number held no
     // run of it (its row commits before any start): start afresh.
     let _ = std::fs::remove_dir_all(dir);
@@ -403,10 +409,50 @@ fn launch(spec: &SpawnSpec, dir: &Path) -> std::io::Result<(Handle, spawn::Waite
         output_file: absolute(&spec.output_file),
         declared_outputs: spec.declared_outputs.clone(),
         spool: spec.spool.as_deref().map(absolute),
-        watcher: Some(std::process::id() as i32),
+        watcher: None,
     };
-    let json = serde_json::to_vec(&job).map_err(std::io::Error::other)?;
-    write_whole(dir, JOB, &json, false)?;
+    let write_job = |watcher: i32| {
+        let job = Job {
+            watcher: Some(watcher),
+            ..job.clone()
+        };
+        let json = serde_json::to_vec(&job).map_err(std::io::Error::other)?;
+        write_whole(dir, JOB, &json, false)
+    };
+    if let Some(server) = forkserver::pid() {
+        write_job(server)?;
+        match forkserver::fork_supervisor(dir) {
+            Forked::Started { pid, start_ticks } => {
+                let start_ticks = match start_ticks {
+                    0 => Identity::of(pid).map_or(0, |i| i.start_ticks),
+                    t => t,
+                };
+                let handle = Handle {
+                    dir: dir.to_path_buf(),
+                    pid,
+                    start_ticks,
+                    boot_id: crate::store::writer::boot_id(),
+                };
+                let exit = held(&handle);
+                return Ok((handle, exit));
+            }
+            // The server died with the request: a supervisor it started
+            // holds the attempt's lock and says who it is; without one, the
+            // job is taken away so that none ever runs it late.
+            Forked::Unknown => {
+                return Handle::find(dir)
+                    .map(|h| {
+                        let exit = held(&h);
+                        (h, exit)
+                    })
+                    .ok_or_else(|| {
+                        std::io::Error::other("the supervisor fork server ended while starting it")
+                    });
+            }
+            Forked::NotSent => {}
+        }
+    }
+    write_job(std::process::id() as i32)?;
     let exe = std::env::current_exe()?;
     let args = vec!["supervise".to_string(), dir.display().to_string()];
     let s = spawn::spawn(&exe.display().to_string(), &args, &[], Path::new("/"))?;
@@ -420,8 +466,22 @@ fn launch(spec: &SpawnSpec, dir: &Path) -> std::io::Result<(Handle, spawn::Waite
             start_ticks,
             boot_id: crate::store::writer::boot_id(),
         },
-        waiter,
+        Exit::Child(waiter),
     ))
+}
+
+/// How the end of a supervisor this process did not start itself is seen:
+/// through a pidfd checked after it was opened (so it holds the very
+/// process), or not at all when it has ended already.
+fn held(handle: &Handle) -> Exit {
+    match handle
+        .identity()
+        .filter(Identity::is_alive)
+        .and_then(|i| contain::exit_fd(i.pid))
+    {
+        Some(fd) if handle.alive() => Exit::Pidfd(fd),
+        _ => Exit::Gone,
+    }
 }
 
 /// Take over a detached attempt another owner started.
@@ -431,15 +491,7 @@ pub(super) async fn adopt(
     tx: mpsc::Sender<RunnerMsg>,
     control: mpsc::UnboundedReceiver<Control>,
 ) {
-    let exit = match handle
-        .identity()
-        .filter(Identity::is_alive)
-        .and_then(|i| contain::exit_fd(i.pid))
-    {
-        // Checked after the pidfd was opened: it holds the very process.
-        Some(fd) if handle.alive() => Exit::Pidfd(fd),
-        _ => Exit::Gone,
-    };
+    let exit = held(&handle);
     let _listed = runner::list_detached(handle.pid);
     watch(handle, exit, spec, tx, control, true).await;
 }
@@ -448,7 +500,8 @@ pub(super) async fn adopt(
 enum Exit {
     /// This process started it.
     Child(spawn::Waiter),
-    /// Another did: its pidfd is readable once it has exited.
+    /// Another did (the fork server, an earlier owner): its pidfd is
+    /// readable once it has exited.
     Pidfd(AsyncFd<OwnedFd>),
     /// It had ended already.
     Gone,

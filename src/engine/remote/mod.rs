@@ -21,6 +21,7 @@
 //! starts, watches and stops attempts, like `runner`.
 
 pub mod detached;
+pub mod forkserver;
 pub mod ssh;
 
 use std::path::PathBuf;
