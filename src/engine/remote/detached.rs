@@ -663,6 +663,13 @@ async fn watch(
 /// The hidden `supervise DIR` mode: run the job `DIR` holds, record how it
 /// ended, exit. Returns the process's exit code.
 pub fn supervise(dir: &Path) -> i32 {
+    // A control signal sent before the handlers exist would kill this
+    // process (their default): held until `run_job` handles them.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&control_signals()),
+        None,
+    );
     match supervise_in(dir) {
         Ok(()) => 0,
         // Fenced off (a resume found it gone) or started twice: nothing to do.
@@ -679,6 +686,23 @@ pub fn supervise(dir: &Path) -> i32 {
             1
         }
     }
+}
+
+/// The signals a driver controls a supervisor with, and those it ignores:
+/// each would end it by default before its handler exists.
+pub(super) fn control_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+    ] {
+        set.add(s);
+    }
+    set
 }
 
 /// Errors are for the status file; an empty one means: write none.
@@ -764,6 +788,12 @@ async fn run_job(spec: SpawnSpec) -> Result<Outcome, String> {
     // A closed terminal or a Ctrl-C meant for the driver is not for it.
     let mut hup = sig(SignalKind::hangup())?;
     let mut int = sig(SignalKind::interrupt())?;
+    // Handled from now on: what arrived while they were held comes now.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&control_signals()),
+        None,
+    );
     let (tx, mut rx) = mpsc::channel(64);
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let run = runner::run_attempt(spec, tx, ctl_rx);

@@ -212,15 +212,32 @@ pub fn serve() -> i32 {
             // supervisor running.
             return 0;
         };
+        // The driver may signal the child as soon as it has its pid: the
+        // child is born with those signals blocked, until its handlers exist.
+        let mut held = SigSet::empty();
+        let _ = nix::sys::signal::sigprocmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&super::detached::control_signals()),
+            Some(&mut held),
+        );
         // SAFETY: this process has one thread: the child may do anything.
-        match unsafe { nix::unistd::fork() } {
+        let forked = unsafe { nix::unistd::fork() };
+        if !matches!(forked, Ok(nix::unistd::ForkResult::Child)) {
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&held), None);
+        }
+        match forked {
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(conn.take());
-                // As the server found them: the supervisor's own start.
+                // As the server found them: the supervisor's own start
+                // (with its control signals held, as `supervise` holds them).
                 // SAFETY: restoring the disposition found at the start.
                 let _ = unsafe { nix::sys::signal::sigaction(Signal::SIGCHLD, &old_action) };
+                let mut start_mask = old_mask;
+                for s in super::detached::control_signals().iter() {
+                    start_mask.add(s);
+                }
                 let _ =
-                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&start_mask), None);
                 let _ = nix::unistd::setsid();
                 let code = super::detached::supervise(Path::new(OsStr::from_bytes(&dir)));
                 std::process::exit(code);
