@@ -334,14 +334,16 @@ pub(super) async fn start(
     let mut freeze_first = false;
     loop {
         match control.try_recv() {
-            Ok(Control::Terminate) | Err(mpsc::error::TryRecvError::Disconnected) => {
+            // Released before it started: nothing runs that could be left
+            // running (as for a step on a host or a cluster).
+            Ok(Control::Terminate | Control::Release)
+            | Err(mpsc::error::TryRecvError::Disconnected) => {
                 let o = ended(spec.step, spec.attempt, |o| o.terminated = true);
                 let _ = tx.send(RunnerMsg::Exited(o)).await;
                 return;
             }
             Ok(Control::Freeze) => freeze_first = true,
             Ok(Control::Thaw) => freeze_first = false,
-            Ok(Control::Release) => {}
             Err(mpsc::error::TryRecvError::Empty) => break,
         }
     }
