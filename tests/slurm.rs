@@ -411,6 +411,16 @@ fn a_job_the_cluster_forgot_has_the_result_its_script_left_and_one_without_runs_
     sc.touch("go");
     assert!(c.wait_queue_empty(Duration::from_secs(60)), "the jobs end");
     c.forget_all_jobs();
+    // Ids start again: jobs that do nothing take the ids before the first
+    // one's, so that the second one's new job gets the first one's id, as
+    // after a real controller's loss (an answer about it must reach the
+    // second one's attempt, never the first one's).
+    let kept_id: u64 = sc.read("kept.ledger").trim().parse().expect("a job id");
+    let mut next = 0;
+    while next + 1 < kept_id {
+        next = c.submit_nothing().parse().expect("a job id");
+        assert!(next < kept_id, "ids did not start again: {next}");
+    }
     // The attempt's directory, beside the database.
     let lost_status = sc
         .path("plandeck.db.jobs")
@@ -435,7 +445,9 @@ fn a_job_the_cluster_forgot_has_the_result_its_script_left_and_one_without_runs_
     let lost = last_step_event(&o.events, "lost");
     assert_eq!(lost["attempt"], 2, "{lost}");
     assert_eq!(lost["exit_code"], 3, "{lost}");
-    assert_eq!(sc.read("lost.ledger").lines().count(), 2);
+    let lost_ids: Vec<String> = sc.read("lost.ledger").lines().map(String::from).collect();
+    assert_eq!(lost_ids.len(), 2, "{lost_ids:?}");
+    assert_eq!(lost_ids[1], kept_id.to_string(), "the id came again");
 }
 
 #[test]

@@ -482,15 +482,19 @@ pub fn query(id: &str) -> Query {
 }
 
 /// `scancel` the job (blocking); `signal` sends that signal to every
-/// process of it instead of cancelling it.
-pub fn scancel(id: &str, signal: Option<&str>) {
-    let mut args = vec!["--quiet"];
-    let flag;
+/// process of it instead of cancelling it. With its `name`, a job of
+/// another name that has the same id (ids start again after a controller
+/// lost its state) is left alone.
+pub fn scancel(id: &str, name: Option<&str>, signal: Option<&str>) {
+    let mut args = vec!["--quiet".to_string()];
     if let Some(s) = signal {
-        flag = format!("--signal={s}");
-        args.extend(["--full", flag.as_str()]);
+        args.extend(["--full".to_string(), format!("--signal={s}")]);
     }
-    args.push(id);
+    if let Some(n) = name.filter(|n| !n.contains(',')) {
+        args.push(format!("--name={n}"));
+    }
+    args.push(id.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _ = tool("scancel", &args);
 }
 
@@ -505,6 +509,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[derive(Clone, Default)]
 pub struct Poller {
     asks: Arc<Mutex<Option<mpsc::UnboundedSender<Ask>>>>,
+    tokens: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -514,12 +519,15 @@ impl std::fmt::Debug for Poller {
 }
 
 enum Ask {
+    /// Watch `id` under `token`, unique per watch: two attempts may watch
+    /// the same id (ids start again after a controller lost its state).
     Watch {
+        token: u64,
         id: String,
         answers: mpsc::UnboundedSender<Query>,
     },
     Forget {
-        id: String,
+        token: u64,
     },
     /// Look again as soon as the pace allows (a job was just cancelled).
     Soon,
@@ -539,18 +547,22 @@ impl Poller {
             Some(a) => a.clone(),
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(poll(rx));
+                tokio::spawn(poll(rx, query_all));
                 *slot = Some(tx.clone());
                 tx
             }
         };
         let (answers, rx) = mpsc::unbounded_channel();
+        let token = self
+            .tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = asks.send(Ask::Watch {
+            token,
             id: id.to_string(),
             answers,
         });
         Watching {
-            id: id.to_string(),
+            token,
             asks,
             answers: rx,
         }
@@ -560,7 +572,7 @@ impl Poller {
 /// One job's share of a `Poller`: what each look found of it. Dropping it
 /// stops the watch.
 pub struct Watching {
-    id: String,
+    token: u64,
     asks: mpsc::UnboundedSender<Ask>,
     answers: mpsc::UnboundedReceiver<Query>,
 }
@@ -578,16 +590,23 @@ impl Watching {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        let _ = self.asks.send(Ask::Forget {
-            id: std::mem::take(&mut self.id),
-        });
+        let _ = self.asks.send(Ask::Forget { token: self.token });
     }
 }
 
-/// The poller's task: one look at all the watched jobs per tick.
-async fn poll(mut asks: mpsc::UnboundedReceiver<Ask>) {
+/// The poller's task: one look at all the watched jobs per tick, each
+/// look by `look` (`query_all`).
+async fn poll(
+    mut asks: mpsc::UnboundedReceiver<Ask>,
+    look: fn(&[String]) -> BTreeMap<String, Query>,
+) {
     type Seen = Option<(String, Option<String>)>;
-    let mut jobs: BTreeMap<String, (mpsc::UnboundedSender<Query>, Seen)> = BTreeMap::new();
+    struct Watched {
+        id: String,
+        to: mpsc::UnboundedSender<Query>,
+        seen: Seen,
+    }
+    let mut jobs: BTreeMap<u64, Watched> = BTreeMap::new();
     let now = tokio::time::Instant::now;
     let mut every = POLL_MIN;
     let mut next = now();
@@ -597,23 +616,25 @@ async fn poll(mut asks: mpsc::UnboundedReceiver<Ask>) {
             ask = asks.recv() => match ask {
                 None => return,
                 Some(ask @ (Ask::Watch { .. } | Ask::Soon)) => {
-                    if let Ask::Watch { id, answers } = ask {
-                        jobs.insert(id, (answers, None));
+                    if let Ask::Watch { token, id, answers } = ask {
+                        jobs.insert(token, Watched { id, to: answers, seen: None });
                     }
                     every = POLL_MIN;
                     let soon = (last + POLL_MIN).max(now());
                     next = if next < now() { soon } else { next.min(soon) };
                 }
-                Some(Ask::Forget { id }) => {
-                    jobs.remove(&id);
+                Some(Ask::Forget { token }) => {
+                    jobs.remove(&token);
                 }
             },
             _ = tokio::time::sleep_until(next), if !jobs.is_empty() => {
-                let ids: Vec<String> = jobs.keys().cloned().collect();
-                let found = blocking(move || query_all(&ids)).await.unwrap_or_default();
+                let mut ids: Vec<String> = jobs.values().map(|w| w.id.clone()).collect();
+                ids.sort();
+                ids.dedup();
+                let found = blocking(move || look(&ids)).await.unwrap_or_default();
                 last = now();
                 let mut changed = false;
-                for (id, (to, seen)) in jobs.iter_mut() {
+                for Watched { id, to, seen } in jobs.values_mut() {
                     let q = found
                         .get(id)
                         .cloned()
@@ -735,9 +756,9 @@ impl Handle {
     /// (`RUN/STEP.N`).
     fn name(&self) -> Option<String> {
         let attempt = self.dir.file_name()?.to_str()?;
+        let (step, n) = attempt.rsplit_once('.')?;
         let run = self.dir.parent()?.file_name()?.to_str()?;
-        let run: String = run.chars().take(8).collect();
-        Some(format!("{attempt}.plandeck-{run}"))
+        Some(job_name(run, step, n.parse().ok()?))
     }
 
     /// What the cluster said, unless it is of another job with this id
@@ -987,6 +1008,12 @@ pub async fn watch(
     out.set_spool(spool.as_ref());
     err.set_spool(spool.as_ref());
     let id = handle.job_id.clone();
+    let name = handle.name();
+    // `scancel` this job (with a signal: send it).
+    let cancel = |signal: Option<&'static str>| {
+        let (id, name) = (id.clone(), name.clone());
+        blocking(move || scancel(&id, name.as_deref(), signal))
+    };
 
     let mut tail = tokio::time::interval(TAIL_EVERY);
     tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1047,8 +1074,7 @@ pub async fn watch(
                             let ran = info.time_used.unwrap_or_default();
                             clock_from = Some(now.checked_sub(ran).unwrap_or(now));
                             if frozen {
-                                let id = id.clone();
-                                blocking(move || scancel(&id, Some("STOP"))).await;
+                                cancel(Some("STOP")).await;
                             }
                         }
                         if info.ended() {
@@ -1063,8 +1089,7 @@ pub async fn watch(
                             rejected = Some(format!(
                                 "the cluster cannot start the job: it is pending for reason {reason}"
                             ));
-                            let id = id.clone();
-                            blocking(move || scancel(&id, None)).await;
+                            cancel(None).await;
                             cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
                         }
                         last = standing;
@@ -1098,14 +1123,12 @@ pub async fn watch(
             _ = tokio::time::sleep_until(deadline), if deadline != far => {
                 timed_out = true;
                 stop_began = Some(Instant::now());
-                let id = id.clone();
-                blocking(move || scancel(&id, None)).await;
+                cancel(None).await;
                 cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
                 looks.soon();
             }
             _ = tokio::time::sleep_until(cancel_at.unwrap_or(far)), if cancel_at.is_some() => {
-                let id = id.clone();
-                blocking(move || scancel(&id, Some("KILL"))).await;
+                cancel(Some("KILL")).await;
                 cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
             }
             c = control.recv(), if controls_open => match c {
@@ -1114,8 +1137,7 @@ pub async fn watch(
                     if cancel_at.is_none() {
                         terminated = true;
                         stop_began = Some(Instant::now());
-                        let id = id.clone();
-                        blocking(move || scancel(&id, None)).await;
+                        cancel(None).await;
                         cancel_at = Some(tokio::time::Instant::now() + CANCEL_AGAIN);
                         looks.soon();
                     }
@@ -1134,16 +1156,14 @@ pub async fn watch(
                     frozen = true;
                     if let (Some(b), Some(from)) = (budget, clock_from) {
                         budget = Some(b.saturating_sub(from.elapsed()));
-                        let id = id.clone();
-                        blocking(move || scancel(&id, Some("STOP"))).await;
+                        cancel(Some("STOP")).await;
                     }
                 }
                 Some(Control::Thaw) if frozen => {
                     frozen = false;
                     if clock_from.is_some() {
                         clock_from = Some(Instant::now());
-                        let id = id.clone();
-                        blocking(move || scancel(&id, Some("CONT"))).await;
+                        cancel(Some("CONT")).await;
                     }
                 }
                 Some(_) => {}
@@ -1350,6 +1370,49 @@ mod tests {
         assert_eq!(jobs[1].1.state, "OUT_OF_MEMORY");
         assert_eq!(jobs[1].1.time_used, Some(Duration::from_secs(9)));
         assert!(parse_sacct("").is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_watches_of_one_id_are_answered_apart_and_asked_once() {
+        fn look(ids: &[String]) -> BTreeMap<String, Query> {
+            let mut unique = ids.to_vec();
+            unique.dedup();
+            assert_eq!(unique, ids, "an id asked twice in one look");
+            ids.iter()
+                .map(|id| {
+                    let info = JobInfo {
+                        state: "RUNNING".into(),
+                        ..JobInfo::default()
+                    };
+                    (id.clone(), Query::Known(info))
+                })
+                .collect()
+        }
+        let (asks, rx) = mpsc::unbounded_channel();
+        tokio::spawn(poll(rx, look));
+        let mut answers = Vec::new();
+        for token in 0..2 {
+            let (to, from) = mpsc::unbounded_channel();
+            let id = "2".to_string();
+            asks.send(Ask::Watch {
+                token,
+                id,
+                answers: to,
+            })
+            .expect("the poller listens");
+            answers.push(from);
+        }
+        let mut second = answers.pop().expect("the poller listens");
+        let mut first = answers.pop().expect("the poller listens");
+        assert!(matches!(first.recv().await, Some(Query::Known(_))));
+        assert!(matches!(second.recv().await, Some(Query::Known(_))));
+        // The first attempt's watch ends: the second's goes on.
+        asks.send(Ask::Forget { token: 0 })
+            .expect("the poller listens");
+        asks.send(Ask::Soon).expect("the poller listens");
+        for _ in 0..3 {
+            assert!(matches!(second.recv().await, Some(Query::Known(_))));
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Cluster {
 
     /// Make the controller forget every job, as if `MinJobAge` had passed
     /// with no accounting: it is restarted with its state cleared
-    /// (`slurmctld -c`). Only for a cluster no other test uses
+    /// (`slurmctld -c`, its saved jobs removed: ids start at 1 again). Only for a cluster no other test uses
     /// (`forgetful_cluster`): its running jobs go too. The new controller
     /// dies with the calling thread (the test) or at exit.
     pub fn forget_all_jobs(&self) {
@@ -115,6 +115,15 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_file(&pid_file);
+        // Its saved jobs go, and with them the id counter: ids start at 1
+        // again (`-c` alone keeps the counter of the last save).
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("state")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("job_state") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let log = self.dir.join("log").join("slurmctld-again.out");
         let child = daemon(
             sbin("slurmctld")
@@ -140,6 +149,17 @@ impl Cluster {
     }
 
     /// The ids of the jobs the controller holds pending or running.
+    /// Submit a job that does nothing: its id.
+    pub fn submit_nothing(&self) -> String {
+        let out = self.ask(
+            "sbatch",
+            &["--parsable", "-o", "/dev/null", "--wrap", "true"],
+        );
+        let id = out.trim().split(';').next().unwrap_or("").to_string();
+        assert!(!id.is_empty(), "sbatch gave no job id");
+        id
+    }
+
     pub fn queued_jobs(&self) -> Vec<String> {
         self.ask("squeue", &["-h", "-o", "%i"])
             .lines()
