@@ -320,6 +320,46 @@ pub fn stop_all_now() -> usize {
 /// waits until then.
 const WATCH_AFTER: Duration = Duration::from_millis(10);
 
+/// What a `Release` queued before an attempt started does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// A local attempt dies with plandeck anyway: it starts as if none came.
+    Ignored,
+    /// A remote attempt would be left running: it never starts.
+    Stops,
+}
+
+/// Read the controls sent while the attempt waited for its row to commit:
+/// after a Terminate (or a Release that `release` says stops it) it never
+/// starts, and its unstarted end is reported on `tx` (`None`); otherwise
+/// whether it starts stopped (the last of Freeze and Thaw).
+pub async fn before_start(
+    spec: &SpawnSpec,
+    tx: &mpsc::Sender<RunnerMsg>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    release: Release,
+) -> Option<bool> {
+    let mut freeze_first = false;
+    loop {
+        match control.try_recv() {
+            Ok(Control::Terminate) | Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Ok(Control::Release) if release == Release::Stops => break,
+            Ok(Control::Release) => {}
+            Ok(Control::Freeze) => freeze_first = true,
+            Ok(Control::Thaw) => freeze_first = false,
+            Err(mpsc::error::TryRecvError::Empty) => return Some(freeze_first),
+        }
+    }
+    let outcome = Outcome {
+        step: spec.step,
+        attempt: spec.attempt,
+        terminated: true,
+        ..Outcome::default()
+    };
+    let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
+    None
+}
+
 /// Run one attempt to its end, reporting on `tx`. Returns once the main
 /// process has exited and leftover group members have been dealt with.
 pub async fn run_attempt(
@@ -328,27 +368,9 @@ pub async fn run_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let started = Instant::now();
-    // Controls sent while the attempt waited for its row to commit: after a
-    // Terminate it never starts; after a Freeze it starts stopped.
-    let mut freeze_first = false;
-    loop {
-        match control.try_recv() {
-            Ok(Control::Terminate) | Err(mpsc::error::TryRecvError::Disconnected) => {
-                let outcome = Outcome {
-                    step: spec.step,
-                    attempt: spec.attempt,
-                    terminated: true,
-                    ..Outcome::default()
-                };
-                let _ = tx.send(RunnerMsg::Exited(Box::new(outcome))).await;
-                return;
-            }
-            Ok(Control::Freeze) => freeze_first = true,
-            Ok(Control::Thaw) => freeze_first = false,
-            Ok(Control::Release) => {}
-            Err(mpsc::error::TryRecvError::Empty) => break,
-        }
-    }
+    let Some(freeze_first) = before_start(&spec, &tx, &mut control, Release::Ignored).await else {
+        return;
+    };
     // A remote attempt: the host's shared connection first. A host that
     // cannot be reached ends the attempt with ssh's own words (exit 255).
     let remote = match &spec.remote {

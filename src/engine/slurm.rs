@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::api::{CapturedOutput, Stream};
-use super::runner::{Control, Outcome, RunnerMsg, SpawnSpec};
+use super::runner::{self, Control, Outcome, RunnerMsg, SpawnSpec};
 use super::stream::{FileTail, Reading, Spool};
 use crate::plan::model::Slurm;
 use crate::store::spool::SpoolWriter;
@@ -871,20 +871,11 @@ pub async fn run(
     poller: Poller,
 ) {
     let started = Instant::now();
-    let mut freeze_first = false;
-    loop {
-        match control.try_recv() {
-            Ok(Control::Terminate | Control::Release)
-            | Err(mpsc::error::TryRecvError::Disconnected) => {
-                let o = outcome(&spec, started, |o| o.terminated = true);
-                let _ = tx.send(RunnerMsg::Exited(o)).await;
-                return;
-            }
-            Ok(Control::Freeze) => freeze_first = true,
-            Ok(Control::Thaw) => freeze_first = false,
-            Err(mpsc::error::TryRecvError::Empty) => break,
-        }
-    }
+    let Some(freeze_first) =
+        runner::before_start(&spec, &tx, &mut control, runner::Release::Stops).await
+    else {
+        return;
+    };
     let (s, j) = (spec.clone(), job.clone());
     let submitted_id = blocking(move || submit(&s, &j))
         .await

@@ -330,23 +330,11 @@ pub(super) async fn start(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let started = Instant::now();
-    // Controls sent while the attempt waited for its row: as for a local one.
-    let mut freeze_first = false;
-    loop {
-        match control.try_recv() {
-            // Released before it started: nothing runs that could be left
-            // running (as for a step on a host or a cluster).
-            Ok(Control::Terminate | Control::Release)
-            | Err(mpsc::error::TryRecvError::Disconnected) => {
-                let o = ended(spec.step, spec.attempt, |o| o.terminated = true);
-                let _ = tx.send(RunnerMsg::Exited(o)).await;
-                return;
-            }
-            Ok(Control::Freeze) => freeze_first = true,
-            Ok(Control::Thaw) => freeze_first = false,
-            Err(mpsc::error::TryRecvError::Empty) => break,
-        }
-    }
+    let Some(freeze_first) =
+        runner::before_start(&spec, &tx, &mut control, runner::Release::Stops).await
+    else {
+        return;
+    };
     let spawned = launch(&spec, &dir);
     let (handle, exit) = match spawned {
         Ok(s) => s,

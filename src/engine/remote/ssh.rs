@@ -48,7 +48,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::super::api::{CapturedOutput, Stream};
-use super::super::runner::{Control, Outcome, RemoteAttempt, RunnerMsg, SpawnSpec};
+use super::super::runner::{self, Control, Outcome, RemoteAttempt, RunnerMsg, SpawnSpec};
 use super::super::spawn;
 use super::super::ssh::{self, Remote};
 use super::super::stream::{ByteTail, Reading, Spool};
@@ -616,20 +616,11 @@ pub(super) async fn start(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let began = Instant::now();
-    let mut freeze_first = false;
-    loop {
-        match control.try_recv() {
-            Ok(Control::Terminate | Control::Release)
-            | Err(mpsc::error::TryRecvError::Disconnected) => {
-                let o = outcome(&spec, began, |o| o.terminated = true);
-                let _ = tx.send(RunnerMsg::Exited(o)).await;
-                return;
-            }
-            Ok(Control::Freeze) => freeze_first = true,
-            Ok(Control::Thaw) => freeze_first = false,
-            Err(mpsc::error::TryRecvError::Empty) => break,
-        }
-    }
+    let Some(freeze_first) =
+        runner::before_start(&spec, &tx, &mut control, runner::Release::Stops).await
+    else {
+        return;
+    };
     let handle = Handle::of(&target.remote, &target.tag);
     let script = start_script(&Start {
         spec: &spec,
