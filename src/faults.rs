@@ -5,7 +5,8 @@
 //! survives these faults.
 //!
 //! Format: `crash:after_spawn:STEP`, `crash:after_attempt_row:STEP`,
-//! `crash:after_exit:STEP`, `store:fail_commit:N`, `store:lie_commit:N`
+//! `crash:after_exit:STEP`, `crash:after_end` (the run's final state is
+//! durable, the driver has not ended yet), `store:fail_commit:N`, `store:lie_commit:N`
 //! (N: the N-th transaction, from 1), `store:full_at_running:STEP` (every
 //! transaction that would give STEP an attempt row fails as on a full
 //! disk), `panic:ui` (the UI loop, on its first
@@ -25,6 +26,8 @@ pub enum CrashPoint {
     AfterAttemptRow,
     /// The step's process exited; its result is not yet durable.
     AfterExit,
+    /// The run's final state is durable; the driver has not ended yet.
+    AfterEnd,
 }
 
 /// A store fault.
@@ -84,6 +87,7 @@ fn parse(spec: &str) -> Faults {
                 _ => None,
             };
         }
+        ["crash", "after_end"] => f.crash = Some((CrashPoint::AfterEnd, String::new())),
         ["panic", "ui"] => f.panic = Some(PanicSite::Ui),
         ["panic", "task"] => f.panic = Some(PanicSite::Task),
         _ => {}
@@ -145,6 +149,10 @@ mod tests {
         assert_eq!(
             parse("store:full_at_running:b").full_at_running.as_deref(),
             Some("b")
+        );
+        assert_eq!(
+            parse("crash:after_end").crash,
+            Some((CrashPoint::AfterEnd, String::new()))
         );
         assert_eq!(parse("panic:ui").panic, Some(PanicSite::Ui));
         assert_eq!(parse("panic:task").panic, Some(PanicSite::Task));

@@ -90,6 +90,40 @@ fn write_plan(dir: &Path, steps: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_controller_killed_right_after_the_run_ended_leaves_no_scratch_directory() {
+    let sc = Scratch::new();
+    let plan = write_plan(
+        sc.dir.path(),
+        r#"{"id":"only","run":"echo 'v=1' > \"$PLANDECK_OUTPUT\"","outputs":["v"]}"#,
+    );
+    let db = sc.db();
+    let out = plandeck(
+        &["run", "--yes", plan.to_str().expect("utf-8")],
+        &db,
+        Some("crash:after_end"),
+    );
+    assert_eq!(
+        out.status.code(),
+        None,
+        "the injected crash stops plandeck: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id: String = query::<String>(&db, "SELECT id FROM runs").remove(0);
+    assert_eq!(
+        query::<String>(&db, "SELECT state FROM runs"),
+        vec!["succeeded"],
+        "the run's end was committed before the crash"
+    );
+    // An ended run is never resumed: nobody else would remove it.
+    assert!(
+        !std::env::temp_dir()
+            .join(format!("plandeck-{run_id}"))
+            .exists(),
+        "the run's scratch directory went before its end was committed"
+    );
+}
+
+#[test]
 fn controller_death_around_spawn_is_recovered_on_resume() {
     for point in ["after_spawn", "after_attempt_row", "after_exit"] {
         let sc = Scratch::new();

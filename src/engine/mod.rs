@@ -257,6 +257,9 @@ struct Driver {
     left_running: Vec<remote::RemoteHandle>,
     /// What its remote attempts share (one watcher of the cluster).
     shared: remote::Shared,
+    /// The run's scratch directory, until the run's end is about to be
+    /// committed (or, for a run that stops otherwise, until it stops).
+    scratch: Option<scratch::Scratch>,
 }
 
 /// The write that stores `plan` and pins run `run_id` to it.
@@ -289,6 +292,18 @@ fn output_producers(plan: &ValidPlan) -> Vec<(usize, HashSet<usize>)> {
 
 impl Driver {
     async fn perform(&mut self, core: &mut Core) -> Result<(), StoreError> {
+        if core.is_finished() && self.scratch.is_some() {
+            // The run's final state is among the effects below. Every
+            // attempt has ended and its outputs were read: the scratch
+            // files go before that state is committed, since a kill right
+            // after the commit would leave them for good (an ended run is
+            // never resumed, so no later owner would remove them).
+            self.scratch = None;
+        } else if !core.is_finished() && self.scratch.is_none() {
+            // An ended run opened again (a retry from the remediation
+            // panel): its attempts need the directory again.
+            self.scratch = Some(scratch::Scratch::create(&self.ctx.run_id).map_err(StoreError)?);
+        }
         let interrupting = core.is_interrupting();
         for effect in core.take_effects() {
             match effect {
@@ -496,7 +511,7 @@ async fn drive(
     let secrets = spec::secrets(&plan, &req.inputs, &process_env);
     let short_secrets = short_secret_warnings(&secrets);
     let masker = Arc::new(Masker::new(secrets.into_iter().map(|(_, v)| v)));
-    // Removed when this ends, however it ends.
+    // Removed when the run's end is committed, or when this stops otherwise.
     let scratch = scratch::Scratch::create(&run_id).map_err(StoreError)?;
     let scratch_dir = scratch.path().to_path_buf();
     let spool_dir = crate::store::spool::run_dir(&req.store, &run_id);
@@ -554,6 +569,7 @@ async fn drive(
         remotes: HashMap::new(),
         left_running: Vec::new(),
         shared: remote::Shared::default(),
+        scratch: Some(scratch),
     };
 
     let mut signals = Signals::new(req.handle_signals);
@@ -686,6 +702,7 @@ async fn drive(
             && core.all_durable()
             && (!req.keep_alive || !commands_open || leaving)
         {
+            faults::crash_point(CrashPoint::AfterEnd, "");
             break Ok(());
         }
         if (req.exit_when_paused && !commands_open || leaving)
@@ -842,6 +859,9 @@ async fn drive(
         if let Some(cg) = &d.ctx.cgroup {
             cg.remove();
         }
+        if let Some(s) = d.scratch.take() {
+            s.leave();
+        }
         drop(d);
         drop(runner_rx);
         tokio::task::spawn_blocking(move || writer.finish())
@@ -877,9 +897,8 @@ async fn drive(
         .await
         .ok();
     // Every attempt has ended and its outputs were read: the scratch files
-    // go now, before the final state commits, so that a kill after that
-    // commit leaves nothing behind.
-    drop(scratch);
+    // go now, if the run's end did not take them already.
+    d.scratch = None;
     // Detached steps left running keep their files (the next owner reads
     // them) and their processes.
     let spare: Vec<i32> = d.left_running.iter().flat_map(|h| h.spare()).collect();

@@ -4,10 +4,13 @@
 //!
 //! Created with `mkdir` (which fails on anything already there, so nobody
 //! can slip a directory or symlink in first) and files with `O_EXCL`.
-//! Removed on every exit path: when the run's driver ends (normally or
-//! not: `Scratch` removes it on drop), from the panic hook
-//! (`remove_all_now`), and by whoever ends a run whose owner is gone
-//! (`remove_for`). Never removes what another user owns or a symlink.
+//! Removed on every exit path: just before the run's end is committed (a
+//! kill right after that commit must not leave it: an ended run is never
+//! resumed), when the run's driver stops otherwise (`Scratch` removes it on
+//! drop), from the panic hook (`remove_all_now`), and by whoever ends a run
+//! whose owner is gone (`remove_for`). A driver fenced off by a new owner
+//! leaves it to that owner (`leave`). Never removes what another user owns
+//! or a symlink.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -51,10 +54,11 @@ pub fn remove_all_now() {
     }
 }
 
-/// A run's scratch directory, removed when this is dropped.
+/// A run's scratch directory, removed when this is dropped (unless left).
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
+    left: bool,
 }
 
 impl Scratch {
@@ -74,7 +78,13 @@ impl Scratch {
         LIVE.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(path.clone());
-        Ok(Scratch { path })
+        Ok(Scratch { path, left: false })
+    }
+
+    /// The run belongs to another process now, which made this directory
+    /// its own: forget it here without removing it.
+    pub fn leave(mut self) {
+        self.left = true;
     }
 
     pub fn path(&self) -> &Path {
@@ -84,7 +94,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if !self.left {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
         LIVE.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|p| *p != self.path);
@@ -122,6 +134,17 @@ mod tests {
         let path = s.path().to_path_buf();
         drop(s);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_left_directory_stays_for_its_new_owner() {
+        let id = format!("test-{}", uuid::Uuid::new_v4());
+        let s = Scratch::create(&id).expect("created");
+        let path = s.path().to_path_buf();
+        s.leave();
+        assert!(path.is_dir());
+        assert!(!LIVE.lock().expect("live").contains(&path));
+        remove_for(&id).expect("removed");
     }
 
     #[test]
