@@ -46,8 +46,8 @@ fn two_viewers_attach_to_a_background_run_and_one_cancels_it() {
     let mut one = Term::launch(Launch::new(dir.path(), &args));
     let mut two = Term::launch(Launch::new(dir.path(), &args));
     for t in [&one, &two] {
-        t.wait_for("driven by pid", 10);
-        t.wait_for("attached", 10);
+        t.wait_for("driven by pid", 30);
+        t.wait_for("attached", 30);
         t.wait_step("long", "running", 10);
     }
     // The selected step's lines arrive as they are printed: a line numbered
@@ -63,7 +63,7 @@ fn two_viewers_attach_to_a_background_run_and_one_cancels_it() {
     one.wait_line("a talk line", 10, |l| l.contains("talk-line-"));
     let seen = first(&one);
     let later = format!("talk-line-{}", seen + 5);
-    one.wait_for(&later, 10);
+    one.wait_for(&later, 30);
     // Each line once: the spool is the one path the viewer reads them by.
     let shown: Vec<u32> = one
         .text()
@@ -75,13 +75,13 @@ fn two_viewers_attach_to_a_background_run_and_one_cancels_it() {
     assert_eq!(distinct.len(), shown.len(), "a line shown twice: {shown:?}");
 
     one.press("c");
-    one.wait_for("Cancel the run?", 5);
+    one.wait_for("Cancel the run?", 20);
     one.press("y");
     // The owner's answer, unless the run's end (a moment later) already replaced it.
     one.wait_line("the owner's answer", 10, |l| {
         l.contains("cancel: accepted by the run's owner") || l.contains("let go of it (canceled)")
     });
-    one.wait_for("person: cancel", 10);
+    one.wait_for("person: cancel", 30);
     for t in [&one, &two] {
         t.wait_step("long", "canceled", 15);
         t.wait_step("talk", "canceled", 15);
@@ -119,11 +119,11 @@ fn leaving_an_attached_view_leaves_the_run_going() {
     let id = start_in_background(dir.path(), &db);
     let args = [id.as_str()];
     let mut t = Term::launch(Launch::new(dir.path(), &args));
-    t.wait_for("driven by pid", 10);
+    t.wait_for("driven by pid", 30);
     t.wait_step("long", "running", 10);
     t.press("p");
-    t.wait_for("pause: accepted by the run's owner", 10);
-    t.wait_for("paused by a person", 10);
+    t.wait_for("pause: accepted by the run's owner", 30);
+    t.wait_for("paused by a person", 30);
     t.press("q");
     t.wait_exit(10);
     let rest = String::from_utf8_lossy(&t.assert_left_alternate_screen()).into_owned();

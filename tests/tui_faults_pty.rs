@@ -88,12 +88,12 @@ fn start(dir: &Path, fault: Option<&str>, step: &str) -> Term {
         launch.env.push(("PLANDECK_TEST_FAULT", f.to_string()));
     }
     let mut t = Term::launch(launch);
-    t.wait_for("Review fault", 10);
+    t.wait_for("Review fault", 30);
     t.press("a");
     // An injected fault fires once the step runs, which may be before the
     // Run screen is first drawn: then only the death and what follows count.
     if fault.is_none() {
-        t.wait_for("Run fault", 10);
+        t.wait_for("Run fault", 30);
         t.wait_step(step, "running", 10);
     }
     t
@@ -210,16 +210,16 @@ fn a_resize_storm_during_a_run_is_survived() {
         std::thread::sleep(Duration::from_millis(15));
     }
     t.resize(5, 20);
-    t.wait_for("too small", 5);
+    t.wait_for("too small", 20);
     assert!(t.alive(), "plandeck survived the storm");
     t.resize(48, 160);
-    t.wait_for("Run fault", 5);
+    t.wait_for("Run fault", 20);
     t.wait_step("slow", "running", 5);
     t.press("?");
-    t.wait_for("Keys: Run", 5);
+    t.wait_for("Keys: Run", 20);
     t.press("x");
     t.press("q");
-    t.wait_for("pause and quit", 5);
+    t.wait_for("pause and quit", 20);
     t.press("\x1b");
     t.press("\x03");
     assert_eq!(t.wait_status(10).exit_code(), 130);

@@ -48,15 +48,15 @@ fn open(d: &Path, args: &[&str]) -> Term {
 /// Press the remediation action "edit the plan" (2 for an exit status),
 /// approve the diff, and wait for the run to end.
 fn edit_and_apply(t: &mut Term) {
-    t.wait_for("Fix the step's command", 10);
+    t.wait_for("Fix the step's command", 30);
     t.press("2");
-    t.wait_for("Apply the edit to this run?", 10);
-    t.wait_for("step flaky", 5);
+    t.wait_for("Apply the edit to this run?", 30);
+    t.wait_for("step flaky", 20);
     t.wait_for(r#"-   "run": "echo try; exit 3""#, 5);
     t.wait_for(r#"+   "run": "echo try; echo fixed""#, 5);
     t.press("y");
     t.wait_step("after", "succeeded", 15);
-    t.wait_for("Summary", 10);
+    t.wait_for("Summary", 30);
 }
 
 /// Attempt 2 of flaky ran the edited command; the run is pinned to the
@@ -91,7 +91,7 @@ fn an_edit_applied_to_a_live_run_is_what_attempt_two_runs() {
     let d = dir.path();
     plan(d, FLAKY);
     let mut t = open(d, &["plan.json"]);
-    t.wait_for("Review fixable", 10);
+    t.wait_for("Review fixable", 30);
     t.press("a");
     t.wait_step("flaky", "failed", 15);
     t.press("g");
@@ -145,14 +145,14 @@ fn an_edit_that_changes_the_steps_leaves_the_run_its_plan() {
     l.env.push(("EDITOR", ed.display().to_string()));
     l.env.push(("VISUAL", ed.display().to_string()));
     let mut t = Term::launch(l);
-    t.wait_for("Review fixable", 10);
+    t.wait_for("Review fixable", 30);
     t.press("a");
     t.wait_step("flaky", "failed", 15);
     t.press("g");
     t.press("j");
-    t.wait_for("Fix the step's command", 10);
+    t.wait_for("Fix the step's command", 30);
     t.press("2");
-    t.wait_for("the edit adds new", 10);
+    t.wait_for("the edit adds new", 30);
     assert_eq!(
         query(
             d,
@@ -178,15 +178,15 @@ fn a_diagnostic_shows_its_output_and_is_no_attempt() {
         ),
     );
     let mut t = Term::open(d, &["plan.json"]);
-    t.wait_for("Review locked", 10);
+    t.wait_for("Review locked", 30);
     t.press("a");
     t.wait_step("install", "failed", 15);
-    t.wait_for(&format!("Show what process {me} is doing"), 10);
+    t.wait_for(&format!("Show what process {me} is doing"), 30);
     t.press("2");
-    t.wait_for(&format!("check: $ ps -o pid,etime,args -p {me}"), 10);
+    t.wait_for(&format!("check: $ ps -o pid,etime,args -p {me}"), 30);
     // ps prints its header and the process line.
-    t.wait_for("ELAPSED", 10);
-    t.wait_for("tui_fix_pty", 10);
+    t.wait_for("ELAPSED", 30);
+    t.wait_for("tui_fix_pty", 30);
     assert_eq!(
         query(d, "SELECT attempt || ' ' || role FROM step_attempts"),
         ["1 step"],

@@ -18,19 +18,19 @@ fn review_approve_watch_and_quit_in_a_pty() {
     launch.env = vec![("TMPDIR", dir.path().display().to_string())];
     let mut screen = Term::launch(launch);
     screen.wait_for("Review demo", 30);
-    screen.wait_for("critical path", 5);
+    screen.wait_for("critical path", 20);
     screen.press("v");
-    screen.wait_for("wave map", 10);
+    screen.wait_for("wave map", 30);
     screen.press("v");
-    screen.wait_for("· graph", 10);
+    screen.wait_for("· graph", 30);
     screen.press("?");
-    screen.wait_for("Keys: Review", 10);
+    screen.wait_for("Keys: Review", 30);
     screen.press("x");
-    screen.wait_for("a approve", 10);
+    screen.wait_for("a approve", 30);
     screen.press("a");
-    screen.wait_for("Run demo", 15);
+    screen.wait_for("Run demo", 30);
     screen.wait_for("succeeded", 60);
-    screen.wait_for("elapsed", 5);
+    screen.wait_for("elapsed", 20);
     // Let the run end, then quit.
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
@@ -79,14 +79,14 @@ fi
     let mut screen = Term::launch(launch);
     screen.wait_for("Review before", 30);
     screen.press("e");
-    screen.wait_for("Review after", 15);
+    screen.wait_for("Review after", 30);
     screen.press("e");
-    screen.wait_for("does not validate", 15);
+    screen.wait_for("does not validate", 30);
     screen.wait_line("the unknown dependency, with its position", 5, |l| {
         l.contains("plan.json:1:") && l.contains("nope")
     });
     screen.press("e");
-    screen.wait_for("Review after", 15);
+    screen.wait_for("Review after", 30);
     screen.press("q");
     screen.wait_exit(20);
     screen.assert_cooked();

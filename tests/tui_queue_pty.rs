@@ -77,9 +77,9 @@ fn blocker(d: &Path) -> Child {
 /// Open mine.json, press Q, and wait until it shows its place in the queue.
 fn queue_mine(d: &Path) -> Term {
     let mut t = Term::open(d, &["mine.json"]);
-    t.wait_for("Review mine", 10);
+    t.wait_for("Review mine", 30);
     t.press("Q");
-    t.wait_for("position 1 of 1", 10);
+    t.wait_for("position 1 of 1", 30);
     until(
         d,
         "mine is queued",
@@ -98,9 +98,9 @@ fn a_plan_queued_with_shift_q_waits_its_turn_then_runs() {
     let mut t = queue_mine(d);
     // The screen answers while the run waits: help opens and closes.
     t.press("?");
-    t.wait_for("Keys: Run", 10);
+    t.wait_for("Keys: Run", 30);
     t.press("x");
-    t.wait_for("position 1 of 1", 10);
+    t.wait_for("position 1 of 1", 30);
     assert_eq!(
         query(
             d,
@@ -111,7 +111,7 @@ fn a_plan_queued_with_shift_q_waits_its_turn_then_runs() {
     );
     std::fs::write(d.join("gate"), "").expect("gate");
     t.wait_step("work", "succeeded", 30);
-    t.wait_for("Summary", 10);
+    t.wait_for("Summary", 30);
     assert!(first.wait().expect("blocker").success());
     assert_eq!(
         std::fs::read_to_string(d.join("order.log")).expect("order"),
@@ -153,9 +153,9 @@ fn leaving_while_queued_keeps_the_run_resumable_and_a_canceled_one_never_starts(
     let mut t2 = queue_mine(d);
     let t = &mut t2;
     t.press("c");
-    t.wait_for("Cancel the run?", 10);
+    t.wait_for("Cancel the run?", 30);
     t.press("y");
-    t.wait_for("canceled while it waited in the queue", 10);
+    t.wait_for("canceled while it waited in the queue", 30);
     std::fs::write(d.join("gate"), "").expect("gate");
     assert!(first.wait().expect("blocker").success());
     t.press("q");

@@ -49,13 +49,13 @@ fn pause_resume_and_cancel_a_long_step() {
  {"id":"long","run":"sleep 60 & sleep 60; wait","depends_on":["three"]}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
-    t.wait_for("Review ctl", 10);
+    t.wait_for("Review ctl", 30);
     t.press("a");
-    t.wait_for("Run ctl", 10);
+    t.wait_for("Run ctl", 30);
     t.wait_step("two", "running", 10);
     t.press("p");
-    t.wait_for("pausing", 5);
-    t.wait_for("paused by a person", 5);
+    t.wait_for("pausing", 20);
+    t.wait_for("paused by a person", 20);
     std::fs::write(dir.path().join("release-two"), "").expect("release two");
     t.wait_step("two", "succeeded", 10);
     // Nothing new starts while paused (the order of the stored events says
@@ -65,16 +65,16 @@ fn pause_resume_and_cancel_a_long_step() {
         "a step started while paused"
     );
     t.press("r");
-    t.wait_for("resuming the run", 5);
+    t.wait_for("resuming the run", 20);
     t.wait_step("three", "succeeded", 10);
     t.wait_step("long", "running", 10);
     let run = run_id(dir.path());
     assert!(!marked(&run).is_empty(), "the long step runs");
     t.press("c");
-    t.wait_for("Cancel the run?", 5);
+    t.wait_for("Cancel the run?", 20);
     t.press("y");
     t.wait_step("long", "canceled", 10);
-    t.wait_for("Summary", 10);
+    t.wait_for("Summary", 30);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !marked(&run).is_empty() {
         assert!(
@@ -126,15 +126,15 @@ fn retry_a_failed_step_with_shift_r() {
  {"id":"after","run":"echo after","depends_on":["flaky"]}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
-    t.wait_for("Review flaky", 10);
+    t.wait_for("Review flaky", 30);
     t.press("a");
     t.wait_step("flaky", "failed", 15);
-    t.wait_for("press a number", 5);
-    t.wait_for("┃ broken", 5);
+    t.wait_for("press a number", 20);
+    t.wait_for("┃ broken", 20);
     t.press("R");
-    t.wait_for("retrying step flaky", 5);
+    t.wait_for("retrying step flaky", 20);
     t.wait_step("after", "succeeded", 15);
-    t.wait_for("Summary · run succeeded", 10);
+    t.wait_for("Summary · run succeeded", 30);
     t.press("q");
     t.wait_exit(10);
 }
@@ -150,14 +150,14 @@ fn pause_and_quit_then_resume_in_a_second_session() {
  {"id":"last","run":"echo last","depends_on":["slow"]}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
-    t.wait_for("Review later", 10);
+    t.wait_for("Review later", 30);
     t.press("a");
     t.wait_step("slow", "running", 10);
     t.press("q");
-    t.wait_for("pause and quit", 5);
+    t.wait_for("pause and quit", 20);
     t.press("p");
-    t.wait_for("pausing: no new step starts", 5);
-    t.wait_for("left by a person who quit plandeck", 5);
+    t.wait_for("pausing: no new step starts", 20);
+    t.wait_for("left by a person who quit plandeck", 20);
     // It really pauses: the running step (let end only now, so that it
     // cannot end before the pause) finishes, nothing new starts.
     std::fs::write(dir.path().join("release-slow"), "").expect("release slow");
@@ -180,10 +180,10 @@ fn pause_and_quit_then_resume_in_a_second_session() {
     );
     drop(t);
     let mut t = Term::open(dir.path(), &[&run]);
-    t.wait_for("left by a person who quit plandeck", 10);
+    t.wait_for("left by a person who quit plandeck", 30);
     t.press("r");
     t.wait_step("last", "succeeded", 15);
-    t.wait_for("Summary · run succeeded", 10);
+    t.wait_for("Summary · run succeeded", 30);
     t.press("q");
     t.wait_exit(10);
 }
@@ -198,10 +198,10 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
  {"id":"flood","run":"head -c 100000000 /dev/zero | tr '\\0' x | fold -w 100","depends_on":["esc"],"approval":true}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
-    t.wait_for("Review noisy", 10);
+    t.wait_for("Review noisy", 30);
     t.press("a");
     t.wait_step("esc", "succeeded", 10);
-    t.wait_for("after-escapes", 10);
+    t.wait_for("after-escapes", 30);
     assert!(t.text().contains("Run noisy"), "the header is intact");
     t.press("j");
     // How long help takes to show, as the median of three presses.
@@ -210,7 +210,7 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
             .map(|_| {
                 let start = Instant::now();
                 t.press("?");
-                t.wait_for("Keys: Run", 10);
+                t.wait_for("Keys: Run", 30);
                 let took = start.elapsed();
                 t.press("x");
                 t.wait_line("help closed", 10, |l| l.contains("Log flood"));
@@ -221,10 +221,10 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
         took[1]
     };
     // Calm: the run waits at the flood's gate, nothing runs.
-    t.wait_for("approval needed: step 'flood'", 10);
+    t.wait_for("approval needed: step 'flood'", 30);
     let calm = help(&mut t);
     t.press("A");
-    t.wait_for("xxxxxxxxxx", 15);
+    t.wait_for("xxxxxxxxxx", 30);
     let flooded = help(&mut t);
     // Keys never queue behind the flood: help answers about as fast as
     // when nothing runs (a flood queued ahead of keys takes seconds).
@@ -234,9 +234,9 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
         "help took {flooded:?} during the flood, {calm:?} when calm"
     );
     t.press("c");
-    t.wait_for("Cancel the run?", 5);
+    t.wait_for("Cancel the run?", 20);
     t.press("y");
-    t.wait_for("Summary · run canceled", 15);
+    t.wait_for("Summary · run canceled", 30);
     t.press("q");
     assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }
@@ -245,7 +245,7 @@ fn escapes_are_inert_and_keys_answer_during_a_flood() {
 fn answer_time(t: &mut Term) -> Duration {
     let start = Instant::now();
     t.press("?");
-    t.wait_for("Keys: Run", 5);
+    t.wait_for("Keys: Run", 20);
     let took = start.elapsed();
     t.press("x");
     t.wait_line("help closed", 5, |l| l.contains("Log flood"));
@@ -269,10 +269,10 @@ fn a_key_is_answered_within_100_ms_while_the_shown_step_floods() {
  {"id":"flood","run":"while [ ! -e go ]; do [ -e plan.json ] || exit 9; sleep 0.02; done; yes | head -c 2000000000; seq 1 100000000"}]}"#,
     );
     let mut t = Term::open(dir.path(), &["plan.json"]);
-    t.wait_for("Review flood", 10);
+    t.wait_for("Review flood", 30);
     t.press("a");
     t.wait_step("flood", "running", 10);
-    t.wait_for("· follow", 10);
+    t.wait_for("· follow", 30);
     let calm = median((0..3).map(|_| answer_time(&mut t)).collect());
     std::fs::write(dir.path().join("go"), "").expect("go");
     t.wait_line("flood output", 15, |l| l.contains("│  y "));
@@ -286,9 +286,9 @@ fn a_key_is_answered_within_100_ms_while_the_shown_step_floods() {
     );
     eprintln!("key answered in {flood:?} during the flood, {calm:?} without");
     t.press("c");
-    t.wait_for("Cancel the run?", 5);
+    t.wait_for("Cancel the run?", 20);
     t.press("y");
-    t.wait_for("Summary · run canceled", 15);
+    t.wait_for("Summary · run canceled", 30);
     t.press("q");
     assert_eq!(t.wait_status(10).exit_code(), 1, "a canceled run exits 1");
 }

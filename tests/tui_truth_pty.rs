@@ -81,11 +81,11 @@ fn resuming_a_crashed_run_from_the_runs_screen_shows_the_whole_run() {
     owner.kill().expect("kill -9");
     let _ = owner.wait();
     let mut t = Term::open(d, &[]);
-    t.wait_for("owner died", 10);
+    t.wait_for("owner died", 30);
     t.press("r");
     t.wait_step("last", "succeeded", 20);
     t.wait_step("first", "succeeded", 5);
-    t.wait_for("3/3", 5);
+    t.wait_for("3/3", 20);
     // Elapsed counts the killed session (over a second) and not the gap.
     t.wait_line("elapsed over the whole run", 5, |l| {
         l.contains("3/3 · elapsed") && !l.contains("elapsed 0")
@@ -101,7 +101,7 @@ fn resuming_a_crashed_run_from_the_runs_screen_shows_the_whole_run() {
         "first\nlast\n"
     );
     t.press("q");
-    t.wait_for("Runs (1)", 5);
+    t.wait_for("Runs (1)", 20);
     t.press("q");
     let status = t.wait_status(10);
     assert_eq!(status.exit_code(), 0, "{status:?}");
@@ -115,11 +115,11 @@ fn pause_and_quit_lets_running_steps_finish_and_says_how_to_continue() {
     let d = dir.path();
     plan(d, &three(2));
     let mut t = Term::open(d, &["plan.json"]);
-    t.wait_for("Review three", 10);
+    t.wait_for("Review three", 30);
     t.press("a");
     t.wait_step("slow", "running", 10);
     t.press("q");
-    t.wait_for("pause and quit", 5);
+    t.wait_for("pause and quit", 20);
     t.press("p");
     let status = t.wait_status(15);
     assert_eq!(status.exit_code(), 1, "{status:?}");
@@ -155,7 +155,7 @@ fn ctrl_c_sigterm_and_sighup_leave_the_run_interrupted_with_exit_130() {
         let d = dir.path();
         plan(d, &three(30));
         let mut t = Term::open(d, &["plan.json"]);
-        t.wait_for("Review three", 10);
+        t.wait_for("Review three", 30);
         t.press("a");
         t.wait_step("slow", "running", 10);
         match how {
@@ -200,10 +200,10 @@ fn shift_r_on_a_reopened_failed_run_finishes_it() {
     t.wait_step("flaky", "failed", 10);
     t.press("j");
     t.press("R");
-    t.wait_for("Run the step again?", 5);
+    t.wait_for("Run the step again?", 20);
     t.press("y");
     t.wait_step("after", "succeeded", 15);
-    t.wait_for("Summary", 10);
+    t.wait_for("Summary", 30);
     assert_eq!(
         std::fs::read_to_string(d.join("ledger")).expect("ledger"),
         "ok\nflaky\nflaky\nafter\n"
@@ -225,10 +225,10 @@ fn a_gate_names_its_key_and_esc_after_a_kept_search_stays() {
  {"id":"b","run":"true","approval":true}]}"#,
     );
     let mut t = Term::open(d, &["plan.json"]);
-    t.wait_for("Review gated", 10);
+    t.wait_for("Review gated", 30);
     t.press("a");
-    t.wait_for("approval needed: step 'b'", 10);
-    t.wait_for("A approve b", 5);
+    t.wait_for("approval needed: step 'b'", 30);
+    t.wait_for("A approve b", 20);
     // The selection is on a, not on the gated step: A still approves b.
     t.press("g");
     t.press("/");
@@ -239,7 +239,7 @@ fn a_gate_names_its_key_and_esc_after_a_kept_search_stays() {
     assert!(t.alive(), "esc after a kept search does not quit");
     t.press("A");
     t.wait_step("b", "succeeded", 10);
-    t.wait_for("Summary", 10);
+    t.wait_for("Summary", 30);
     t.press("q");
     t.wait_status(10);
 }
