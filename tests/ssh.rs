@@ -493,6 +493,54 @@ fn a_detached_remote_step_outlives_kill_9_and_resume_adopts_it() {
 }
 
 #[test]
+fn a_host_unreachable_at_resume_is_said_and_followed_until_it_answers() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sc = Scratch::new();
+    let d = sc.dir.path().display().to_string();
+    let plan = remote_plan(
+        &sshd,
+        json!({}),
+        json!({}),
+        json!([{
+            "id": "far", "host": "web1", "detach": true,
+            "run": format!("echo once >> {d}/ledger; touch {d}/up; until [ -e {d}/go ]; do sleep 0.02; done; echo after")
+        }]),
+    );
+    let path = sc.write_plan(&plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    wait_file(&sc.path("up"));
+    cli.signal(Signal::SIGKILL);
+    let _ = cli.finish();
+
+    sshd.set_web1_reachable(false);
+    let mut cli = Cli::start(plandeck(&sc, &sshd, &["resume", &run, "--yes", "--json"]));
+    let said = cli.wait_event("a warning that web1 does not answer", |e| {
+        is_type(e, "warning") && s(e, "message").contains("cannot reach web1")
+    });
+    let message = s(&said, "message");
+    assert!(message.contains("step far attempt 1"), "{said}");
+    assert!(message.contains("cancel the step"), "{said}");
+    sshd.set_web1_reachable(true);
+    cli.wait_event("a word that web1 answers again", |e| {
+        is_type(e, "warning") && s(e, "message").contains("web1 answers again")
+    });
+    sc.touch("go");
+    let out = cli.finish();
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let far = ended(&out.events, "far");
+    assert_eq!(
+        (s(&far, "state"), &far["attempt"]),
+        ("succeeded", &json!(1)),
+        "{far}"
+    );
+    assert_eq!(sc.read("ledger"), "once\n", "it ran once");
+    assert_eq!(log_lines(&out.events, "far"), ["after"]);
+}
+
+#[test]
 fn timeout_and_cancel_end_a_detached_remote_step() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();

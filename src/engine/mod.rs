@@ -774,6 +774,9 @@ async fn drive(
                 RunnerMsg::Job { step, attempt, job_id, state, reason } => {
                     core.handle(Input::Job { step, attempt, job_id, state, reason });
                 }
+                RunnerMsg::Warning { step, attempt, message } => {
+                    core.warn(format!("step {} attempt {attempt}: {message}", plan.id(step)));
+                }
                 RunnerMsg::Exited(o) => {
                     faults::crash_point(CrashPoint::AfterExit, plan.id(o.step));
                     if core.steps[o.step].attempt == o.attempt {

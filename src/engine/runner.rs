@@ -115,6 +115,13 @@ pub enum RunnerMsg {
         state: String,
         reason: Option<String>,
     },
+    /// Something the person should know while the attempt goes on (a
+    /// host that stopped answering, and again when it answers).
+    Warning {
+        step: usize,
+        attempt: u32,
+        message: String,
+    },
     Exited(Box<Outcome>),
 }
 

@@ -168,6 +168,25 @@ impl Sshd {
         self.dir.path().join("ssh_config")
     }
 
+    /// Make `web1` unreachable (its name leads to a closed port), or
+    /// reachable again, for whoever runs ssh from now on.
+    #[allow(dead_code)]
+    pub fn set_web1_reachable(&self, reachable: bool) {
+        let text = std::fs::read_to_string(self.config()).expect("ssh_config");
+        let port = if reachable {
+            self.ports[0]
+        } else {
+            free_port().expect("a free port")
+        };
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let at = lines
+            .iter()
+            .position(|l| l == "Host web1")
+            .expect("web1's block");
+        lines[at + 2] = format!("  Port {port}");
+        std::fs::write(self.config(), lines.join("\n") + "\n").expect("ssh_config written");
+    }
+
     /// The runtime directory plandeck gets (`XDG_RUNTIME_DIR`): its shared
     /// connections live there, apart from every other test's.
     pub fn runtime_dir(&self) -> PathBuf {

@@ -672,6 +672,9 @@ struct Watcher {
     terminated: bool,
     /// Why the attempt could not be stopped (the host did not answer).
     unstoppable: Option<String>,
+    /// The person was told the host does not answer (and is told again
+    /// once it does).
+    said_unreachable: bool,
 }
 
 /// Longest wait between two tries to reach a host that dropped the session.
@@ -716,7 +719,41 @@ impl Watcher {
             outputs: Vec::new(),
             terminated: false,
             unstoppable: None,
+            said_unreachable: false,
         }
+    }
+
+    /// Tell the person, once, that the host does not answer (`words`:
+    /// ssh's), or that it answers again.
+    async fn say_reachable(&mut self, reachable: bool, words: &str) {
+        if reachable != self.said_unreachable {
+            return;
+        }
+        self.said_unreachable = !reachable;
+        let host = &self.handle.host;
+        let message = if reachable {
+            format!("{host} answers again; following the step there")
+        } else {
+            let words = self.spec.masker.mask_owned(words.trim().to_string());
+            let words = if words.is_empty() {
+                "the connection dropped".to_string()
+            } else {
+                words
+            };
+            format!(
+                "cannot reach {host} ({words}); the step may still run there; \
+                 trying again every {} s until it answers (cancel the step to give up on it)",
+                RECONNECT_MAX.as_secs()
+            )
+        };
+        let _ = self
+            .tx
+            .send(RunnerMsg::Warning {
+                step: self.spec.step,
+                attempt: self.spec.attempt,
+                message,
+            })
+            .await;
     }
 
     /// A session following the attempt (the start script when `start` is
@@ -761,7 +798,10 @@ impl Watcher {
                 let _ = self.tx.send(RunnerMsg::Exited(o)).await;
                 return;
             }
-            Err(_) => None,
+            Err(words) => {
+                self.say_reachable(false, &words).await;
+                None
+            }
         };
         let mut backoff = Duration::from_millis(200);
         let mut reconnect_at = tokio::time::Instant::now();
@@ -818,6 +858,9 @@ impl Watcher {
                         if !self.running {
                             break Err(Lost::NotStarted(code, words));
                         }
+                        if code == Some(255) {
+                            self.say_reachable(false, &words).await;
+                        }
                         // The connection dropped: follow it again soon.
                         reconnect_at = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(RECONNECT_MAX);
@@ -828,8 +871,10 @@ impl Watcher {
                         Ok(s) => {
                             session = Some(s);
                             backoff = Duration::from_millis(200);
+                            self.say_reachable(true, "").await;
                         }
-                        Err(_) => {
+                        Err(words) => {
+                            self.say_reachable(false, &words).await;
                             reconnect_at = tokio::time::Instant::now() + backoff;
                             backoff = (backoff * 2).min(RECONNECT_MAX);
                         }
