@@ -100,10 +100,19 @@ fn exit_status_and_signals_come_back_exactly() {
         json!({}),
         json!([
             { "id": "seven", "host": "web1", "run": "echo about to fail >&2; exit 7" },
-            { "id": "term", "host": "web2", "run": "kill -TERM $$" }
+            { "id": "term", "host": "web2", "run": "kill -TERM $$" },
+            { "id": "exit130", "host": "web1", "run": "exit 130" },
+            { "id": "int", "host": "web2", "run": "kill -INT $$" }
         ]),
     );
     let out = run(&sc, &sshd, &plan, &[]);
+    // 130 from `exit` and from SIGINT are told apart (the host has perl).
+    let exit130 = ended(&out.events, "exit130");
+    assert_eq!(exit130["exit_code"], json!(130), "{exit130}");
+    assert_eq!(exit130["signal"], Value::Null, "{exit130}");
+    let int = ended(&out.events, "int");
+    assert_eq!(int["signal"], json!(2), "{int}");
+    assert_eq!(int["exit_code"], Value::Null, "{int}");
     assert_eq!(out.code, Some(1));
     let seven = ended(&out.events, "seven");
     assert_eq!(s(&seven, "state"), "failed", "{seven}");

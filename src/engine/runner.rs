@@ -719,9 +719,15 @@ pub async fn run_attempt(
         exit_code = st.code();
         signal = st.signal();
     }
-    // The wrapper's status is the step's (a signal as 128+N).
-    if let (Some(_), Some(code)) = (&remote, exit_code) {
-        (exit_code, signal) = super::ssh::status(code);
+    // The wrapper's status is the step's; 128+N is told from signal N by
+    // the raw wait status the host kept (where it has perl), else taken
+    // for the signal.
+    if let (Some((r, dir)), Some(code)) = (&remote, exit_code) {
+        (exit_code, signal) = match super::ssh::ambiguous(code) {
+            true => fetch_raw_status(r, dir).await,
+            false => None,
+        }
+        .unwrap_or_else(|| super::ssh::status(code));
     }
     drop(close_session.take());
     let mut capture = CapturedOutput::default();
@@ -858,6 +864,27 @@ async fn fetch_outputs(
     .map_err(|e| format!("cannot fetch the outputs file: {e}"))?
     .map_err(|e| format!("cannot fetch the outputs file from the host: {}", e.trim()))?;
     parse_outputs(&bytes, masker, declared)
+}
+
+/// The raw wait status a remote attempt's wrapper kept, as (exit code,
+/// signal); `None` when the host kept none (no perl) or cannot be asked.
+async fn fetch_raw_status(
+    r: &RemoteAttempt,
+    dir: &std::path::Path,
+) -> Option<(Option<i32>, Option<i32>)> {
+    let (r, dir) = (r.clone(), dir.to_path_buf());
+    let bytes = tokio::task::spawn_blocking(move || {
+        r.remote.run(
+            &dir,
+            &super::ssh::raw_command(&r.tag),
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .ok()?
+    .ok()?;
+    let raw = String::from_utf8_lossy(&bytes).trim().parse().ok()?;
+    super::ssh::raw_status(raw)
 }
 
 /// Add the main process's current tree to `tree`.

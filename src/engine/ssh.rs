@@ -303,13 +303,19 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
             q = quote(dir)
         ));
     }
-    s.push_str("setsid ");
-    s.push_str(&quote(w.program));
-    for a in w.args {
+    // Where the host has perl, a small parent leads the step's group and
+    // records its raw wait status, so that a signal's death is told from
+    // an exit with its number (RAW_STATUS).
+    s.push_str("set --");
+    for a in std::iter::once(w.program).chain(w.args.iter().map(String::as_str)) {
         s.push(' ');
         s.push_str(&quote(a));
     }
-    s.push_str(" 3<&- </dev/null &\np=$!\necho $p > \"$t.pgid\"\n");
+    s.push_str(&format!(
+        "\nrm -f \"$t.raw\"\ncommand -v perl >/dev/null 2>&1 && set -- perl -e {} \"$t.raw\" \"$@\"\n",
+        quote(RAW_STATUS)
+    ));
+    s.push_str("setsid \"$@\" 3<&- </dev/null &\np=$!\necho $p > \"$t.pgid\"\n");
     let grace = w.kill_grace.as_secs_f64();
     s.push_str(&format!(
         "{{ while IFS= read -r _; do :; done <&3; kill -s TERM -- -$p; kill -s CONT -- -$p; sleep {grace}; kill -s KILL -- -$p; }} >/dev/null 2>&1 &\n"
@@ -322,18 +328,56 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
     } else {
         s.push_str("rm -f \"$t.pgid\" \"$o\"\n");
     }
+    // The raw status is kept only for plandeck to tell what 128+N was.
+    s.push_str("[ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ] || rm -f \"$t.raw\"\n");
     s.push_str("exit $s\n}\n");
     s.into_bytes()
 }
 
+/// Where the host has perl, the step's parent (the leader of its group):
+/// it runs the step with signals at their defaults, ignores the stop
+/// signals itself, and writes the step's raw wait status to its file, so
+/// that a signal death is told from an exit with the same number (a shell
+/// reports both as 128+N).
+pub const RAW_STATUS: &str = r#"my $f = shift; my $c = fork; exit 125 unless defined $c;
+if ($c == 0) { $SIG{$_} = "DEFAULT" for qw(INT QUIT); exec { $ARGV[0] } @ARGV; print STDERR "$ARGV[0]: $!\n"; exit 127 }
+$SIG{$_} = "IGNORE" for qw(TERM INT HUP QUIT);
+waitpid($c, 0); my $r = $?;
+if (open(my $o, ">", "$f.t")) { print $o "$r\n"; close($o); rename("$f.t", $f) }
+exit(($r & 127) ? 128 + ($r & 127) : ($r >> 8));
+"#;
+
+/// A raw wait status as (exit code, signal); `None` for one that is
+/// neither (a stop).
+pub fn raw_status(raw: i32) -> Option<(Option<i32>, Option<i32>)> {
+    match raw & 0x7f {
+        0 => Some((Some((raw >> 8) & 0xff), None)),
+        0x7f => None,
+        n => Some((None, Some(n))),
+    }
+}
+
+/// Whether a shell's status `code` may be a signal's death (`128+N`) as
+/// well as an exit with that number.
+pub fn ambiguous(code: i32) -> bool {
+    (129..=128 + 64).contains(&code)
+}
+
 /// The wrapper's exit status as (exit code, signal): `128+N` for N a
-/// signal number is signal N.
+/// signal number is signal N (the shell's convention, where the raw wait
+/// status is not known).
 pub fn status(code: i32) -> (Option<i32>, Option<i32>) {
-    if (129..=128 + 64).contains(&code) {
+    if ambiguous(code) {
         (None, Some(code - 128))
     } else {
         (Some(code), None)
     }
+}
+
+/// The command that prints and removes an attempt's raw wait status file
+/// (kept by the wrapper when its status is `ambiguous`).
+pub fn raw_command(tag: &str) -> String {
+    format!("f=${{TMPDIR:-/tmp}}/{tag}.raw; cat -- \"$f\" 2>/dev/null; rm -f -- \"$f\"")
 }
 
 /// The command that prints and removes an attempt's outputs file.
@@ -377,6 +421,57 @@ mod tests {
         assert_eq!(status(7), (Some(7), None));
         assert_eq!(status(143), (None, Some(15)));
         assert_eq!(status(255), (Some(255), None));
+    }
+
+    #[test]
+    fn the_wrapper_tells_a_signal_from_an_exit_with_its_number() {
+        if std::process::Command::new("perl")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: no perl here");
+            return;
+        }
+        let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        for (line, status, raw) in [
+            ("exit 130", 130, Some((Some(130), None))),
+            ("kill -TERM $$", 143, Some((None, Some(15)))),
+            ("kill -INT $$", 130, Some((None, Some(2)))),
+            ("exit 3", 3, None),
+        ] {
+            let tag = format!("plandeck-test-raw-{}", std::process::id());
+            let args = vec!["-c".to_string(), line.to_string()];
+            let script = wrapper(&Wrapped {
+                program: "/bin/sh",
+                args: &args,
+                env: &[],
+                cwd: None,
+                tag: &tag,
+                kill_grace: Duration::from_secs(1),
+                keep_outputs: false,
+            });
+            let mut child = std::process::Command::new("/bin/sh")
+                .arg("-s")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("sh runs");
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(&script).expect("written");
+            let code = child.wait().expect("ends").code();
+            drop(stdin);
+            assert_eq!(code, Some(status), "{line}");
+            // Kept only when the status is ambiguous.
+            let file = Path::new(&dir).join(format!("{tag}.raw"));
+            let kept = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .and_then(raw_status);
+            let _ = std::fs::remove_file(&file);
+            assert_eq!(kept, raw, "{line}");
+        }
     }
 
     #[test]

@@ -124,19 +124,6 @@ r=; [ -e "$d/raw" ] && read -r r <"$d/raw"
 echo "$s ${why:--} $t0 $t1 $(ms) $r" >"$d/status.t" && mv -f "$d/status.t" "$d/status"
 "#;
 
-/// Where the host has perl, the step's parent (the leader of its group):
-/// it runs the step with signals at their defaults, ignores the stop
-/// signals itself, and writes the step's raw wait status to its file, so
-/// that a signal death is told from an exit with the same number (a shell
-/// reports both as 128+N).
-const RAW: &str = r#"my $f = shift; my $c = fork; exit 125 unless defined $c;
-if ($c == 0) { exec { $ARGV[0] } @ARGV; print STDERR "$ARGV[0]: $!\n"; exit 127 }
-$SIG{$_} = "IGNORE" for qw(TERM INT HUP QUIT);
-waitpid($c, 0); my $r = $?;
-if (open(my $o, ">", "$f.t")) { print $o "$r\n"; close($o); rename("$f.t", $f) }
-exit(($r & 127) ? 128 + ($r & 127) : ($r >> 8));
-"#;
-
 /// Whether `tag` is safe to name a remote directory in a script.
 fn plain(tag: &str) -> bool {
     !tag.is_empty()
@@ -211,7 +198,7 @@ if ! mkdir -m 700 "$d" 2>/dev/null; then echo "plandeck: cannot create the attem
 : >"$d/out"; : >"$d/err"; : >"$d/outputs"
 "#,
     );
-    w.push_str(&format!("s={}\nr={}\n", q(SUPERVISOR), q(RAW)));
+    w.push_str(&format!("s={}\nr={}\n", q(SUPERVISOR), q(ssh::RAW_STATUS)));
     // The step's environment and directory are the supervisor's only: the
     // loop below runs without them.
     w.push_str("p=$(\n");
@@ -575,11 +562,9 @@ impl Ended {
     /// (exit code, signal): exact from the raw wait status, else the
     /// shell's 128+N convention.
     fn exit(&self) -> (Option<i32>, Option<i32>) {
-        match self.raw {
-            Some(r) if r & 0x7f != 0 && r & 0x7f != 0x7f => (None, Some(r & 0x7f)),
-            Some(r) if r & 0x7f == 0 => (Some((r >> 8) & 0xff), None),
-            _ => ssh::status(self.status),
-        }
+        self.raw
+            .and_then(ssh::raw_status)
+            .unwrap_or_else(|| ssh::status(self.status))
     }
 }
 
