@@ -7,7 +7,10 @@
 # included), and 50 local steps.
 # Prints milliseconds per step for each. Needs sshd (openssh-server), ssh
 # and ssh-keygen; as root it makes /run/sshd when missing.
-# Usage: bench/ssh.sh [STEPS]
+# With BASELINE=path/to/another/plandeck, the remote steps also run with
+# that binary, in alternating rounds (ROUNDS, 5), and the medians and their
+# ratio are printed: an A/B of a change on the same machine at the same load.
+# Usage: [BASELINE=...] bench/ssh.sh [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -97,3 +100,25 @@ echo "  plandeck, remote steps:          $(ms "$t0" "$t1") ms per step"
 echo "  plandeck, detached remote steps: $(ms "$t4" "$t5") ms per step"
 echo "  bare ssh sessions (the floor):   $(ms "$t3" "$t4") ms per session (ssh web1 true over a master)"
 echo "  plandeck, local steps:           $(ms "$t1" "$t2") ms per step"
+
+if [ -n "${BASELINE:-}" ]; then
+  rounds=${ROUNDS:-5}
+  times=()
+  for r in $(seq "$rounds"); do
+    for bin in "$PD" "$BASELINE"; do
+      a=$(now)
+      XDG_RUNTIME_DIR=$work/rt "$bin" run "$work/remote.json" --yes --db "$work/ab-$r-${#times[@]}.db" >/dev/null
+      b=$(now)
+      times+=("$(ms "$a" "$b")")
+    done
+  done
+  python3 - "${times[@]}" <<'PY'
+import statistics, sys
+t = [float(x) for x in sys.argv[1:]]
+this, base = statistics.median(t[0::2]), statistics.median(t[1::2])
+print(f"A/B, remote steps, median of {len(t)//2} alternating rounds:")
+print(f"  this build: {this:.1f} ms per step  ({', '.join(f'{x:.1f}' for x in t[0::2])})")
+print(f"  baseline:   {base:.1f} ms per step  ({', '.join(f'{x:.1f}' for x in t[1::2])})")
+print(f"  ratio this/baseline: {this/base:.2f}")
+PY
+fi

@@ -311,11 +311,13 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
         s.push(' ');
         s.push_str(&quote(a));
     }
+    // Its own process group either way (perl's `setpgrp` saves a program
+    // start: the session has no terminal to leave).
     s.push_str(&format!(
-        "\nrm -f \"$t.raw\"\ncommand -v perl >/dev/null 2>&1 && set -- perl -e {} \"$t.raw\" \"$@\"\n",
-        quote(RAW_STATUS)
+        "\nif command -v perl >/dev/null 2>&1; then perl -e {} \"$t.raw\" \"$@\" 3<&- </dev/null &\nelse setsid \"$@\" 3<&- </dev/null &\nfi\n",
+        quote(&format!("setpgrp(0, 0); {RAW_STATUS}"))
     ));
-    s.push_str("setsid \"$@\" 3<&- </dev/null &\np=$!\necho $p > \"$t.pgid\"\n");
+    s.push_str("p=$!\necho $p > \"$t.pgid\"\n");
     let grace = w.kill_grace.as_secs_f64();
     s.push_str(&format!(
         "{{ while IFS= read -r _; do :; done <&3; kill -s TERM -- -$p; kill -s CONT -- -$p; sleep {grace}; kill -s KILL -- -$p; }} >/dev/null 2>&1 &\n"
@@ -323,14 +325,12 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
     // The watcher is reaped quietly: a shell may report a job killed by a
     // signal ("Terminated") on its stderr, which is the step's.
     s.push_str("w=$!\nexec 3<&-\nwait $p; s=$?\nkill $w 2>/dev/null; wait $w 2>/dev/null\nkill -s TERM -- -$p 2>/dev/null\n");
-    if w.keep_outputs {
-        s.push_str("rm -f \"$t.pgid\"\n");
-    } else {
-        s.push_str("rm -f \"$t.pgid\" \"$o\"\n");
-    }
-    // The raw status is kept only for plandeck to tell what 128+N was.
-    s.push_str("[ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ] || rm -f \"$t.raw\"\n");
-    s.push_str("exit $s\n}\n");
+    // One `rm` for what goes: the outputs file unless plandeck fetches it,
+    // the raw status unless plandeck needs it to tell what 128+N was.
+    let outputs = if w.keep_outputs { "" } else { " \"$o\"" };
+    s.push_str(&format!(
+        "if [ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ]; then rm -f \"$t.pgid\"{outputs}\nelse rm -f \"$t.pgid\"{outputs} \"$t.raw\"\nfi\nexit $s\n}}\n"
+    ));
     s.into_bytes()
 }
 
