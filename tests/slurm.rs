@@ -57,6 +57,8 @@ fn a_job_shows_its_id_and_its_exit_code_comes_back_exactly() {
         json!([
             { "id": "ok", "run": "echo \"job=$SLURM_JOB_ID\"; echo out=1 >> \"$PLANDECK_OUTPUT\"", "slurm": {}, "outputs": ["out"] },
             { "id": "seven", "run": "echo about to fail >&2; exit 7", "slurm": { "cpus": 1 } },
+            { "id": "exit130", "run": "exit 130", "slurm": {} },
+            { "id": "int", "run": "kill -INT $$", "slurm": {} },
         ]),
     );
     let o = run(&sc, c, &plan);
@@ -80,6 +82,14 @@ fn a_job_shows_its_id_and_its_exit_code_comes_back_exactly() {
     assert_eq!(seven["exit_code"], 7, "{seven}");
     assert_eq!(seven["error_class"], "exit_code", "{seven}");
     assert!(s(seven, "stderr_tail").contains("about to fail"), "{seven}");
+    // An exit with 128+N is told from a death by signal N (the node has
+    // perl).
+    let exit130 = last_step_event(&o.events, "exit130");
+    assert_eq!(exit130["exit_code"], 130, "{exit130}");
+    assert_eq!(exit130["signal"], Value::Null, "{exit130}");
+    let int = last_step_event(&o.events, "int");
+    assert_eq!(int["signal"], 2, "{int}");
+    assert_eq!(int["exit_code"], Value::Null, "{int}");
 }
 
 fn s_state(v: &Value) -> &str {

@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod contain;
 pub mod control;
 pub mod core;
+pub mod exitstatus;
 /// File locks live with the planning that also simulates them.
 pub use crate::dag::files;
 pub mod hostpool;

@@ -723,11 +723,11 @@ pub async fn run_attempt(
     // the raw wait status the host kept (where it has perl), else taken
     // for the signal.
     if let (Some((r, dir)), Some(code)) = (&remote, exit_code) {
-        (exit_code, signal) = match super::ssh::ambiguous(code) {
+        (exit_code, signal) = match super::ssh::keeps_raw(code) {
             true => fetch_raw_status(r, dir).await,
             false => None,
         }
-        .unwrap_or_else(|| super::ssh::status(code));
+        .unwrap_or_else(|| super::exitstatus::shell(code));
     }
     drop(close_session.take());
     let mut capture = CapturedOutput::default();
@@ -884,7 +884,7 @@ async fn fetch_raw_status(
     .ok()?
     .ok()?;
     let raw = String::from_utf8_lossy(&bytes).trim().parse().ok()?;
-    super::ssh::raw_status(raw)
+    super::exitstatus::raw(raw)
 }
 
 /// Add the main process's current tree to `tree`.

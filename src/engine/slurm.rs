@@ -72,6 +72,8 @@ const JOB_ID: &str = "job_id";
 /// shell saw it and the time (`STATUS_PART` first, then renamed).
 const STATUS: &str = "status";
 const STATUS_PART: &str = "status.part";
+/// The program's raw wait status, where the node has perl.
+const RAW: &str = "raw";
 /// The step's `key=value` outputs (`$PLANDECK_OUTPUT`).
 pub const OUTPUTS: &str = "outputs";
 
@@ -104,13 +106,15 @@ fn sh_word(word: &str) -> String {
 
 /// The batch script: a comment naming the attempt, then the program with
 /// its arguments, every word quoted, run as a child of the script so that
-/// its end is written to `dir/status` (its exit status and the time, a
-/// trace that outlives the cluster's memory of the job). The script then
-/// ends as the program did: with its exit status, or by the signal that
-/// killed it (a status above 128 is taken as one, as shells report it).
-/// A TERM for the job (cancel, time limit) reaches the program, and the
-/// script waits for it to end before it goes too. The shell's own words
-/// (`Killed`, ...) go nowhere: the job's stderr is the program's.
+/// its end is written to `dir/status` (its exit status, the time and,
+/// where the node has perl, its raw wait status: a trace that outlives the
+/// cluster's memory of the job). The script then ends as the program did:
+/// with its exit status, or by the signal that killed it (told from an
+/// `exit 128+N` by the raw status; without perl a status above 128 is
+/// taken for a signal, as shells report it). A TERM for the job (cancel,
+/// time limit) reaches the program, and the script waits for it to end
+/// before it goes too. The shell's own words (`Killed`, ...) go nowhere:
+/// the job's stderr is the program's.
 pub fn script(program: &str, args: &[String], what: &str, dir: &Path) -> String {
     let mut line = String::new();
     for w in std::iter::once(program).chain(args.iter().map(String::as_str)) {
@@ -126,23 +130,26 @@ pub fn script(program: &str, args: &[String], what: &str, dir: &Path) -> String 
         .collect();
     let part = sh_word(&dir.join(STATUS_PART).to_string_lossy());
     let status = sh_word(&dir.join(STATUS).to_string_lossy());
+    let raw = sh_word(&dir.join(RAW).to_string_lossy());
+    let perl = sh_word(super::exitstatus::RAW_STATUS);
     format!(
-        "#!/bin/sh\n# plandeck: {what}\ntrap : TERM\nexec 3>&2 2>/dev/null\n(exec {line} 2>&3 3>&-)\ns=$?\n\
-         printf '%s %s\\n' \"$s\" \"$(date +%s 2>/dev/null)\" > {part} && mv -f {part} {status}\n\
-         if [ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ]; then\n  \
-         n=$((s - 128))\n  \
-         case $n in 17|18|19|20|21|22|23|28) ;; *) trap - \"$n\" 2>/dev/null; kill -\"$n\" $$ ;; esac\n\
-         fi\nexit \"$s\"\n"
+        "#!/bin/sh\n# plandeck: {what}\ntrap : TERM\nexec 3>&2 2>/dev/null\n\
+         if command -v perl >/dev/null 2>&1; then (exec perl -e {perl} {raw} {line} 2>&3 3>&-)\n\
+         else (exec {line} 2>&3 3>&-)\nfi\ns=$?\nw=; [ -r {raw} ] && read -r w < {raw}\n\
+         printf '%s %s %s\\n' \"$s\" \"$(date +%s 2>/dev/null)\" \"$w\" > {part} && mv -f {part} {status}\n\
+         n=0\ncase $w in\n  '') [ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ] && n=$((s - 128)) ;;\n  \
+         *) n=$((w & 127)) ;;\nesac\n\
+         case $n in 0|17|18|19|20|21|22|23|28|127) ;; *) trap - \"$n\" 2>/dev/null; kill -\"$n\" $$ ;; esac\n\
+         exit \"$s\"\n"
     )
 }
 
-/// The exit code or signal a status the script wrote stands for (what
-/// the script itself ended with).
-pub fn status_result(status: i32) -> (Option<i32>, Option<i32>) {
-    match status - 128 {
-        n @ 1..=64 if ![17, 18, 19, 20, 21, 22, 23, 28].contains(&n) => (None, Some(n)),
-        _ => (Some(status), None),
-    }
+/// The exit code or signal a status file stands for: its raw wait status
+/// where the node had perl, else the status the script saw (what the
+/// script itself ended with).
+fn status_result(status: i32, raw: Option<i32>) -> (Option<i32>, Option<i32>) {
+    raw.and_then(super::exitstatus::raw)
+        .unwrap_or_else(|| super::exitstatus::shell(status))
 }
 
 /// Whole minutes for `--time`, rounded up, at least one.
@@ -290,11 +297,11 @@ fn exit_pair(text: &str) -> (Option<i32>, Option<i32>) {
 /// A wait status as `squeue -O exit_code` prints it: the signal that
 /// ended the job, else its exit code.
 fn wait_status(text: &str) -> (Option<i32>, Option<i32>) {
-    match text.trim().parse::<i32>() {
-        Ok(w) if w & 0x7f != 0 => (None, Some(w & 0x7f)),
-        Ok(w) => (Some((w >> 8) & 0xff), None),
-        Err(_) => (None, None),
-    }
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(super::exitstatus::raw)
+        .unwrap_or((None, None))
 }
 
 /// `[D-][H:]M:SS` (`squeue`'s `TimeUsed`) or `ElapsedRaw` seconds.
@@ -814,12 +821,13 @@ impl Handle {
         let mut words = text.split_whitespace();
         let status = words.next()?.parse::<i32>().ok()?;
         let ended_at = words.next().and_then(epoch);
+        let raw = words.next().and_then(|w| w.parse::<i32>().ok());
         let submitted = std::fs::metadata(self.dir.join(JOB_ID))
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64);
-        let (exit_code, signal) = status_result(status);
+        let (exit_code, signal) = status_result(status, raw);
         Some(JobInfo {
             // Ended by TERM or KILL, the signals the cluster ends jobs
             // with (cancel, time limit, a node's loss): taken for a cancel
@@ -1238,7 +1246,7 @@ mod tests {
         );
         assert!(
             s.contains(
-                "\n(exec '/bin/sh' '-c' 'echo '\\''it'\\'''\\''s'\\'' $HOME; `id` \"$(x)\"\n' 2>&3 3>&-)\ns=$?\n"
+                "\nelse (exec '/bin/sh' '-c' 'echo '\\''it'\\'''\\''s'\\'' $HOME; `id` \"$(x)\"\n' 2>&3 3>&-)\nfi\ns=$?\n"
             ),
             "{s}"
         );
@@ -1261,7 +1269,11 @@ mod tests {
             ("kill -KILL $$", None, Some(9)),
             ("kill -TERM $$", None, Some(15)),
             ("exit 148", Some(148), None),
+            ("kill -INT $$", None, Some(2)),
+            // Told from SIGINT where there is perl (there is, here).
+            ("exit 130", Some(130), None),
         ] {
+            let _ = std::fs::remove_file(dir.path().join(RAW));
             let _ = std::fs::remove_file(dir.path().join(STATUS));
             let run = format!("echo said >&2; {program}");
             let text = script("/bin/sh", &["-c".into(), run], "t", dir.path());
@@ -1283,7 +1295,7 @@ mod tests {
             assert!(left.ended_at.is_some(), "{program}");
             let state = match (code, signal) {
                 (Some(0), _) => "COMPLETED",
-                (_, Some(_)) => "CANCELLED",
+                (_, Some(9 | 15)) => "CANCELLED",
                 _ => "FAILED",
             };
             assert_eq!(left.state, state, "{program}");
@@ -1433,14 +1445,12 @@ mod tests {
     }
 
     #[test]
-    fn statuses_above_128_are_signals_the_script_raises_again() {
-        assert_eq!(status_result(0), (Some(0), None));
-        assert_eq!(status_result(7), (Some(7), None));
-        assert_eq!(status_result(137), (None, Some(9)));
-        assert_eq!(status_result(143), (None, Some(15)));
-        // Signals that do not end a process: an exit status.
-        assert_eq!(status_result(148), (Some(148), None));
-        assert_eq!(status_result(255), (Some(255), None));
+    fn a_status_file_is_read_by_its_raw_status_first() {
+        assert_eq!(status_result(130, Some(130 << 8)), (Some(130), None));
+        assert_eq!(status_result(130, Some(2)), (None, Some(2)));
+        assert_eq!(status_result(130, None), (None, Some(2)));
+        assert_eq!(status_result(7, None), (Some(7), None));
+        assert_eq!(status_result(148, None), (Some(148), None));
     }
 
     #[test]

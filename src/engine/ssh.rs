@@ -315,7 +315,7 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
     // start: the session has no terminal to leave).
     s.push_str(&format!(
         "\nif command -v perl >/dev/null 2>&1; then perl -e {} \"$t.raw\" \"$@\" 3<&- </dev/null &\nelse setsid \"$@\" 3<&- </dev/null &\nfi\n",
-        quote(&format!("setpgrp(0, 0); {RAW_STATUS}"))
+        quote(&format!("setpgrp(0, 0); {}", super::exitstatus::RAW_STATUS))
     ));
     s.push_str("p=$!\necho $p > \"$t.pgid\"\n");
     let grace = w.kill_grace.as_secs_f64();
@@ -334,48 +334,14 @@ pub fn wrapper(w: &Wrapped) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Where the host has perl, the step's parent (the leader of its group):
-/// it runs the step with signals at their defaults, ignores the stop
-/// signals itself, and writes the step's raw wait status to its file, so
-/// that a signal death is told from an exit with the same number (a shell
-/// reports both as 128+N).
-pub const RAW_STATUS: &str = r#"my $f = shift; my $c = fork; exit 125 unless defined $c;
-if ($c == 0) { $SIG{$_} = "DEFAULT" for qw(INT QUIT); exec { $ARGV[0] } @ARGV; print STDERR "$ARGV[0]: $!\n"; exit 127 }
-$SIG{$_} = "IGNORE" for qw(TERM INT HUP QUIT);
-waitpid($c, 0); my $r = $?;
-if (open(my $o, ">", "$f.t")) { print $o "$r\n"; close($o); rename("$f.t", $f) }
-exit(($r & 127) ? 128 + ($r & 127) : ($r >> 8));
-"#;
-
-/// A raw wait status as (exit code, signal); `None` for one that is
-/// neither (a stop).
-pub fn raw_status(raw: i32) -> Option<(Option<i32>, Option<i32>)> {
-    match raw & 0x7f {
-        0 => Some((Some((raw >> 8) & 0xff), None)),
-        0x7f => None,
-        n => Some((None, Some(n))),
-    }
-}
-
-/// Whether a shell's status `code` may be a signal's death (`128+N`) as
-/// well as an exit with that number.
-pub fn ambiguous(code: i32) -> bool {
-    (129..=128 + 64).contains(&code)
-}
-
-/// The wrapper's exit status as (exit code, signal): `128+N` for N a
-/// signal number is signal N (the shell's convention, where the raw wait
-/// status is not known).
-pub fn status(code: i32) -> (Option<i32>, Option<i32>) {
-    if ambiguous(code) {
-        (None, Some(code - 128))
-    } else {
-        (Some(code), None)
-    }
+/// Whether the wrapper keeps the raw wait status of a step it ended with
+/// status `code` (as its text says: from 129 to 192).
+pub fn keeps_raw(code: i32) -> bool {
+    (129..=192).contains(&code)
 }
 
 /// The command that prints and removes an attempt's raw wait status file
-/// (kept by the wrapper when its status is `ambiguous`).
+/// (kept by the wrapper when `keeps_raw`).
 pub fn raw_command(tag: &str) -> String {
     format!("f=${{TMPDIR:-/tmp}}/{tag}.raw; cat -- \"$f\" 2>/dev/null; rm -f -- \"$f\"")
 }
@@ -414,13 +380,6 @@ mod tests {
                 .expect("sh runs");
             assert_eq!(String::from_utf8_lossy(&out.stdout), v);
         }
-    }
-
-    #[test]
-    fn statuses() {
-        assert_eq!(status(7), (Some(7), None));
-        assert_eq!(status(143), (None, Some(15)));
-        assert_eq!(status(255), (Some(255), None));
     }
 
     #[test]
@@ -468,7 +427,7 @@ mod tests {
             let kept = std::fs::read_to_string(&file)
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
-                .and_then(raw_status);
+                .and_then(super::super::exitstatus::raw);
             let _ = std::fs::remove_file(&file);
             assert_eq!(kept, raw, "{line}");
         }

@@ -48,6 +48,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::super::api::{CapturedOutput, Stream};
+use super::super::exitstatus;
 use super::super::runner::{self, Control, Outcome, RemoteAttempt, RunnerMsg, SpawnSpec};
 use super::super::spawn;
 use super::super::ssh::{self, Remote};
@@ -198,7 +199,11 @@ if ! mkdir -m 700 "$d" 2>/dev/null; then echo "plandeck: cannot create the attem
 : >"$d/out"; : >"$d/err"; : >"$d/outputs"
 "#,
     );
-    w.push_str(&format!("s={}\nr={}\n", q(SUPERVISOR), q(ssh::RAW_STATUS)));
+    w.push_str(&format!(
+        "s={}\nr={}\n",
+        q(SUPERVISOR),
+        q(exitstatus::RAW_STATUS)
+    ));
     // The step's environment and directory are the supervisor's only: the
     // loop below runs without them.
     w.push_str("p=$(\n");
@@ -563,8 +568,8 @@ impl Ended {
     /// shell's 128+N convention.
     fn exit(&self) -> (Option<i32>, Option<i32>) {
         self.raw
-            .and_then(ssh::raw_status)
-            .unwrap_or_else(|| ssh::status(self.status))
+            .and_then(exitstatus::raw)
+            .unwrap_or_else(|| exitstatus::shell(self.status))
     }
 }
 
