@@ -37,6 +37,16 @@ fn run(sc: &Scratch, sshd: &Sshd, plan: &Value, extra: &[&str]) -> Outcome {
     Cli::start(plandeck(sc, sshd, &args)).finish()
 }
 
+/// Start `plandeck run PLAN --yes --json`; the run's id once it exists.
+fn start_run(sc: &Scratch, sshd: &Sshd, plan: &Value) -> (Cli, String) {
+    let path = sc.write_plan(plan);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let mut cli = Cli::start(plandeck(sc, sshd, &["run", &path, "--yes", "--json"]));
+    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+    let run = s(&created, "run_id").to_string();
+    (cli, run)
+}
+
 fn log_lines(events: &[Value], step: &str) -> Vec<String> {
     events
         .iter()
@@ -428,11 +438,7 @@ fn a_detached_remote_step_outlives_kill_9_and_resume_adopts_it() {
             { "id": "done", "host": "web2", "detach": true, "run": waiting("done", 5) }
         ]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("up-live"));
     wait_file(&sc.path("up-done"));
     cli.signal(Signal::SIGKILL);
@@ -515,11 +521,7 @@ fn a_host_unreachable_at_resume_is_said_and_followed_until_it_answers() {
             "run": format!("echo once >> {d}/ledger; touch {d}/up; until [ -e {d}/go ]; do sleep 0.02; done; echo after")
         }]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("up"));
     cli.signal(Signal::SIGKILL);
     let _ = cli.finish();
@@ -575,11 +577,7 @@ fn timeout_and_cancel_end_a_detached_remote_step() {
         json!([{ "id": "long", "host": "web2", "detach": true,
                  "run": format!("sleep 3083 & touch {d}/up; sleep 3084") }]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("up"));
     let canceled = Cli::start(plandeck(&sc, &sshd, &["cancel", &run])).finish();
     assert_eq!(canceled.code, Some(0), "{}", canceled.stderr);
@@ -607,11 +605,7 @@ fn a_signal_to_plandeck_leaves_a_detached_remote_step_running() {
         json!([{ "id": "a", "host": "web1", "detach": true,
                  "run": format!("echo up; until [ -e {d}/go ]; do sleep 0.02; done; echo done") }]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (mut cli, run) = start_run(&sc, &sshd, &plan);
     cli.wait_event("the step's line", |e| {
         is_type(e, "log") && s(e, "line") == "up"
     });
@@ -672,11 +666,7 @@ fn freeze_and_thaw_reach_a_detached_remote_step() {
         json!({}),
         json!([waiting_remote_step(&d, "web1")]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (mut cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("pid"));
     let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
     let froze = Cli::start(plandeck(&sc, &sshd, &["freeze", &run])).finish();
@@ -737,11 +727,7 @@ fn a_detached_remote_step_whose_supervisor_vanished_runs_again() {
         json!({}),
         json!([waiting_remote_step(&d, "web1")]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(&sc, &sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("pid"));
     cli.signal(Signal::SIGKILL);
     assert_eq!(cli.finish().code, None, "killed");
