@@ -31,19 +31,19 @@ fn session(db: &Path, target: Target, size: (u16, u16)) -> Session<StoreBackend>
     s
 }
 
-/// Handle every message that is there, and wait for the Runs preview when
-/// one is being read (on a thread of the backend).
+/// Handle every message that is there, and wait for the lists and the
+/// Runs preview while they are being read (on threads of the backend).
 fn pump(s: &mut Session<StoreBackend>) {
     loop {
         while let Ok(m) = s.rx.try_recv() {
             s.handle(m);
         }
-        if s.app.runs.preview_loading.is_none() {
+        if s.app.runs.preview_loading.is_none() && !s.app.runs.listing {
             return;
         }
         let m =
             s.rx.recv_timeout(std::time::Duration::from_secs(10))
-                .expect("the preview is read within 10 s");
+                .expect("the lists and the preview are read within 10 s");
         s.handle(m);
     }
 }

@@ -15,9 +15,9 @@ use crate::store::writer::Approval;
 use crate::store::writer::Owner;
 use crate::store::{self, Location, queries};
 use crate::tui::backend::{
-    Attached, Backend, EventSource, LiveLog, PREVIEW_LINES, PlanEntry, PreviewLog, PreviewStep,
-    Pulled, QueueNews, QueuedRun, RunDetail, RunHandle, RunPreview, RunSummary, SpoolLine,
-    StartRun, StopWaiting, StoredOutput, stop_asked,
+    Attached, Backend, EventSource, Listed, LiveLog, PREVIEW_LINES, PlanEntry, PreviewLog,
+    PreviewStep, Pulled, QueueNews, QueuedRun, RunDetail, RunHandle, RunPreview, RunSummary,
+    SpoolLine, StartRun, StopWaiting, StoredOutput, stop_asked,
 };
 
 /// A spool read for the TUI.
@@ -312,6 +312,19 @@ impl Backend for StoreBackend {
             "the run's preview",
             move || this.preview(&id),
             done,
+        );
+    }
+
+    fn list_all_later(&self, done: Listed) {
+        let this = self.clone();
+        later(
+            "plandeck-lists",
+            "the plans and runs",
+            move || Ok((this.list_plans(), this.list_runs())),
+            Box::new(move |listed| match listed {
+                Ok((plans, runs)) => done(plans, runs),
+                Err(e) => done(Vec::new(), Err(e)),
+            }),
         );
     }
 

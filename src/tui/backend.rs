@@ -15,6 +15,9 @@ use crate::engine::api::{Command, Event, RunState, StepState};
 use crate::plan::{Diagnostic, ValidPlan};
 pub use crate::store::spool::{Pulled, SpoolLine};
 
+/// What `Backend::list_all_later` calls with the plans and the runs.
+pub type Listed = Box<dyn FnOnce(Vec<PlanEntry>, Result<Vec<RunSummary>, String>) + Send>;
+
 /// A plan file found in `./plans`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanEntry {
@@ -261,6 +264,9 @@ pub trait Backend {
     fn list_plans(&self) -> Vec<PlanEntry>;
     /// Stored runs, newest first.
     fn list_runs(&self) -> Result<Vec<RunSummary>, String>;
+    /// `list_plans` and `list_runs` away from the caller's thread: `done`
+    /// gets both, once.
+    fn list_all_later(&self, done: Listed);
     /// `list_runs` away from the caller's thread: `done` gets them, once.
     fn list_runs_later(&self, done: Box<dyn FnOnce(Result<Vec<RunSummary>, String>) + Send>);
     /// A run by id or unique prefix, with its plan and step states.

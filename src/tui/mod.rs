@@ -238,10 +238,13 @@ impl<B: Backend> Session<B> {
         let tx = self.tx.clone();
         let msg = match fx {
             Effect::Quit | Effect::Edit(_) => return,
-            Effect::Refresh => Msg::Listed {
-                plans: self.backend.list_plans(),
-                runs: self.backend.list_runs(),
-            },
+            Effect::Refresh => {
+                self.app.runs.listing = true;
+                self.backend.list_all_later(Box::new(move |plans, runs| {
+                    let _ = tx.send(Msg::Listed { plans, runs });
+                }));
+                return;
+            }
             Effect::LoadPlan(path) => {
                 let result = self.backend.load_plan(&path).map(|p| {
                     let e = self.backend.estimates(&p);

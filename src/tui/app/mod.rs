@@ -362,6 +362,8 @@ impl App {
             Msg::Signal => self.on_signal(),
             Msg::HungUp => self.on_hang_up(),
             Msg::Listed { plans, runs } => {
+                self.runs.listing = false;
+                self.runs.listed = true;
                 self.runs.plans = plans;
                 match runs {
                     Ok(mut runs) => {

@@ -33,6 +33,9 @@ pub struct RunsView {
     pub preview_asked: u64,
     /// The runs are being read again (one read at a time).
     pub listing: bool,
+    /// The plans and runs were read at least once (until then the panes
+    /// say they are being read, not that there are none).
+    pub listed: bool,
     /// The tick they were last asked for.
     pub listed_at: u64,
 }

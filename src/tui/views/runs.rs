@@ -264,7 +264,9 @@ pub fn draw(f: &mut Frame, app: &App) {
     let inner = block.inner(p.runs);
     f.render_widget(block, p.runs);
     let rows = run_rows(app, &runs, t, inner.width as usize);
-    let empty = if v.runs.is_empty() {
+    let empty = if v.runs.is_empty() && !v.listed {
+        "reading the runs…"
+    } else if v.runs.is_empty() {
         "no runs yet: select a plan below and press enter to review and run it"
     } else {
         "no run matches the filter"
@@ -288,7 +290,9 @@ pub fn draw(f: &mut Frame, app: &App) {
         let inner = block.inner(p.plans);
         f.render_widget(block, p.plans);
         let rows = plan_rows(app, &plans, t, inner.width as usize);
-        let empty = if v.plans.is_empty() {
+        let empty = if v.plans.is_empty() && !v.listed {
+            "reading ./plans…"
+        } else if v.plans.is_empty() {
             "no plans in ./plans: run `plandeck PLAN` to review a plan file"
         } else {
             "no plan matches the filter"
