@@ -323,10 +323,12 @@ impl App {
         let run = self.runs.selected_run()?;
         let (id, driven) = (run.id.clone(), run.driven);
         if self.runs.preview.as_ref().is_some_and(|(p, _)| *p == id) {
-            // The same run again only while a live process drives it: once
-            // the last read is in and a second has passed.
+            // The same run again while a live process drives it (once the
+            // last read is in and a second has passed), and once after the
+            // list saw it change (it ended, or its driver went).
             let due = self.ticks.wrapping_sub(self.runs.preview_asked) >= runs_view::PREVIEW_EVERY;
-            if !driven || self.runs.preview_loading.is_some() || !due {
+            let stale = self.runs.preview_stale;
+            if self.runs.preview_loading.is_some() || !(stale || driven && due) {
                 return None;
             }
         } else {
@@ -336,6 +338,7 @@ impl App {
         }
         self.runs.preview_loading = Some(id.clone());
         self.runs.preview_asked = self.ticks;
+        self.runs.preview_stale = false;
         Some(Effect::LoadPreview(id))
     }
 

@@ -31,6 +31,10 @@ pub struct RunsView {
     /// The tick the shown preview was asked for: a driven run's preview is
     /// asked for again `PREVIEW_EVERY` ticks later.
     pub preview_asked: u64,
+    /// The selected run changed in the last list (its state, counts or
+    /// driver): its preview is read again once, driven or not (a run that
+    /// just ended shows its end).
+    pub preview_stale: bool,
     /// The runs are being read again (one read at a time).
     pub listing: bool,
     /// The plans and runs were read at least once (until then the panes
@@ -96,10 +100,8 @@ impl RunsView {
     /// (a run by its id, a plan by its place), wherever it moved.
     pub fn relist(&mut self, mut runs: Vec<RunSummary>) {
         let was = self.items().get(self.selected).copied();
-        let was_run = match was {
-            Some(Item::Run(i)) => self.runs.get(i).map(|r| r.id.clone()),
-            _ => None,
-        };
+        let before = self.selected_run().cloned();
+        let was_run = before.as_ref().map(|r| r.id.clone());
         runs.sort_by_key(|r| !r.resumable());
         self.runs = runs;
         self.error = None;
@@ -112,6 +114,12 @@ impl RunsView {
         self.selected = at
             .unwrap_or(self.selected)
             .min(items.len().saturating_sub(1));
+        if let (Some(b), Some(now)) = (&before, self.selected_run())
+            && b.id == now.id
+            && b != now
+        {
+            self.preview_stale = true;
+        }
     }
 
     /// The selected run, when a run is selected.
@@ -184,9 +192,8 @@ mod tests {
     use super::*;
     use crate::engine::api::RunState;
 
-    #[test]
-    fn runs_come_first_live_queued_paused_interrupted_then_recent() {
-        let run = |id: &str, state| RunSummary {
+    fn run(id: &str, state: RunState) -> RunSummary {
+        RunSummary {
             id: id.into(),
             plan: "p".into(),
             plan_path: None,
@@ -197,7 +204,36 @@ mod tests {
             started_at: None,
             ended_at: None,
             driven: false,
+        }
+    }
+
+    #[test]
+    fn a_selected_run_that_changed_in_the_list_has_its_preview_read_again() {
+        let mut v = RunsView {
+            runs: vec![run("a", RunState::Running), run("b", RunState::Running)],
+            ..RunsView::default()
         };
+        v.selected = 1;
+        let b = v.selected_run().expect("b").id.clone();
+        v.relist(vec![
+            run("a", RunState::Succeeded),
+            run("b", RunState::Running),
+        ]);
+        assert_eq!(v.selected_run().map(|r| r.id.clone()), Some(b.clone()));
+        assert!(
+            !v.preview_stale,
+            "another run changed, not the selected one"
+        );
+        v.relist(vec![
+            run("a", RunState::Succeeded),
+            run("b", RunState::Succeeded),
+        ]);
+        assert_eq!(v.selected_run().map(|r| r.id.clone()), Some(b));
+        assert!(v.preview_stale, "the selected run ended");
+    }
+
+    #[test]
+    fn runs_come_first_live_queued_paused_interrupted_then_recent() {
         let v = RunsView {
             plans: vec![PlanEntry {
                 path: "plans/p.json".into(),
