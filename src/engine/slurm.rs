@@ -74,6 +74,13 @@ const STATUS: &str = "status";
 const STATUS_PART: &str = "status.part";
 /// The program's raw wait status, where the node has perl.
 const RAW: &str = "raw";
+/// The job's time limit in minutes (`--time`), when it has one: a job the
+/// cluster forgot that was ended by TERM or KILL after that long timed out.
+const TIME_LIMIT: &str = "time_limit";
+/// How much sooner than its limit a job ended by TERM or KILL may have
+/// ended and still have timed out (the two clocks are read a second apart
+/// at most).
+const LIMIT_SLACK: Duration = Duration::from_secs(2);
 /// The step's `key=value` outputs (`$PLANDECK_OUTPUT`).
 pub const OUTPUTS: &str = "outputs";
 
@@ -133,10 +140,10 @@ pub fn script(program: &str, args: &[String], what: &str, dir: &Path) -> String 
     let raw = sh_word(&dir.join(RAW).to_string_lossy());
     let perl = sh_word(super::exitstatus::RAW_STATUS);
     format!(
-        "#!/bin/sh\n# plandeck: {what}\ntrap : TERM\nexec 3>&2 2>/dev/null\n\
+        "#!/bin/sh\n# plandeck: {what}\ntrap : TERM\nexec 3>&2 2>/dev/null\nt0=$(date +%s 2>/dev/null)\n\
          if command -v perl >/dev/null 2>&1; then (exec perl -e {perl} {raw} {line} 2>&3 3>&-)\n\
          else (exec {line} 2>&3 3>&-)\nfi\ns=$?\nw=; [ -r {raw} ] && read -r w < {raw}\n\
-         printf '%s %s %s\\n' \"$s\" \"$(date +%s 2>/dev/null)\" \"$w\" > {part} && mv -f {part} {status}\n\
+         printf '%s %s %s %s\\n' \"$s\" \"$(date +%s 2>/dev/null)\" \"${{w:--}}\" \"$t0\" > {part} && mv -f {part} {status}\n\
          n=0\ncase $w in\n  '') [ \"$s\" -gt 128 ] && [ \"$s\" -le 192 ] && n=$((s - 128)) ;;\n  \
          *) n=$((w & 127)) ;;\nesac\n\
          case $n in 0|17|18|19|20|21|22|23|28|127) ;; *) trap - \"$n\" 2>/dev/null; kill -\"$n\" $$ ;; esac\n\
@@ -698,6 +705,9 @@ fn prepare(spec: &SpawnSpec, job: &Job) -> std::io::Result<()> {
         &mut f,
         script(&spec.program, &spec.args, &what, &job.dir).as_bytes(),
     )?;
+    if let Some(minutes) = time_limit(&job.settings, spec.timeout, spec.kill_grace) {
+        std::fs::write(job.dir.join(TIME_LIMIT), format!("{minutes}\n"))?;
+    }
     super::scratch::create_private_file(&spec.output_file)
 }
 
@@ -813,15 +823,26 @@ impl Handle {
         }
     }
 
-    /// The end the job's script wrote (`status`), as the cluster would
-    /// have told it: exit code or signal, when it was submitted (the job id
-    /// file's time) and when it ended.
+    /// The end the job's script wrote (`status`: its status, end time, raw
+    /// wait status or `-`, start time), as the cluster would have told it:
+    /// exit code or signal, when it was submitted (the job id file's time),
+    /// how long it ran and when it ended. Ended by TERM or KILL after its
+    /// whole time limit, it timed out.
     pub fn left_status(&self) -> Option<JobInfo> {
         let text = std::fs::read_to_string(self.dir.join(STATUS)).ok()?;
         let mut words = text.split_whitespace();
         let status = words.next()?.parse::<i32>().ok()?;
         let ended_at = words.next().and_then(epoch);
         let raw = words.next().and_then(|w| w.parse::<i32>().ok());
+        let started_at = words.next().and_then(epoch);
+        let time_used = match (started_at, ended_at) {
+            (Some(a), Some(b)) if b >= a => Some(Duration::from_secs((b - a) as u64)),
+            _ => None,
+        };
+        let limit = std::fs::read_to_string(self.dir.join(TIME_LIMIT))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|m| Duration::from_secs(m * 60));
         let submitted = std::fs::metadata(self.dir.join(JOB_ID))
             .and_then(|m| m.modified())
             .ok()
@@ -830,10 +851,18 @@ impl Handle {
         let (exit_code, signal) = status_result(status, raw);
         Some(JobInfo {
             // Ended by TERM or KILL, the signals the cluster ends jobs
-            // with (cancel, time limit, a node's loss): taken for a cancel
-            // by the cluster, as its state would have said.
+            // with (cancel, time limit, a node's loss): after its whole
+            // time limit a timeout, else taken for a cancel by the cluster,
+            // as its state would have said.
             state: match (exit_code, signal) {
                 (Some(0), _) => "COMPLETED",
+                (_, Some(9 | 15))
+                    if limit
+                        .zip(time_used)
+                        .is_some_and(|(l, u)| u + LIMIT_SLACK >= l) =>
+                {
+                    "TIMEOUT"
+                }
                 (_, Some(9 | 15)) => "CANCELLED",
                 _ => "FAILED",
             }
@@ -841,7 +870,7 @@ impl Handle {
             reason: None,
             exit_code,
             signal,
-            time_used: None,
+            time_used,
             submitted,
             ended_at,
             name: None,
@@ -1441,6 +1470,46 @@ mod tests {
         assert_eq!(
             job_name("0123456789abcdef", "build", 2),
             "build.2.plandeck-01234567"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_job_ended_by_term_after_its_time_limit_timed_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = Handle {
+            job_id: "1".into(),
+            dir: dir.path().to_path_buf(),
+        };
+        let left = |status: &str, limit: Option<&str>| {
+            std::fs::write(dir.path().join(STATUS), status).expect("status");
+            let _ = std::fs::remove_file(dir.path().join(TIME_LIMIT));
+            if let Some(l) = limit {
+                std::fs::write(dir.path().join(TIME_LIMIT), l).expect("limit");
+            }
+            let info = h.left_status().expect("read");
+            (info.state, info.time_used.map(|d| d.as_secs()))
+        };
+        let state = |s: &str| s.to_string();
+        assert_eq!(
+            left("143 1000061 15 1000000\n", Some("1\n")),
+            (state("TIMEOUT"), Some(61))
+        );
+        assert_eq!(
+            left("143 1000030 15 1000000\n", Some("1\n")),
+            (state("CANCELLED"), Some(30))
+        );
+        assert_eq!(
+            left("137 1000090 9 1000000\n", None),
+            (state("CANCELLED"), Some(90))
+        );
+        assert_eq!(
+            left("3 1000090 - 1000000\n", Some("1\n")),
+            (state("FAILED"), Some(90))
+        );
+        // As an earlier plandeck's script wrote it: no start time.
+        assert_eq!(
+            left("143 1000061\n", Some("1\n")),
+            (state("CANCELLED"), None)
         );
     }
 
