@@ -68,6 +68,30 @@ pub struct SpawnSpec {
     pub launch: super::remote::Launch,
 }
 
+impl SpawnSpec {
+    /// The attempt's live-output spool, for viewers in other processes
+    /// (none when it has no path or cannot be made).
+    pub(super) fn open_spool(&self) -> Option<Spool> {
+        self.spool
+            .as_deref()
+            .and_then(|p| SpoolWriter::create(p).ok())
+            .map(|w| Arc::new(Mutex::new(w)))
+    }
+
+    /// How `stream` of this attempt is read: its step, limits and masking.
+    pub(super) fn reading(&self, stream: Stream, spool: Option<Spool>) -> Reading {
+        Reading {
+            step: self.step,
+            attempt: self.attempt,
+            stream,
+            log_limit: self.log_limit,
+            stream_lines: self.stream_lines,
+            masker: Arc::clone(&self.masker),
+            spool,
+        }
+    }
+}
+
 /// Where a remote attempt runs and what names its files there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAttempt {
@@ -556,20 +580,10 @@ pub async fn run_attempt(
         .await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut unwatched = Vec::from([(stdout, Stream::Stdout), (stderr, Stream::Stderr)].map(
-        |(fd, stream)| {
-            let reading = Reading {
-                step: spec.step,
-                attempt: spec.attempt,
-                stream,
-                log_limit: spec.log_limit,
-                stream_lines: spec.stream_lines,
-                masker: Arc::clone(&spec.masker),
-                spool: None,
-            };
-            Unwatched::new(fd, reading)
-        },
-    ));
+    let mut unwatched = Vec::from(
+        [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
+            .map(|(fd, stream)| Unwatched::new(fd, spec.reading(stream, None))),
+    );
     let mut readers = Vec::new();
     // Made when the output is first watched: a step that ends sooner has
     // its output in the store by the time anybody could look.
@@ -604,11 +618,7 @@ pub async fn run_attempt(
         tokio::select! {
             st = child.wait() => break st,
             _ = &mut watch_from, if !unwatched.is_empty() => {
-                spool = spec
-                    .spool
-                    .as_deref()
-                    .and_then(|p| SpoolWriter::create(p).ok())
-                    .map(|w| Arc::new(Mutex::new(w)));
+                spool = spec.open_spool();
                 readers.extend(
                     unwatched
                         .drain(..)

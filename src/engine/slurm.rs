@@ -38,9 +38,8 @@ use tokio::sync::mpsc;
 
 use super::api::{CapturedOutput, Stream};
 use super::runner::{self, Control, Outcome, RunnerMsg, SpawnSpec};
-use super::stream::{FileTail, Reading, Spool};
+use super::stream::FileTail;
 use crate::plan::model::Slurm;
-use crate::store::spool::SpoolWriter;
 
 /// How an attempt runs as a batch job: what it asks for, where its files
 /// go, what the job is called.
@@ -1017,20 +1016,8 @@ pub async fn watch(
         Origin::Adopted => Instant::now(),
     };
     let mut rebased = matches!(origin, Origin::Here(_));
-    let spool: Option<Spool> = spec
-        .spool
-        .as_deref()
-        .and_then(|p| SpoolWriter::create(p).ok())
-        .map(|w| Arc::new(Mutex::new(w)));
-    let reading = |stream| Reading {
-        step: spec.step,
-        attempt: spec.attempt,
-        stream,
-        log_limit: spec.log_limit,
-        stream_lines: spec.stream_lines,
-        masker: Arc::clone(&spec.masker),
-        spool: spool.clone(),
-    };
+    let spool = spec.open_spool();
+    let reading = |stream| spec.reading(stream, spool.clone());
     let mut out = FileTail::new(handle.dir.join(STDOUT), reading(Stream::Stdout));
     let mut err = FileTail::new(handle.dir.join(STDERR), reading(Stream::Stderr));
     out.set_spool(spool.as_ref());

@@ -39,7 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -52,9 +52,8 @@ use super::super::exitstatus;
 use super::super::runner::{self, Control, Outcome, RemoteAttempt, RunnerMsg, SpawnSpec};
 use super::super::spawn;
 use super::super::ssh::{self, Remote};
-use super::super::stream::{ByteTail, Reading, Spool};
+use super::super::stream::{ByteTail, Spool};
 use super::Probe;
-use crate::store::spool::SpoolWriter;
 
 /// The durable handle of a detached attempt on a host: enough to reach it
 /// and name its directory there.
@@ -679,20 +678,8 @@ impl Watcher {
         adopted: bool,
         freeze_first: bool,
     ) -> Watcher {
-        let spool: Option<Spool> = spec
-            .spool
-            .as_deref()
-            .and_then(|p| SpoolWriter::create(p).ok())
-            .map(|w| Arc::new(Mutex::new(w)));
-        let reading = |stream| Reading {
-            step: spec.step,
-            attempt: spec.attempt,
-            stream,
-            log_limit: spec.log_limit,
-            stream_lines: spec.stream_lines,
-            masker: Arc::clone(&spec.masker),
-            spool: spool.clone(),
-        };
+        let spool = spec.open_spool();
+        let reading = |stream| spec.reading(stream, spool.clone());
         let out = ByteTail::new(reading(Stream::Stdout));
         let err = ByteTail::new(reading(Stream::Stderr));
         Watcher {
@@ -1103,7 +1090,7 @@ mod tests {
             kill_grace: Duration::from_secs(1),
             log_limit: 1000,
             stream_lines: false,
-            masker: Arc::default(),
+            masker: std::sync::Arc::default(),
             output_file: tmp.path().join("unused"),
             declared_outputs: Vec::new(),
             spool: None,
