@@ -64,11 +64,7 @@ fn waiting_plan(sc: &Scratch, code: i32) -> Value {
 /// Start the plan, wait until its step runs, kill -9 plandeck; return the
 /// run id and the step's pid (alive).
 fn start_and_kill(sc: &Scratch, plan: &Value) -> (String, i32) {
-    let path = sc.write_plan(plan);
-    let path = path.to_str().expect("utf-8 path");
-    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = sc.start_run(plan);
     wait_file(&sc.path("pid"));
     cli.signal(Signal::SIGKILL);
     let killed = cli.finish();
@@ -208,11 +204,7 @@ fn a_timeout_of_a_detached_step_ends_its_whole_tree() {
 #[test]
 fn a_signal_to_plandeck_leaves_a_detached_step_running_for_the_next_owner() {
     let sc = Scratch::new();
-    let path = sc.write_plan(&waiting_plan(&sc, 0));
-    let path = path.to_str().expect("utf-8 path");
-    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = sc.start_run(&waiting_plan(&sc, 0));
     wait_file(&sc.path("pid"));
     cli.signal(Signal::SIGTERM);
     let left = cli.finish();
@@ -290,11 +282,7 @@ fn cancel_ends_a_running_detached_step_and_its_tree() {
             "run": format!("setsid sleep 300 & echo $$ > {d}/pid.tmp; mv {d}/pid.tmp {d}/pid; sleep 300"),
         }]),
     );
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path");
-    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = sc.start_run(&plan);
     wait_file(&sc.path("pid"));
     let canceled = Cli::start(sc.plandeck(&["cancel", &run])).finish();
     assert_eq!(canceled.code, Some(0), "{}", canceled.stderr);
@@ -327,11 +315,7 @@ fn wait_state(pid: i32, want: char, not: bool) {
 #[test]
 fn freeze_and_thaw_reach_a_detached_step_through_its_supervisor() {
     let sc = Scratch::new();
-    let path = sc.write_plan(&waiting_plan(&sc, 0));
-    let path = path.to_str().expect("utf-8 path");
-    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (mut cli, run) = sc.start_run(&waiting_plan(&sc, 0));
     wait_file(&sc.path("pid"));
     let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
     let froze = Cli::start(sc.plandeck(&["freeze", &run])).finish();
@@ -390,11 +374,7 @@ fn supervisor_of(sc: &Scratch, run: &str, step: &str) -> i32 {
 #[test]
 fn supervisors_are_forked_by_a_server_that_goes_with_plandeck_and_leaves_them_running() {
     let sc = Scratch::new();
-    let path = sc.write_plan(&waiting_plan(&sc, 0));
-    let path = path.to_str().expect("utf-8 path");
-    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (cli, run) = sc.start_run(&waiting_plan(&sc, 0));
     wait_file(&sc.path("pid"));
     let server = fork_server_of(cli.pid).expect("plandeck started a fork server");
     let supervisor = supervisor_of(&sc, &run, "a");
@@ -426,11 +406,7 @@ fn without_its_fork_server_plandeck_starts_each_supervisor_itself() {
         "echo after; cut -d' ' -f4 /proc/$PPID/stat > {}/b-origin",
         sc.dir.path().display()
     ));
-    let path = sc.write_plan(&plan);
-    let path = path.to_str().expect("utf-8 path");
-    let mut cli = Cli::start(sc.plandeck(&["run", path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
+    let (mut cli, run) = sc.start_run(&plan);
     wait_file(&sc.path("pid"));
     let cli_pid = cli.pid;
     let server = fork_server_of(cli.pid).expect("plandeck started a fork server");

@@ -39,12 +39,9 @@ fn run(sc: &Scratch, sshd: &Sshd, plan: &Value, extra: &[&str]) -> Outcome {
 
 /// Start `plandeck run PLAN --yes --json`; the run's id once it exists.
 fn start_run(sc: &Scratch, sshd: &Sshd, plan: &Value) -> (Cli, String) {
-    let path = sc.write_plan(plan);
-    let path = path.to_str().expect("utf-8 path").to_string();
-    let mut cli = Cli::start(plandeck(sc, sshd, &["run", &path, "--yes", "--json"]));
-    let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
-    let run = s(&created, "run_id").to_string();
-    (cli, run)
+    sc.start_run_with(plan, |c| {
+        c.env("XDG_RUNTIME_DIR", sshd.runtime_dir());
+    })
 }
 
 fn log_lines(events: &[Value], step: &str) -> Vec<String> {

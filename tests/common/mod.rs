@@ -155,6 +155,25 @@ impl Scratch {
         Cli::start(self.plandeck(&args)).finish()
     }
 
+    /// Start `plandeck run plan.json --yes --json` (`adjust` sets what the
+    /// test needs of its command, such as its environment) and wait for the
+    /// run's creation: the process, and the run's id.
+    pub fn start_run_with(&self, plan: &Value, adjust: impl FnOnce(&mut Process)) -> (Cli, String) {
+        let path = self.write_plan(plan);
+        let mut cmd =
+            self.plandeck(&["run", path.to_str().expect("utf-8 path"), "--yes", "--json"]);
+        adjust(&mut cmd);
+        let mut cli = Cli::start(cmd);
+        let created = cli.wait_event("the run's creation", |e| is_type(e, "run_created"));
+        let run = s(&created, "run_id").to_string();
+        (cli, run)
+    }
+
+    /// `start_run_with` as it is.
+    pub fn start_run(&self, plan: &Value) -> (Cli, String) {
+        self.start_run_with(plan, |_| {})
+    }
+
     /// Read `stamps.log`.
     pub fn stamps(&self) -> Stamps {
         Stamps::parse(&self.read("stamps.log"))
