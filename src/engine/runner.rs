@@ -862,18 +862,23 @@ async fn fetch_outputs(
     masker: &Masker,
     declared: &[String],
 ) -> Result<BTreeMap<String, String>, String> {
-    let (r, dir) = (r.clone(), dir.to_path_buf());
-    let bytes = tokio::task::spawn_blocking(move || {
-        r.remote.run(
-            &dir,
-            &super::ssh::outputs_command(&r.tag),
-            Duration::from_secs(60),
-        )
-    })
-    .await
-    .map_err(|e| format!("cannot fetch the outputs file: {e}"))?
-    .map_err(|e| format!("cannot fetch the outputs file from the host: {}", e.trim()))?;
+    let bytes = on_host(r, dir, super::ssh::outputs_command(&r.tag))
+        .await
+        .map_err(|e| format!("cannot fetch the outputs file from the host: {}", e.trim()))?;
     parse_outputs(&bytes, masker, declared)
+}
+
+/// Run a short `command` on a remote attempt's host over the shared
+/// connection (`dir`): its stdout, or why not.
+async fn on_host(
+    r: &RemoteAttempt,
+    dir: &std::path::Path,
+    command: String,
+) -> Result<Vec<u8>, String> {
+    let (r, dir) = (r.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || r.remote.run(&dir, &command, Duration::from_secs(60)))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// The raw wait status a remote attempt's wrapper kept, as (exit code,
@@ -882,17 +887,9 @@ async fn fetch_raw_status(
     r: &RemoteAttempt,
     dir: &std::path::Path,
 ) -> Option<(Option<i32>, Option<i32>)> {
-    let (r, dir) = (r.clone(), dir.to_path_buf());
-    let bytes = tokio::task::spawn_blocking(move || {
-        r.remote.run(
-            &dir,
-            &super::ssh::raw_command(&r.tag),
-            Duration::from_secs(60),
-        )
-    })
-    .await
-    .ok()?
-    .ok()?;
+    let bytes = on_host(r, dir, super::ssh::raw_command(&r.tag))
+        .await
+        .ok()?;
     let raw = String::from_utf8_lossy(&bytes).trim().parse().ok()?;
     super::exitstatus::raw(raw)
 }

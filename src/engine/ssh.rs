@@ -382,6 +382,25 @@ mod tests {
         }
     }
 
+    /// A wrapper script run by `sh -s`, as sshd would run it, its stdin
+    /// held open until it ends (a closed one stops the step): what it
+    /// printed and how it ended.
+    fn under_sh(script: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(script).expect("written");
+        let out = child.wait_with_output().expect("ends");
+        drop(stdin);
+        out
+    }
+
     #[test]
     fn the_wrapper_tells_a_signal_from_an_exit_with_its_number() {
         if std::process::Command::new("perl")
@@ -410,17 +429,7 @@ mod tests {
                 kill_grace: Duration::from_secs(1),
                 keep_outputs: false,
             });
-            let mut child = std::process::Command::new("/bin/sh")
-                .arg("-s")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("sh runs");
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(&script).expect("written");
-            let code = child.wait().expect("ends").code();
-            drop(stdin);
+            let code = under_sh(&script).status.code();
             assert_eq!(code, Some(status), "{line}");
             // Kept only when the status is ambiguous.
             let file = Path::new(&dir).join(format!("{tag}.raw"));
@@ -460,18 +469,7 @@ mod tests {
             kill_grace: Duration::from_secs(1),
             keep_outputs: true,
         });
-        let mut child = std::process::Command::new("/bin/sh")
-            .arg("-s")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(&script).expect("written");
-        let out = child.wait_with_output().expect("ends");
-        drop(stdin);
+        let out = under_sh(&script);
         assert_eq!(out.status.code(), Some(3));
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
