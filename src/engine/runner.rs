@@ -733,11 +733,12 @@ pub async fn run_attempt(
     // the raw wait status the host kept (where it has perl), else taken
     // for the signal.
     if let (Some((r, dir)), Some(code)) = (&remote, exit_code) {
-        (exit_code, signal) = match super::ssh::keeps_raw(code) {
-            true => fetch_raw_status(r, dir).await,
-            false => None,
-        }
-        .unwrap_or_else(|| super::exitstatus::shell(code));
+        let exact = if super::ssh::keeps_raw(code) {
+            fetch_raw_status(r, dir).await
+        } else {
+            None
+        };
+        (exit_code, signal) = exact.unwrap_or_else(|| super::exitstatus::shell(code));
     }
     drop(close_session.take());
     let mut capture = CapturedOutput::default();

@@ -14,14 +14,16 @@
 //! all the jobs it watches per look (while the controller remembers them),
 //! one `sacct` for those it no longer lists (when accounting keeps them),
 //! and the `status` file for a job the cluster forgot. The exit status and
-//! signal come from Slurm's, and the job's end state (`TIMEOUT`,
+//! signal come from Slurm's (exact where the node has perl: the script
+//! keeps the program's raw wait status and ends as it did), and the job's end state (`TIMEOUT`,
 //! `OUT_OF_MEMORY`, `NODE_FAIL`, ...) is part of the outcome the
 //! remediation rules classify.
 //!
 //! A timeout counts running time only (as the job's `--time` does, which
 //! plandeck also sets from it), from when the cluster says the job started
 //! running, so it holds across an adoption. Cancel and timeouts `scancel`
-//! the job and report its end once the cluster says it ended.
+//! the job (by id and name: ids start again after a controller lost its
+//! state) and report its end once the cluster says it ended.
 //!
 //! This module never writes to the store and never decides policy: it
 //! starts, watches and stops jobs, like `runner` does processes.

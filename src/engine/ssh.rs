@@ -9,8 +9,11 @@
 //! An attempt's remote side is a small `sh` wrapper sent on the session's
 //! stdin (the command line ssh sends is the constant `exec /bin/sh -s`):
 //! it exports the step's variables, starts the step with `setsid` (its own
-//! session and process group, stdin from /dev/null), waits for it and exits
-//! with its status (`128+N` for signal N, the shell's convention). Values
+//! session and process group, stdin from /dev/null; where the host has
+//! perl, a small parent that keeps the step's raw wait status leads that
+//! group), waits for it and exits with its status (`128+N` for signal N,
+//! the shell's convention; the raw status, read only then, tells it from
+//! an `exit 128+N`). Values
 //! reach the wrapper single-quoted, the one quoting in which `sh` takes
 //! every byte literally; nothing of the plan is ever pasted into ssh's
 //! argv. The session's stdin stays open while the step runs: when it
