@@ -92,6 +92,14 @@ fn a_job_shows_its_id_and_its_exit_code_comes_back_exactly() {
     assert_eq!(int["exit_code"], Value::Null, "{int}");
 }
 
+/// The first remediation the run offered.
+fn remediation(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| s(e, "type") == "remediation")
+        .expect("a remediation")
+}
+
 fn s_state(v: &Value) -> &str {
     s(v, "state")
 }
@@ -142,11 +150,7 @@ fn an_unknown_partition_is_invalid_input_with_the_clusters_words() {
     assert_eq!(lost["error_class"], "invalid_input", "{lost}");
     // Not retried: the cluster would refuse it again.
     assert_eq!(lost["attempt"], 1, "{lost}");
-    let remedy = o
-        .events
-        .iter()
-        .find(|e| s(e, "type") == "remediation")
-        .expect("a remediation");
+    let remedy = remediation(&o.events);
     assert!(
         s(remedy, "explanation").starts_with(
             "The cluster refused the batch job: invalid partition specified: no-such-partition"
@@ -479,11 +483,7 @@ fn a_job_over_its_memory_is_killed_and_classified_as_out_of_memory() {
     assert_eq!(s_state(hungry), "failed", "{}", o.stdout);
     assert_eq!(hungry["error_class"], "oom_killed", "{hungry}");
     assert_eq!(hungry["signal"], 9, "{hungry}");
-    let remedy = o
-        .events
-        .iter()
-        .find(|e| s(e, "type") == "remediation")
-        .expect("a remediation");
+    let remedy = remediation(&o.events);
     assert!(
         s(remedy, "explanation").contains("used more memory than it asked for"),
         "{remedy}"

@@ -22,6 +22,11 @@ fn remote_plan(sshd: &Sshd, globals: Value, resources: Value, steps: Value) -> V
     p
 }
 
+/// `remote_plan` with no globals or resources beyond the servers'.
+fn hosts_plan(sshd: &Sshd, steps: Value) -> Value {
+    remote_plan(sshd, json!({}), json!({}), steps)
+}
+
 /// `plandeck ARGS` with the servers' private runtime directory.
 fn plandeck(sc: &Scratch, sshd: &Sshd, args: &[&str]) -> std::process::Command {
     let mut c = sc.plandeck(args);
@@ -60,10 +65,8 @@ fn ended(events: &[Value], step: &str) -> Value {
 fn fan_out_runs_each_instance_on_its_host_and_dependents_wait_for_all() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([
             { "id": "hello", "hosts": ["web1", "web2"], "outputs": ["port"],
               "run": "echo \"conn=$SSH_CONNECTION step=$PLANDECK_STEP_ID\"; echo port=${SSH_CONNECTION##* } >> \"$PLANDECK_OUTPUT\"" },
@@ -101,10 +104,8 @@ fn fan_out_runs_each_instance_on_its_host_and_dependents_wait_for_all() {
 fn exit_status_and_signals_come_back_exactly() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([
             { "id": "seven", "host": "web1", "run": "echo about to fail >&2; exit 7" },
             { "id": "term", "host": "web2", "run": "kill -TERM $$" },
@@ -250,10 +251,8 @@ fn max_per_host_bounds_steps_on_one_host() {
 fn an_unreachable_host_and_a_refused_key_have_their_classes() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([
             { "id": "closed", "host": "closed", "run": "true" },
             { "id": "key", "host": "wrongkey", "run": "true" }
@@ -286,10 +285,8 @@ fn hostile_values_and_output_survive_the_trip_byte_exact() {
     let dir = sc.dir.path().display().to_string();
     let hostile = "it's \"$(touch pwned)\" `touch pwned2` $HOME \\n; rm -rf x' \n\ttab é ☃ %s %n";
     let one_line = "a'b\"c $(touch pwned3) `id` ;|&<> é";
-    let mut plan = remote_plan(
+    let mut plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([
             { "id": "far", "host": "web2", "outputs": ["v"],
               "env": { "ODD": one_line },
@@ -320,10 +317,8 @@ fn kill_9_of_plandeck_kills_the_remote_step_and_resume_runs_it_again() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
     let dir = sc.dir.path().display().to_string();
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([{ "id": "long", "host": "web1",
                  "run": format!("cd {dir}; if [ -e started ]; then echo second; exit 0; fi; touch started; echo up; exec sleep 3073") }]),
     );
@@ -426,10 +421,8 @@ fn a_detached_remote_step_outlives_kill_9_and_resume_adopts_it() {
              echo k=v-{name} >> \"$PLANDECK_OUTPUT\"; touch {d}/end-{name}; exit {code}"
         )
     };
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([
             { "id": "live", "host": "web1", "detach": true, "outputs": ["k"], "run": waiting("live", 0) },
             { "id": "done", "host": "web2", "detach": true, "run": waiting("done", 5) }
@@ -509,10 +502,8 @@ fn a_host_unreachable_at_resume_is_said_and_followed_until_it_answers() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
     let d = sc.dir.path().display().to_string();
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([{
             "id": "far", "host": "web1", "detach": true,
             "run": format!("echo once >> {d}/ledger; touch {d}/up; until [ -e {d}/go ]; do sleep 0.02; done; echo after")
@@ -595,10 +586,8 @@ fn a_signal_to_plandeck_leaves_a_detached_remote_step_running() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
     let d = sc.dir.path().display().to_string();
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([{ "id": "a", "host": "web1", "detach": true,
                  "run": format!("echo up; until [ -e {d}/go ]; do sleep 0.02; done; echo done") }]),
     );
@@ -657,12 +646,7 @@ fn freeze_and_thaw_reach_a_detached_remote_step() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
     let d = sc.dir.path().display().to_string();
-    let plan = remote_plan(
-        &sshd,
-        json!({}),
-        json!({}),
-        json!([waiting_remote_step(&d, "web1")]),
-    );
+    let plan = hosts_plan(&sshd, json!([waiting_remote_step(&d, "web1")]));
     let (mut cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("pid"));
     let pid: i32 = sc.read("pid").trim().parse().expect("a pid");
@@ -684,12 +668,7 @@ fn a_detached_remote_step_started_just_before_a_crash_is_found_by_its_tag() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
     let d = sc.dir.path().display().to_string();
-    let plan = remote_plan(
-        &sshd,
-        json!({}),
-        json!({}),
-        json!([waiting_remote_step(&d, "web2")]),
-    );
+    let plan = hosts_plan(&sshd, json!([waiting_remote_step(&d, "web2")]));
     let path = sc.write_plan(&plan);
     let path = path.to_str().expect("utf-8 path").to_string();
     // plandeck dies as soon as it hears the step started: its handle may
@@ -718,12 +697,7 @@ fn a_detached_remote_step_whose_supervisor_vanished_runs_again() {
     let Some(sshd) = Sshd::start() else { return };
     let sc = Scratch::new();
     let d = sc.dir.path().display().to_string();
-    let plan = remote_plan(
-        &sshd,
-        json!({}),
-        json!({}),
-        json!([waiting_remote_step(&d, "web1")]),
-    );
+    let plan = hosts_plan(&sshd, json!([waiting_remote_step(&d, "web1")]));
     let (cli, run) = start_run(&sc, &sshd, &plan);
     wait_file(&sc.path("pid"));
     cli.signal(Signal::SIGKILL);
@@ -758,10 +732,8 @@ fn a_detached_remote_step_tells_a_signal_from_an_exit_with_its_number() {
         .arg("-e1")
         .status()
         .is_ok_and(|s| s.success());
-    let plan = remote_plan(
+    let plan = hosts_plan(
         &sshd,
-        json!({}),
-        json!({}),
         json!([
             { "id": "code", "host": "web1", "detach": true, "run": "exit 143" },
             { "id": "term", "host": "web2", "detach": true, "run": "kill -TERM $$" }
